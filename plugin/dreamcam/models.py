@@ -1,0 +1,143 @@
+"""Pipelines the engine runs on: the offline tiny pipeline and the loader for real models.
+
+`tiny_pipeline` builds a random-weight Stable-Diffusion-architecture pipeline entirely from
+configs (no download): a small UNet, a TAESD-style `AutoencoderTiny`, a small CLIP text encoder
+and a CLIP tokenizer built from a byte-level vocabulary written here. Tests, demos and CI use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from dreamcam.errors import DreamcamError
+
+log = logging.getLogger(__name__)
+
+
+def _quiet_imports() -> None:
+    # transformers warns about torchvision at import time; dreamcam never uses image processors.
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*torchvision.*")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def _byte_level_vocab() -> dict[str, int]:
+    """The 256 byte-level symbols of CLIP's BPE, each bare and with the end-of-word suffix.
+
+    With no merges every word tokenizes to its characters: a real CLIP tokenizer (same
+    normalisation, pre-tokenisation, special tokens and 77-token limit) that needs no file.
+    """
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("\xa1"), ord("\xac") + 1))
+        + list(range(ord("\xae"), ord("\xff") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            codes.append(256 + extra)
+            extra += 1
+    symbols = [chr(c) for c in codes]
+    vocab: dict[str, int] = {}
+    for s in symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]:
+        vocab[s] = len(vocab)
+    return vocab
+
+
+def tiny_tokenizer(max_length: int = 77):
+    _quiet_imports()
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=max_length)
+
+
+def tiny_pipeline(seed: int = 0, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """A random-weight tiny SD-architecture `StableDiffusionPipeline`, built offline.
+
+    Same component classes and data flow as SD 1.x / sd-turbo (UNet2DConditionModel with
+    cross-attention, AutoencoderTiny with an 8x latent, CLIPTextModel, LCMScheduler), with
+    widths small enough that a 512x512 frame runs in milliseconds on one CPU core.
+    The same `seed` always gives the same weights.
+    """
+    _quiet_imports()
+    from diffusers import AutoencoderTiny, LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab_size = len(_byte_level_vocab())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        )
+        vae = AutoencoderTiny(
+            encoder_block_out_channels=(16, 16, 16, 16),
+            decoder_block_out_channels=(16, 16, 16, 16),
+            num_encoder_blocks=(1, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 1),
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=vocab_size,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+                bos_token_id=vocab_size - 2,
+                eos_token_id=vocab_size - 1,
+                pad_token_id=vocab_size - 1,
+            )
+        )
+    scheduler = LCMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tiny_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return move_pipeline(pipe, device, dtype)
+
+
+def move_pipeline(pipe: Any, device: str | torch.device | None, dtype: torch.dtype | None):
+    """Move a pipeline only where it is not already (a no-op move still logs warnings)."""
+    cur_device, cur_dtype = pipeline_device_dtype(pipe)
+    device = torch.device(device) if device is not None else cur_device
+    dtype = dtype or cur_dtype
+    if (device, dtype) != (cur_device, cur_dtype):
+        diffusers_log = logging.getLogger("diffusers")
+        level = diffusers_log.level
+        diffusers_log.setLevel(logging.ERROR)
+        try:
+            pipe.to(device=device, dtype=dtype)
+        finally:
+            diffusers_log.setLevel(level)
+    return pipe
+
+
+def pipeline_device_dtype(pipe: Any) -> tuple[torch.device, torch.dtype]:
+    return pipe.unet.device, pipe.unet.dtype
+
+
+def load_pipeline(id_or_path: str, **kwargs: Any):
+    raise NotImplementedError("load_pipeline: being written")
