@@ -1,0 +1,100 @@
+"""Frames and the hand-over between threads.
+
+A `Frame` is an RGB uint8 image (H, W, 3) with the time it was captured
+(`time.perf_counter()` seconds). Stages hand frames over through a `LatestSlot`, which keeps
+only the newest: a slow consumer skips frames (counted as dropped), it never builds a queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from dreamcam.errors import ConfigError
+
+FIT_MODES = ("crop", "letterbox", "stretch")
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # uint8 (H, W, 3) RGB
+    t_capture: float = field(default_factory=time.perf_counter)
+    index: int = 0
+
+
+class LatestSlot:
+    """A hand-over that keeps the newest `depth` items (1 for live stages).
+
+    `put` never blocks; an item pushed out unread counts in `dropped`. `get` waits for an item
+    until `timeout` or `close()`.
+    """
+
+    def __init__(self, depth: int = 1) -> None:
+        self._items: deque = deque()
+        self._depth = depth
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: object) -> None:
+        with self._cond:
+            if len(self._items) >= self._depth:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None):
+        """The oldest kept item, or None on timeout / when closed and empty."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            return self._items.popleft() if self._items else None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+def fit(image: np.ndarray, width: int, height: int, mode: str = "crop") -> np.ndarray:
+    """Frame an (H, W, 3) uint8 image to (height, width, 3).
+
+    crop: scale to cover, then cut the centre; letterbox: scale to fit, pad with black;
+    stretch: scale each axis independently.
+    """
+    if mode not in FIT_MODES:
+        raise ConfigError(f"framing must be one of {', '.join(FIT_MODES)}; got {mode!r}")
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    if mode == "stretch":
+        return _resize(image, width, height)
+    scale = max(width / w, height / h) if mode == "crop" else min(width / w, height / h)
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+    scaled = _resize(image, sw, sh)
+    if mode == "crop":
+        x0, y0 = (sw - width) // 2, (sh - height) // 2
+        return np.ascontiguousarray(scaled[y0 : y0 + height, x0 : x0 + width])
+    out = np.zeros((height, width, 3), dtype=np.uint8)
+    x0, y0 = (width - sw) // 2, (height - sh) // 2
+    out[y0 : y0 + sh, x0 : x0 + sw] = scaled
+    return out
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrink = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
