@@ -104,6 +104,10 @@ def cmd_run(args) -> int:
     store = ParamStore(initial)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
+    from dreamcam.engine import _check_size
+
+    _check_size("width", args.width)
+    _check_size("height", args.height)
     t_index = _t_index_list(args, store.get("strength"))
     source = open_source(args.source, fps=args.fps)
     sinks = [open_sink(s, width=args.width, height=args.height, fps=args.fps or 30.0) for s in (args.sink or ["virtualcam"])]
