@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,11 +26,15 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_server import ThreadingOSCUDPServer
 
 try:
     import obsws_python
@@ -127,18 +132,26 @@ class ObsStudio:
                 pass
             self.client = None
         if self._proc is not None:
-            for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-                try:
-                    os.killpg(self._proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self._proc.wait(timeout=wait_s)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            self._end_process_group(self._proc.pid)
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def _end_process_group(self, pgid: int) -> None:
+        # SIGTERM ends OBS at once (nothing to save); the group also holds xvfb-run and Xvfb,
+        # which outlive the leader by a moment. SIGKILL whatever is left after 10 s.
+        for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                self._proc.poll()  # reap the leader
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.05)
 
     # -- config -------------------------------------------------------------------------
     @property
@@ -180,6 +193,9 @@ class ObsStudio:
                 # A plain TCP probe first: obsws-python logs a traceback for every refused try.
                 socket.create_connection(("127.0.0.1", self.ws_port), timeout=1).close()
                 self.client = obsws_python.ReqClient(host="127.0.0.1", port=self.ws_port, timeout=5)
+                # Failed requests raise OBSSDKRequestError; its traceback logging (every 702
+                # retry) only adds noise.
+                self.client.logger.setLevel(logging.CRITICAL)
                 return
             except (OSError, OBSSDKError) as e:
                 last_error = e
@@ -270,3 +286,155 @@ class ObsStudio:
         if name not in inputs:
             self.add_media_source(port, name=name)
         return self.screenshot(name, timeout_s=timeout_s, until=until)
+
+
+class UdpMpegTsSender:
+    """Streams one RGB picture as MPEG-2 video in MPEG-TS over UDP, in real time; a context manager.
+
+    image: HxWx3 uint8 RGB (even W and H). Sends to host:port from a named thread until
+    close() or `max_s` seconds, one keyframe every 10 frames so a late reader starts fast.
+    Stands in for a video source where dreamcam's own UDP sink is not the thing under test.
+    """
+
+    def __init__(self, port: int, image: np.ndarray, *, host: str = "127.0.0.1", fps: int = 30,
+                 max_s: float = 30.0):
+        h, w = image.shape[:2]
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or h % 2 or w % 2:
+            raise ValueError(f"image must be HxWx3 uint8 with even H and W, got {image.shape} {image.dtype}")
+        self.target, self.image, self.fps, self.max_s = (host, port), image, fps, max_s
+        self.datagrams = 0
+        self.error: BaseException | None = None
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"mpegts-udp-{port}", daemon=True)
+        self._thread.start()
+
+    def _send(self, data: bytes) -> None:
+        for i in range(0, len(data), 1316):  # 7 TS packets: the usual MPEG-TS-over-UDP datagram
+            self._sock.sendto(data[i:i + 1316], self.target)
+            self.datagrams += 1
+
+    def _run(self) -> None:
+        import av
+
+        sender = self
+
+        class _Out:
+            def write(self, data):
+                sender._send(bytes(data))
+                return len(data)
+
+        try:
+            container = av.open(_Out(), mode="w", format="mpegts")
+            stream = container.add_stream("mpeg2video", rate=self.fps)
+            stream.width, stream.height = self.image.shape[1], self.image.shape[0]
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.gop_size = 10
+            stream.codec_context.max_b_frames = 0
+            start = time.monotonic()
+            n = 0
+            while not self._stop.is_set() and time.monotonic() - start < self.max_s:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(self.image, format="rgb24")):
+                    container.mux(packet)
+                n += 1
+                self._stop.wait(max(0.0, start + n / self.fps - time.monotonic()))
+            container.close()
+        except BaseException as e:  # noqa: BLE001 - handed to the test through .error
+            self.error = e
+
+    def close(self) -> None:
+        """Stop the thread (joined within 5 s) and close the socket; safe to call twice."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> UdpMpegTsSender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def wait_until(predicate, *, timeout_s: float = 5.0, what: str = "the condition") -> None:
+    """Poll `predicate()` every 20 ms until true; AssertionError after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class OscPeer:
+    """A python-osc ThreadingOSCUDPServer on 127.0.0.1 in dreamcam's place; a context manager.
+
+    Records every message as (address, args) in `received`; answers `/dreamcam/status` to
+    the sender with `/dreamcam/state` and `json.dumps(state)` (or the bytes in `reply_raw`).
+    With follow=True a received parameter is written into `state`, as dreamcam would.
+    Stands in for dreamcam's own OSC server where that is not the thing under test.
+    """
+
+    def __init__(self, *, state=None, port: int = 0, follow: bool = True):
+        self.state = dict(state or {})
+        self.follow = follow
+        self.received: list[tuple[str, list]] = []
+        self.reply_raw: bytes | None = None
+        self._cond = threading.Condition()
+        dispatcher = Dispatcher()
+        dispatcher.map("/dreamcam/status", self._on_status, needs_reply_address=True)
+        dispatcher.set_default_handler(self._on_message)
+        self.server = ThreadingOSCUDPServer(("127.0.0.1", port), dispatcher)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"osc-peer-{self.port}", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def _record(self, address, args):
+        with self._cond:
+            self.received.append((address, list(args)))
+            self._cond.notify_all()
+
+    def _on_status(self, client_address, address, *args):
+        self._record(address, args)
+        reply = self.reply_raw
+        if reply is None:
+            builder = OscMessageBuilder(address="/dreamcam/state")
+            builder.add_arg(json.dumps(self.state))
+            reply = builder.build().dgram
+        self.server.socket.sendto(reply, client_address)
+
+    def _on_message(self, address, *args):
+        self._record(address, args)
+        name = address.rsplit("/", 1)[-1]
+        if self.follow and address.startswith("/dreamcam/") and len(args) == 1:
+            self.state[name] = bool(args[0]) if name == "bypass" else args[0]
+
+    def wait_for(self, address: str, predicate=None, *, timeout_s: float = 5.0) -> list:
+        """Args of the first received `address` message whose args pass `predicate`."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for got, args in self.received:
+                    if got == address and (predicate is None or predicate(args)):
+                        return args
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {address} message{' passing the check' if predicate else ''} within "
+                                         f"{timeout_s} s; received: {self.received[-20:]}")
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        """Stop serving and close the socket; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> OscPeer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
