@@ -11,6 +11,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from dreamcam.errors import ConfigError, DreamcamError
 from dreamcam.params import PARAMS
 
@@ -120,7 +122,10 @@ def cmd_run(args) -> int:
     engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(make_backend(args.backend, engine))
-        _say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}")
+        _say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}; warming up ...")
+        t0 = time.perf_counter()
+        backend.process(np.zeros((args.height, args.width, 3), dtype=np.uint8))  # compiles / captures here, not live
+        _say(f"warm in {time.perf_counter() - t0:.1f} s")
 
         # 3. Outputs first, then the input (so no frame waits on a closed output); closed in reverse
         for sink in sinks:
@@ -132,6 +137,7 @@ def cmd_run(args) -> int:
             frames=args.frames, fit_mode=args.fit, on_status=_status_printer(),
         )
         _install_signal_handlers(runner)
+        _say(f"live: {args.source} -> {', '.join(args.sink or ['virtualcam'])} (Ctrl-C to stop)")
         summary = runner.run()
     if sys.stderr.isatty():
         sys.stderr.write("\n")

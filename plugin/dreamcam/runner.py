@@ -47,6 +47,7 @@ class Runner:
         frames: stop after this many engine frames (0 = until `stop()`).
         fit_mode: crop, letterbox or stretch.
         on_status: called with `status()` about every `status_every` seconds.
+        no_signal_after: seconds of silence from the source before the "no signal" card.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class Runner:
         fit_mode: str = "crop",
         on_status: Callable[[dict], None] | None = None,
         status_every: float = 0.5,
+        no_signal_after: float = NO_SIGNAL_AFTER_S,
     ) -> None:
         self.source, self.backend, self.sinks = source, backend, list(sinks)
         self.width, self.height = width, height
@@ -70,6 +72,7 @@ class Runner:
         self.fit_mode = fit_mode
         self.on_status = on_status
         self.status_every = status_every
+        self.no_signal_after = no_signal_after
         self.stats = RunStats()
         self._stop = threading.Event()
         self._no_signal: np.ndarray | None = None
@@ -113,8 +116,8 @@ class Runner:
         return out
 
     def _idle(self, last_out: np.ndarray | None, silent_s: float, now: float) -> None:
-        if silent_s >= NO_SIGNAL_AFTER_S or last_out is None:
-            if silent_s < NO_SIGNAL_AFTER_S:
+        if silent_s >= self.no_signal_after or last_out is None:
+            if silent_s < self.no_signal_after:
                 return  # nothing shown yet: wait for the first frame
             if self._no_signal is None:
                 self._no_signal = no_signal_card(self.width, self.height)

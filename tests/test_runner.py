@@ -1,0 +1,135 @@
+"""The live loop with real threads: newest-only hand-over, bypass, silence, shutdown."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dreamcam import StreamEngine
+from dreamcam.backends import make_backend
+from dreamcam.controls import Controller
+from dreamcam.frames import fit
+from dreamcam.params import ParamStore
+from dreamcam.runner import Runner
+from dreamcam.sinks import NullSink, Sink
+from dreamcam.sources import TestPatternSource
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class RecordingSink(Sink):
+    """A real sink thread that keeps what it was given (the test's eyes on the output)."""
+
+    kind = "record"
+    depth = 1000
+
+    def __init__(self, width, height):
+        super().__init__(width, height)
+        self.frames = []
+
+    def _send(self, frame):
+        self.frames.append(frame)
+
+
+class PausableTestPattern(TestPatternSource):
+    """The test pattern, whose capture thread can be made to go silent and come back."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.live = threading.Event()
+        self.live.set()
+
+    def _grab(self):
+        if not self.live.wait(0.05):
+            return None
+        return super()._grab()
+
+
+def engine_backend(pipe, size):
+    engine = StreamEngine(pipe, [30], size, size, cfg_type="none")
+    engine.prepare("a watercolor fox")
+    return engine, make_backend("eager", engine)
+
+
+def test_bypass_passes_the_framed_input_through(tiny_pipe):
+    engine, backend = engine_backend(tiny_pipe, 64)
+    store = ParamStore({"bypass": True})
+    src = PausableTestPattern(160, 120, fps=60)
+    sink = RecordingSink(64, 64)
+    with sink, src:
+        runner = Runner(src, backend, [sink], width=64, height=64, controller=Controller(engine, store), frames=10)
+        summary = runner.run()
+    assert summary["frames"] == 10 and len(sink.frames) == 10
+    for f in sink.frames:
+        np.testing.assert_array_equal(f.image, fit(src.pattern(f.index), 64, 64, "crop"))
+
+
+def test_slow_engine_drops_frames_instead_of_queueing(tiny_pipe):
+    engine, backend = engine_backend(tiny_pipe, 128)
+    src = TestPatternSource(320, 240, fps=200)
+    sink = RecordingSink(128, 128)
+    with sink, src:
+        summary = Runner(src, backend, [sink], width=128, height=128, frames=8).run()
+    assert summary["dropped_input"] > 0
+    # each frame the engine took was the newest one: its age on arrival is below one engine step
+    assert summary["latency_p99_ms"] < 2.5 * summary["p99_ms"] + 50
+    indices = [f.index for f in sink.frames]
+    assert indices == sorted(indices) and len(set(indices)) == len(indices)
+
+
+def test_silent_source_repeats_last_frame_then_no_signal(tiny_pipe):
+    engine, backend = engine_backend(tiny_pipe, 64)
+    src = PausableTestPattern(64, 64, fps=30)
+    sink = RecordingSink(64, 64)
+    with sink, src:
+        runner = Runner(src, backend, [sink], width=64, height=64, no_signal_after=0.6)
+        t = threading.Thread(target=runner.run)
+        t.start()
+        time.sleep(0.5)
+        src.live.clear()
+        time.sleep(1.5)
+        src.live.set()
+        time.sleep(0.6)
+        runner.stop()
+        t.join(5)
+    assert not t.is_alive()
+    repeats = [f for f in sink.frames if f.index == -1]
+    assert runner.stats.repeats == len(repeats) >= 5
+    cards = [f for f in repeats if f.image.std() < 40 and f.image.mean() < 60]
+    assert cards, "no 'no signal' card was shown"
+    last_card = max(i for i, f in enumerate(sink.frames) if f is cards[-1])
+    assert any(f.index >= 0 for f in sink.frames[last_card:]), "output did not resume"
+
+
+def test_sigterm_stops_within_a_second(tmp_path):
+    stats = tmp_path / "stats.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugin"), "HF_HUB_OFFLINE": "1"}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dreamcam", "run", "--model", "tiny", "--source", "testpattern", "--sink", "null",
+         "--width", "64", "--height", "64", "--stats-json", str(stats)],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        for line in p.stderr:
+            if "live:" in line:
+                break
+        time.sleep(1.0)
+        t0 = time.perf_counter()
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=120)
+        took = time.perf_counter() - t0
+    finally:
+        p.kill()
+    assert p.returncode == 0
+    summary = json.loads(stats.read_text())
+    # within a second, plus the frame that was in flight when the signal came
+    allowed = 1.0 + summary["p99_ms"] / 1000.0
+    assert took < allowed, f"took {took:.2f} s to stop (allowed {allowed:.2f} s)"
