@@ -132,13 +132,20 @@ class Source:
             self.error = e
             self._slot.close()
         finally:
+            self._release_quietly()
+
+    def _release_quietly(self) -> None:
+        """Release a device that may already be broken (a lost X connection raises on close)."""
+        try:
             self._release()
+        except Exception as e:
+            log.debug("%s: release after failure: %s", self.kind, e)
 
     def _recover(self, cause: BaseException) -> None:
         """Release, then re-open with back-off until it works or the source is closed."""
         self._lost = True
         log.warning("%s: signal lost (%s); reconnecting", self.kind, cause)
-        self._release()
+        self._release_quietly()
         delay, tries = self.retry_first_s, 0
         while not self._stop.wait(delay):
             tries += 1
@@ -146,7 +153,7 @@ class Source:
                 self._reopen()
             except Exception as e:  # the device is still gone: try again later
                 log.debug("%s: re-open %d failed: %s", self.kind, tries, e)
-                self._release()
+                self._release_quietly()
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             self.reconnects += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -74,6 +75,7 @@ class ScreenSource(Source):
         self.monitor, self.region = monitor, region
         self.box: dict[str, int] | None = None  # left, top, width, height in desktop pixels
         self._sct = None
+        self.grabber_thread = ""  # name of the thread that made the current grabber
 
     def _open(self) -> None:
         # validate here, in the caller's thread, with a grabber of its own; the capture thread
@@ -108,17 +110,21 @@ class ScreenSource(Source):
             )
         return {"left": x, "top": y, "width": w, "height": h}
 
-    def _reopen(self) -> None:
+    def _new_grabber(self):
         self._sct = new_mss()
-        self.box = self._pick_box(self._sct.monitors)
+        self.grabber_thread = threading.current_thread().name
+        return self._sct
+
+    def _reopen(self) -> None:
+        self.box = self._pick_box(self._new_grabber().monitors)
 
     def _grab(self) -> np.ndarray:
         try:
             if self._sct is None:
-                self._sct = new_mss()
+                self._new_grabber()
             shot = self._sct.grab(self.box)
         except Exception as e:  # display gone or changed: reconnect
-            raise SignalLost(f"screen grab failed: {e}") from e
+            raise SignalLost(f"screen grab failed: {e or type(e).__name__}") from e
         w, h = shot.size
         bgra = np.frombuffer(shot.bgra, dtype=np.uint8).reshape(h, w, 4)
         return cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGB)
