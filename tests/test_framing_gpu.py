@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from dreamcam.errors import ConfigError
 from dreamcam.frames import FIT_MODES, fit
 from dreamcam.framing_gpu import fit_to_engine, fit_torch

@@ -13,7 +13,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from dreamcam.errors import ConfigError, DeviceError, DreamcamError
 from dreamcam.sources import TestPatternSource, WebcamSource, open_source, parse_size
 from dreamcam.sources_media import ImageSource, VideoFileSource
@@ -38,7 +37,7 @@ def write_clip(path, frames: int = 10, fps: float = 20.0, size=(W, H)) -> str:
 
 
 def stripe(image: np.ndarray) -> int:
-    return int(round(float(image[2:6].mean()) / 20))
+    return round(float(image[2:6].mean()) / 20)
 
 
 def read_n(src, n: int, timeout: float = 2.0) -> list:
@@ -98,7 +97,7 @@ def test_webcam_source_survives_device_loss_and_resumes(tmp_path, caplog):
 
 def test_silence_counts_as_signal_lost(tmp_path, monkeypatch):
     """No failure, just no frame for STALL_S (as when a driver read blocks): still reported lost."""
-    import dreamcam.sources as sources
+    from dreamcam import sources
 
     monkeypatch.setattr(sources, "STALL_S", 0.3)
     clip = write_clip(tmp_path / "slow.mp4", frames=3)

@@ -13,7 +13,6 @@ import threading
 import time
 
 from dreamcam.sources import WebcamSource
-
 from test_sources import write_clip
 
 

@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import pytest
-
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.sources import open_source
 from dreamcam.sources_media import ScreenSource
@@ -40,7 +39,8 @@ sys.stdin.read()
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
-    return "#%02x%02x%02x" % rgb
+    r, g, b = rgb
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 class Xvfb:
