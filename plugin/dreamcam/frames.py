@@ -7,6 +7,7 @@ only the newest: a slow consumer skips frames (counted as dropped), it never bui
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -96,5 +97,16 @@ def fit(image: np.ndarray, width: int, height: int, mode: str = "crop") -> np.nd
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    shrink = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    # INTER_AREA (the anti-aliased shrink) is fast only for whole-number ratios on both axes
+    # (0.4 ms for 1280x720 -> 640x360, 20-35 ms for -> 910x512 on one core): shrink by the
+    # largest whole factor that divides both sides with it, and finish with INTER_LINEAR
+    h, w = image.shape[:2]
+    k = min(w // width, h // height)
+    if k >= 2:
+        g = math.gcd(w, h)
+        k = max(d for d in range(1, k + 1) if g % d == 0)
+        if k >= 2:
+            image = cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)

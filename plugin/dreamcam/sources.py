@@ -2,52 +2,100 @@
 
 `open_source(spec, ...)` parses a `--source` value. Every source:
 
-- `start()` opens the device and starts the capture thread (errors at open are DreamcamError);
+- `start()` opens the device and starts the capture thread (errors at open are DreamcamError:
+  one line that says what is wrong and how to fix it);
 - `read(timeout)` returns the newest `Frame` not yet read, or None when none came in time;
 - `dropped`: frames captured but never read (the consumer was slower);
-- `fps`: measured capture rate; `close()` is idempotent; the source is a context manager.
+- `fps`: measured capture rate; `close()` is idempotent; the source is a context manager;
+- `signal_lost`: the device stopped giving frames (read failures, device gone, or no frame for
+  `STALL_S`); the thread then re-opens it with back-off (`RETRY_FIRST_S` doubling up to
+  `RETRY_MAX_S`) and resumes by itself; `reconnects` counts the recoveries. A lost device never
+  raises out of the thread: the runner keeps its output alive meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
+import os
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 
+import cv2
 import numpy as np
 
-from dreamcam.errors import ConfigError
+from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame, LatestSlot
 
 log = logging.getLogger(__name__)
 
+RETRY_FIRST_S = 0.5  # first re-open attempt after a loss; doubles each failure
+RETRY_MAX_S = 5.0
+STALL_S = 2.0  # no frame for this long counts as a lost signal even while a read blocks
+SOURCE_SPECS = "webcam[:N | :/dev/videoN], screen[:MONITOR | :X,Y,W,H], file:PATH, image:PATH or testpattern"
+
+
+class SignalLost(Exception):
+    """Raised by a source's `_grab` when the device stopped giving frames; the thread reconnects."""
+
 
 class Source:
-    """Base: a thread calling `_grab()` in a loop and putting each image in a `LatestSlot`."""
+    """Base: a thread calling `_grab()` in a loop and putting each image in a `LatestSlot`.
+
+    Subclasses implement `_open` (calling thread, at start: raise DreamcamError), `_grab`
+    (capture thread: RGB uint8 (H, W, 3), None for "nothing new", SignalLost on a device
+    failure), `_reopen` (capture thread, after a loss: raise anything to be retried later) and
+    `_release` (idempotent; runs in the capture thread as it ends, or in `close()`).
+
+    Args:
+        fps: pace the loop at this rate (frames/s, > 0); None reads as fast as `_grab` returns.
+        mirror: flip every frame left-right (a selfie view).
+        retry_first_s, retry_max_s: re-open back-off after a loss (seconds).
+    """
 
     kind = "source"
 
-    def __init__(self, *, fps: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fps: float | None = None,
+        mirror: bool = False,
+        retry_first_s: float = RETRY_FIRST_S,
+        retry_max_s: float = RETRY_MAX_S,
+    ) -> None:
+        if fps is not None and not fps > 0:
+            raise ConfigError(f"source fps must be > 0, got {fps!r}")
         self.target_fps = fps
+        self.mirror = mirror
+        self.retry_first_s, self.retry_max_s = retry_first_s, retry_max_s
         self._slot = LatestSlot()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._index = 0
         self._times: list[float] = []
+        self._lost = False
+        self._last_t = 0.0
+        self.reconnects = 0
         self.error: BaseException | None = None
 
-    # subclasses: open the device (raise DreamcamError), grab one RGB uint8 image, release
     def _open(self) -> None:
         pass
 
     def _grab(self) -> np.ndarray | None:
         raise NotImplementedError
 
+    def _reopen(self) -> None:
+        self._open()
+
     def _release(self) -> None:
         pass
 
     def start(self) -> Source:
         self._open()
+        self._last_t = time.perf_counter()
         self._thread = threading.Thread(target=self._loop, name=f"dreamcam-{self.kind}", daemon=True)
         self._thread.start()
         return self
@@ -62,12 +110,20 @@ class Source:
                     if delay > 0 and self._stop.wait(delay):
                         break
                     next_t = max(next_t + period, time.perf_counter() - period)
-                image = self._grab()
+                try:
+                    image = self._grab()
+                except SignalLost as e:
+                    self._recover(e)
+                    next_t = time.perf_counter()
+                    continue
                 if image is None:
                     continue
+                if self.mirror:
+                    image = cv2.flip(image, 1)
                 now = time.perf_counter()
                 self._slot.put(Frame(image, now, self._index))
                 self._index += 1
+                self._last_t = now
                 self._times.append(now)
                 if len(self._times) > 60:
                     del self._times[:-60]
@@ -75,12 +131,49 @@ class Source:
             log.error("%s source failed: %s", self.kind, e)
             self.error = e
             self._slot.close()
+        finally:
+            self._release_quietly()
+
+    def _release_quietly(self) -> None:
+        """Release a device that may already be broken (a lost X connection raises on close)."""
+        try:
+            self._release()
+        except Exception as e:
+            log.debug("%s: release after failure: %s", self.kind, e)
+
+    def _recover(self, cause: BaseException) -> None:
+        """Release, then re-open with back-off until it works or the source is closed."""
+        self._lost = True
+        log.warning("%s: signal lost (%s); reconnecting", self.kind, cause)
+        self._release_quietly()
+        delay, tries = self.retry_first_s, 0
+        while not self._stop.wait(delay):
+            tries += 1
+            try:
+                self._reopen()
+            except Exception as e:  # the device is still gone: try again later
+                log.debug("%s: re-open %d failed: %s", self.kind, tries, e)
+                self._release_quietly()
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            self.reconnects += 1
+            self._lost = False
+            self._last_t = time.perf_counter()
+            log.warning("%s: signal back after %d re-open tries", self.kind, tries)
+            return
 
     def read(self, timeout: float | None = 0.5) -> Frame | None:
         frame = self._slot.get(timeout)
         if frame is None and self.error is not None:
             raise self.error
         return frame
+
+    @property
+    def signal_lost(self) -> bool:
+        """True while the device gives no frames (failed reads, or silent for `STALL_S` seconds)."""
+        if self._thread is None:
+            return False
+        return self._lost or time.perf_counter() - self._last_t > STALL_S
 
     @property
     def dropped(self) -> int:
@@ -98,9 +191,12 @@ class Source:
     def close(self) -> None:
         self._stop.set()
         self._slot.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
-        self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+            if thread.is_alive():  # blocked in a driver read: it releases the device when that returns
+                log.warning("%s capture thread still blocked in a read; it will release the device when it returns", self.kind)
+                return
         self._release()
 
     def __enter__(self) -> Source:
@@ -116,8 +212,8 @@ class TestPatternSource(Source):
     kind = "testpattern"
     __test__ = False  # not a pytest test class
 
-    def __init__(self, width: int = 1280, height: int = 720, *, fps: float | None = 30.0) -> None:
-        super().__init__(fps=fps)
+    def __init__(self, width: int = 1280, height: int = 720, *, fps: float | None = 30.0, mirror: bool = False) -> None:
+        super().__init__(fps=fps, mirror=mirror)
         self.width, self.height = width, height
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
         self._x, self._y = x, y
@@ -145,11 +241,178 @@ class TestPatternSource(Source):
         return img
 
 
-def open_source(spec: str, *, width: int = 1280, height: int = 720, fps: float | None = None) -> Source:
-    """Build (not start) the source a `--source` value names."""
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own stderr warnings (failed probes) while the block runs."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR / BGRA / gray uint8 image -> RGB uint8 (H, W, 3)."""
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def open_camera(device: int | str) -> cv2.VideoCapture:
+    """The default camera opener: V4L2 on Linux, OpenCV's pick elsewhere."""
+    api = cv2.CAP_V4L2 if sys.platform.startswith("linux") and (isinstance(device, int) or device.startswith("/dev/")) else cv2.CAP_ANY
+    return cv2.VideoCapture(device, api)
+
+
+def present_cameras() -> list[str]:
+    """Camera device nodes present on Linux (no probing); empty elsewhere."""
+    return sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p)) if sys.platform.startswith("linux") else []
+
+
+class WebcamSource(Source):
+    """A camera through OpenCV's VideoCapture, BGR -> RGB, optionally mirrored.
+
+    Args:
+        device: camera index (0..) or device path (`/dev/video0`), or anything `open_capture`
+            understands (tests give a video file).
+        width, height: requested capture size in pixels (the driver may pick the nearest it has;
+            `size` tells what it gave).
+        fps: requested capture rate (frames/s); the camera paces the loop, `fps` measures it.
+        fourcc: requested pixel format, e.g. "MJPG" (lets USB cameras reach 720p/1080p at 30 fps).
+        open_capture: builds the `cv2.VideoCapture` for `device`; default `open_camera`.
+    """
+
+    kind = "webcam"
+
+    def __init__(
+        self,
+        device: int | str = 0,
+        *,
+        width: int | None = 1280,
+        height: int | None = 720,
+        fps: float | None = None,
+        fourcc: str | None = None,
+        mirror: bool = False,
+        open_capture: Callable[[int | str], cv2.VideoCapture] = open_camera,
+        **retry: float,
+    ) -> None:
+        super().__init__(fps=None, mirror=mirror, **retry)
+        if fourcc is not None and len(fourcc) != 4:
+            raise ConfigError(f"fourcc must be 4 characters like MJPG or YUYV, got {fourcc!r}")
+        if fps is not None and not fps > 0:
+            raise ConfigError(f"camera fps must be > 0, got {fps!r}")
+        self.device, self.fourcc = device, fourcc
+        self.requested = (width, height, fps)
+        self._open_capture = open_capture
+        self._cap: cv2.VideoCapture | None = None
+        self.size: tuple[int, int] | None = None  # (width, height) the driver gave
+        self.driver_fps = 0.0
+
+    def _open(self) -> None:
+        try:
+            self._connect()
+        except DeviceError as e:
+            present = present_cameras()
+            have = f"cameras present: {', '.join(present)}" if present else "no camera device nodes found"
+            if not sys.platform.startswith("linux"):
+                have = "cameras are numbered from 0"
+            raise DeviceError(f"{e}; {have} (list what opens with `dreamcam devices`)") from e
+
+    def _reopen(self) -> None:
+        self._connect()
+
+    def _connect(self) -> None:
+        if isinstance(self.device, str) and self.device.startswith("/dev/") and not os.path.exists(self.device):
+            raise DeviceError(f"camera {self.device} does not exist")
+        with quiet_opencv():
+            cap = self._open_capture(self.device)
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
+            raise DeviceError(f"camera {self.device} did not open")
+        width, height, fps = self.requested
+        if self.fourcc:  # before the size: many drivers offer large sizes only in MJPG
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+        if width and height:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        if fps:
+            cap.set(cv2.CAP_PROP_FPS, fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a driver queue
+        self.size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self.driver_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        log.info("camera %s: %sx%s at %.1f fps (asked %s)", self.device, *self.size, self.driver_fps, self.requested)
+        self._cap = cap
+
+    def _grab(self) -> np.ndarray:
+        cap = self._cap
+        if cap is None:
+            raise SignalLost("camera not open")
+        try:
+            ok, image = cap.read()
+        except cv2.error as e:
+            raise SignalLost(f"read error: {e}") from e
+        if not ok or image is None:
+            raise SignalLost(f"camera {self.device} gave no frame")
+        return to_rgb(image)
+
+    def _release(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720); ConfigError for anything else."""
+    w, sep, h = text.lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise ConfigError(f"size must be WIDTHxHEIGHT in pixels like 1280x720, got {text!r}")
+    return int(w), int(h)
+
+
+def open_source(
+    spec: str,
+    *,
+    width: int = 1280,
+    height: int = 720,
+    fps: float | None = None,
+    mirror: bool = False,
+    fourcc: str | None = None,
+) -> Source:
+    """Build (not start) the source a `--source` value names.
+
+    Args:
+        spec: webcam[:N | :/dev/videoN], screen[:MONITOR | :X,Y,W,H], file:PATH, image:PATH,
+            testpattern.
+        width, height: requested camera size / test-pattern size (pixels); screen, file and
+            image sources keep their own size (the runner frames it).
+        fps: capture rate (frames/s): requested from a camera; the pace of screen (default 30),
+            image (default 30) and test pattern (default 30); a file plays at its own rate
+            unless this is given.
+        mirror: flip frames left-right.
+        fourcc: camera pixel format, e.g. "MJPG".
+    """
+    from dreamcam.sources_media import ImageSource, ScreenSource, VideoFileSource, parse_region
+
     kind, _, arg = spec.partition(":")
-    if kind == "testpattern":
-        return TestPatternSource(width, height, fps=fps if fps is not None else 30.0)
-    raise ConfigError(
-        f"unknown source {spec!r}; use webcam[:N], screen[:MONITOR | :X,Y,W,H], file:PATH, image:PATH or testpattern"
-    )
+    if kind == "testpattern" and not arg:
+        return TestPatternSource(width, height, fps=fps or 30.0, mirror=mirror)
+    if kind == "webcam":
+        device: int | str = int(arg) if arg.isdigit() else (arg or 0)
+        return WebcamSource(device, width=width, height=height, fps=fps, fourcc=fourcc, mirror=mirror)
+    if kind == "screen":
+        if "," in arg:
+            return ScreenSource(region=parse_region(arg), fps=fps or 30.0, mirror=mirror)
+        if arg and not arg.isdigit():
+            raise ConfigError(f"screen takes a monitor number or X,Y,W,H, got {spec!r}; e.g. screen:1 or screen:0,0,1280,720")
+        return ScreenSource(int(arg) if arg else 1, fps=fps or 30.0, mirror=mirror)
+    if kind in ("file", "image"):
+        if not arg:
+            raise ConfigError(f"{kind} needs a path, e.g. {kind}:clip.mp4" if kind == "file" else f"{kind} needs a path, e.g. image:photo.jpg")
+        if kind == "file":
+            return VideoFileSource(arg, fps=fps, mirror=mirror)
+        return ImageSource(arg, fps=fps or 30.0, mirror=mirror)
+    raise ConfigError(f"unknown source {spec!r}; use {SOURCE_SPECS}")
