@@ -1,17 +1,28 @@
-"""dreamcam: a live AI-restyled camera for OBS, Zoom, Discord and browsers."""
+"""dreamcam: a live AI-restyled camera for OBS, Zoom, Discord and browsers.
 
-from dreamcam.engine import StreamEngine, strength_to_t_index_list
-from dreamcam.errors import ConfigError, DreamcamError
-from dreamcam.models import load_pipeline, tiny_pipeline
+The public names are imported on first use, so `dreamcam devices` and the OSC and capture
+modules start without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigError",
-    "DreamcamError",
-    "StreamEngine",
-    "__version__",
-    "load_pipeline",
-    "strength_to_t_index_list",
-    "tiny_pipeline",
-]
+_EXPORTS = {
+    "StreamEngine": "dreamcam.engine",
+    "strength_to_t_index_list": "dreamcam.engine",
+    "tiny_pipeline": "dreamcam.models",
+    "load_pipeline": "dreamcam.models",
+    "ConfigError": "dreamcam.errors",
+    "DreamcamError": "dreamcam.errors",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dreamcam' has no attribute {name!r}")

@@ -51,11 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--height", type=int, default=512)
     run.add_argument("--fit", default="crop", choices=("crop", "letterbox", "stretch"), help="framing of the input to the engine size")
     run.add_argument("--fps", type=float, default=None, help="capture rate to ask the source for")
+    run.add_argument("--mirror", action="store_true", help="flip the input left-right (selfie view)")
+    run.add_argument("--camera-size", default="1280x720", help="webcam capture size WxH to ask the driver for")
+    run.add_argument("--mjpg", action="store_true", help="ask the webcam for MJPG (USB cameras reach 720p/1080p at 30 fps)")
     run.add_argument("--backend", default="auto", help="auto | eager | compiled | tensorrt")
     run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     run.add_argument("--frames", type=int, default=0, help="stop after N frames (default: run until Ctrl-C)")
     run.add_argument("--stats-json", help="write frames, fps and p50/p99 frame ms here at exit")
     _add_param_flags(run)
+
+    from dreamcam import devices
+
+    devices.add_arguments(sub.add_parser("devices", help="list cameras, monitors and usable virtual cameras"))
     return parser
 
 
@@ -99,7 +106,7 @@ def cmd_run(args) -> int:
     from dreamcam.params import ParamStore
     from dreamcam.runner import Runner
     from dreamcam.sinks import open_sink
-    from dreamcam.sources import open_source
+    from dreamcam.sources import open_source, parse_size
 
     # 1. Check inputs before anything slow
     initial = {p: getattr(args, p) for p in PARAMS if getattr(args, p, None) is not None}
@@ -111,7 +118,10 @@ def cmd_run(args) -> int:
     _check_size("width", args.width)
     _check_size("height", args.height)
     t_index = _t_index_list(args, store.get("strength"))
-    source = open_source(args.source, fps=args.fps)
+    cam_w, cam_h = parse_size(args.camera_size)
+    source = open_source(
+        args.source, width=cam_w, height=cam_h, fps=args.fps, mirror=args.mirror, fourcc="MJPG" if args.mjpg else None
+    )
     sinks = [open_sink(s, width=args.width, height=args.height, fps=args.fps or 30.0) for s in (args.sink or ["virtualcam"])]
     device, dtype = resolve_device(args.device)
 
@@ -171,7 +181,8 @@ def _status_printer():
     def show(st: dict) -> None:
         sys.stderr.write(
             f"\r{st['fps']:6.1f} fps | engine {st['engine_ms']:6.1f} ms | latency {st['latency_ms']:6.1f} ms "
-            f"| in {st['input_fps']:5.1f} fps | dropped {st['dropped']}{' | BYPASS' if st['bypass'] else ''}   "
+            f"| in {st['input_fps']:5.1f} fps | dropped {st['dropped']}"
+            f"{' | BYPASS' if st['bypass'] else ''}{' | NO SIGNAL (reconnecting)' if st['signal_lost'] else ''}   "
         )
         sys.stderr.flush()
 
@@ -186,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="dreamcam: %(levelname)s: %(message)s")
-    commands = {"run": cmd_run}
+    from dreamcam import devices
+
+    commands = {"run": cmd_run, "devices": devices.run}
     try:
         return commands[args.command](args)
     except DreamcamError as e:

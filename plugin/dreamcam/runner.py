@@ -140,6 +140,7 @@ class Runner:
             "dropped": self.dropped,
             "frames": s.frames,
             "bypass": self.bypass,
+            "signal_lost": bool(getattr(self.source, "signal_lost", False)),
         }
 
     @property
@@ -156,6 +157,7 @@ class Runner:
             {
                 "input_fps": round(self.source.fps, 3),
                 "dropped_input": int(self.source.dropped),
+                "reconnects": int(getattr(self.source, "reconnects", 0)),
                 "dropped_output": int(sum(sink.dropped for sink in self.sinks)),
                 "backend": getattr(self.backend, "name", type(self.backend).__name__),
                 "sinks": {f"{i}:{sink.kind}": sink.written for i, sink in enumerate(self.sinks)},
