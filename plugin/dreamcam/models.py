@@ -3,6 +3,7 @@
 `tiny_pipeline` builds a random-weight Stable-Diffusion-architecture pipeline entirely from
 configs (no download): a small UNet, a TAESD-style `AutoencoderTiny`, a small CLIP text encoder
 and a CLIP tokenizer built from a byte-level vocabulary written here. Tests, demos and CI use it.
+`load_pipeline` (defined in `dreamcam.loading`, re-exported here) loads real models.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from dreamcam.errors import DreamcamError
+from dreamcam.loading import load_pipeline  # noqa: F401 - the loader for real models lives in loading.py
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,3 @@ def move_pipeline(pipe: Any, device: str | torch.device | None, dtype: torch.dty
 
 def pipeline_device_dtype(pipe: Any) -> tuple[torch.device, torch.dtype]:
     return pipe.unet.device, pipe.unet.dtype
-
-
-def load_pipeline(id_or_path: str, **kwargs: Any):
-    raise NotImplementedError("load_pipeline: being written")
