@@ -20,6 +20,7 @@ import re
 import threading
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -271,12 +272,16 @@ def fuse_loras(pipe: Any, adapters: Sequence[tuple[str, float]], *, hub: _Hub | 
     for i, (source, scale) in enumerate(adapters):
         name = f"dreamcam_{i}"
         log.info("loading LoRA %s (scale %g)...", source, scale)
+        kwargs = _lora_source(source, hub)
         try:
-            pipe.load_lora_weights(**_lora_source(source, hub), adapter_name=name)
-        except ModelLoadError:
-            raise
+            # diffusers logs the whole failure (and a warning per component without LoRA keys);
+            # the error below says it in one line
+            with _quiet("diffusers.loaders", "peft"), warnings.catch_warnings():
+                # stacking several adapters is what we mean to do here
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                pipe.load_lora_weights(**kwargs, adapter_name=name)
         except Exception as e:
-            raise ModelLoadError(f"LoRA {source!r} does not fit this model: {_one_line(e)}") from e
+            raise ModelLoadError(f"LoRA {source!r} does not fit this model: {_mismatch(e)}") from e
         if not _has_adapter(pipe, name):
             raise ModelLoadError(
                 f"LoRA {source!r} does not fit this model: none of its weights match the UNet or text encoder "
@@ -287,6 +292,26 @@ def fuse_loras(pipe: Any, adapters: Sequence[tuple[str, float]], *, hub: _Hub | 
     pipe.set_adapters(names, adapter_weights=[float(s) for _, s in adapters])
     pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
     pipe.unload_lora_weights()
+
+
+def _mismatch(e: BaseException) -> str:
+    m = re.search(r"size mismatch for (\S+): copying a param with shape (torch\.Size\(\[[^]]*\]\)) from checkpoint, "
+                  r"the shape in current model is (torch\.Size\(\[[^]]*\]\))", str(e))
+    if m is None:
+        return _one_line(e)
+    return f"{m[1]} has shape {m[2][11:-1]} in the LoRA but {m[3][11:-1]} in the model (made for another base model?)"
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 def _has_adapter(pipe: Any, name: str) -> bool:
