@@ -185,3 +185,19 @@ def test_progress_flag_restores_global_progress_bars(saved):
     pipe = load_pipeline(str(root / "tiny"), progress=False)
     assert diffusers_logging.is_progress_bar_enabled() == before
     assert pipe._progress_bar_config == {"disable": True}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_defaults_to_float16_and_fuses_on_the_gpu(saved):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    _, root = saved
+    gpu = load_pipeline(str(root / "tiny"), loras=[(str(root / "lora"), 0.8)], progress=False)
+    assert gpu.unet.device.type == "cuda" and gpu.unet.dtype == torch.float16
+    assert gpu.vae.dtype == torch.float16 and gpu.text_encoder.dtype == torch.float16
+    assert not any(isinstance(m, BaseTunerLayer) for m in gpu.unet.modules())
+    cpu = load_pipeline(str(root / "tiny"), loras=[(str(root / "lora"), 0.8)], device="cpu", progress=False)
+    out = [y.float().cpu() for y in engine_outputs(gpu)]
+    assert all(torch.isfinite(y).all() for y in out)
+    assert max_diff(out, engine_outputs(cpu)) < 5e-2  # float16 vs float32 on a random tiny model

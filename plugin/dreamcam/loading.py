@@ -20,7 +20,6 @@ import re
 import threading
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 HUB_PROBE_TIMEOUT_S = 3.0
 # Components StreamEngine drives; a pipeline with a second text encoder (SDXL) needs other conditioning.
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -93,8 +92,8 @@ def load_pipeline(
     lora_list = [(str(p), _check_scale(p, s)) for p, s in _check_loras(loras)]
     device = _resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
-    hub = _Hub()
-    from dreamcam.models import move_pipeline
+    hub = Hub()
+    from dreamcam.models import fuse_loras, load_vae, move_pipeline
 
     with _progress_bars(progress), hub.guard():
         # 2. Base pipeline
@@ -119,7 +118,7 @@ def load_pipeline(
     return pipe
 
 
-def _load_base(id_or_path: str, *, config: str | None, vae: str | None, hub: _Hub, dtype: torch.dtype):
+def _load_base(id_or_path: str, *, config: str | None, vae: str | None, hub: Hub, dtype: torch.dtype):
     from dreamcam.models import tiny_pipeline  # models re-exports load_pipeline, so import lazily
 
     if id_or_path == "tiny":
@@ -139,7 +138,7 @@ def _load_base(id_or_path: str, *, config: str | None, vae: str | None, hub: _Hu
         if not hub.online():
             raise ModelLoadError(f"cannot download {id_or_path}: the hub is not reachable; {_NO_WEIGHTS_HINT}")
         return _load_single_file(id_or_path, config=config, vae=vae, hub=hub, dtype=dtype)
-    if _looks_like_path(id_or_path):
+    if looks_like_path(id_or_path):
         raise ModelLoadError(f"model path {id_or_path!r} does not exist; check the path, or {_NO_WEIGHTS_HINT}")
     return _load_hub(id_or_path, hub, dtype)
 
@@ -162,14 +161,14 @@ def _load_folder(path: Path, dtype: torch.dtype):
             str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
         )
     except Exception as e:
-        raise ModelLoadError(f"could not load the diffusers pipeline in {path}: {_one_line(e)}") from e
+        raise ModelLoadError(f"could not load the diffusers pipeline in {path}: {one_line(e)}") from e
 
 
 def _check_index(path: Path, index: Path) -> None:
     try:
         spec = json.loads(index.read_text())
     except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{index} is not readable JSON ({_one_line(e)}); save the pipeline again") from e
+        raise ModelLoadError(f"{index} is not readable JSON ({one_line(e)}); save the pipeline again") from e
     missing = [c for c in REQUIRED_COMPONENTS if not (isinstance(spec.get(c), list) and spec[c][0])]
     if missing or "text_encoder_2" in spec:
         kind = spec.get("_class_name", "unknown pipeline")
@@ -180,15 +179,17 @@ def _check_index(path: Path, index: Path) -> None:
         )
 
 
-def _load_single_file(path: Path | str, *, config: str | None, vae: str | None, hub: _Hub, dtype: torch.dtype):
+def _load_single_file(path: Path | str, *, config: str | None, vae: str | None, hub: Hub, dtype: torch.dtype):
     from diffusers import StableDiffusionPipeline
 
     name = path.name if isinstance(path, Path) else path
     if isinstance(path, Path):
         check_checkpoint_file(path)
-    if config is not None and not Path(config).expanduser().is_dir() and not _HUB_ID.match(config):
+    if config is not None and not Path(config).expanduser().is_dir() and not HUB_ID.match(config):
         raise ModelLoadError(f"model config {config!r} is neither a diffusers folder nor a hub id")
     extra: dict[str, Any] = {}
+    from dreamcam.models import load_vae
+
     if vae is not None:
         extra["vae"] = load_vae(vae, hub=hub, dtype=dtype)
     cfg = str(Path(config).expanduser()) if config and Path(config).expanduser().is_dir() else config
@@ -203,15 +204,15 @@ def _load_single_file(path: Path | str, *, config: str | None, vae: str | None, 
             raise ModelLoadError(
                 f"cannot load {name}: a single checkpoint needs the configs of its architecture and the hub "
                 "is not reachable; pass --model-config FOLDER (a diffusers folder of the same architecture, "
-                f"config= in Python) or go online once ({_one_line(e)})"
+                f"config= in Python) or go online once ({one_line(e)})"
             ) from e
-        raise ModelLoadError(f"could not load checkpoint {name}: {_one_line(e)}") from e
+        raise ModelLoadError(f"could not load checkpoint {name}: {one_line(e)}") from e
 
 
-def _load_hub(repo_id: str, hub: _Hub, dtype: torch.dtype):
+def _load_hub(repo_id: str, hub: Hub, dtype: torch.dtype):
     from diffusers import StableDiffusionPipeline
 
-    if not _HUB_ID.match(repo_id):
+    if not HUB_ID.match(repo_id):
         raise ModelLoadError(f"model {repo_id!r} is not a hub id (owner/name), a folder or a file; {_NO_WEIGHTS_HINT}")
     online = hub.online()
     log.info("loading %s from the %s (UNet, VAE, text encoder)...", repo_id, "hub" if online else "local cache")
@@ -225,128 +226,7 @@ def _load_hub(repo_id: str, hub: _Hub, dtype: torch.dtype):
                 f"model {repo_id!r} is not in the local Hugging Face cache and the hub is not reachable; "
                 f"{_NO_WEIGHTS_HINT}"
             ) from e
-        raise ModelLoadError(f"could not load {repo_id!r} from the hub: {_one_line(e)}") from e
-
-
-def load_vae(vae: str, *, hub: _Hub | None = None, dtype: torch.dtype = torch.float32):
-    """An `AutoencoderTiny` or `AutoencoderKL` from a hub id, folder, or single .safetensors/.ckpt file."""
-    from diffusers import AutoencoderKL, AutoencoderTiny
-
-    hub = hub or _Hub()
-    path = Path(vae).expanduser()
-    if path.is_file():
-        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-            raise ModelLoadError(f"unsupported VAE file {path.name!r}: expected a .safetensors or .ckpt file or a folder")
-        check_checkpoint_file(path)
-        log.info("loading VAE %s...", path.name)
-        try:
-            return AutoencoderKL.from_single_file(str(path), dtype=dtype, local_files_only=not hub.online())
-        except Exception as e:
-            raise ModelLoadError(f"could not load VAE file {path.name}: {_one_line(e)}") from e
-    subfolder = None
-    if path.is_dir():
-        if (path / "model_index.json").is_file() and (path / "vae").is_dir():
-            subfolder = "vae"
-        elif not (path / "config.json").is_file():
-            raise ModelLoadError(f"VAE folder {path} has no config.json; pass a diffusers AutoencoderTiny/AutoencoderKL folder")
-        source = str(path)
-    elif _looks_like_path(vae) or not _HUB_ID.match(vae):
-        raise ModelLoadError(f"VAE path {vae!r} does not exist; pass a folder, a file or a hub id like madebyollin/taesd")
-    else:
-        source = vae
-    online = hub.online()
-    log.info("loading VAE %s...", vae)
-    try:
-        spec = AutoencoderKL.load_config(source, subfolder=subfolder, local_files_only=not online)
-        cls = AutoencoderTiny if spec.get("_class_name") == "AutoencoderTiny" else AutoencoderKL
-        return cls.from_pretrained(source, subfolder=subfolder, dtype=dtype, local_files_only=not online)
-    except Exception as e:
-        where = "" if online or path.is_dir() else " (not in the local cache and the hub is not reachable)"
-        raise ModelLoadError(f"could not load VAE {vae!r}{where}: {_one_line(e)}") from e
-
-
-def fuse_loras(pipe: Any, adapters: Sequence[tuple[str, float]], *, hub: _Hub | None = None) -> None:
-    """Load each (id_or_path, scale) LoRA, fuse them all into the weights, then drop the LoRA layers."""
-    hub = hub or _Hub()
-    names = []
-    for i, (source, scale) in enumerate(adapters):
-        name = f"dreamcam_{i}"
-        log.info("loading LoRA %s (scale %g)...", source, scale)
-        kwargs = _lora_source(source, hub)
-        try:
-            # diffusers logs the whole failure (and a warning per component without LoRA keys);
-            # the error below says it in one line
-            with _quiet("diffusers.loaders", "peft"), warnings.catch_warnings():
-                # stacking several adapters is what we mean to do here
-                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                pipe.load_lora_weights(**kwargs, adapter_name=name)
-        except Exception as e:
-            raise ModelLoadError(f"LoRA {source!r} does not fit this model: {_mismatch(e)}") from e
-        if not _has_adapter(pipe, name):
-            raise ModelLoadError(
-                f"LoRA {source!r} does not fit this model: none of its weights match the UNet or text encoder "
-                "(is it made for another architecture, e.g. SDXL?)"
-            )
-        names.append(name)
-    log.info("fusing %d LoRA(s) into the weights...", len(names))
-    pipe.set_adapters(names, adapter_weights=[float(s) for _, s in adapters])
-    pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
-    pipe.unload_lora_weights()
-
-
-def _mismatch(e: BaseException) -> str:
-    m = re.search(r"size mismatch for (\S+): copying a param with shape (torch\.Size\(\[[^]]*\]\)) from checkpoint, "
-                  r"the shape in current model is (torch\.Size\(\[[^]]*\]\))", str(e))
-    if m is None:
-        return _one_line(e)
-    return f"{m[1]} has shape {m[2][11:-1]} in the LoRA but {m[3][11:-1]} in the model (made for another base model?)"
-
-
-@contextlib.contextmanager
-def _quiet(*loggers: str) -> Iterator[None]:
-    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
-    for logger, _ in saved:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for logger, level in saved:
-            logger.setLevel(level)
-
-
-def _has_adapter(pipe: Any, name: str) -> bool:
-    return any(name in names for names in pipe.get_list_adapters().values())
-
-
-def _lora_source(source: str, hub: _Hub) -> dict[str, Any]:
-    path = Path(source).expanduser()
-    if path.is_file():
-        if path.suffix.lower() != ".safetensors":
-            raise ModelLoadError(f"unsupported LoRA file {path.name!r}: expected a .safetensors file or a folder")
-        check_checkpoint_file(path)
-        return {"pretrained_model_name_or_path_or_dict": str(path.parent), "weight_name": path.name}
-    if path.is_dir():
-        files = sorted(p.name for p in path.glob("*.safetensors"))
-        if not files:
-            raise ModelLoadError(f"LoRA folder {path} holds no .safetensors file")
-        name = "pytorch_lora_weights.safetensors" if "pytorch_lora_weights.safetensors" in files else files[0]
-        if len(files) > 1 and name != "pytorch_lora_weights.safetensors":
-            raise ModelLoadError(f"LoRA folder {path} holds several .safetensors files {files}; pass one of them")
-        check_checkpoint_file(path / name)
-        return {"pretrained_model_name_or_path_or_dict": str(path), "weight_name": name}
-    if _looks_like_path(source) or not _HUB_ID.match(source):
-        raise ModelLoadError(f"LoRA path {source!r} does not exist; pass a .safetensors file, a folder or a hub id")
-    if not hub.online():
-        from huggingface_hub import snapshot_download
-
-        try:
-            snapshot_download(source, local_files_only=True, allow_patterns=["*.safetensors"])
-        except Exception as e:
-            raise ModelLoadError(
-                f"LoRA {source!r} is not in the local Hugging Face cache and the hub is not reachable; "
-                "pass a local .safetensors file or folder"
-            ) from e
-    return {"pretrained_model_name_or_path_or_dict": source, "local_files_only": not hub.online()}
+        raise ModelLoadError(f"could not load {repo_id!r} from the hub: {one_line(e)}") from e
 
 
 def check_checkpoint_file(path: Path) -> None:
@@ -360,12 +240,12 @@ def check_checkpoint_file(path: Path) -> None:
             f.keys()
     except Exception as e:
         raise ModelLoadError(
-            f"{path.name} is not a readable .safetensors file ({_one_line(e)}): it is corrupt or only partly "
+            f"{path.name} is not a readable .safetensors file ({one_line(e)}): it is corrupt or only partly "
             "downloaded; download it again"
         ) from e
 
 
-class _Hub:
+class Hub:
     """Whether the Hugging Face hub answers, asked once per load; blocks all hub traffic when it does not."""
 
     def __init__(self, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> None:
@@ -498,12 +378,12 @@ def _is_checkpoint_path(id_or_path: str) -> bool:
     return id_or_path.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
     if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
         return True
     return Path(text).suffix.lower() in CHECKPOINT_SUFFIXES + (".pt", ".pth", ".bin")
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= 300 else text[:297] + "..."
