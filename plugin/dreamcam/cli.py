@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", default="webcam", help="webcam[:N] | screen[:MONITOR | :X,Y,W,H] | file:PATH | image:PATH | testpattern")
     run.add_argument("--sink", action="append", help="virtualcam[:BACKEND] | udp://HOST:PORT | file:PATH | preview | null (repeatable)")
     run.add_argument("--model", default="stabilityai/sd-turbo", help="hub id, local diffusers folder, single .safetensors/.ckpt file, or 'tiny' (offline random weights)")
+    run.add_argument("--model-config", help="folder (or hub id) with the configs of a single-file checkpoint, for offline use")
+    run.add_argument("--vae", help="a VAE to use instead of the model's: hub id or folder, e.g. madebyollin/taesd (tiny, fast)")
+    run.add_argument("--lcm-lora", help="LCM-LoRA fused into the model, e.g. latent-consistency/lcm-lora-sdv1-5")
+    run.add_argument("--lora", action="append", help="a LoRA fused at a scale: PATH_OR_ID[:SCALE] (repeatable)")
     run.add_argument("--steps", type=int, default=1, help="denoising steps per frame (default 1)")
     run.add_argument("--t-index-list", help="explicit schedule indices, e.g. 32,45 (overrides --strength)")
     run.add_argument("--num-inference-steps", type=int, default=50, help="length of the LCM schedule the indices point into")
@@ -94,9 +98,27 @@ def _load_model(args, device, dtype):
 
     t0 = time.perf_counter()
     _say(f"loading model {args.model} on {device} ...")
-    pipe = tiny_pipeline(seed=0, device=device, dtype=dtype) if args.model == "tiny" else load_pipeline(args.model, device=device, dtype=dtype)
+    if args.model == "tiny":
+        pipe = tiny_pipeline(seed=0, device=device, dtype=dtype)
+    else:
+        loras = [parse_lora(s) for s in (args.lora or [])]
+        pipe = load_pipeline(
+            args.model, config=args.model_config, vae=args.vae, lcm_lora=args.lcm_lora, loras=loras,
+            device=device, dtype=dtype, progress=sys.stderr.isatty(),
+        )
     _say(f"model ready in {time.perf_counter() - t0:.1f} s")
     return pipe
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """'style.safetensors:0.8' -> ('style.safetensors', 0.8); the scale is optional (1.0)."""
+    path, sep, scale = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(scale)
+        except ValueError:
+            pass
+    return text, 1.0
 
 
 def cmd_run(args) -> int:
