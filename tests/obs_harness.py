@@ -111,6 +111,9 @@ class ObsStudio:
         env = dict(os.environ, HOME=str(self.root), XDG_CONFIG_HOME=str(self.config_dir),
                    XDG_RUNTIME_DIR=str(self.root / "run"), LIBGL_ALWAYS_SOFTWARE="1")
         env.pop("DISPLAY", None)
+        # opencv-python (the GUI build) points Qt at its own plugins when cv2 is imported; OBS must use its own
+        for key in [k for k in env if k.startswith("QT_")]:
+            env.pop(key)
         (self.root / "run").mkdir(mode=0o700)
         with open(self.root / "obs-stdout.txt", "wb") as out:
             self._proc = subprocess.Popen(

@@ -329,7 +329,7 @@ class StreamEngine:
 
     def _warn_if_truncated(self, prompt: str) -> None:
         tok = self.pipe.tokenizer
-        n = len(tok(prompt, truncation=False, add_special_tokens=True)["input_ids"])
+        n = len(tok(prompt, truncation=False, add_special_tokens=True, verbose=False)["input_ids"])
         if n > tok.model_max_length:
             log.warning(
                 "prompt is %d tokens; the text encoder takes %d, so the rest is ignored: %r",
