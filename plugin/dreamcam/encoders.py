@@ -30,11 +30,11 @@ def video_codec() -> str:
 class _AvEncoder:
     """One PyAV video stream in a container: RGB frames in, packets muxed at once.
 
-    Timestamps come from the frames' capture times (90 kHz clock, variable frame rate), so a
-    player or a recording keeps real-time pacing whatever rate the engine reaches.
+    Timestamps come from the frames' capture times, so a player or a recording keeps real-time
+    pacing whatever rate the engine reaches: H.264 on a 90 kHz clock (variable frame rate);
+    MPEG-2 only knows a constant rate, so there each frame takes the next 1/fps tick at or
+    after its capture time.
     """
-
-    TIME_BASE = Fraction(1, 90000)
 
     def __init__(self, container, codec: str, width: int, height: int, fps: float, bitrate: int | None) -> None:
         import av
@@ -49,9 +49,11 @@ class _AvEncoder:
                 opts["crf"] = "20"
         else:
             opts = {"bf": "0", "g": gop}
-        self.stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=opts)
+        rate = Fraction(fps).limit_denominator(1001)
+        self.time_base = Fraction(1, 90000) if codec == "libx264" else 1 / rate
+        self.stream = container.add_stream(codec, rate=rate, options=opts)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
-        self.stream.codec_context.time_base = self.TIME_BASE
+        self.stream.codec_context.time_base = self.time_base
         if bitrate or codec != "libx264":
             self.stream.bit_rate = bitrate or DEFAULT_BITRATE
         self.codec = codec
@@ -61,10 +63,10 @@ class _AvEncoder:
     def encode(self, image: np.ndarray, t_capture: float) -> None:
         if self._t0 is None:
             self._t0 = t_capture
-        pts = max(round((t_capture - self._t0) * 90000), self._last_pts + 1)
+        pts = max(round((t_capture - self._t0) / self.time_base), self._last_pts + 1)
         self._last_pts = pts
         frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts, frame.time_base = pts, self.TIME_BASE
+        frame.pts, frame.time_base = pts, self.time_base
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 

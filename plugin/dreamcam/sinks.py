@@ -245,7 +245,7 @@ def parse_size(text: str, what: str = "--output-size") -> tuple[int, int]:
 def parse_bitrate(text: str | int) -> int:
     """"4M", "2500k" or 4000000 -> bits/s, 100 kbit/s .. 100 Mbit/s."""
     s = str(text).strip().lower()
-    mult = {"k": 1_000, "m": 1_000_000}.get(s[-1:], 1)
+    mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
     try:
         value = round(float(s[:-1] if mult > 1 else s) * mult)
     except ValueError as e:
