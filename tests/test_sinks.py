@@ -173,7 +173,7 @@ def test_recorder_has_every_frame_at_the_output_size_and_the_real_duration(tmp_p
     assert len(frames) == n
     assert all(f.shape == (48, 96, 3) for f in frames)
     assert abs(duration - n / fps) < 0.1, duration
-    for got, img in zip(frames, sent):
+    for got, img in zip(frames, sent, strict=True):
         assert _psnr(got, fit(img, 96, 48, "letterbox")) > 30
 
 

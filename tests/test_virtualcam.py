@@ -84,7 +84,7 @@ def test_frames_arrive_rgb_at_output_size_letterboxed(memory_backend):
             sink.write(Frame(img, time.perf_counter(), i))
             time.sleep(1 / 30 + 0.01)
     assert cam.closed == 1 and sink.written == 3 and sink.dropped == 0 and sink.error is None
-    for img, got in zip(images, cam.frames):
+    for img, got in zip(images, cam.frames, strict=True):
         got = got.reshape(72, 128, 3)
         assert np.array_equal(got, fit(img, 128, 72, "letterbox"))
         assert not got[:, :28].any() and not got[:, -28:].any()  # the bars: 64x64 -> 72x72 in the middle
@@ -114,8 +114,9 @@ def test_pacing_caps_at_output_fps_without_delaying_slow_input(memory_backend):
         time.sleep(0.1)
         fast_sent = len(cam.frames)
         gaps = np.diff(cam.times)
-        assert 8 <= fast_sent <= 0.6 * fps + 2, fast_sent
-        assert gaps.min() >= 1 / fps - 0.002, gaps.min()
+        assert 0.6 * fps * 0.7 <= fast_sent <= 0.6 * fps + 2, fast_sent  # the rate holds, never above
+        assert gaps.min() >= 0.5 / fps - 0.002, gaps.min()
+        assert np.median(gaps) >= 1 / fps - 0.002, np.median(gaps)
         assert sink.dropped == n - fast_sent
         time.sleep(1 / fps)
         for i in range(5):  # the engine slower than the camera: every frame goes out at once

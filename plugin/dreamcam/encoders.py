@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BITRATE = 4_000_000  # bits/s for the UDP stream: plenty for 512x512 to 1280x720 at 30 fps
 TS_PACKET = 1316  # 7 MPEG-TS packets of 188 bytes: one datagram, under any Ethernet MTU
 RECORD_BUFFER_BYTES = 256 << 20  # the recorder's buffer of frames waiting for the encoder
+MPEG2_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(50),
+               Fraction(60000, 1001), Fraction(60)]
 
 
 def video_codec() -> str:
@@ -50,12 +52,15 @@ class _AvEncoder:
         else:
             opts = {"bf": "0", "g": gop}
         rate = Fraction(fps).limit_denominator(1001)
+        if codec != "libx264" and fps <= 60:  # MPEG-2 takes few rates: tick at the first one >= fps
+            rate = next(r for r in MPEG2_RATES if r >= rate * Fraction(999, 1000))
         self.time_base = Fraction(1, 90000) if codec == "libx264" else 1 / rate
         self.stream = container.add_stream(codec, rate=rate, options=opts)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self.stream.codec_context.time_base = self.time_base
         if bitrate or codec != "libx264":
             self.stream.bit_rate = bitrate or DEFAULT_BITRATE
+        self.stream.codec_context.open()  # a setting the encoder refuses fails here, at start
         self.codec = codec
         self._t0: float | None = None
         self._last_pts = -1
@@ -79,6 +84,16 @@ class _AvEncoder:
         finally:
             self.container.close()
             self.container = None
+
+
+def _open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: str) -> _AvEncoder:
+    import av
+
+    try:
+        return _AvEncoder(container, codec, sink.width, sink.height, sink.fps, bitrate)
+    except (av.FFmpegError, ValueError) as e:
+        container.close()
+        raise DeviceError(f"{where}: the {codec} encoder refused {sink.width}x{sink.height} at {sink.fps:g} fps: {e}") from e
 
 
 class UdpSink(Sink):
@@ -120,7 +135,7 @@ class UdpSink(Sink):
         except (av.FFmpegError, OSError) as e:
             raise DeviceError(f"cannot stream to udp://{self.host}:{self.port}: {e}; check the host name and port") from e
         codec = {"auto": video_codec(), "h264": "libx264", "mpeg2": "mpeg2video"}[self.codec]
-        self._enc = _AvEncoder(container, codec, self.width, self.height, self.fps, self.bitrate)
+        self._enc = _open_encoder(container, codec, self, self.bitrate, f"udp://{self.host}:{self.port}")
         log.info("streaming MPEG-TS (%s, %d kbit/s) to udp://%s:%d", self._enc.codec, self.bitrate // 1000, self.host, self.port)
 
     def _send(self, frame: Frame) -> None:
@@ -165,7 +180,7 @@ class FileSink(Sink):
                 container = av.open(self.path, "w")
             except (av.FFmpegError, OSError, ValueError) as e:
                 raise DeviceError(f"cannot record to {self.path}: {e}; use a .mp4, .mkv or .mov name in a writable folder") from e
-            self._enc = _AvEncoder(container, "libx264", self.width, self.height, self.fps, self.bitrate)
+            self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path)
             return
         if self.codec == "h264":
             raise DeviceError("file sink codec h264: this PyAV has no libx264 encoder; use codec=mp4v or a PyAV wheel with libx264")

@@ -148,7 +148,7 @@ class _Gui:
                 cv2.destroyWindow(title)
         for title, bgr in pending.items():
             if title not in self._shown:
-                cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
+                cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # no toolbar
                 self._shown.add(title)
             cv2.imshow(title, bgr)
         if not (self._shown or closing):

@@ -7,8 +7,10 @@
   not taken yet (counted in `dropped`); the recorder keeps a buffer instead, so a recording
   has every frame unless the encoder falls seconds behind;
 - live outputs (virtual camera, UDP) send at most `fps` frames per second: a frame that comes
-  sooner than 1/fps after the last one sent waits in the slot (a newer one replaces it), a frame
-  that comes later is sent at once, so pacing adds no latency when the engine is the slow part;
+  before the next 1/fps tick waits in the slot (a newer one replaces it, counted in `dropped`),
+  a frame that comes later is sent at once, so pacing adds no latency when the engine is the
+  slow part (a virtual camera's reader takes the newest frame at its own rate; sending faster
+  only costs CPU);
 - `written`, `dropped`, `latencies_ms` (capture-to-written, as far as the process can see),
   `error` (the first failure; the sink keeps trying with later frames); `close()` writes what
   is buffered, then releases (idempotent). Sinks are context managers.
@@ -91,7 +93,9 @@ class Sink:
                     return
                 self._idle()
                 continue
-            next_due = time.perf_counter() + period
+            # on a schedule of 1/fps ticks, so a late wake-up does not lower the rate; never two
+            # frames closer than half a tick
+            next_due = max(next_due + period, time.perf_counter() + period / 2)
             try:
                 self._send(frame)
             except Exception as e:  # a failing output is reported, the others keep running
