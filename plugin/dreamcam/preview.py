@@ -70,6 +70,9 @@ def check_display() -> None:
             "the preview needs OpenCV with a GUI, this one is headless: "
             "pip uninstall -y opencv-python-headless && pip install opencv-python"
         )
+    if sys.platform == "darwin":  # Cocoa windows must live on the main thread, the engine loop's
+        raise DeviceError("the preview window is not available on macOS yet (Cocoa windows need the main thread); "
+                          "watch the output through --sink virtualcam in OBS or Photo Booth instead")
     if sys.platform.startswith("linux"):
         display = os.environ.get("DISPLAY", "")
         if not display:
