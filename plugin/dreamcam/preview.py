@@ -182,7 +182,6 @@ class PreviewSink(Sink):
     """
 
     kind = "preview"
-    poll_s = 0.05
 
     def __init__(self, width: int, height: int, fps: float = 30.0, *, on_quit: Callable[[], None] | None = None,
                  on_bypass: Callable[[], None] | None = None, fit_mode: str = "letterbox", title: str = "dreamcam") -> None:

@@ -16,6 +16,8 @@
   is buffered, then releases (idempotent). Sinks are context managers.
 
 Sinks keep a reference to `frame.image` until it is sent: the writer must not reuse it.
+Here: the base, `Framer`, null and virtual camera; `dreamcam.encoders`: UDP MPEG-TS and the
+recorder (PyAV); `dreamcam.preview`: the window.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Sink:
     kind = "sink"
     depth = 1  # frames buffered between the engine and this sink
     paced = False  # True: at most `fps` frames per second
-    poll_s = 0.1  # how often the thread wakes while no frame comes (calls `_idle`)
+    poll_s = 0.1  # how often the thread looks for close() while no frame comes
 
     def __init__(self, width: int, height: int, fps: float = 30.0) -> None:
         self.width, self.height, self.fps = width, height, fps
@@ -67,9 +69,6 @@ class Sink:
 
     def _send(self, frame: Frame) -> None:
         raise NotImplementedError
-
-    def _idle(self) -> None:
-        pass
 
     def _release(self) -> None:
         pass
@@ -91,7 +90,6 @@ class Sink:
             if frame is None:
                 if self._slot.closed:
                     return
-                self._idle()
                 continue
             # on a schedule of 1/fps ticks, so a late wake-up does not lower the rate; never two
             # frames closer than half a tick
