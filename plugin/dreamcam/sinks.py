@@ -2,33 +2,57 @@
 
 `open_sink(spec, ...)` parses a `--sink` value. Every sink:
 
-- `start()` opens the output (errors at open are DreamcamError);
-- `write(frame)` never blocks: the frame replaces any the sink has not taken yet (counted in
-  `dropped`); a recorder keeps a short buffer instead, so a recording has every frame;
-- `latencies_ms`: capture-to-written time of recent frames (glass-to-glass, as far as the
-  process can see); `close()` writes what is buffered, then releases (idempotent).
+- `start()` opens the output (errors at open are DreamcamError: ConfigError / DeviceError);
+- `write(frame)` never blocks (a lock and a deque append): the frame replaces any the sink has
+  not taken yet (counted in `dropped`); the recorder keeps a buffer instead, so a recording
+  has every frame unless the encoder falls seconds behind;
+- live outputs (virtual camera, UDP) send at most `fps` frames per second: a frame that comes
+  before the next 1/fps tick waits in the slot (a newer one replaces it, counted in `dropped`),
+  a frame that comes later is sent at once, so pacing adds no latency when the engine is the
+  slow part (a virtual camera's reader takes the newest frame at its own rate; sending faster
+  only costs CPU);
+- `written`, `dropped`, `latencies_ms` (capture-to-written, as far as the process can see),
+  `error` (the first failure; the sink keeps trying with later frames); `close()` writes what
+  is buffered, then releases (idempotent). Sinks are context managers.
+
+Sinks keep a reference to `frame.image` until it is sent: the writer must not reuse it.
+Here: the base, `Framer`, null and virtual camera; `dreamcam.encoders`: UDP MPEG-TS and the
+recorder (PyAV); `dreamcam.preview`: the window.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import platform
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from urllib.parse import parse_qsl, urlsplit
 
 import cv2
 import numpy as np
 
 from dreamcam.errors import ConfigError, DeviceError
-from dreamcam.frames import Frame, LatestSlot
+from dreamcam.frames import FIT_MODES, Frame, LatestSlot, fit
 
 log = logging.getLogger(__name__)
 
+VIRTUALCAM_SIZE = (1280, 720)
+
 
 class Sink:
+    """Base: a thread taking frames from a `LatestSlot` and calling `_send(frame)` on each.
+
+    Args:
+        width, height: output frame size in pixels.
+        fps: output rate in frames/s (> 0); live sinks send at most this many frames/s.
+    """
+
     kind = "sink"
     depth = 1  # frames buffered between the engine and this sink
+    paced = False  # True: at most `fps` frames per second
+    poll_s = 0.1  # how often the thread looks for close() while no frame comes
 
     def __init__(self, width: int, height: int, fps: float = 30.0) -> None:
         self.width, self.height, self.fps = width, height, fps
@@ -39,6 +63,7 @@ class Sink:
         self.latencies_ms: deque[float] = deque(maxlen=600)
         self.error: BaseException | None = None
 
+    # subclasses: open the output (raise DreamcamError), send one frame, release
     def _open(self) -> None:
         pass
 
@@ -55,12 +80,20 @@ class Sink:
         return self
 
     def _loop(self) -> None:
+        period = 1.0 / self.fps if self.paced else 0.0
+        next_due = 0.0
         while True:
-            frame = self._slot.get(timeout=0.1)
+            wait = next_due - time.perf_counter()
+            if wait > 0:
+                self._closing.wait(wait)  # frames written meanwhile replace each other in the slot
+            frame = self._slot.get(timeout=self.poll_s)
             if frame is None:
                 if self._slot.closed:
                     return
                 continue
+            # on a schedule of 1/fps ticks, so a late wake-up does not lower the rate; never two
+            # frames closer than half a tick
+            next_due = max(next_due + period, time.perf_counter() + period / 2)
             try:
                 self._send(frame)
             except Exception as e:  # a failing output is reported, the others keep running
@@ -94,6 +127,41 @@ class Sink:
         self.close()
 
 
+class Framer:
+    """Frames images to (height, width, 3) into one reused buffer; same pixels as `frames.fit`.
+
+    letterbox (scale to fit, black bars) and stretch write into the buffer, so the result is
+    valid until the next call; crop and same-size images go through `fit` (same-size: returned
+    as is). Shrinking uses INTER_AREA, enlarging INTER_LINEAR.
+    """
+
+    def __init__(self, width: int, height: int, mode: str = "letterbox") -> None:
+        if mode not in FIT_MODES:
+            raise ConfigError(f"framing must be one of {', '.join(FIT_MODES)}; got {mode!r}")
+        self.width, self.height, self.mode = width, height, mode
+        self._buf = np.zeros((height, width, 3), dtype=np.uint8)
+        self._src_hw: tuple[int, int] | None = None
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if (h, w) == (self.height, self.width) or self.mode == "crop":
+            return fit(image, self.width, self.height, self.mode)
+        if (h, w) != self._src_hw:
+            self._src_hw = (h, w)
+            if self.mode == "stretch":
+                sw, sh = self.width, self.height
+            else:
+                scale = min(self.width / w, self.height / h)
+                sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+            x0, y0 = (self.width - sw) // 2, (self.height - sh) // 2
+            self._buf[:] = 0
+            self._dst = self._buf[y0 : y0 + sh, x0 : x0 + sw]
+            self._size = (sw, sh)
+            self._interp = cv2.INTER_AREA if sw * sh < h * w else cv2.INTER_LINEAR
+        cv2.resize(image, self._size, dst=self._dst, interpolation=self._interp)
+        return self._buf
+
+
 class NullSink(Sink):
     """Discards frames (benchmarks, dry runs)."""
 
@@ -103,47 +171,168 @@ class NullSink(Sink):
         pass
 
 
-class FileSink(Sink):
-    """Records an mp4 (MPEG-4 Part 2 through OpenCV) at the output size and fps."""
+def _install_hint() -> str:
+    system = platform.system()
+    if system == "Linux":
+        return (
+            "install v4l2loopback (Debian/Ubuntu: sudo apt install v4l2loopback-dkms) and load it: "
+            "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=dreamcam"
+        )
+    if system == "Darwin":
+        return "install OBS Studio 26+ and start its Virtual Camera once (Controls -> Start Virtual Camera), then stop it"
+    return "install OBS Studio 26+ (it brings the OBS Virtual Camera that dreamcam sends to)"
 
-    kind = "file"
-    depth = 64
 
-    def __init__(self, path: str, width: int, height: int, fps: float = 30.0) -> None:
+class VirtualCamSink(Sink):
+    """A virtual camera through pyvirtualcam, RGB at `width` x `height` (default 1280x720).
+
+    Args:
+        backend: a pyvirtualcam backend name ("v4l2loopback", "obs", "unitycapture", or one a
+            program registered); None tries every registered backend in turn.
+        device: the device to use (e.g. "/dev/video10"); None: the backend's first free one.
+        fit_mode: how the engine image is framed to the output: letterbox (default: black bars,
+            nothing cut), crop or stretch.
+    """
+
+    kind = "virtualcam"
+    paced = True
+
+    def __init__(self, width: int, height: int, fps: float = 30.0, *, backend: str | None = None,
+                 device: str | None = None, fit_mode: str = "letterbox") -> None:
         super().__init__(width, height, fps)
-        self.path = path
-        self._writer: cv2.VideoWriter | None = None
+        self.backend, self.device = backend, device
+        self._framer = Framer(width, height, fit_mode)
+        self._cam = None
 
     def _open(self) -> None:
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise DeviceError(f"cannot record to {self.path}: folder {folder} does not exist")
-        writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (self.width, self.height))
-        if not writer.isOpened():
-            raise DeviceError(f"cannot record to {self.path}: OpenCV could not open an mp4 writer there")
-        self._writer = writer
+        try:
+            import pyvirtualcam
+        except ImportError as e:
+            raise DeviceError("the virtualcam sink needs pyvirtualcam: pip install pyvirtualcam") from e
+        try:
+            self._cam = pyvirtualcam.Camera(
+                self.width, self.height, self.fps, fmt=pyvirtualcam.PixelFormat.RGB, backend=self.backend, device=self.device
+            )
+        except Exception as e:
+            reasons = "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+            what = f"virtual camera backend {self.backend!r} failed" if self.backend else "no virtual camera backend is usable"
+            raise DeviceError(f"{what} ({reasons}); to fix: {_install_hint()}") from e
+        log.info("virtual camera %s (%s backend), %dx%d at %.3g fps", self._cam.device, self._cam.backend, self.width, self.height, self.fps)
+
+    @property
+    def backend_name(self) -> str | None:
+        """The pyvirtualcam backend in use once started."""
+        return self._cam.backend if self._cam is not None else None
 
     def _send(self, frame: Frame) -> None:
-        img = frame.image
-        if img.shape[:2] != (self.height, self.width):
-            img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_AREA)
-        self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        self._cam.send(self._framer(frame.image))
 
     def _release(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        if self._cam is not None:
+            self._cam.close()
+            self._cam = None
 
 
-def open_sink(spec: str, *, width: int, height: int, fps: float = 30.0) -> Sink:
-    """Build (not start) the sink a `--sink` value names; width/height: the output frame size."""
-    kind, _, arg = spec.partition(":")
+def parse_size(text: str, what: str = "--output-size") -> tuple[int, int]:
+    """"1280x720" -> (1280, 720); width and height even, 16..8192."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as e:
+        raise ConfigError(f"{what} takes WIDTHxHEIGHT, e.g. 1280x720; got {text!r}") from e
+    if not (16 <= w <= 8192 and 16 <= h <= 8192) or w % 2 or h % 2:
+        raise ConfigError(f"{what} must be even numbers in 16..8192 (video encoders need even sizes); got {w}x{h}")
+    return w, h
+
+
+def parse_bitrate(text: str | int) -> int:
+    """"4M", "2500k" or 4000000 -> bits/s, 100 kbit/s .. 100 Mbit/s."""
+    s = str(text).strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
+    try:
+        value = round(float(s[:-1] if mult > 1 else s) * mult)
+    except ValueError as e:
+        raise ConfigError(f"bitrate takes bits/s like 4M or 2500k; got {text!r}") from e
+    if not 100_000 <= value <= 100_000_000:
+        raise ConfigError(f"bitrate must be 100k..100M bits/s; got {text!r}")
+    return value
+
+
+def _registered_backends() -> list[str]:
+    from pyvirtualcam.camera import BACKENDS
+
+    return list(BACKENDS)
+
+
+def open_sink(
+    spec: str, *, width: int, height: int, fps: float = 30.0, output_size: tuple[int, int] | None = None,
+    output_fps: float | None = None, bitrate: int | None = None, fit_mode: str = "letterbox",
+    on_quit: Callable[[], None] | None = None, on_bypass: Callable[[], None] | None = None,
+) -> Sink:
+    """Build (not start) the sink a `--sink` value names.
+
+    Args:
+        spec: virtualcam[:BACKEND[:DEVICE]] | virtualcam:/dev/videoN | udp://HOST:PORT |
+            file:PATH | preview | null, optionally followed by ?size=WxH&fps=N&bitrate=4M&fit=MODE
+            (these override the keyword defaults for this sink only).
+        width, height: the engine size (pixels); udp, file and preview default to it.
+        fps: the source rate; the default output rate (frames/s, 1..240).
+        output_size: (width, height) for every sink; None: 1280x720 for virtualcam, else engine size.
+        output_fps: output rate for every sink instead of `fps`.
+        bitrate: bits/s for udp (default 4 Mbit/s) and file (default: constant quality, CRF 20).
+        fit_mode: framing of the engine image to the output size: letterbox, crop or stretch.
+        on_quit, on_bypass: preview keys q / space (called from the preview's thread).
+    """
+    base, _, query = spec.partition("?")
+    opts = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    unknown = set(opts) - {"size", "fps", "bitrate", "fit", "codec"}
+    kind, _, arg = base.partition(":")
+    if unknown or ("codec" in opts and kind not in ("udp", "file")):
+        bad = sorted(unknown)[0] if unknown else "codec"
+        raise ConfigError(f"unknown option {bad!r} for sink {spec!r}; use size, fps, bitrate, fit (udp, file: codec)")
+    size = parse_size(opts["size"], f"size in {spec!r}") if "size" in opts else output_size
+    w, h = size or (VIRTUALCAM_SIZE if kind == "virtualcam" else (width, height))
+    rate = output_fps or fps
+    if "fps" in opts:
+        try:
+            rate = float(opts["fps"])
+        except ValueError as e:
+            raise ConfigError(f"fps in {spec!r} must be a number; got {opts['fps']!r}") from e
+    if not 1 <= rate <= 240:
+        raise ConfigError(f"output fps must be 1..240; got {rate}")
+    rate_bits = parse_bitrate(opts["bitrate"]) if "bitrate" in opts else bitrate
+    fit_mode = opts.get("fit", fit_mode)
+    if fit_mode not in FIT_MODES:
+        raise ConfigError(f"fit must be one of {', '.join(FIT_MODES)}; got {fit_mode!r}")
+    if kind in ("virtualcam", "udp", "file") and (w % 2 or h % 2):
+        raise ConfigError(f"{kind} sink needs an even output size; got {w}x{h}: pass ?size= or --output-size")
     if kind == "null":
-        return NullSink(width, height, fps)
+        return NullSink(w, h, rate)
+    from dreamcam.encoders import FileSink, UdpSink
+
+    if kind == "virtualcam":
+        backend, _, device = arg.partition(":")
+        if backend.startswith("/"):
+            backend, device = "", arg
+        if backend and backend not in _registered_backends():
+            raise ConfigError(f"unknown virtual camera backend {backend!r}; here: {', '.join(_registered_backends()) or 'none'}")
+        return VirtualCamSink(w, h, rate, backend=backend or None, device=device or None, fit_mode=fit_mode)
+    if kind == "udp":
+        url = urlsplit(base)
+        try:
+            port = url.port
+        except ValueError as e:
+            raise ConfigError(f"udp sink port must be 1..65535: {spec!r}") from e
+        if not url.hostname or not port or url.path not in ("", "/"):
+            raise ConfigError(f"udp sink takes udp://HOST:PORT, e.g. udp://127.0.0.1:5000; got {spec!r}")
+        return UdpSink(url.hostname, port, w, h, rate, bitrate=rate_bits, codec=opts.get("codec", "auto"), fit_mode=fit_mode)
     if kind == "file":
         if not arg:
             raise ConfigError("file sink needs a path: --sink file:out.mp4")
-        return FileSink(arg, width, height, fps)
+        return FileSink(arg, w, h, rate, bitrate=rate_bits, codec=opts.get("codec", "auto"), fit_mode=fit_mode)
+    if kind == "preview":
+        from dreamcam.preview import PreviewSink
+
+        return PreviewSink(w, h, rate, on_quit=on_quit, on_bypass=on_bypass, fit_mode=fit_mode)
     raise ConfigError(f"unknown sink {spec!r}; use virtualcam[:BACKEND], udp://HOST:PORT, file:PATH, preview or null")
 
 

@@ -1,0 +1,211 @@
+"""Encoded outputs through PyAV: the MPEG-TS UDP stream and the recorder (see `dreamcam.sinks`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+
+import cv2
+import numpy as np
+
+from dreamcam.errors import ConfigError, DeviceError
+from dreamcam.frames import Frame
+from dreamcam.sinks import Framer, Sink
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BITRATE = 4_000_000  # bits/s for the UDP stream: plenty for 512x512 to 1280x720 at 30 fps
+TS_PACKET = 1316  # 7 MPEG-TS packets of 188 bytes: one datagram, under any Ethernet MTU
+RECORD_BUFFER_BYTES = 256 << 20  # the recorder's buffer of frames waiting for the encoder
+MPEG2_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(50),
+               Fraction(60000, 1001), Fraction(60)]
+
+
+def video_codec() -> str:
+    """The encoder PyAV offers here: "libx264" (H.264) if present, else "mpeg2video"."""
+    import av
+
+    return "libx264" if "libx264" in av.codecs_available else "mpeg2video"
+
+
+class _AvEncoder:
+    """One PyAV video stream in a container: RGB frames in, packets muxed at once.
+
+    Timestamps come from the frames' capture times, so a player or a recording keeps real-time
+    pacing whatever rate the engine reaches: H.264 on a 90 kHz clock (variable frame rate);
+    MPEG-2 only knows a constant rate, so there each frame takes the next 1/fps tick at or
+    after its capture time.
+    """
+
+    def __init__(self, container, codec: str, width: int, height: int, fps: float, bitrate: int | None) -> None:
+        import av
+
+        self._av, self.container = av, container
+        gop = str(max(1, round(fps)))  # a keyframe a second: a player joining mid-stream starts fast
+        if codec == "libx264":
+            opts = {"preset": "ultrafast", "tune": "zerolatency", "bf": "0", "g": gop}
+            if bitrate:  # capped average rate with a one-second buffer
+                opts.update({"maxrate": str(bitrate), "bufsize": str(bitrate)})
+            else:
+                opts["crf"] = "20"
+        else:
+            opts = {"bf": "0", "g": gop}
+        rate = Fraction(fps).limit_denominator(1001)
+        if codec != "libx264" and fps <= 60:  # MPEG-2 takes few rates: tick at the first one >= fps
+            rate = next(r for r in MPEG2_RATES if r >= rate * Fraction(999, 1000))
+        self.time_base = Fraction(1, 90000) if codec == "libx264" else 1 / rate
+        self.stream = container.add_stream(codec, rate=rate, options=opts)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.stream.codec_context.time_base = self.time_base
+        if bitrate or codec != "libx264":
+            self.stream.bit_rate = bitrate or DEFAULT_BITRATE
+        self.stream.codec_context.open()  # a setting the encoder refuses fails here, at start
+        self.codec = codec
+        self._t0: float | None = None
+        self._last_pts = -1
+
+    def encode(self, image: np.ndarray, t_capture: float) -> None:
+        if self._t0 is None:
+            self._t0 = t_capture
+        pts = max(round((t_capture - self._t0) / self.time_base), self._last_pts + 1)
+        self._last_pts = pts
+        frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = pts, self.time_base
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+            self.container = None
+
+
+def _open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: str) -> _AvEncoder:
+    import av
+
+    try:
+        return _AvEncoder(container, codec, sink.width, sink.height, sink.fps, bitrate)
+    except (av.FFmpegError, ValueError) as e:
+        container.close()
+        raise DeviceError(f"{where}: the {codec} encoder refused {sink.width}x{sink.height} at {sink.fps:g} fps: {e}") from e
+
+
+class UdpSink(Sink):
+    """MPEG-TS over UDP (H.264, or MPEG-2 video where PyAV lacks libx264), for an OBS Media
+    Source or any player: `ffplay -fflags nobuffer udp://127.0.0.1:PORT`.
+
+    Low latency: ultrafast/zerolatency, no B-frames, a keyframe every second, no mux delay, each
+    packet flushed at once in datagrams of 1316 bytes (7 TS packets).
+
+    Args:
+        host, port: where the datagrams go (unicast or multicast).
+        width, height: stream size in pixels (even numbers); the engine image is framed to it.
+        fps: most frames per second sent; bitrate: bits/s (default 4 Mbit/s).
+        codec: auto (H.264 if PyAV has libx264, else MPEG-2), h264 or mpeg2.
+    """
+
+    kind = "udp"
+    paced = True
+
+    def __init__(self, host: str, port: int, width: int, height: int, fps: float = 30.0, *,
+                 bitrate: int | None = None, codec: str = "auto", fit_mode: str = "letterbox") -> None:
+        if codec not in ("auto", "h264", "mpeg2"):
+            raise ConfigError(f"udp sink codec must be auto, h264 or mpeg2; got {codec!r}")
+        super().__init__(width, height, fps)
+        self.host, self.port, self.bitrate, self.codec = host, port, bitrate or DEFAULT_BITRATE, codec
+        self._framer = Framer(width, height, fit_mode)
+        self._enc: _AvEncoder | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"udp://{host}:{self.port}?pkt_size={TS_PACKET}"
+
+    def _open(self) -> None:
+        import av
+
+        try:
+            container = av.open(self.url, "w", format="mpegts", options={"max_delay": "0", "flush_packets": "1"})
+        except (av.FFmpegError, OSError) as e:
+            raise DeviceError(f"cannot stream to udp://{self.host}:{self.port}: {e}; check the host name and port") from e
+        codec = {"auto": video_codec(), "h264": "libx264", "mpeg2": "mpeg2video"}[self.codec]
+        self._enc = _open_encoder(container, codec, self, self.bitrate, f"udp://{self.host}:{self.port}")
+        log.info("streaming MPEG-TS (%s, %d kbit/s) to udp://%s:%d", self._enc.codec, self.bitrate // 1000, self.host, self.port)
+
+    def _send(self, frame: Frame) -> None:
+        self._enc.encode(self._framer(frame.image), frame.t_capture)
+
+    def _release(self) -> None:
+        if self._enc is not None:
+            self._enc.close()
+            self._enc = None
+
+
+class FileSink(Sink):
+    """Records every frame to a video file at the output size.
+
+    H.264 (libx264, CRF 20 or `bitrate`) through PyAV with capture-time timestamps, so the
+    file lasts as long as the run did; `codec="mp4v"` (or no libx264 in PyAV) falls back to
+    OpenCV's MPEG-4 Part 2 at a constant `fps` (duration = frames / fps).
+    """
+
+    kind = "file"
+
+    def __init__(self, path: str, width: int, height: int, fps: float = 30.0, *,
+                 bitrate: int | None = None, codec: str = "auto", fit_mode: str = "letterbox") -> None:
+        if codec not in ("auto", "h264", "mp4v"):
+            raise ConfigError(f"file sink codec must be auto, h264 or mp4v; got {codec!r}")
+        self.depth = max(16, min(600, RECORD_BUFFER_BYTES // (width * height * 3)))
+        super().__init__(width, height, fps)
+        self.path, self.bitrate, self.codec = path, bitrate, codec
+        self._framer = Framer(width, height, fit_mode)
+        self._enc: _AvEncoder | None = None
+        self._writer: cv2.VideoWriter | None = None
+        self._warned_drop = False
+
+    def _open(self) -> None:
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise DeviceError(f"cannot record to {self.path}: folder {folder} does not exist")
+        if self.codec != "mp4v" and video_codec() == "libx264":
+            import av
+
+            try:
+                container = av.open(self.path, "w")
+            except (av.FFmpegError, OSError, ValueError) as e:
+                raise DeviceError(f"cannot record to {self.path}: {e}; use a .mp4, .mkv or .mov name in a writable folder") from e
+            self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path)
+            return
+        if self.codec == "h264":
+            raise DeviceError("file sink codec h264: this PyAV has no libx264 encoder; use codec=mp4v or a PyAV wheel with libx264")
+        writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (self.width, self.height))
+        if not writer.isOpened():
+            raise DeviceError(f"cannot record to {self.path}: OpenCV could not open an mp4 writer there")
+        self._writer = writer
+
+    def write(self, frame: Frame) -> None:
+        super().write(frame)
+        if self.dropped and not self._warned_drop:
+            self._warned_drop = True
+            log.warning("recorder %s is %d frames behind: dropping the oldest (count in dropped)", self.path, self.depth)
+
+    def _send(self, frame: Frame) -> None:
+        img = self._framer(frame.image)
+        if self._enc is not None:
+            self._enc.encode(img, frame.t_capture)
+        else:
+            self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+    def _release(self) -> None:
+        if self._enc is not None:
+            self._enc.close()
+            self._enc = None
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
