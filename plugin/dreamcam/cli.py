@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mirror", action="store_true", help="flip the input left-right (selfie view)")
     run.add_argument("--camera-size", default="1280x720", help="webcam capture size WxH to ask the driver for")
     run.add_argument("--mjpg", action="store_true", help="ask the webcam for MJPG (USB cameras reach 720p/1080p at 30 fps)")
+    run.add_argument("--output-size", help="virtual camera / stream size WxH (default 1280x720 for virtualcam, else the engine size)")
+    run.add_argument("--output-fps", type=float, help="output frame rate (default: --fps, else 30)")
+    run.add_argument("--output-fit", default="letterbox", choices=("letterbox", "crop", "stretch"), help="framing of the engine image to the output size")
+    run.add_argument("--bitrate", help="udp/file video bitrate, e.g. 4M or 2500k")
     run.add_argument("--backend", default="auto", help="auto | eager | compiled | tensorrt")
     run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     run.add_argument("--frames", type=int, default=0, help="stop after N frames (default: run until Ctrl-C)")
@@ -125,10 +129,11 @@ def parse_lora(text: str) -> tuple[str, float]:
 def cmd_run(args) -> int:
     from dreamcam.backends import make_backend
     from dreamcam.controls import Controller
-    from dreamcam.engine import StreamEngine
+    from dreamcam.engine import StreamEngine, _check_size
     from dreamcam.params import ParamStore
     from dreamcam.runner import Runner
-    from dreamcam.sinks import open_sink
+    from dreamcam.sinks import open_sink, parse_bitrate
+    from dreamcam.sinks import parse_size as parse_output_size
     from dreamcam.sources import open_source, parse_size
 
     # 1. Check inputs before anything slow
@@ -136,8 +141,6 @@ def cmd_run(args) -> int:
     store = ParamStore(initial)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
-    from dreamcam.engine import _check_size
-
     _check_size("width", args.width)
     _check_size("height", args.height)
     t_index = _t_index_list(args, store.get("strength"))
@@ -145,24 +148,38 @@ def cmd_run(args) -> int:
     source = open_source(
         args.source, width=cam_w, height=cam_h, fps=args.fps, mirror=args.mirror, fourcc="MJPG" if args.mjpg else None
     )
-    sinks = [open_sink(s, width=args.width, height=args.height, fps=args.fps or 30.0) for s in (args.sink or ["virtualcam"])]
+    runner = None
+    sink_specs = args.sink or ["virtualcam"]
+    sinks = [
+        open_sink(
+            spec, width=args.width, height=args.height, fps=args.fps or 30.0,
+            output_size=parse_output_size(args.output_size) if args.output_size else None,
+            output_fps=args.output_fps, bitrate=parse_bitrate(args.bitrate) if args.bitrate else None,
+            fit_mode=args.output_fit,
+            on_quit=lambda: runner is not None and runner.stop(),
+            on_bypass=lambda: store.set("bypass", not store.get("bypass")),
+        )
+        for spec in sink_specs
+    ]
     device, dtype = resolve_device(args.device)
 
-    # 2. Model, engine and backend
-    pipe = _load_model(args, device, dtype)
-    engine = StreamEngine(pipe, t_index, args.width, args.height, cfg_type=args.cfg, device=device, dtype=dtype)
-    s = store.snapshot()
-    engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
     with contextlib.ExitStack() as stack:
+        # 2. Outputs open before the slow model load, so a missing virtual camera is said at once
+        for sink in sinks:
+            stack.enter_context(sink)
+
+        # 3. Model, engine and backend
+        pipe = _load_model(args, device, dtype)
+        engine = StreamEngine(pipe, t_index, args.width, args.height, cfg_type=args.cfg, device=device, dtype=dtype)
+        s = store.snapshot()
+        engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
         backend = stack.enter_context(make_backend(args.backend, engine))
         _say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}; warming up ...")
         t0 = time.perf_counter()
         backend.process(np.zeros((args.height, args.width, 3), dtype=np.uint8))  # compiles / captures here, not live
         _say(f"warm in {time.perf_counter() - t0:.1f} s")
 
-        # 3. Outputs first, then the input (so no frame waits on a closed output); closed in reverse
-        for sink in sinks:
-            stack.enter_context(sink)
+        # 4. The input last (nothing captured waits on an unopened output); all closed in reverse
         controller = stack.enter_context(contextlib.closing(Controller(engine, store)))
         stack.enter_context(source)
         runner = Runner(
@@ -184,7 +201,7 @@ def cmd_run(args) -> int:
     )
     for i, sink in enumerate(sinks):
         if sink.error is not None:
-            raise DreamcamError(f"output {args.sink[i] if args.sink else sink.kind} failed: {sink.error}")
+            raise DreamcamError(f"output {sink_specs[i]} failed: {sink.error}")
     return 0
 
 
