@@ -37,7 +37,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from dreamcam.errors import ConfigError
-from dreamcam.oscmap import OscMapping, Rejected, checked_value, param_arg
+from dreamcam.oscmap import OscMapping, Rejected, check_packet, checked_value, param_arg
 from dreamcam.params import PARAMS, ParamStore
 
 log = logging.getLogger(__name__)
@@ -123,12 +123,8 @@ class OscServer:
             return self
         if self._closed:
             raise RuntimeError("this OscServer was closed; make a new one")
-        try:
-            info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
-        except socket.gaierror as e:
-            raise ConfigError(f"--osc-host {self.host!r} is not a known address: {e}") from e
-        family, addr = info[0], info[4]
-        if not ipaddress.ip_address(addr[0]).is_loopback:
+        family, addr, loopback = listen_address(self.host, self.port)
+        if not loopback:
             log.warning(
                 "OSC listens on %s:%d, reachable from other machines: anyone there can change prompt "
                 "and settings; use --osc-allow to limit senders",
@@ -224,6 +220,7 @@ class OscServer:
             self._reject("not_allowed", f"sender {sender[0]} is not in --osc-allow")
             return []
         try:
+            check_packet(data)
             messages = [m.message for m in OscPacket(data).messages]
         except Exception as e:  # python-osc raises ParseError, but also struct/index/unicode errors
             self._reject("garbage", f"a {len(data)}-byte datagram from {sender[0]} is not OSC ({e})")
@@ -331,6 +328,15 @@ class OscServer:
         if self.mapping is not None:
             out += self.mapping.feedback(name, value)
         return out
+
+
+def listen_address(host: str, port: int) -> tuple[int, tuple, bool]:
+    """(socket family, bind address, is loopback) for --osc-host; ConfigError when unknown."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"--osc-host {host!r} is not a known address ({e}); the default is 127.0.0.1") from e
+    return info[0], info[4], ipaddress.ip_address(info[4][0]).is_loopback
 
 
 def addresses() -> list[str]:

@@ -1,4 +1,4 @@
-"""OSC argument checks and controller mapping files.
+"""OSC packet and argument checks, and controller mapping files.
 
 A mapping file binds a controller's own addresses (TouchOSC `/1/fader1`, a Max patch, a
 TouchDesigner OSC Out CHOP) to dreamcam parameters, so nobody has to re-program a controller:
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,11 +43,7 @@ from typing import Any
 from dreamcam.controls import parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.params import PARAMS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from dreamcam.presets import load_toml
 
 RESERVED_PREFIX = "/dreamcam/"
 
@@ -59,6 +54,62 @@ class Rejected(Exception):
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
         self.kind = kind
+
+
+_FIXED = {ord(c): n for c, n in (("i", 4), ("f", 4), ("r", 4), ("m", 4), ("c", 4), ("h", 8), ("d", 8), ("t", 8))}
+_EMPTY = frozenset(b"TFNI")
+
+
+def check_packet(data: bytes, depth: int = 0) -> None:
+    """Raise ValueError unless `data` is an OSC 1.0 message or bundle whose sizes add up exactly.
+
+    python-osc pads short arguments with zeros (a truncated float would read as 0.0) and logs
+    unknown type tags on the root logger; this check runs first so neither can happen.
+    """
+    if len(data) % 4:
+        raise ValueError(f"size {len(data)} is not a multiple of 4")
+    if data.startswith(b"#bundle\0"):
+        if depth > 8:
+            raise ValueError("bundles nested more than 8 deep")
+        if len(data) < 16:
+            raise ValueError("bundle shorter than its header")
+        i = 16
+        while i < len(data):
+            size = int.from_bytes(data[i : i + 4], "big")
+            if size <= 0 or size % 4 or i + 4 + size > len(data):
+                raise ValueError(f"bundle element size {size} does not fit the {len(data)}-byte bundle")
+            check_packet(data[i + 4 : i + 4 + size], depth + 1)
+            i += 4 + size
+        return
+    if not data.startswith(b"/"):
+        raise ValueError("neither a message (starts with /) nor a bundle (#bundle)")
+    i = _string_end(data, 0)
+    if i == len(data):
+        return  # no type tags: a message without arguments
+    end = _string_end(data, i)
+    tags = data[i:end].rstrip(b"\0")
+    if not tags.startswith(b","):
+        raise ValueError("type tags must start with ','")
+    for t in tags[1:]:
+        if t in _FIXED:
+            end += _FIXED[t]
+        elif t == ord("s"):
+            end = _string_end(data, end)
+        elif t == ord("b"):
+            size = int.from_bytes(data[end : end + 4], "big")
+            end += 4 + (size + 3) // 4 * 4
+        elif t not in _EMPTY:
+            raise ValueError(f"type tag {chr(t)!r} is not accepted")
+    if end != len(data):
+        raise ValueError(f"arguments take {end} bytes, the message has {len(data)}")
+
+
+def _string_end(data: bytes, start: int) -> int:
+    """Index after the null-terminated, 4-byte padded OSC string at `start`."""
+    nul = data.find(b"\0", start)
+    if nul < 0:
+        raise ValueError("string without its null terminator")
+    return (nul // 4 + 1) * 4
 
 
 def number_arg(args: list[Any], address: str) -> float | int:
@@ -194,10 +245,7 @@ class OscMapping:
 
     @classmethod
     def parse(cls, text: str, source: str = "<mapping>") -> OscMapping:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{source}: line {e.lineno}, column {e.colno}: {e.msg} (must be valid TOML)") from e
+        data = load_toml(text, source)
         extra = set(data) - {"bind"}
         if extra or not isinstance(data.get("bind", []), list):
             raise ConfigError(f"{source}: expected only [[bind]] entries, got {', '.join(sorted(extra)) or 'bind ='}")

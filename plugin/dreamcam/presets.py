@@ -48,12 +48,7 @@ _MISSING = (-1, -1)  # the stamp of a file that cannot be read
 
 def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, Any]]:
     """Parse and validate presets TOML text; ConfigError names `source`, the line and the fix."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        where = f"line {e.lineno}, column {e.colno}" if getattr(e, "lineno", None) else "somewhere"
-        msg = getattr(e, "msg", str(e))
-        raise ConfigError(f"{source}: {where}: {msg} (the presets file must be valid TOML)") from e
+    data = load_toml(text, source)
     presets: dict[str, dict[str, Any]] = {}
     for name, table in data.items():
         line = _header_line(text, name)
@@ -82,6 +77,23 @@ def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, A
                 raise ConfigError(f"{at}: preset {name!r}: {e}") from None
         presets[name] = values
     return presets
+
+
+def load_toml(text: str, source: str) -> dict[str, Any]:
+    """tomllib.loads with an error of one line: `SOURCE: line L, column C: what is wrong`."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = getattr(e, "msg", None) or str(e)
+        line, col = getattr(e, "lineno", None), getattr(e, "colno", None)
+        m = _AT.search(msg)
+        if line is None and m:  # before Python 3.14 the position is only in the message
+            line, col, msg = int(m[1]), int(m[2]), msg[: m.start()].rstrip()
+        where = f"line {line}, column {col}: " if line is not None else ""
+        raise ConfigError(f"{source}: {where}{msg} (fix the TOML syntax there)") from e
+
+
+_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 def _quote(name: str) -> str:
