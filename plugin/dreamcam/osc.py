@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import selectors
 import socket
 import sys
 import threading
@@ -63,7 +64,8 @@ RCVBUF_BYTES = 8 * 1024 * 1024
 RCVBUF_ENOUGH = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
 FEEDBACK_INTERVAL_S = 0.02  # feedback to controllers is coalesced to at most 50 sends per second
-_POLL_S = 0.2
+_POLL_S = 0.2  # how often the serving thread checks for close() and presets changes
+_BATCH = 512  # datagrams handled per store update while a burst is waiting
 
 
 class OscServer:
@@ -141,7 +143,7 @@ class OscServer:
                 f"cannot listen for OSC on {addr[0]}:{self.port}: {e.strerror or e}; "
                 "is another dreamcam running? choose another --osc-port"
             ) from e
-        sock.settimeout(_POLL_S)
+        sock.setblocking(False)
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._threads.append(threading.Thread(target=self._serve, name="dreamcam-osc", daemon=True))
@@ -182,25 +184,31 @@ class OscServer:
 
     def _serve(self) -> None:
         sock = self._sock
-        while not self._stop.is_set():
-            if self.presets is not None:
-                self.presets.maybe_reload()
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                if self.presets is not None:
+                    self.presets.maybe_reload()
+                if sel.select(_POLL_S):
+                    self._drain(sock)
+
+    def _drain(self, sock: socket.socket) -> None:
+        """Handle what the socket holds (up to _BATCH datagrams) and store it in one update."""
+        updates: dict[str, Any] = {}
+        for _ in range(_BATCH):
             try:
                 data, sender = sock.recvfrom(65535)
-            except socket.timeout:
-                continue
+            except BlockingIOError:
+                break
             except OSError as e:  # Windows reports an earlier reply's ICMP "port unreachable" here
-                if self._stop.is_set():
-                    break
                 log.debug("OSC receive error: %s", e)
                 continue
             try:
-                replies = self.handle_datagram(data, sender)
+                for reply in self._take(data, sender, updates):
+                    self._send(reply, sender)
             except Exception:  # a bug must not stop the server; it is logged with its trace
                 log.exception("OSC message from %s failed", sender[0])
-                continue
-            for reply in replies:
-                self._send(reply, sender)
+        self._flush(updates)
 
     def _send(self, dgram: bytes, to: tuple[str, int]) -> None:
         try:
@@ -213,8 +221,16 @@ class OscServer:
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
         """Validate one datagram and store its values; returns the datagrams to send back.
 
-        Used by the serving thread; callable directly (no socket) for tests.
+        The serving thread does the same for each datagram it receives; this entry point needs
+        no socket (tests).
         """
+        updates: dict[str, Any] = {}
+        replies = self._take(data, sender, updates)
+        self._flush(updates)
+        return replies
+
+    def _take(self, data: bytes, sender: tuple[str, int], updates: dict[str, Any]) -> list[bytes]:
+        """Check one datagram and add its values to `updates` (later values win); returns replies."""
         self.received += 1
         if self.allow is not None and sender[0] not in self.allow:
             self._reject("not_allowed", f"sender {sender[0]} is not in --osc-allow")
@@ -225,26 +241,29 @@ class OscServer:
         except Exception as e:  # python-osc raises ParseError, but also struct/index/unicode errors
             self._reject("garbage", f"a {len(data)}-byte datagram from {sender[0]} is not OSC ({e})")
             return []
-        updates: dict[str, Any] = {}
         replies = []
         for msg in messages:
             try:
                 if msg.address == PREFIX + "status":
                     if msg.params:
                         raise Rejected("bad_args", f"{msg.address} takes no arguments, got {len(msg.params)}")
-                    replies.append("status")
+                    self._flush(updates)  # the reply shows every message before it
+                    replies.append(_build("/dreamcam/state", self.state_json()))
                 else:
                     updates.update(self._message_values(msg.address, list(msg.params)))
             except Rejected as r:
                 self._reject(r.kind, f"{r} (from {sender[0]})")
                 continue
             self.applied += 1
+        return replies
+
+    def _flush(self, updates: dict[str, Any]) -> None:
         if updates:
             try:
                 self.store.update(updates)
-            except ConfigError as e:  # every value was checked above; this would be a bug
-                self._reject("out_of_range", str(e))
-        return [_build("/dreamcam/state", self.state_json()) for _ in replies]
+            except ConfigError as e:  # every value was checked before; this would be a bug
+                log.error("OSC update refused by the store: %s", e)
+            updates.clear()
 
     def _message_values(self, address: str, args: list[Any]) -> dict[str, Any]:
         """The store values one message asks for; raises Rejected."""
