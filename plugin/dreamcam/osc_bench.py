@@ -118,7 +118,8 @@ def osc_latency(samples: int = 1000, *, host: str = "127.0.0.1") -> dict[str, An
 def frame_timing_under_burst(
     *, burst: int = 10_000, frames: int = 30, width: int = 64, height: int = 64, engine: Any = None, max_bursts: int = 20
 ) -> dict[str, Any]:
-    """Frame times (controller.apply + img2img) of an engine loop without, then during, OSC bursts.
+    """Frame times (controller.apply + img2img) of an engine loop: steady, with the strength
+    changing every frame (no OSC), and during OSC bursts (which also change it every frame).
 
     Bursts of `burst` messages are sent one after another until `frames` frames ran while the
     server was receiving one (at most `max_bursts`). A CPU engine runs with one torch thread here
@@ -152,6 +153,10 @@ def frame_timing_under_burst(
             for _ in range(3):  # warm-up
                 frame_ms()
             base = [frame_ms() for _ in range(frames)]
+            changing = []  # a new strength every frame, as a moving slider gives, without OSC
+            for i in range(frames):
+                store.set("strength", 0.3 + 0.4 * (i % 2))
+                changing.append(frame_ms())
             during: list[float] = []
             bursts, burst_s = 0, []
             while len(during) < frames and bursts < max_bursts:
@@ -170,6 +175,8 @@ def frame_timing_under_burst(
     return {
         "frame_ms_p50": _pct(base, 50),
         "frame_ms_p99": _pct(base, 99),
+        "frame_ms_changing_p50": _pct(changing, 50),
+        "frame_ms_changing_p99": _pct(changing, 99),
         "frame_ms_burst_p50": _pct(during, 50),
         "frame_ms_burst_p99": _pct(during, 99),
         "frames": len(base),
