@@ -163,9 +163,10 @@ class StreamEngine:
         self.t_index_list = check_t_index_list(t_index_list)
 
         # 2. Components, device and precision
-        from diffusers import LCMScheduler
+        from dreamcam.models import _quiet_imports, move_pipeline
 
-        from dreamcam.models import move_pipeline
+        _quiet_imports()
+        from diffusers import LCMScheduler
 
         move_pipeline(pipe, device, dtype)
         self.device, self.dtype = pipe.unet.device, pipe.unet.dtype

@@ -1,0 +1,372 @@
+"""dreamcam's live parameters as the OBS script sends them, and the UDP link that sends them.
+
+Plain Python (standard library, python-osc when importable), no OBS API: tests use it
+directly. `DreamcamLink` sends only values that changed, polls `/dreamcam/status` and turns
+the `/dreamcam/state` reply into a status line and a preset list. It never blocks: the
+socket is non-blocking, DNS look-ups run on a short-lived thread and nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from collections import namedtuple
+
+import dreamcam_osc as osc
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9000  # dreamcam's default --osc-port
+POLL_MS = 500  # status poll period, milliseconds
+NO_ANSWER_S = 2.0  # seconds without a /dreamcam/state reply before "no answer"
+MAX_PROMPT_CHARS = 4096
+OSC_PREFIX = "/dreamcam/"
+
+Param = namedtuple("Param", "name kind default lo hi label step")
+
+# Mirror of dreamcam.params.PARAMS (OBS's Python cannot import dreamcam); tests check they
+# agree. "preset" comes first so that explicit values sent with it win over the preset's.
+# Slider ranges may be narrower than what dreamcam accepts (guidance: OBS 0..5, dreamcam 0..20).
+PARAMS = (
+    Param("preset", "text", "", None, None, "Preset", None),
+    Param("prompt", "text", "a portrait in the style of a watercolor painting", None, None, "Prompt", None),
+    Param("negative_prompt", "text", "", None, None, "Negative prompt", None),
+    Param("strength", "float", 0.4, 0.0, 1.0, "Strength (0 = input, 1 = all noise)", 0.01),
+    Param("guidance", "float", 1.2, 0.0, 5.0, "Guidance", 0.05),
+    Param("delta", "float", 1.0, 0.0, 5.0, "Delta (RCFG residual weight)", 0.05),
+    Param("seed", "int", 2, 0, 2**31 - 1, "Seed", 1),
+    Param("transition", "float", 0.5, 0.0, 60.0, "Transition (seconds)", 0.1),
+    Param("bypass", "bool", False, None, None, "Bypass (pass the input through)", None),
+)
+PARAM_BY_NAME = {p.name: p for p in PARAMS}
+_OSC_TAG = {"text": "s", "float": "f", "int": "i", "bool": "i"}
+
+_logger = logging.getLogger("dreamcam_obs")
+
+
+def coerce(name: str, value):
+    """`value` as parameter `name` is sent, or ValueError saying expected vs actual.
+
+    Out-of-range values are rejected, not clamped, as dreamcam itself does.
+    """
+    p = PARAM_BY_NAME.get(name)
+    if p is None:
+        raise ValueError(f"unknown parameter {name!r}; known: {', '.join(PARAM_BY_NAME)}")
+    if p.kind == "text":
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be text, got {type(value).__name__}")
+        limit = 256 if name == "preset" else MAX_PROMPT_CHARS
+        if len(value) > limit:
+            raise ValueError(f"{name} is {len(value)} characters; dreamcam accepts at most {limit}")
+        return value
+    if p.kind == "bool":
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise ValueError(f"{name} must be true/false or 0/1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    if p.kind == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+    if not p.lo <= value <= p.hi:
+        raise ValueError(f"{name} must be between {p.lo} and {p.hi}, got {value!r}")
+    return value
+
+
+def encode_param(name: str, value) -> bytes:
+    """The OSC datagram that sets parameter `name` (value already coerced)."""
+    if PARAM_BY_NAME[name].kind == "bool":
+        value = int(value)
+    return osc.encode_message(OSC_PREFIX + name, [value], _OSC_TAG[PARAM_BY_NAME[name].kind])
+
+
+def next_preset(presets, current: str, step: int):
+    """The preset `step` places after `current` in `presets`, wrapping; None when empty.
+
+    From an unknown or empty `current`, +1 gives the first preset and -1 the last.
+    """
+    presets = list(presets)
+    if not presets:
+        return None
+    if current in presets:
+        return presets[(presets.index(current) + step) % len(presets)]
+    return presets[0] if step > 0 else presets[-1]
+
+
+def parse_state(args) -> dict:
+    """The dict in a /dreamcam/state reply (one JSON object string), or ValueError."""
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise ValueError(f"/dreamcam/state must carry one JSON string, got {args!r}")
+    state = json.loads(args[0])
+    if not isinstance(state, dict):
+        raise ValueError(f"/dreamcam/state JSON must be an object, got {type(state).__name__}")
+    presets = state.get("presets", [])
+    if not isinstance(presets, list) or not all(isinstance(n, str) for n in presets):
+        raise ValueError(f"/dreamcam/state 'presets' must be a list of names, got {presets!r}")
+    return state
+
+
+def status_line(state, host: str, port: int) -> str:
+    """'connected: 24.8 fps, 41 ms' for a state dict, or the no-answer line for None."""
+    if state is None:
+        return f"no answer from dreamcam at {host}:{port}"
+
+    def num(key, fmt):
+        value = state.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return format(value, fmt) if ok else "?"
+
+    return f"connected: {num('fps', '.1f')} fps, {num('latency_ms', '.0f')} ms"
+
+
+def _numeric_address(host: str, port: int):
+    """(family, sockaddr) when `host` needs no DNS look-up, else None."""
+    if host == "localhost":
+        host = "127.0.0.1"
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family, ((host, port) if family == socket.AF_INET else (host, port, 0, 0))
+    return None
+
+
+class DreamcamLink:
+    """Sends parameter changes and status polls to one dreamcam over UDP; never blocks.
+
+    `update()` sends only values that differ from what was last sent to this target;
+    `poll()` (call every POLL_MS) reads replies, re-sends anything unsent and asks for status.
+    Thread-safe: OBS calls it from the UI, graphics and hotkey threads.
+    """
+
+    def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, *, no_answer_s=NO_ANSWER_S,
+                 clock=time.monotonic, log=None):
+        self._lock = threading.RLock()
+        self._clock = clock
+        self._log = log or (lambda level, msg: _logger.log(level, msg))
+        self._no_answer_s = no_answer_s
+        self._logged = set()
+        self._sock = None
+        self._addr = None
+        self._closed = False
+        self._generation = 0
+        self.host, self.port = None, None
+        self._desired, self._sent = {}, {}
+        self.state, self.presets, self.current_preset = None, [], ""
+        self._seen = {}
+        self._last_reply = self._first_poll = None
+        self.set_target(host, port)
+
+    # -- target -----------------------------------------------------------------------
+    def set_target(self, host: str, port: int) -> None:
+        """Point at dreamcam's OSC server; everything is re-sent to a new target."""
+        if not isinstance(host, str) or not host.strip():
+            raise ValueError(f"OSC host must be an address or name like 127.0.0.1, got {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"OSC port must be 1..65535 (dreamcam --osc-port), got {port!r}")
+        host = host.strip()
+        with self._lock:
+            if (host, port) == (self.host, self.port):
+                return
+            self._close_socket()
+            self.host, self.port = host, port
+            self._generation += 1
+            self._sent.clear()
+            self.state, self._seen = None, {}
+            self._last_reply = self._first_poll = None
+            self._addr = _numeric_address(host, port)
+            if self._addr is None:
+                threading.Thread(target=self._resolve, args=(host, port, self._generation),
+                                 name="dreamcam-obs-resolve", daemon=True).start()
+
+    def _resolve(self, host, port, generation):
+        # DNS can take seconds: done off OBS's threads, result dropped if the target moved on.
+        try:
+            family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        except OSError as e:
+            self._log_once(logging.WARNING, f"cannot resolve dreamcam host {host!r}: {e}")
+            return
+        with self._lock:
+            if generation == self._generation and not self._closed:
+                self._addr = (family, sockaddr)
+
+    def _socket(self):
+        if self._sock is None and self._addr is not None and not self._closed:
+            sock = socket.socket(self._addr[0], socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            self._sock = sock
+        return self._sock
+
+    def _close_socket(self):
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
+
+    # -- sending ----------------------------------------------------------------------
+    def _send(self, data: bytes) -> bool:
+        sock = self._socket()
+        if sock is None:
+            return False
+        try:
+            sock.sendto(data, self._addr[1])
+            return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as e:
+            self._log_once(logging.WARNING, f"cannot send to dreamcam at {self.host}:{self.port}: {e}")
+            return False
+
+    def update(self, values) -> list:
+        """Take new values (name -> value; unknown names ignored, bad values logged and
+        skipped) and send those that changed. Returns the names sent."""
+        with self._lock:
+            for name, value in values.items():
+                if name not in PARAM_BY_NAME:
+                    continue
+                try:
+                    self._desired[name] = coerce(name, value)
+                except ValueError as e:
+                    self._log_once(logging.WARNING, f"not sent: {e}")
+            return self.flush()
+
+    def flush(self) -> list:
+        """Send every wanted value that this target has not yet received; names sent."""
+        sent = []
+        with self._lock:
+            for p in PARAMS:
+                if p.name not in self._desired:
+                    continue
+                value = self._desired[p.name]
+                if p.name in self._sent and self._sent[p.name] == value:
+                    continue
+                if p.name == "preset" and value == "":
+                    self._sent["preset"] = value  # "no preset chosen" is nothing to send
+                    continue
+                if self._send(encode_param(p.name, value)):
+                    self._sent[p.name] = value
+                    sent.append(p.name)
+                    if p.name == "preset":
+                        self.current_preset = value
+        return sent
+
+    def _force(self, name, value) -> bool:
+        with self._lock:
+            self._desired[name] = value
+            ok = self._send(encode_param(name, value))
+            if ok:
+                self._sent[name] = value
+            return ok
+
+    def select_preset(self, name: str) -> bool:
+        """Apply preset `name` now, even when it was the last one sent from here."""
+        with self._lock:
+            self.current_preset = coerce("preset", name)
+            return self._force("preset", self.current_preset)
+
+    def step_preset(self, step: int):
+        """Select the preset `step` places from the current one; its name, or None."""
+        with self._lock:
+            name = next_preset(self.presets, self.current_preset, step)
+            if name is not None:
+                self.select_preset(name)
+            return name
+
+    @property
+    def bypass(self) -> bool:
+        with self._lock:
+            return bool(self._desired.get("bypass", False))
+
+    def toggle_bypass(self) -> bool:
+        """Flip bypass and send it; returns the new value."""
+        with self._lock:
+            value = not self.bypass
+            self._force("bypass", value)
+            return value
+
+    # -- status -----------------------------------------------------------------------
+    def poll(self) -> str:
+        """Read replies, send what is unsent, ask for status; returns the status line."""
+        with self._lock:
+            now = self._clock()
+            self._read_replies(now)
+            self.flush()
+            if self._send(osc.encode_message(OSC_PREFIX + "status")) and self._first_poll is None:
+                self._first_poll = now
+            return self.status(now)
+
+    def status(self, now=None) -> str:
+        with self._lock:
+            now = self._clock() if now is None else now
+            if self._last_reply is not None and now - self._last_reply <= self._no_answer_s:
+                return status_line(self.state, self.host, self.port)
+            if self._addr is None:
+                return f"looking up dreamcam host {self.host}"
+            if self._last_reply is None and (self._first_poll is None or now - self._first_poll <= self._no_answer_s):
+                return f"waiting for dreamcam at {self.host}:{self.port}"
+            return status_line(None, self.host, self.port)
+
+    @property
+    def connected(self) -> bool:
+        return self.status().startswith("connected")
+
+    def _read_replies(self, now):
+        sock = self._socket()
+        while sock is not None:
+            try:
+                data, _ = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionResetError:
+                continue  # Windows reports an earlier datagram's ICMP "port unreachable" here
+            except OSError as e:
+                self._log_once(logging.WARNING, f"cannot read from dreamcam: {e}")
+                return
+            try:
+                messages = osc.decode_packet(data)
+                for address, args in messages:
+                    if address == OSC_PREFIX + "state":
+                        self._take_state(parse_state(args), now)
+            except ValueError as e:
+                self._log_once(logging.WARNING, f"ignored a bad reply from dreamcam: {e}")
+
+    def _take_state(self, state, now):
+        self.state, self._last_reply = state, now
+        self.presets = list(state.get("presets", []))
+        # Adopt a preset or bypass that changed on dreamcam's side (another controller);
+        # a reply still carrying the old value must not undo what was just sent from here.
+        for key in ("preset", "bypass"):
+            if key in state and state[key] != self._seen.get(key, object()):
+                self._seen[key] = state[key]
+                if key == "preset" and isinstance(state[key], str):
+                    self.current_preset = state[key]
+                elif key == "bypass" and state[key] in (0, 1):
+                    self._desired["bypass"] = self._sent["bypass"] = bool(state[key])
+
+    def _log_once(self, level, msg):
+        if msg not in self._logged:
+            self._logged.add(msg)
+            self._log(level, msg)
+
+    # -- lifetime ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the socket; later calls send nothing. Safe to call twice."""
+        with self._lock:
+            self._generation += 1
+            self._closed = True
+            self._close_socket()
+            self._addr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,5 @@
+import sys
+
+from dreamcam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""Wires source -> engine -> sinks. The engine loop runs on the calling thread.
+
+    source thread --newest frame--> [this loop: controls, framing, backend] --newest frame--> sink threads
+
+The loop never queues: it takes the newest captured frame, applies pending parameter changes,
+frames it to the engine size, runs the backend and hands the result to every sink. While the
+source gives nothing, the sinks keep getting the last good frame, then a "no signal" card.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from dreamcam.frames import Frame, fit
+from dreamcam.stats import RunStats
+
+log = logging.getLogger(__name__)
+
+IDLE_REPEAT_S = 0.1  # while the source is silent, re-send a frame this often
+NO_SIGNAL_AFTER_S = 3.0
+
+
+def no_signal_card(width: int, height: int, text: str = "NO SIGNAL") -> np.ndarray:
+    img = np.full((height, width, 3), 24, dtype=np.uint8)
+    scale = max(0.4, width / 480)
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+    cv2.putText(img, text, ((width - tw) // 2, (height + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 200, 200), 2)
+    return img
+
+
+class Runner:
+    """The live loop.
+
+    Args:
+        source: a started `dreamcam.sources.Source`.
+        backend: an object with `process(uint8 (H, W, 3)) -> uint8 (H, W, 3)` (see backends).
+        sinks: started `dreamcam.sinks.Sink`s.
+        width, height: the engine size frames are fitted to.
+        controller: applies live parameters between frames (`apply()`, `bypass`).
+        frames: stop after this many engine frames (0 = until `stop()`).
+        fit_mode: crop, letterbox or stretch.
+        on_status: called with `status()` about every `status_every` seconds.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        backend: Any,
+        sinks: Sequence[Any],
+        *,
+        width: int,
+        height: int,
+        controller: Any = None,
+        frames: int = 0,
+        fit_mode: str = "crop",
+        on_status: Callable[[dict], None] | None = None,
+        status_every: float = 0.5,
+    ) -> None:
+        self.source, self.backend, self.sinks = source, backend, list(sinks)
+        self.width, self.height = width, height
+        self.controller = controller
+        self.max_frames = frames
+        self.fit_mode = fit_mode
+        self.on_status = on_status
+        self.status_every = status_every
+        self.stats = RunStats()
+        self._stop = threading.Event()
+        self._no_signal: np.ndarray | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current frame (safe from signal handlers and threads)."""
+        self._stop.set()
+
+    @property
+    def bypass(self) -> bool:
+        return bool(self.controller is not None and self.controller.bypass)
+
+    def run(self) -> dict:
+        last_out: np.ndarray | None = None
+        last_new = time.perf_counter()
+        next_status = last_new + self.status_every
+        while not self._stop.is_set():
+            frame = self.source.read(timeout=IDLE_REPEAT_S)
+            now = time.perf_counter()
+            if self.controller is not None:
+                self.controller.apply()
+            if frame is None:
+                self._idle(last_out, now - last_new, now)
+            else:
+                last_new = now
+                last_out = self._process(frame)
+                if self.max_frames and self.stats.frames >= self.max_frames:
+                    break
+            if self.on_status is not None and now >= next_status:
+                next_status = now + self.status_every
+                self.on_status(self.status())
+        return self.summary()
+
+    def _process(self, frame: Frame) -> np.ndarray:
+        img = fit(frame.image, self.width, self.height, self.fit_mode)
+        t0 = time.perf_counter()
+        out = img if self.bypass else self.backend.process(img)
+        t1 = time.perf_counter()
+        self._emit(Frame(out, frame.t_capture, frame.index))
+        self.stats.record((t1 - t0) * 1000.0, frame.t_capture, t1)
+        return out
+
+    def _idle(self, last_out: np.ndarray | None, silent_s: float, now: float) -> None:
+        if silent_s >= NO_SIGNAL_AFTER_S or last_out is None:
+            if silent_s < NO_SIGNAL_AFTER_S:
+                return  # nothing shown yet: wait for the first frame
+            if self._no_signal is None:
+                self._no_signal = no_signal_card(self.width, self.height)
+            last_out = self._no_signal
+        self.stats.repeats += 1
+        self._emit(Frame(last_out, now, -1))
+
+    def _emit(self, frame: Frame) -> None:
+        for sink in self.sinks:
+            sink.write(frame)
+
+    def status(self) -> dict:
+        s = self.stats
+        lat = [x for sink in self.sinks for x in list(sink.latencies_ms)[-30:]] or list(s.latency_ms)[-30:]
+        return {
+            "fps": round(s.out_rate.rate, 2),
+            "engine_ms": round(float(np.mean(list(s.engine_ms)[-30:])) if s.engine_ms else 0.0, 2),
+            "latency_ms": round(float(np.median(lat)) if lat else 0.0, 1),
+            "input_fps": round(self.source.fps, 2),
+            "dropped": self.dropped,
+            "frames": s.frames,
+            "bypass": self.bypass,
+        }
+
+    @property
+    def dropped(self) -> int:
+        return int(self.source.dropped + sum(sink.dropped for sink in self.sinks))
+
+    def summary(self) -> dict:
+        out = self.stats.summary()
+        sink_lat = [x for sink in self.sinks for x in sink.latencies_ms]
+        if sink_lat:
+            out["glass_to_glass_p50_ms"] = round(float(np.percentile(sink_lat, 50)), 3)
+            out["glass_to_glass_p99_ms"] = round(float(np.percentile(sink_lat, 99)), 3)
+        out.update(
+            {
+                "input_fps": round(self.source.fps, 3),
+                "dropped_input": int(self.source.dropped),
+                "dropped_output": int(sum(sink.dropped for sink in self.sinks)),
+                "backend": getattr(self.backend, "name", type(self.backend).__name__),
+                "sinks": {f"{i}:{sink.kind}": sink.written for i, sink in enumerate(self.sinks)},
+            }
+        )
+        return out

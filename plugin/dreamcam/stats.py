@@ -1,0 +1,67 @@
+"""Live statistics: rates and percentiles over recent frames, and the exit summary."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(np.fromiter(values, dtype=np.float64), q)) if len(values) else 0.0
+
+
+class RateMeter:
+    """Events per second over the last `window` events."""
+
+    def __init__(self, window: int = 60) -> None:
+        self._t: deque[float] = deque(maxlen=window)
+
+    def tick(self, t: float | None = None) -> None:
+        self._t.append(time.perf_counter() if t is None else t)
+
+    @property
+    def rate(self) -> float:
+        t = self._t
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+
+class RunStats:
+    """What the runner measures. Times in milliseconds, rates in frames per second."""
+
+    def __init__(self) -> None:
+        self.frames = 0  # frames the engine turned out
+        self.repeats = 0  # frames re-sent while the source gave nothing (last good / no signal)
+        self.engine_ms: deque[float] = deque(maxlen=2000)
+        self.latency_ms: deque[float] = deque(maxlen=2000)
+        self.out_rate = RateMeter()
+        self.t_first: float | None = None
+        self.t_last: float | None = None
+
+    def record(self, engine_ms: float, t_capture: float, t_out: float) -> None:
+        self.frames += 1
+        self.engine_ms.append(engine_ms)
+        self.latency_ms.append((t_out - t_capture) * 1000.0)
+        self.out_rate.tick(t_out)
+        if self.t_first is None:
+            self.t_first = t_out
+        self.t_last = t_out
+
+    @property
+    def fps(self) -> float:
+        """Average output rate since the first frame."""
+        if self.t_first is None or self.t_last is None or self.frames < 2 or self.t_last <= self.t_first:
+            return 0.0
+        return (self.frames - 1) / (self.t_last - self.t_first)
+
+    def summary(self) -> dict:
+        return {
+            "frames": self.frames,
+            "fps": round(self.fps, 3),
+            "p50_ms": round(percentile(self.engine_ms, 50), 3),
+            "p99_ms": round(percentile(self.engine_ms, 99), 3),
+            "latency_p50_ms": round(percentile(self.latency_ms, 50), 3),
+            "latency_p99_ms": round(percentile(self.latency_ms, 99), 3),
+            "repeated_frames": self.repeats,
+        }

@@ -1,0 +1,56 @@
+"""The `dreamcam` command as a user runs it: a real process, real files, exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dreamcam(*args, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugin"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "dreamcam", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_run_tiny_testpattern_to_file(tmp_path):
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    r = dreamcam(
+        "run", "--model", "tiny", "--source", "testpattern", "--sink", f"file:{out}",
+        "--frames", "30", "--width", "128", "--height", "96", "--stats-json", str(stats),
+    )
+    assert r.returncode == 0, r.stderr
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (128, 96)
+    ok, first = cap.read()
+    assert ok and first.std() > 1.0  # a picture, not a blank
+    s = json.loads(stats.read_text())
+    assert s["frames"] == 30 and s["fps"] > 0 and s["p99_ms"] >= s["p50_ms"] > 0
+    assert "done: 30 frames" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--width", "100"], "width must be a positive multiple of 8"),
+        (["--strength", "1.5"], "strength must be between 0 and 1"),
+        (["--t-index-list", "30,10"], "strictly increasing"),
+        (["--t-index-list", "10,60"], "values must lie in [0, 50)"),
+        (["--source", "nosuch"], "unknown source"),
+        (["--sink", "nosuch"], "unknown sink"),
+        (["--steps", "0"], "steps must be a whole number >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    r = dreamcam("run", "--model", "tiny", "--source", "testpattern", "--sink", "null", "--frames", "1", *args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and message in errors[0], r.stderr
