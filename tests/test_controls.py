@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamcam import StreamEngine, tiny_pipeline
+from dreamcam import StreamEngine
 from dreamcam.controls import Controller, parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.params import ParamStore
@@ -16,8 +16,8 @@ from dreamcam.params import ParamStore
 SIZE = 64
 
 
-def make_engine(prompt: str = "a cat", *, cfg_type: str = "none", negative: str = "", seed: int = 2) -> StreamEngine:
-    engine = StreamEngine(tiny_pipeline(0), [35], SIZE, SIZE, cfg_type=cfg_type)
+def make_engine(pipe, prompt: str = "a cat", *, cfg_type: str = "none", negative: str = "", seed: int = 2) -> StreamEngine:
+    engine = StreamEngine(pipe, [35], SIZE, SIZE, cfg_type=cfg_type)
     engine.prepare(prompt, negative_prompt=negative, guidance_scale=1.5, seed=seed)
     return engine
 
@@ -28,8 +28,8 @@ def frame(i: int = 0) -> np.ndarray:
 
 
 @pytest.fixture
-def rig():
-    engine = make_engine()
+def rig(tiny_pipe):
+    engine = make_engine(tiny_pipe)
     store = ParamStore({"prompt": "a cat", "transition": 0.0, "seed": 2})
     with Controller(engine, store) as ctrl:
         yield engine, store, ctrl
@@ -56,20 +56,20 @@ def test_prompt_transition_zero_matches_prepared_engine(rig):
     assert ctrl.wait_encoded(10)
     ctrl.apply()
     after = engine.img2img(x)
-    reference = make_engine("a dog in the snow").img2img(x)
+    reference = make_engine(engine.pipe, "a dog in the snow").img2img(x)
     assert not np.array_equal(before, after)
     np.testing.assert_array_equal(after, reference)
     assert engine.prompt == "a dog in the snow"
 
 
-def test_negative_prompt_reaches_unconditional_rows():
-    engine = make_engine(cfg_type="full")
+def test_negative_prompt_reaches_unconditional_rows(tiny_pipe):
+    engine = make_engine(tiny_pipe, cfg_type="full")
     store = ParamStore({"prompt": "a cat", "transition": 0.0})
     with Controller(engine, store) as ctrl:
         store.set("negative_prompt", "blurry")
         assert ctrl.wait_encoded(10)
         ctrl.apply()
-        ref = make_engine(cfg_type="full", negative="blurry")
+        ref = make_engine(tiny_pipe, cfg_type="full", negative="blurry")
         torch.testing.assert_close(engine.prompt_embeds, ref.prompt_embeds, rtol=0, atol=0)
         x = frame(3)
         np.testing.assert_array_equal(engine.img2img(x), ref.img2img(x))
@@ -108,7 +108,7 @@ def test_seed_change_instant_equals_engine_prepared_with_seed(rig):
     store.set("seed", 99)
     ctrl.apply()
     assert engine.seed == 99
-    torch.testing.assert_close(engine.init_noise, make_engine(seed=99).init_noise, rtol=0, atol=0)
+    torch.testing.assert_close(engine.init_noise, make_engine(engine.pipe, seed=99).init_noise, rtol=0, atol=0)
     assert engine.init_noise.data_ptr() == ptr
 
 
@@ -148,8 +148,8 @@ def test_only_the_newest_prompt_is_applied(rig):
     assert engine.prompt == "four"
 
 
-def test_close_is_idempotent():
-    engine = make_engine()
+def test_close_is_idempotent(tiny_pipe):
+    engine = make_engine(tiny_pipe)
     ctrl = Controller(engine, ParamStore())
     ctrl.close()
     ctrl.close()

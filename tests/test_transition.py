@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dreamcam import StreamEngine, tiny_pipeline
+from dreamcam import StreamEngine
 from dreamcam.controls import Controller, slerp
 from dreamcam.params import ParamStore
 
@@ -23,8 +23,8 @@ class ManualClock:
 
 
 @pytest.fixture
-def rig():
-    engine = StreamEngine(tiny_pipeline(0), [35], SIZE, SIZE, cfg_type="full")
+def rig(tiny_pipe):
+    engine = StreamEngine(tiny_pipe, [35], SIZE, SIZE, cfg_type="full")
     engine.prepare("a cat", negative_prompt="", guidance_scale=1.5, seed=2)
     store = ParamStore({"prompt": "a cat", "transition": 1.0, "seed": 2})
     clock = ManualClock()
