@@ -7,7 +7,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-
 from dreamcam import StreamEngine
 from dreamcam.controls import Controller, parse_prompt
 from dreamcam.errors import ConfigError
@@ -16,7 +15,9 @@ from dreamcam.params import ParamStore
 SIZE = 64
 
 
-def make_engine(pipe, prompt: str = "a cat", *, cfg_type: str = "none", negative: str = "", seed: int = 2) -> StreamEngine:
+def make_engine(
+    pipe, prompt: str = "a cat", *, cfg_type: str = "none", negative: str = "", seed: int = 2
+) -> StreamEngine:
     engine = StreamEngine(pipe, [35], SIZE, SIZE, cfg_type=cfg_type)
     engine.prepare(prompt, negative_prompt=negative, guidance_scale=1.5, seed=seed)
     return engine

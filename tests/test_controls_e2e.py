@@ -14,9 +14,6 @@ import time
 
 import numpy as np
 import pytest
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
-
 from dreamcam.backends import make_backend
 from dreamcam.controls import Controller
 from dreamcam.engine import StreamEngine, strength_to_t_index_list
@@ -26,6 +23,8 @@ from dreamcam.params import ParamStore
 from dreamcam.runner import Runner
 from dreamcam.sinks import Sink
 from dreamcam.sources import TestPatternSource
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
 
 SIZE = 64
 
@@ -78,15 +77,18 @@ def test_osc_changes_show_within_two_frames(tiny_pipe):
         loop = threading.Thread(target=runner.run, name="test-runner")
         loop.start()
         try:
-            with OscServer(store, port=0, status=runner.status) as srv, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            with (
+                OscServer(store, port=0, status=runner.status) as srv,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c,
+            ):
                 c.bind(("127.0.0.1", 0))
                 c.settimeout(10)
                 wait_for(lambda: runner.stats.frames >= 3)
                 for address, value in [("prompt", "a dog in the snow"), ("strength", 0.9), ("seed", 77)]:
                     c.sendto(msg("/dreamcam/" + address, value), ("127.0.0.1", srv.port))
-                    wait_for(lambda: len(arrivals) and arrivals[-1][0] == address)
+                    wait_for(lambda a=address: len(arrivals) and arrivals[-1][0] == a)
                     mark = arrivals[-1][1]
-                    wait_for(lambda: len(sink.frames) >= mark + 4)
+                    wait_for(lambda m=mark: len(sink.frames) >= m + 4)
                 c.sendto(msg("/dreamcam/status"), ("127.0.0.1", srv.port))
                 state = json.loads(OscMessage(c.recvfrom(65535)[0]).params[0])
         finally:
@@ -117,6 +119,8 @@ def test_osc_changes_show_within_two_frames(tiny_pipe):
             else:
                 assert first_new is None, f"{name}: frame {seq} fell back to old values"
                 assert np.array_equal(out, expected(k - 1, index)), f"{name}: frame {seq} matches neither"
-        assert first_new is not None and first_new <= mark + 2, f"{name} arrived after frame {mark}, shown at {first_new}"
+        assert first_new is not None and first_new <= mark + 2, (
+            f"{name} arrived after frame {mark}, shown at {first_new}"
+        )
         index, _ = sink.frames[first_new]
         assert not np.array_equal(expected(k, index), expected(k - 1, index))  # the change is visible

@@ -7,14 +7,13 @@ import logging
 import math
 
 import pytest
-from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
-
 from dreamcam.errors import ConfigError
 from dreamcam.osc import DEFAULT_PORT, REJECT_KINDS, OscServer, addresses, listen_address
 from dreamcam.params import PARAMS, ParamStore
 from dreamcam.presets import PresetLibrary
+from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
 
 ME = ("127.0.0.1", 50000)
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from pythonosc.osc_message_builder import OscMessageBuilder
-
 from dreamcam.errors import ConfigError
 from dreamcam.osc import OscServer
 from dreamcam.oscmap import OscMapping, Rejected
 from dreamcam.params import ParamStore
 from dreamcam.presets import PresetLibrary
+from pythonosc.osc_message_builder import OscMessageBuilder
 
 MAPPING = """\
 [[bind]]
@@ -101,7 +100,10 @@ def test_feedback_is_the_inverse(mapping):
         ('[[bind]]\naddress = "fader"\nparam = "strength"\n', r"must be an OSC address"),
         ('[[bind]]\naddress = "/a"\n', r"exactly one of param"),
         ('[[bind]]\naddress = "/a"\nparam = "strength"\npreset = "x"\n', r"exactly one of param"),
-        ('[[bind]]\naddress = "/a"\nparam = "strength"\noutput = [0, 2]\n', r"output \[0.0, 2.0\]: strength must be between"),
+        (
+            '[[bind]]\naddress = "/a"\nparam = "strength"\noutput = [0, 2]\n',
+            r"output \[0.0, 2.0\]: strength must be between",
+        ),
         ('[[bind]]\naddress = "/a"\nparam = "strength"\ninput = [1, 1]\n', r"input range must not be empty"),
         ('[[bind]]\naddress = "/a"\nparam = "strength"\ninput = [0]\n', r"two finite numbers"),
         ('[[bind]]\naddress = "/a"\nparam = "prompt"\ninput = [0, 1]\n', r"prompt takes no input range"),

@@ -13,16 +13,15 @@ import threading
 import time
 
 import pytest
+from dreamcam.errors import ConfigError
+from dreamcam.osc import RCVBUF_ENOUGH, OscServer
+from dreamcam.oscmap import OscMapping
+from dreamcam.params import PARAMS, ParamStore
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import BlockingOSCUDPServer
-
-from dreamcam.errors import ConfigError
-from dreamcam.osc import RCVBUF_ENOUGH, OscServer
-from dreamcam.oscmap import OscMapping
-from dreamcam.params import PARAMS, ParamStore
 
 HOST = "127.0.0.1"
 
@@ -108,7 +107,7 @@ def malformed(rng: random.Random) -> bytes:
     if kind == 5:  # huge prompt
         return msg("/dreamcam/prompt", "y" * rng.randrange(4097, 9000))
     if kind == 6:
-        return msg("/dreamcam/preset", "preset-%d" % rng.randrange(1000))
+        return msg("/dreamcam/preset", f"preset-{rng.randrange(1000)}")
     if kind == 7:
         return msg("/dreamcam/" + rng.choice(["load", "model", "exec", "file", "Strength"]), "/etc/passwd")
     return msg("/dreamcam/seed", rng.random() * 10, 1)  # wrong argument count
@@ -122,14 +121,22 @@ def test_fuzz_10000_malformed_datagrams_then_a_valid_update(server, client):
     for i in range(n):
         client.sendto(malformed(rng), to)
         if i % 200 == 199:  # paced so that even a small kernel buffer loses nothing here
-            assert wait_for(lambda: server.received == i + 1), f"server stuck at {server.received}"
+            assert wait_for(lambda n=i + 1: server.received == n), f"server stuck at {server.received}"
     assert server.store.snapshot() == before and server.store.take_changes() == {}
     client.sendto(msg("/dreamcam/strength", 0.125), to)
     assert wait_for(lambda: server.store.get("strength") == 0.125)
     assert server.received == n + 1 and server.applied == 1
     assert sum(server.rejected.values()) == n
     kinds = {k for k, v in server.rejected.items() if v}
-    assert {"garbage", "bad_args", "not_finite", "out_of_range", "too_long", "unknown_preset", "unknown_address"} <= kinds
+    assert {
+        "garbage",
+        "bad_args",
+        "not_finite",
+        "out_of_range",
+        "too_long",
+        "unknown_preset",
+        "unknown_address",
+    } <= kinds
     client.sendto(msg("/dreamcam/status"), to)
     assert json.loads(OscMessage(client.recvfrom(65535)[0]).params[0])["rejected_total"] == n
 
@@ -156,7 +163,10 @@ def test_burst_of_10000_from_another_process_loses_nothing(server):
         pytest.skip(f"kernel granted a {server.rcvbuf}-byte receive buffer; raise net.core.rmem_max to run this")
     n = 10_000
     proc = subprocess.Popen(
-        [sys.executable, "-c", SENDER, str(server.port), str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", SENDER, str(server.port), str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout.readline().strip() == "ready"

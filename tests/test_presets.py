@@ -7,7 +7,6 @@ import os
 import time
 
 import pytest
-
 from dreamcam.errors import ConfigError
 from dreamcam.params import ParamStore
 from dreamcam.presets import PresetLibrary, parse_presets
@@ -76,7 +75,7 @@ def test_apply_is_one_atomic_update(lib):
         ('prompt = "x"\n', r"expected a table"),
         (f'[a]\nprompt = "{"x" * 5000}"\n', r"at most 4096"),
         ('[a]\nprompt = "x:0 | y:0"\n', r"not all 0"),
-        ('[a]\nseed = 1.5\n', r"whole number"),
+        ("[a]\nseed = 1.5\n", r"whole number"),
     ],
 )
 def test_bad_files_name_the_line(text, match):
@@ -104,7 +103,11 @@ def test_reload_on_change_and_broken_edit_keeps_last_good(lib, caplog):
         assert not lib.maybe_reload()  # the same broken version is reported once
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert str(lib.path) in warnings[0] and "line 14, column 23" in warnings[0] and "keeping the last good presets" in warnings[0]
+    assert (
+        str(lib.path) in warnings[0]
+        and "line 14, column 23" in warnings[0]
+        and "keeping the last good presets" in warnings[0]
+    )
     assert lib.names() == ["watercolor", "neon city", "sketch"] and lib.errors == 1
     write(lib.path, GOOD)
     assert lib.maybe_reload() and lib.names() == ["watercolor", "neon city"]
@@ -123,7 +126,7 @@ def test_reload_checks_are_throttled(tmp_path):
     path = tmp_path / "p.toml"
     write(path, GOOD)
     lib = PresetLibrary(path, min_interval=60.0)
-    write(path, '[only]\nseed = 1\n')
+    write(path, "[only]\nseed = 1\n")
     lib._last_check = time.monotonic()
     assert not lib.maybe_reload()  # within the interval: no disk access
     assert lib.maybe_reload(force=True) and lib.names() == ["only"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from dreamcam import StreamEngine
 from dreamcam.controls import Controller, slerp
 from dreamcam.params import ParamStore
@@ -75,7 +74,7 @@ def test_new_prompt_mid_fade_starts_from_where_it_is(rig):
 
 def test_transition_from_the_same_update_is_used(rig):
     """A preset sets transition and prompt together: the fade uses the new transition."""
-    engine, store, ctrl, clock = rig
+    engine, store, ctrl, _ = rig
     store.update({"prompt": "a dog", "transition": 0.0})
     assert ctrl.wait_encoded(10)
     ctrl.apply()

@@ -39,7 +39,15 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from dreamcam.errors import ConfigError
-from dreamcam.oscmap import OscMapping, Rejected, check_packet, checked_value, param_arg
+from dreamcam.oscmap import (
+    OscMapping,
+    Rejected,
+    check_packet,
+    checked_value,
+    param_arg,
+    parse_allow,
+    parse_feedback,
+)
 from dreamcam.params import PARAMS, ParamStore
 
 log = logging.getLogger(__name__)
@@ -107,10 +115,10 @@ class OscServer:
         self.store = store
         self.host = host
         self.port = port
-        self.allow = _parse_allow(allow)
+        self.allow = parse_allow(allow)
         self.status = status
         self.presets = presets
-        self.feedback = _check_feedback(feedback)
+        self.feedback = parse_feedback(feedback)
         self.mapping = mapping
         self.received = 0  # datagrams
         self.applied = 0  # messages that were accepted
@@ -160,7 +168,9 @@ class OscServer:
             with self._fb_lock:
                 self._fb_pending.update(self.store.snapshot())
             self._fb_wake.set()
-            self._threads.append(threading.Thread(target=self._push_feedback, name="dreamcam-osc-feedback", daemon=True))
+            self._threads.append(
+                threading.Thread(target=self._push_feedback, name="dreamcam-osc-feedback", daemon=True)
+            )
         for t in self._threads:
             t.start()
         log.info("OSC listening on %s:%d (receive buffer %d bytes)", addr[0], self.port, self.rcvbuf)
@@ -304,7 +314,9 @@ class OscServer:
 
     def _preset_values(self, name: str) -> dict[str, Any]:
         if self.presets is None:
-            raise Rejected("unknown_preset", f"preset {name[:80]!r} asked for, but no presets file is loaded (--presets)")
+            raise Rejected(
+                "unknown_preset", f"preset {name[:80]!r} asked for, but no presets file is loaded (--presets)"
+            )
         if name not in self.presets:
             raise Rejected("unknown_preset", f"no preset named {name[:80]!r}; known: {', '.join(self.presets.names())}")
         return {**self.presets.get(name), "preset": name}
@@ -325,7 +337,9 @@ class OscServer:
             try:
                 state.update(self.status())
             except Exception as e:  # stats are optional; the reply still goes out
-                self._reject_once_log("status", f"status callback failed: {e!r}")
+                if "status" not in self._logged:
+                    self._logged.add("status")
+                    log.warning("status callback failed: %r; /dreamcam/state goes out without stats", e)
         state["received"] = self.received
         state["rejected"] = dict(self.rejected)
         state["rejected_total"] = sum(self.rejected.values())
@@ -333,11 +347,6 @@ class OscServer:
 
     def state_json(self) -> str:
         return json.dumps(self.state(), default=_jsonable, ensure_ascii=False)
-
-    def _reject_once_log(self, key: str, line: str) -> None:
-        if key not in self._logged:
-            self._logged.add(key)
-            log.warning("%s", line)
 
     def _on_change(self, name: str, value: Any) -> None:
         if self._closed:
@@ -388,32 +397,6 @@ def _build(address: str, value: Any) -> bytes:
 
 def _jsonable(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else str(v)
-
-
-def _parse_allow(allow: Iterable[str] | None) -> frozenset[str] | None:
-    if allow is None:
-        return None
-    if isinstance(allow, str):
-        allow = [a for a in allow.replace(",", " ").split() if a]
-    out = set()
-    for a in allow:
-        try:
-            out.add(str(ipaddress.ip_address(a.strip())))
-        except ValueError as e:
-            raise ConfigError(f"--osc-allow takes IP addresses such as 127.0.0.1,192.168.1.20; got {a!r}") from e
-    return frozenset(out)
-
-
-def _check_feedback(feedback: tuple[str, int] | str | None) -> tuple[str, int] | None:
-    if feedback is None:
-        return None
-    if isinstance(feedback, str):
-        host, _, port = feedback.rpartition(":")
-        feedback = (host, int(port) if port.isdigit() else -1)
-    host, port = feedback
-    if not host or isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ConfigError(f"--osc-feedback takes HOST:PORT such as 127.0.0.1:9001, got {feedback!r}")
-    return host, port
 
 
 def _grow_rcvbuf(sock: socket.socket, want: int) -> int:

@@ -116,7 +116,13 @@ def osc_latency(samples: int = 1000, *, host: str = "127.0.0.1") -> dict[str, An
 
 
 def frame_timing_under_burst(
-    *, burst: int = 10_000, frames: int = 30, width: int = 64, height: int = 64, engine: Any = None, max_bursts: int = 20
+    *,
+    burst: int = 10_000,
+    frames: int = 30,
+    width: int = 64,
+    height: int = 64,
+    engine: Any = None,
+    max_bursts: int = 20,
 ) -> dict[str, Any]:
     """Frame times (controller.apply + img2img) of an engine loop: steady, with the strength
     changing every frame (no OSC), and during OSC bursts (which also change it every frame).

@@ -34,8 +34,10 @@ reserved for dreamcam's own address space and cannot be bound.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,7 +196,7 @@ class Binding:
             return (self.param, v >= (i0 + i1) / 2 if i1 >= i0 else v <= (i0 + i1) / 2)
         o0, o1 = self.output
         out = o0 + (v - i0) * (o1 - o0) / (i1 - i0)
-        return (self.param, int(round(out)) if p.kind is int else float(out))
+        return (self.param, round(out) if p.kind is int else float(out))
 
     def feedback(self, value: Any) -> Any:
         """The value to send back to this address for a parameter value (inverse mapping)."""
@@ -220,6 +222,34 @@ class Binding:
 
 def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def parse_allow(allow: Iterable[str] | None) -> frozenset[str] | None:
+    """--osc-allow: IP addresses (a list, or one string split at commas/spaces) -> a set; None = all."""
+    if allow is None:
+        return None
+    if isinstance(allow, str):
+        allow = [a for a in allow.replace(",", " ").split() if a]
+    out = set()
+    for a in allow:
+        try:
+            out.add(str(ipaddress.ip_address(a.strip())))
+        except ValueError as e:
+            raise ConfigError(f"--osc-allow takes IP addresses such as 127.0.0.1,192.168.1.20; got {a!r}") from e
+    return frozenset(out)
+
+
+def parse_feedback(feedback: tuple[str, int] | str | None) -> tuple[str, int] | None:
+    """--osc-feedback: "HOST:PORT" or (host, port) -> (host, port); None = no feedback."""
+    if feedback is None:
+        return None
+    if isinstance(feedback, str):
+        host, _, port = feedback.rpartition(":")
+        feedback = (host, int(port) if port.isdigit() else -1)
+    host, port = feedback
+    if not host or isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"--osc-feedback takes HOST:PORT such as 127.0.0.1:9001, got {feedback!r}")
+    return host, port
 
 
 class OscMapping:
@@ -265,15 +295,19 @@ def _binding(entry: Any, i: int, source: str) -> Binding:
         raise ConfigError(f"{at}: expected a table with address and param (or preset)")
     unknown = set(entry) - {"address", "param", "preset", "input", "output"}
     if unknown:
-        raise ConfigError(f"{at}: unknown keys {', '.join(sorted(unknown))}; known: address, param, preset, input, output")
+        raise ConfigError(
+            f"{at}: unknown keys {', '.join(sorted(unknown))}; known: address, param, preset, input, output"
+        )
     address = entry.get("address")
     if not isinstance(address, str) or not address.startswith("/") or len(address) > 256:
-        raise ConfigError(f"{at}: address must be an OSC address such as \"/1/fader1\", got {address!r}")
+        raise ConfigError(f'{at}: address must be an OSC address such as "/1/fader1", got {address!r}')
     if address.startswith(RESERVED_PREFIX):
-        raise ConfigError(f"{at}: {address} is under {RESERVED_PREFIX}, which dreamcam answers itself; bind another address")
+        raise ConfigError(
+            f"{at}: {address} is under {RESERVED_PREFIX}, which dreamcam answers itself; bind another address"
+        )
     param, preset = entry.get("param"), entry.get("preset")
     if (param is None) == (preset is None):
-        raise ConfigError(f"{at} ({address}): give exactly one of param = \"NAME\" or preset = \"NAME\"")
+        raise ConfigError(f'{at} ({address}): give exactly one of param = "NAME" or preset = "NAME"')
     inp = _pair(entry.get("input", [0.0, 1.0]), f"{at} ({address}) input")
     if inp[0] == inp[1]:
         raise ConfigError(f"{at} ({address}): input range must not be empty, got {list(inp)}")
@@ -285,7 +319,9 @@ def _binding(entry: Any, i: int, source: str) -> Binding:
         return Binding(address, preset=preset, input=inp)
     if param not in PARAMS or param == "preset":
         names = ", ".join(n for n in PARAMS if n != "preset")
-        raise ConfigError(f"{at} ({address}): unknown param {param!r}; known: {names} (use preset = \"NAME\" for presets)")
+        raise ConfigError(
+            f'{at} ({address}): unknown param {param!r}; known: {names} (use preset = "NAME" for presets)'
+        )
     p = PARAMS[param]
     if p.kind in (str, bool):
         if "output" in entry or (p.kind is str and "input" in entry):

@@ -56,7 +56,7 @@ def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, A
         if not isinstance(table, dict):
             raise ConfigError(
                 f"{at}: {name!r} is a {type(table).__name__}, expected a table: "
-                f"write presets as [name] sections, for example [{_quote(name)}] then prompt = \"...\""
+                f'write presets as [name] sections, for example [{_quote(name)}] then prompt = "..."'
             )
         if not name or len(name) > MAX_NAME_CHARS:
             raise ConfigError(f"{at}: preset names must be 1..{MAX_NAME_CHARS} characters, got {len(name)}")
