@@ -1,0 +1,145 @@
+"""Controller mapping files: parsing, errors that name the entry, translation and feedback."""
+
+from __future__ import annotations
+
+import pytest
+from dreamcam.errors import ConfigError
+from dreamcam.osc import OscServer
+from dreamcam.oscmap import OscMapping, Rejected
+from dreamcam.params import ParamStore
+from dreamcam.presets import PresetLibrary
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+MAPPING = """\
+[[bind]]
+address = "/1/fader1"
+param = "strength"
+output = [0.2, 0.8]
+
+[[bind]]
+address = "/1/rotary1"
+param = "seed"
+input = [0, 127]
+output = [0, 1000]
+
+[[bind]]
+address = "/1/fader2"
+param = "guidance"          # whole range 0..20
+
+[[bind]]
+address = "/1/toggle1"
+param = "bypass"
+
+[[bind]]
+address = "/1/push1"
+preset = "ink"
+
+[[bind]]
+address = "/1/text1"
+param = "prompt"
+"""
+
+
+def msg(address, *args):
+    b = OscMessageBuilder(address)
+    for a in args:
+        b.add_arg(a)
+    return b.build().dgram
+
+
+@pytest.fixture
+def mapping(tmp_path):
+    path = tmp_path / "touchosc.toml"
+    path.write_text(MAPPING)
+    return OscMapping.load(path)
+
+
+def test_translation(mapping):
+    assert mapping.get("/1/fader1").translate([0.5]) == ("strength", pytest.approx(0.5))
+    assert mapping.get("/1/fader1").translate([0]) == ("strength", pytest.approx(0.2))
+    assert mapping.get("/1/rotary1").translate([127]) == ("seed", 1000)
+    assert mapping.get("/1/rotary1").translate([64]) == ("seed", 504)
+    assert mapping.get("/1/fader2").translate([0.25]) == ("guidance", 5.0)
+    assert mapping.get("/1/toggle1").translate([1.0]) == ("bypass", True)
+    assert mapping.get("/1/toggle1").translate([0.0]) == ("bypass", False)
+    assert mapping.get("/1/push1").translate([1.0]) == ("preset", "ink")
+    assert mapping.get("/1/push1").translate([0.0]) is None  # the release of a push button
+    assert mapping.get("/1/push1").translate([]) == ("preset", "ink")
+    assert mapping.get("/1/text1").translate(["a fox"]) == ("prompt", "a fox")
+    assert mapping.get("/2/unbound") is None
+
+
+@pytest.mark.parametrize(
+    "address, args, kind",
+    [
+        ("/1/fader1", [1.5], "out_of_range"),  # outside the input range: rejected, not clamped
+        ("/1/fader1", [float("nan")], "not_finite"),
+        ("/1/fader1", ["x"], "bad_args"),
+        ("/1/fader1", [], "bad_args"),
+        ("/1/text1", [1.0], "bad_args"),
+    ],
+)
+def test_bad_values(mapping, address, args, kind):
+    with pytest.raises(Rejected) as e:
+        mapping.get(address).translate(args)
+    assert e.value.kind == kind
+
+
+def test_feedback_is_the_inverse(mapping):
+    assert mapping.feedback("strength", 0.5) == [("/1/fader1", pytest.approx(0.5))]
+    assert mapping.feedback("seed", 1000) == [("/1/rotary1", pytest.approx(127.0))]
+    assert mapping.feedback("bypass", True) == [("/1/toggle1", 1.0)]
+    assert mapping.feedback("delta", 1.0) == []
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('[[bind]]\naddress = "/1/f"\nparam = "volume"\n', r"#1 \(/1/f\): unknown param 'volume'"),
+        ('[[bind]]\naddress = "/dreamcam/strength"\nparam = "strength"\n', r"reserved|dreamcam answers itself"),
+        ('[[bind]]\naddress = "fader"\nparam = "strength"\n', r"must be an OSC address"),
+        ('[[bind]]\naddress = "/a"\n', r"exactly one of param"),
+        ('[[bind]]\naddress = "/a"\nparam = "strength"\npreset = "x"\n', r"exactly one of param"),
+        (
+            '[[bind]]\naddress = "/a"\nparam = "strength"\noutput = [0, 2]\n',
+            r"output \[0.0, 2.0\]: strength must be between",
+        ),
+        ('[[bind]]\naddress = "/a"\nparam = "strength"\ninput = [1, 1]\n', r"input range must not be empty"),
+        ('[[bind]]\naddress = "/a"\nparam = "strength"\ninput = [0]\n', r"two finite numbers"),
+        ('[[bind]]\naddress = "/a"\nparam = "prompt"\ninput = [0, 1]\n', r"prompt takes no input range"),
+        ('[[bind]]\naddress = "/a"\nparam = "strength"\ncurve = "log"\n', r"unknown keys curve"),
+        ('[[bind]]\naddress = "/a"\nparam = "strength"\n[[bind]]\naddress = "/a"\nparam = "delta"\n', r"bound twice"),
+        ('[[bind]\naddress = "/a"\n', r"line 1, column"),
+        ('[fader]\naddress = "/a"\n', r"only \[\[bind\]\] entries"),
+    ],
+)
+def test_bad_mapping_files(text, match):
+    with pytest.raises(ConfigError, match=match):
+        OscMapping.parse(text, "m.toml")
+
+
+def test_missing_mapping_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read OSC mapping file .*--osc-map"):
+        OscMapping.load(tmp_path / "nope.toml")
+
+
+def test_server_uses_the_mapping(mapping, tmp_path):
+    presets_path = tmp_path / "presets.toml"
+    presets_path.write_text('[ink]\nprompt = "an ink drawing"\n')
+    store = ParamStore()
+    srv = OscServer(store, port=0, mapping=mapping, presets=PresetLibrary(presets_path))
+    me = ("127.0.0.1", 40000)
+    srv.handle_datagram(msg("/1/fader1", 1.0), me)
+    srv.handle_datagram(msg("/1/toggle1", 1.0), me)
+    srv.handle_datagram(msg("/1/push1", 1.0), me)
+    srv.handle_datagram(msg("/1/push1", 0.0), me)
+    assert store.take_changes() == {
+        "strength": pytest.approx(0.8),
+        "bypass": True,
+        "prompt": "an ink drawing",
+        "preset": "ink",
+    }
+    srv.handle_datagram(msg("/1/fader1", 2.0), me)
+    srv.handle_datagram(msg("/9/other", 1.0), me)
+    assert srv.rejected["out_of_range"] == 1 and srv.rejected["unknown_address"] == 1
+    assert store.take_changes() == {}

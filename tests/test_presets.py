@@ -1,0 +1,132 @@
+"""Presets file: format, validation with line numbers, atomic apply, hot reload, broken edits."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pytest
+from dreamcam.errors import ConfigError
+from dreamcam.params import ParamStore
+from dreamcam.presets import PresetLibrary, parse_presets
+
+GOOD = """\
+[watercolor]
+prompt = "a portrait in the style of a watercolor painting"
+strength = 0.45
+transition = 1.5
+
+["neon city"]
+prompt = "a neon city at night:0.7 | rain:0.3"
+negative_prompt = "blurry"
+guidance = 2
+delta = 0.8
+seed = 7
+"""
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    st = path.stat()  # make sure the change is visible even on coarse mtime file systems
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+@pytest.fixture
+def lib(tmp_path):
+    path = tmp_path / "presets.toml"
+    write(path, GOOD)
+    return PresetLibrary(path, min_interval=0.0)
+
+
+def test_names_get_and_types(lib):
+    assert lib.names() == ["watercolor", "neon city"]
+    assert lib.get("neon city") == {
+        "prompt": "a neon city at night:0.7 | rain:0.3",
+        "negative_prompt": "blurry",
+        "guidance": 2.0,
+        "delta": 0.8,
+        "seed": 7,
+    }
+    assert isinstance(lib.get("neon city")["guidance"], float)
+    with pytest.raises(ConfigError, match="no preset named 'nope'.*watercolor, neon city"):
+        lib.get("nope")
+
+
+def test_apply_is_one_atomic_update(lib):
+    store = ParamStore()
+    seen = []
+    store.subscribe(lambda name, value: seen.append((name, store.snapshot()["preset"])))
+    changed = lib.apply("watercolor", store)
+    assert changed["strength"] == 0.45 and changed["preset"] == "watercolor"
+    assert all(preset == "watercolor" for _, preset in seen)  # listeners only ever saw the whole preset
+    assert store.take_changes() == changed
+    assert store.get("seed") == 2  # keys a preset leaves out keep their value
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('[a]\nprompt = "x"\n[b]\nstrength = 1.5\n', r"line 3: preset 'b': strength must be between 0 and 1"),
+        ('[a]\nstrength = "high"\n', r"line 1: preset 'a': strength must be a number"),
+        ('[a]\nmodel = "x"\n', r"unknown key 'model'"),
+        ('[a]\nprompt = "x"\nprompt = "y"\n', r"line 3, column"),
+        ('[a\nprompt = "x"\n', r"line 1, column"),
+        ('prompt = "x"\n', r"expected a table"),
+        (f'[a]\nprompt = "{"x" * 5000}"\n', r"at most 4096"),
+        ('[a]\nprompt = "x:0 | y:0"\n', r"not all 0"),
+        ("[a]\nseed = 1.5\n", r"whole number"),
+    ],
+)
+def test_bad_files_name_the_line(text, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_presets(text, "p.toml")
+
+
+def test_missing_or_broken_file_at_start_is_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read presets file .*missing.toml"):
+        PresetLibrary(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[a]\nstrength = 2\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: line 1: preset 'a'"):
+        PresetLibrary(bad)
+
+
+def test_reload_on_change_and_broken_edit_keeps_last_good(lib, caplog):
+    assert not lib.maybe_reload()
+    write(lib.path, GOOD + '\n[sketch]\nprompt = "a pencil sketch"\n')
+    assert lib.maybe_reload()
+    assert lib.names() == ["watercolor", "neon city", "sketch"]
+    with caplog.at_level(logging.WARNING, logger="dreamcam.presets"):
+        write(lib.path, GOOD + '\n[sketch]\nprompt = "unterminated\n')
+        assert not lib.maybe_reload()
+        assert not lib.maybe_reload()  # the same broken version is reported once
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert (
+        str(lib.path) in warnings[0]
+        and "line 14, column 23" in warnings[0]
+        and "keeping the last good presets" in warnings[0]
+    )
+    assert lib.names() == ["watercolor", "neon city", "sketch"] and lib.errors == 1
+    write(lib.path, GOOD)
+    assert lib.maybe_reload() and lib.names() == ["watercolor", "neon city"]
+
+
+def test_deleted_file_keeps_presets(lib, caplog):
+    lib.path.unlink()
+    with caplog.at_level(logging.WARNING, logger="dreamcam.presets"):
+        assert not lib.maybe_reload()
+        assert not lib.maybe_reload()
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert lib.names() == ["watercolor", "neon city"]
+
+
+def test_reload_checks_are_throttled(tmp_path):
+    path = tmp_path / "p.toml"
+    write(path, GOOD)
+    lib = PresetLibrary(path, min_interval=60.0)
+    write(path, "[only]\nseed = 1\n")
+    lib._last_check = time.monotonic()
+    assert not lib.maybe_reload()  # within the interval: no disk access
+    assert lib.maybe_reload(force=True) and lib.names() == ["only"]
