@@ -19,7 +19,7 @@ from dreamcam.params import PARAMS
 
 log = logging.getLogger("dreamcam")
 
-DEFAULT_OSC_PORT = 9000
+from dreamcam.osc import DEFAULT_PORT as DEFAULT_OSC_PORT  # noqa: E402
 
 
 def _add_param_flags(p: argparse.ArgumentParser) -> None:
@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-fps", type=float, help="output frame rate (default: --fps, else 30)")
     run.add_argument("--output-fit", default="letterbox", choices=("letterbox", "crop", "stretch"), help="framing of the engine image to the output size")
     run.add_argument("--bitrate", help="udp/file video bitrate, e.g. 4M or 2500k")
+    run.add_argument("--osc-port", type=int, default=DEFAULT_OSC_PORT, help=f"OSC control port (default {DEFAULT_OSC_PORT})")
+    run.add_argument("--osc-host", default="127.0.0.1", help="OSC listen address (default 127.0.0.1; 0.0.0.0 for other machines)")
+    run.add_argument("--osc-allow", help="only accept OSC from these sender IPs, comma-separated")
+    run.add_argument("--osc-feedback", help="HOST:PORT to push changed values to, so controllers stay in sync")
+    run.add_argument("--osc-map", help="TOML file binding a controller's own addresses (e.g. /1/fader1) to parameters")
+    run.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
+    run.add_argument("--presets", help="TOML presets file (re-read when it changes)")
+    run.add_argument("--preset", help="start with this preset from --presets (flags given as well win)")
     run.add_argument("--backend", default="auto", help="auto | eager | compiled | tensorrt")
     run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     run.add_argument("--frames", type=int, default=0, help="stop after N frames (default: run until Ctrl-C)")
@@ -126,19 +134,36 @@ def parse_lora(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
+def _live_control(args):
+    """The parameter store from presets and flags (flags win), and the OSC mapping."""
+    from dreamcam.oscmap import OscMapping
+    from dreamcam.params import ParamStore
+    from dreamcam.presets import PresetLibrary
+
+    store = ParamStore()
+    presets = PresetLibrary(args.presets) if args.presets else None
+    if args.preset:
+        if presets is None:
+            raise ConfigError("--preset NAME needs --presets FILE")
+        presets.apply(args.preset, store)
+    store.update({p: getattr(args, p) for p in PARAMS if getattr(args, p, None) is not None})
+    store.take_changes()  # the engine is prepared with these values
+    mapping = OscMapping.load(args.osc_map) if args.osc_map else None
+    return store, presets, mapping
+
+
 def cmd_run(args) -> int:
     from dreamcam.backends import make_backend
     from dreamcam.controls import Controller
     from dreamcam.engine import StreamEngine, _check_size
-    from dreamcam.params import ParamStore
+    from dreamcam.osc import OscServer
     from dreamcam.runner import Runner
     from dreamcam.sinks import open_sink, parse_bitrate
     from dreamcam.sinks import parse_size as parse_output_size
     from dreamcam.sources import open_source, parse_size
 
     # 1. Check inputs before anything slow
-    initial = {p: getattr(args, p) for p in PARAMS if getattr(args, p, None) is not None}
-    store = ParamStore(initial)
+    store, presets, mapping = _live_control(args)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
     _check_size("width", args.width)
@@ -180,12 +205,20 @@ def cmd_run(args) -> int:
         _say(f"warm in {time.perf_counter() - t0:.1f} s")
 
         # 4. The input last (nothing captured waits on an unopened output); all closed in reverse
-        controller = stack.enter_context(contextlib.closing(Controller(engine, store)))
+        controller = stack.enter_context(Controller(engine, store))
         stack.enter_context(source)
         runner = Runner(
             source, backend, sinks, width=args.width, height=args.height, controller=controller,
             frames=args.frames, fit_mode=args.fit, on_status=_status_printer(),
         )
+        if not args.no_osc:
+            osc = stack.enter_context(
+                OscServer(
+                    store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow, status=runner.status,
+                    presets=presets, feedback=args.osc_feedback, mapping=mapping,
+                )
+            )
+            _say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
         _install_signal_handlers(runner)
         _say(f"live: {args.source} -> {', '.join(args.sink or ['virtualcam'])} (Ctrl-C to stop)")
         summary = runner.run()
