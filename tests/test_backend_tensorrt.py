@@ -63,3 +63,16 @@ def test_tensorrt_backend_follows_eager(tmp_path):
     frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     with make_backend("tensorrt", eng(), folder=str(tmp_path)) as b:
         assert np.abs(b.process(frame).astype(int) - ref.img2img(frame).astype(int)).max() <= 3
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here")
+def test_build_engines_without_tensorrt_is_one_clear_error():
+    import argparse
+
+    from dreamcam.backends import tensorrt
+    from dreamcam.errors import DeviceError
+
+    p = argparse.ArgumentParser()
+    tensorrt.add_arguments(p)
+    with pytest.raises(DeviceError, match="needs TensorRT 10"):
+        tensorrt.run(p.parse_args(["--model", "tiny", "--width", "256", "--height", "256"]))

@@ -309,3 +309,48 @@ class TensorRTBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------------- dreamcam build-engines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `dreamcam build-engines` (the CLI calls this, then `run(args)`)."""
+    parser.add_argument("--model", default="tiny", help="model id or path, or tiny (offline tiny pipeline)")
+    parser.add_argument("--arch", choices=("sd-turbo", "sd15"), default=None,
+                        help="instead of --model: a real architecture with --random-weights (for benchmarks)")
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--steps", type=int, default=1, help="denoising steps (sets the profile's batch)")
+    parser.add_argument("--cfg-type", default="none", choices=("none", "self", "initialize", "full"))
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--engines-dir", default=None, help="cache folder (default engines/tensorrt)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and build (or find cached) the UNet, TAESD encoder and decoder plans; print their paths."""
+    from dreamcam.engine import StreamEngine, strength_to_t_index_list
+
+    import_tensorrt()
+    if not torch.cuda.is_available():
+        raise DeviceError("build-engines needs a CUDA GPU: TensorRT builds for the GPU it runs on")
+    if args.arch:
+        if not args.random_weights:
+            raise ConfigError(f"--arch {args.arch} needs --random-weights (no pretrained weights are downloaded)")
+        from dreamcam.archs import arch_pipeline
+
+        pipe = arch_pipeline(args.arch, device="cuda", dtype=torch.float16)
+    elif args.model == "tiny":
+        from dreamcam.models import tiny_pipeline
+
+        pipe = tiny_pipeline(0, device="cuda", dtype=torch.float16)
+    else:
+        from dreamcam.models import load_pipeline
+
+        pipe = load_pipeline(args.model, device="cuda", dtype=torch.float16)
+    engine = StreamEngine(pipe, strength_to_t_index_list(0.5, args.steps), args.width, args.height,
+                          cfg_type=args.cfg_type, device="cuda", dtype=torch.float16)
+    engine.prepare("")
+    for part, path in ensure_plans(engine, Path(args.engines_dir) if args.engines_dir else None).items():
+        print(f"{part}: {path}")
+    return 0
