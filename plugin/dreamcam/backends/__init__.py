@@ -7,23 +7,73 @@
 - `close()`: idempotent; also a context manager.
 
 Live parameter changes go through the engine's setters (set_prompt, set_strength, ...), which
-update the engine's tensors in place, so every backend sees them at the next frame.
+update the engine's tensors in place, so every backend sees them at the next frame (the
+compiled backend's CUDA graph reads those same tensors).
+
+Which backend where:
+
+- "eager": any device; the engine's PyTorch code as written. The choice on a CPU.
+- "compiled": CUDA; torch.compile'd UNet and tiny VAE, the whole frame step captured in one
+  CUDA graph (fp16, channels-last). First start compiles (about a minute for sd-turbo on an
+  H100/H200), later starts reuse the cache under `engines/`.
+- "tensorrt": CUDA with the `tensorrt` package (10+); ONNX export and engine build on first
+  use, cached under `engines/`.
+- "auto": tensorrt where importable on CUDA, else compiled on CUDA, else eager.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+from pathlib import Path
 from typing import Any
 
 from dreamcam.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 BACKENDS = ("auto", "eager", "compiled", "tensorrt")
 
 
-def make_backend(name: str, engine: Any):
+def choose_backend(name: str, device_type: str) -> str:
+    """Resolve "auto" for a device type ("cuda" or "cpu"); other names pass through."""
     if name not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}; got {name!r}")
-    if name in ("auto", "eager"):
+    if name != "auto":
+        return name
+    if device_type != "cuda":
+        return "eager"
+    return "tensorrt" if importlib.util.find_spec("tensorrt") is not None else "compiled"
+
+
+def make_backend(name: str, engine: Any, **options: Any):
+    """Build the named backend around a prepared engine (options go to its constructor)."""
+    chosen = choose_backend(name, engine.device.type)
+    if name == "auto":
+        log.info("backend auto -> %s (device %s)", chosen, engine.device)
+    if chosen == "eager":
         from dreamcam.backends.eager import EagerBackend
 
         return EagerBackend(engine)
-    raise ConfigError(f"backend {name!r} is not available in this build")
+    if chosen == "compiled":
+        from dreamcam.backends.compiled import CompiledBackend
+
+        return CompiledBackend(engine, **options)
+    from dreamcam.backends.tensorrt import TensorRTBackend
+
+    return TensorRTBackend(engine, **options)
+
+
+def engines_dir() -> Path:
+    """Where compiled artefacts and TensorRT engines are cached: $DREAMCAM_ENGINES_DIR, else the
+    checkout's `engines/` folder, else ~/.cache/dreamcam/engines (created on first use)."""
+    import os
+
+    env = os.environ.get("DREAMCAM_ENGINES_DIR")
+    if env:
+        path = Path(env)
+    else:
+        checkout = Path(__file__).resolve().parents[3] / "engines"
+        path = checkout if checkout.is_dir() else Path.home() / ".cache" / "dreamcam" / "engines"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,374 @@
+"""`dreamcam bench`: frame throughput and latency, host uint8 frame in -> host uint8 frame out.
+
+Modes are a small dispatcher (`MODES`): each takes the parsed arguments and returns one
+result dict that `run` prints (as JSON with --json). Today:
+
+- "engine": dreamcam's engine through a backend (eager / compiled / tensorrt), optionally
+  side by side with the peer, StreamDiffusion 0.1.1 (--peer), on the same modules in the same
+  process. The peer is driven the way its own `__call__` does it (which needs CUDA events):
+  its VaeImageProcessor pre-processing of a PIL image, encode_image, predict_x0_batch,
+  decode_image, and its post-processing to uint8 (as its `postprocess_image` does).
+  With --loop it also times a live loop (a moving test pattern made per frame, output dropped)
+  against the engine alone.
+
+Figures: fps = frames / wall seconds of the timed run; p50/p99 = percentiles of per-frame wall
+milliseconds; startup_s = seconds from building the engine (or the peer) to its first frame out,
+compiling and capturing included; gpu_mem_peak_mib = peak CUDA memory allocated by torch while
+that side ran (weights included, shared by both sides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamcam.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ARCH_CHOICES = ("tiny", "sd-turbo", "sd15")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `dreamcam bench` (the CLI calls this, then `run(args)`)."""
+    p = parser
+    p.add_argument("--model", choices=("tiny",), help="alias of --arch tiny (offline tiny pipeline)")
+    p.add_argument("--arch", choices=ARCH_CHOICES, default=None,
+                   help="architecture: tiny (default), or a real one built with --random-weights")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build the real architecture with random weights (no download; needed for sd-turbo/sd15)")
+    p.add_argument("--steps", type=int, default=1, help="denoising steps per frame (default 1)")
+    p.add_argument("--t-index-list", default=None, help="comma-separated step indices, e.g. 0,16,32,45 (overrides --strength)")
+    p.add_argument("--strength", type=float, default=0.3, help="0..1, mapped onto --steps indices (default 0.3)")
+    p.add_argument("--cfg-type", default="none", choices=("none", "self", "initialize", "full"))
+    p.add_argument("--guidance", type=float, default=1.2, help="guidance scale (default 1.2)")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--backend", default="auto", choices=("auto", "eager", "compiled", "tensorrt"))
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    p.add_argument("--no-compile", action="store_true", help="compiled backend: capture eager kernels, skip torch.compile")
+    p.add_argument("--no-cuda-graph", action="store_true", help="compiled backend: no CUDA graph capture")
+    p.add_argument("--frames", type=int, default=200, help="timed frames per side (default 200)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed frames before timing (default 10)")
+    p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--peer", action="store_true", help="also time StreamDiffusion 0.1.1 on the same modules")
+    p.add_argument("--loop", action="store_true", help="also time a live loop (test pattern -> engine -> dropped)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", default=None, help="also write the JSON object to this file")
+
+
+# ---------------------------------------------------------------------------- timing
+
+
+def summarize(ms: list[float], wall_s: float) -> dict[str, float]:
+    """Per-frame wall milliseconds and the run's wall seconds -> fps, p50/p99/mean ms."""
+    a = np.asarray(ms, dtype=np.float64)
+    return {
+        "frames": int(a.size),
+        "fps": round(a.size / wall_s, 2) if wall_s > 0 else float("nan"),
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+    }
+
+
+def time_frames(step: Callable[[int], Any], frames: int, warmup: int) -> dict[str, float]:
+    """Call step(i) `warmup` times untimed, then `frames` times timed (each call is host -> host)."""
+    for i in range(warmup):
+        step(i)
+    ms = []
+    t_run = time.perf_counter()
+    for i in range(frames):
+        t0 = time.perf_counter()
+        step(i)
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return summarize(ms, time.perf_counter() - t_run)
+
+
+def input_frames(width: int, height: int, n: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """n distinct uint8 (H, W, 3) frames: smooth gradients plus noise, like a camera."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = []
+    for k in range(n):
+        base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], axis=-1) * 200 + 20 * k
+        out.append(np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8))
+    return out
+
+
+class TestPattern:
+    """A moving pattern made per frame the cheap way a live source would: a window sliding
+    over a pre-drawn image twice the frame size (one memory copy per frame)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        yy, xx = np.mgrid[0 : 2 * height, 0 : 2 * width]
+        big = np.stack([(xx * 3) % 256, (yy * 2) % 256, ((xx + yy) // 4) % 256], axis=-1)
+        self._big = np.ascontiguousarray(big.astype(np.uint8))
+        self.width, self.height = width, height
+
+    def frame(self, i: int) -> np.ndarray:
+        dx, dy = (7 * i) % self.width, (3 * i) % self.height
+        return self._big[dy : dy + self.height, dx : dx + self.width].copy()
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate the flags and settle device, dtype, architecture and t_index_list."""
+    from dreamcam.engine import check_t_index_list, strength_to_t_index_list
+
+    arch = args.arch or args.model or "tiny"
+    if args.model and args.arch and args.arch != args.model:
+        raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
+    if arch != "tiny" and not args.random_weights:
+        raise ConfigError(f"--arch {arch} needs --random-weights: no pretrained weights are downloaded for benchmarks")
+    if args.frames < 1 or args.warmup < 0:
+        raise ConfigError(f"--frames must be >= 1 and --warmup >= 0, got {args.frames} and {args.warmup}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    if args.t_index_list:
+        t_index = check_t_index_list(args.t_index_list.split(","), 50)
+    else:
+        t_index = strength_to_t_index_list(args.strength, args.steps, 50)
+    return {"arch": arch, "device": device, "dtype": dtype, "t_index_list": t_index}
+
+
+def build_pipeline(arch: str, device: str, dtype: torch.dtype, seed: int = 0):
+    if arch == "tiny":
+        from dreamcam.models import tiny_pipeline
+
+        return tiny_pipeline(seed, device=device, dtype=dtype)
+    from dreamcam.archs import arch_pipeline
+
+    return arch_pipeline(arch, seed=seed, device=device, dtype=dtype)
+
+
+def _cuda_sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _mem_reset(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _mem_peak_mib(device: str) -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None
+
+
+class PeerRunner:
+    """StreamDiffusion 0.1.1 driven host uint8 -> host uint8, as its `__call__` does it."""
+
+    def __init__(self, pipe, cfg: dict[str, Any], args: argparse.Namespace) -> None:
+        try:
+            from streamdiffusion import StreamDiffusion
+        except ImportError as e:
+            raise ConfigError("--peer needs StreamDiffusion: pip install --no-deps streamdiffusion==0.1.1") from e
+        self.peer = StreamDiffusion(pipe, cfg["t_index_list"], torch_dtype=cfg["dtype"], width=args.width,
+                                    height=args.height, cfg_type=args.cfg_type)
+        self.peer.prepare("a photo of a cat", num_inference_steps=50, guidance_scale=args.guidance,
+                          generator=torch.Generator(), seed=args.seed)
+
+    @torch.no_grad()
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        import PIL.Image
+
+        p = self.peer
+        x = p.image_processor.preprocess(PIL.Image.fromarray(frame), p.height, p.width).to(device=p.device, dtype=p.dtype)
+        y = p.decode_image(p.predict_x0_batch(p.encode_image(x))).detach().clone()
+        out = p.image_processor.postprocess(y, output_type="np")
+        return (out[0] * 255).round().astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------- modes
+
+
+def backend_options(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
+    from dreamcam.backends import choose_backend
+
+    if choose_backend(args.backend, engine.device.type) != "compiled":
+        return {}
+    return {"compile": not args.no_compile, "cuda_graph": not args.no_cuda_graph}
+
+
+def make_engine(pipe, cfg: dict[str, Any], args: argparse.Namespace):
+    from dreamcam.engine import StreamEngine
+
+    engine = StreamEngine(pipe, cfg["t_index_list"], args.width, args.height, cfg_type=args.cfg_type,
+                          device=cfg["device"], dtype=cfg["dtype"])
+    engine.prepare("a photo of a cat", num_inference_steps=50, guidance_scale=args.guidance, seed=args.seed)
+    return engine
+
+
+def _timed_start(make: Callable[[], Any], first_frame: np.ndarray) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    obj = make()
+    obj.process(first_frame)
+    return obj, round(time.perf_counter() - t0, 2)
+
+
+def bench_interleaved(args, cfg, pipe, frames, result) -> dict[str, Any]:
+    """Peer and eager dreamcam timed on alternate frames (which goes first alternates too)."""
+    from dreamcam.backends import make_backend
+
+    peer, peer_start = _timed_start(lambda: PeerRunner(pipe, cfg, args), frames[0])
+    backend, dc_start = _timed_start(lambda: make_backend(args.backend, make_engine(pipe, cfg, args)), frames[0])
+    ms: dict[str, list[float]] = {"peer": [], "dreamcam": []}
+    wall = {"peer": 0.0, "dreamcam": 0.0}
+    sides = [("peer", peer.process), ("dreamcam", backend.process)]
+    with backend:
+        for i in range(args.warmup + args.frames):
+            for name, process in sides if i % 2 else sides[::-1]:
+                t0 = time.perf_counter()
+                process(frames[i % len(frames)])
+                dt = time.perf_counter() - t0
+                if i >= args.warmup:
+                    ms[name].append(dt * 1e3)
+                    wall[name] += dt
+    result["peer"] = dict(summarize(ms["peer"], wall["peer"]), startup_s=peer_start, gpu_mem_peak_mib=None)
+    result["dreamcam"] = dict(summarize(ms["dreamcam"], wall["dreamcam"]), startup_s=dc_start, gpu_mem_peak_mib=None)
+    result["backend"] = backend.name
+    result["timing"] = "interleaved"
+    result["ratio_fps"] = round(result["dreamcam"]["fps"] / result["peer"]["fps"], 3)
+    result["ratio_p50"] = round(result["peer"]["p50_ms"] / result["dreamcam"]["p50_ms"], 3)
+    return result
+
+
+def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
+    from dreamcam.backends import choose_backend, make_backend
+
+    cfg = resolve(args)
+    device = cfg["device"]
+    t0 = time.perf_counter()
+    pipe = build_pipeline(cfg["arch"], device, cfg["dtype"])
+    _cuda_sync(device)
+    result: dict[str, Any] = {
+        "mode": "engine",
+        "arch": cfg["arch"],
+        "size": f"{args.width}x{args.height}",
+        "t_index_list": cfg["t_index_list"],
+        "cfg_type": args.cfg_type,
+        "device": device,
+        "dtype": str(cfg["dtype"]).replace("torch.", ""),
+        "build_s": round(time.perf_counter() - t0, 2),
+        "env": environment(device),
+    }
+    frames = input_frames(args.width, args.height)
+
+    def side(make: Callable[[], Any], process_of: Callable[[Any], Callable]) -> tuple[Any, dict]:
+        _mem_reset(device)
+        t_start = time.perf_counter()
+        obj = make()
+        process_of(obj)(frames[0])
+        startup = time.perf_counter() - t_start
+        process = process_of(obj)
+        stats = time_frames(lambda i: process(frames[i % len(frames)]), args.frames, args.warmup)
+        stats.update(startup_s=round(startup, 2), gpu_mem_peak_mib=_mem_peak_mib(device))
+        return obj, stats
+
+    if args.peer and choose_backend(args.backend, device) == "eager":
+        # the eager backend leaves the shared modules as they are: time both sides frame by
+        # frame in alternation, so load from other processes falls on both alike
+        return bench_interleaved(args, cfg, pipe, frames, result)
+    # the peer runs first, on modules nothing has touched yet (the compiled backend later
+    # converts the shared weights to channels-last, which must not change the peer's figure)
+    if args.peer:
+        _, result["peer"] = side(lambda: PeerRunner(pipe, cfg, args), lambda r: r.process)
+
+    def make_dreamcam():
+        engine = make_engine(pipe, cfg, args)
+        return make_backend(args.backend, engine, **backend_options(args, engine))
+
+    backend, result["dreamcam"] = side(make_dreamcam, lambda b: b.process)
+    result["backend"] = backend.name
+    try:
+        if args.loop:
+            pattern = TestPattern(args.width, args.height)
+            result["loop"] = time_frames(lambda i: backend.process(pattern.frame(i)), args.frames, args.warmup)
+            result["loop_vs_engine"] = round(result["loop"]["fps"] / result["dreamcam"]["fps"], 3)
+    finally:
+        backend.close()
+    if args.peer:
+        result["ratio_fps"] = round(result["dreamcam"]["fps"] / result["peer"]["fps"], 3)
+        result["ratio_p50"] = round(result["peer"]["p50_ms"] / result["dreamcam"]["p50_ms"], 3)
+    return result
+
+
+MODES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"engine": bench_engine}
+
+
+def mode_of(args: argparse.Namespace) -> str:
+    """Which mode the flags ask for (later modes add their flag here)."""
+    return "engine"
+
+
+def environment(device: str) -> dict[str, Any]:
+    env = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def format_text(r: dict[str, Any]) -> str:
+    lines = [f"{r['arch']} {r['size']} t_index={r['t_index_list']} on {r['device']} ({r.get('env', {}).get('gpu', 'cpu')})"]
+    for key in ("peer", "dreamcam", "loop"):
+        if key in r:
+            s = r[key]
+            label = f"dreamcam[{r['backend']}]" if key == "dreamcam" else key
+            lines.append(f"  {label:20s} {s['fps']:9.1f} fps  p50 {s['p50_ms']:8.2f} ms  p99 {s['p99_ms']:8.2f} ms"
+                         + (f"  start {s['startup_s']} s" if "startup_s" in s else ""))
+    if "ratio_fps" in r:
+        lines.append(f"  dreamcam / peer: {r['ratio_fps']}x fps")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark the flags ask for; print it; exit status 0."""
+    result = MODES[mode_of(args)](args)
+    text = json.dumps(result, sort_keys=False)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    print(text if args.json else format_text(result))
+    sys.stdout.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m dreamcam.bench ...` (the same as `dreamcam bench ...`)."""
+    from dreamcam.errors import DreamcamError
+
+    parser = argparse.ArgumentParser(prog="dreamcam bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return run(args)
+    except DreamcamError as e:
+        print(f"dreamcam bench: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

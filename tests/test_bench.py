@@ -1,0 +1,64 @@
+"""`dreamcam bench` on the tiny pipeline: one JSON object with both sides and their ratio."""
+
+import argparse
+import json
+
+import pytest
+
+from dreamcam import bench
+from dreamcam.errors import ConfigError
+
+
+def _args(*argv):
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_tiny_bench_with_peer_prints_one_json_object(capsys, tmp_path):
+    out = tmp_path / "r.json"
+    args = _args("--model", "tiny", "--device", "cpu", "--frames", "6", "--warmup", "1", "--width", "64",
+                 "--height", "64", "--peer", "--json", "--out", str(out))
+    assert bench.run(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r == json.loads(out.read_text())
+    assert r["backend"] == "eager" and r["arch"] == "tiny" and r["size"] == "64x64"
+    for side in ("peer", "dreamcam"):
+        s = r[side]
+        assert s["frames"] == 6 and s["fps"] > 0 and 0 < s["p50_ms"] <= s["p99_ms"]
+    assert r["ratio_fps"] == pytest.approx(r["dreamcam"]["fps"] / r["peer"]["fps"], rel=1e-2)
+
+
+def test_live_loop_mode_times_a_moving_pattern(capsys):
+    args = _args("--arch", "tiny", "--device", "cpu", "--frames", "4", "--warmup", "0", "--width", "64",
+                 "--height", "64", "--loop", "--json")
+    assert bench.run(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["loop"]["frames"] == 4 and r["loop_vs_engine"] > 0
+    pattern = bench.TestPattern(64, 48)
+    assert pattern.frame(0).shape == (48, 64, 3) and (pattern.frame(0) != pattern.frame(1)).any()
+
+
+def test_summary_percentiles():
+    s = bench.summarize([1.0] * 98 + [10.0, 20.0], wall_s=0.5)
+    assert s["fps"] == 200.0 and s["p50_ms"] == 1.0 and s["p99_ms"] > 9.0
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--arch", "sd-turbo"], "--random-weights"),
+        (["--frames", "0"], "--frames"),
+        (["--t-index-list", "30,10"], "strictly increasing"),
+        (["--model", "tiny", "--arch", "sd15", "--random-weights"], "disagree"),
+    ],
+)
+def test_bad_flags_are_config_errors(argv, match):
+    with pytest.raises(ConfigError, match=match):
+        bench.resolve(_args("--device", "cpu", *argv))
+
+
+def test_main_exits_2_with_one_line(capsys):
+    assert bench.main(["--arch", "sd15", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("dreamcam bench: --arch sd15 needs --random-weights")

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The issue-5 benchmark table in one go: dreamcam (compiled backend) and StreamDiffusion 0.1.1 side
+# by side on random-weight real architectures, plus the live loop and a second (cached) start.
+#
+# On the lent GPU (from the repository root that the device tool sends):
+#   bash .gpurun/tools/gpu_bench.sh            # wheels in .whl/, code in .gpurun/plugin, results in $OUT
+# On a CPU, end to end with tiny shapes (checks the script itself):
+#   SMOKE=1 OUT=/tmp/bench bash tools/gpu_bench.sh
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-/tmp/dreamcam-bench}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+T=${T:-170}          # seconds per configuration (the compile of a real UNet takes about a minute)
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export DREAMCAM_ENGINES_DIR=${DREAMCAM_ENGINES_DIR:-/tmp/dreamcam-engines}
+if [ -z "${SMOKE:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$ROOT/plugin
+else
+  export PYTHONPATH=$ROOT/plugin${PYTHONPATH:+:$PYTHONPATH}
+fi
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null;
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$OUT/log.txt"
+
+if [ -n "${SMOKE:-}" ]; then
+  ARCH1="--arch tiny"; ARCH2="--arch tiny"; S=64; W2=96; H2=64; N=20; BK=${BACKEND:-eager}; DEV=cpu
+else
+  ARCH1="--arch sd-turbo --random-weights"; ARCH2="--arch sd15 --random-weights"; S=512; W2=768; H2=448; N=300
+  BK=${BACKEND:-compiled}; DEV=cuda
+fi
+
+bench() {  # name, flags...
+  local name=$1; shift
+  echo "== $name: dreamcam bench $*" | tee -a "$OUT/log.txt"
+  set -o pipefail
+  timeout "$T" $PY -m dreamcam.bench --device $DEV --backend $BK --frames $N --json --out "$OUT/$name.json" "$@" \
+    2>&1 | tee -a "$OUT/log.txt" && return 0
+  if [ "$BK" = compiled ]; then  # keep a figure even if torch.compile breaks: CUDA graph of eager kernels
+    echo "== $name failed with torch.compile; again with --no-compile" | tee -a "$OUT/log.txt"
+    timeout "$T" $PY -m dreamcam.bench --device $DEV --backend $BK --no-compile --frames $N --json \
+      --out "$OUT/$name.json" "$@" 2>&1 | tee -a "$OUT/log.txt"
+  fi
+}
+
+bench turbo512      $ARCH1 --steps 1 --t-index-list 35 --width $S --height $S --peer --loop
+bench sd15_512x4    $ARCH2 --t-index-list 0,16,32,45 --cfg-type self --guidance 1.4 --width $S --height $S --peer
+bench turbo768x448  $ARCH1 --steps 1 --t-index-list 35 --width $W2 --height $H2 --peer
+bench turbo512_warm $ARCH1 --steps 1 --t-index-list 35 --width $S --height $S
+
+$PY - "$OUT" <<'PYEOF' | tee -a "$OUT/log.txt"
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+rows = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.stem != "all"}
+(out / "all.json").write_text(json.dumps(rows, indent=1))
+for name, r in rows.items():
+    d, p = r["dreamcam"], r.get("peer")
+    line = f"{name:14s} dreamcam[{r['backend']}] {d['fps']:8.1f} fps p50 {d['p50_ms']:7.2f} p99 {d['p99_ms']:7.2f} start {d['startup_s']:6.1f}s mem {d['gpu_mem_peak_mib']}"
+    if p:
+        line += f" | peer {p['fps']:7.1f} fps p50 {p['p50_ms']:7.2f} p99 {p['p99_ms']:7.2f} | x{r['ratio_fps']}"
+    if "loop" in r:
+        line += f" | loop {r['loop']['fps']:.1f} fps ({r['loop_vs_engine']})"
+    print(line)
+PYEOF
