@@ -1,5 +1,3 @@
-import sys
+from dreamcam.cli import console_main
 
-from dreamcam.cli import main
-
-sys.exit(main())
+console_main()

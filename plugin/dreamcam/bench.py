@@ -63,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=2)
     p.add_argument("--peer", action="store_true", help="also time StreamDiffusion 0.1.1 on the same modules")
     p.add_argument("--loop", action="store_true", help="also time a live loop (test pattern -> engine -> dropped)")
+    p.add_argument("--bypass", action="store_true",
+                   help="time the live loop itself, no model: 1280x720 test pattern -> 512x512 -> 1280x720 virtual camera, one core")
+    p.add_argument("--osc", action="store_true",
+                   help="time OSC update -> engine parameter latency, and frame timing under a 10,000-message burst")
+    p.add_argument("--seconds", type=float, default=5.0, help="--bypass: how long to run (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the JSON object to this file")
 
@@ -309,12 +314,30 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-MODES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"engine": bench_engine}
+def bench_bypass(args: argparse.Namespace) -> dict[str, Any]:
+    from dreamcam.bench_loop import bench_bypass as run_bypass
+
+    return run_bypass(seconds=args.seconds)
+
+
+def bench_osc(args: argparse.Namespace) -> dict[str, Any]:
+    from dreamcam.osc_bench import bench_osc as run_osc
+
+    return {"mode": "osc", **run_osc(), "target": "osc_latency_p99_ms < 5; burst frame times within noise"}
+
+
+MODES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "engine": bench_engine,
+    "bypass": bench_bypass,
+    "osc": bench_osc,
+}
 
 
 def mode_of(args: argparse.Namespace) -> str:
-    """Which mode the flags ask for (later modes add their flag here)."""
-    return "engine"
+    """Which mode the flags ask for."""
+    if args.bypass and args.osc:
+        raise ConfigError("--bypass and --osc are separate benchmarks: pass one of them")
+    return "bypass" if args.bypass else "osc" if args.osc else "engine"
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -345,12 +368,18 @@ def format_text(r: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark the flags ask for; print it; exit status 0."""
-    result = MODES[mode_of(args)](args)
+    mode = mode_of(args)
+    result = MODES[mode](args)
     text = json.dumps(result, sort_keys=False)
     if args.out:
         with open(args.out, "w") as fh:
             fh.write(text + "\n")
-    print(text if args.json else format_text(result))
+    if args.json:
+        print(text)
+    elif mode == "engine":
+        print(format_text(result))
+    else:
+        print("\n".join(f"{k}: {v}" for k, v in result.items()))
     sys.stdout.flush()
     return 0
 

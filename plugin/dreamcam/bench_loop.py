@@ -1,6 +1,7 @@
 """`dreamcam bench --bypass`: what the live loop itself costs, with no model in the way.
 
-A 1280x720 test pattern, captured as fast as its thread can make it, goes through the real
+A 1280x720 test pattern, captured at 240 fps (a fast camera: an unpaced pattern would spend
+the core on frames nobody takes), goes through the real
 runner (framing to the engine size, bypass instead of the engine) into the real virtual-camera
 sink (framing to 1280x720, pyvirtualcam's `Camera.send`). The only stand-in is the camera
 driver: a pyvirtualcam backend registered here that takes each frame and discards it, so the
@@ -16,6 +17,7 @@ import time
 import numpy as np
 
 BENCH_BACKEND = "dreamcam-discard"
+SOURCE_FPS = 240.0
 
 
 class DiscardCamera:
@@ -85,7 +87,7 @@ def bench_bypass(
         backend = register_discard_backend()
         # an output rate far above the loop's, so every frame the loop makes is sent
         sink = VirtualCamSink(*output_size, fps=10_000.0, backend=backend)
-        source = TestPatternSource(*input_size, fps=None)
+        source = TestPatternSource(*input_size, fps=SOURCE_FPS)
         with sink, source:
             runner = Runner(source, None, [sink], width=engine_size[0], height=engine_size[1], controller=_Bypass())
             timer = threading.Timer(seconds, runner.stop)
@@ -106,6 +108,7 @@ def bench_bypass(
         "output": f"{output_size[0]}x{output_size[1]} virtualcam",
         "one_core": pinned is not None,
         "seconds": round(elapsed, 2),
+        "source_fps": SOURCE_FPS,
         "loop_fps": round(summary["frames"] / elapsed, 1),
         "camera_fps": round(sent / elapsed, 1),
         "loop_frame_ms": round(1000.0 * elapsed / max(1, summary["frames"]), 3),

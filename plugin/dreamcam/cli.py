@@ -77,9 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stats-json", help="write frames, fps and p50/p99 frame ms here at exit")
     _add_param_flags(run)
 
-    from dreamcam import devices
+    from dreamcam import bench, devices
+    from dreamcam.backends import tensorrt
 
+    bench.add_arguments(sub.add_parser("bench", help="engine throughput and latency, optionally beside StreamDiffusion"))
     devices.add_arguments(sub.add_parser("devices", help="list cameras, monitors and usable virtual cameras"))
+    tensorrt.add_arguments(sub.add_parser("build-engines", help="build TensorRT engines ahead of time, with progress"))
     return parser
 
 
@@ -271,9 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="dreamcam: %(levelname)s: %(message)s")
-    from dreamcam import devices
+    from dreamcam import bench, devices
+    from dreamcam.backends import tensorrt
 
-    commands = {"run": cmd_run, "devices": devices.run}
+    commands = {"run": cmd_run, "bench": bench.run, "devices": devices.run, "build-engines": tensorrt.run}
     try:
         return commands[args.command](args)
     except DreamcamError as e:
@@ -283,5 +287,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def console_main() -> None:
+    """Entry point of the `dreamcam` command: every device is closed by the time `main` returns,
+    so skip the interpreter's teardown of torch and diffusers (seconds after Ctrl-C otherwise)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

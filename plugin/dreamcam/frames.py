@@ -83,20 +83,25 @@ def fit(image: np.ndarray, width: int, height: int, mode: str = "crop") -> np.nd
     if (h, w) == (height, width):
         return image
     if mode == "stretch":
-        return _resize(image, width, height)
-    scale = max(width / w, height / h) if mode == "crop" else min(width / w, height / h)
-    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-    scaled = _resize(image, sw, sh)
+        return resize(image, width, height)
     if mode == "crop":
-        x0, y0 = (sw - width) // 2, (sh - height) // 2
-        return np.ascontiguousarray(scaled[y0 : y0 + height, x0 : x0 + width])
+        # cut the part of the source that covers the output first: the resize then touches
+        # only the pixels that are kept (1280x720 -> 512x512: 1.0 ms instead of 1.9 ms)
+        scale = max(width / w, height / h)
+        cw, ch = min(w, round(width / scale)), min(h, round(height / scale))
+        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        return np.ascontiguousarray(resize(image[y0 : y0 + ch, x0 : x0 + cw], width, height))
+    scale = min(width / w, height / h)
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+    scaled = resize(image, sw, sh)
     out = np.zeros((height, width, 3), dtype=np.uint8)
     x0, y0 = (width - sw) // 2, (height - sh) // 2
     out[y0 : y0 + sh, x0 : x0 + sw] = scaled
     return out
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize (H, W, 3) uint8 to (height, width, 3): area-filtered whole-number shrink, then bilinear."""
     # INTER_AREA (the anti-aliased shrink) is fast only for whole-number ratios on both axes
     # (0.4 ms for 1280x720 -> 640x360, 20-35 ms for -> 910x512 on one core): shrink by the
     # largest whole factor that divides both sides with it, and finish with INTER_LINEAR

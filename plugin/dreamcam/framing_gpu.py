@@ -41,12 +41,14 @@ def _fit_nchw(image: torch.Tensor, width: int, height: int, mode: str) -> torch.
         return x
     if mode == "stretch":
         return _resize(x, width, height)
-    scale = max(width / w, height / h) if mode == "crop" else min(width / w, height / h)
+    if mode == "crop":  # the source region that covers the output, then one resize (as `fit`)
+        scale = max(width / w, height / h)
+        cw, ch = min(w, round(width / scale)), min(h, round(height / scale))
+        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        return _resize(x[:, :, y0 : y0 + ch, x0 : x0 + cw], width, height)
+    scale = min(width / w, height / h)
     sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
     scaled = _resize(x, sw, sh)
-    if mode == "crop":
-        x0, y0 = (sw - width) // 2, (sh - height) // 2
-        return scaled[:, :, y0 : y0 + height, x0 : x0 + width]
     x0, y0 = (width - sw) // 2, (height - sh) // 2
     return F.pad(scaled, (x0, width - sw - x0, y0, height - sh - y0), value=0.0)
 

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from dreamcam.errors import ConfigError, DeviceError
-from dreamcam.frames import FIT_MODES, Frame, LatestSlot, fit
+from dreamcam.frames import FIT_MODES, Frame, LatestSlot, fit, resize
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Framer:
 
     letterbox (scale to fit, black bars) and stretch write into the buffer, so the result is
     valid until the next call; crop and same-size images go through `fit` (same-size: returned
-    as is). Shrinking uses INTER_AREA, enlarging INTER_LINEAR.
+    as is). Resizing is `frames.resize`, as in `fit`.
     """
 
     def __init__(self, width: int, height: int, mode: str = "letterbox") -> None:
@@ -157,8 +157,7 @@ class Framer:
             self._buf[:] = 0
             self._dst = self._buf[y0 : y0 + sh, x0 : x0 + sw]
             self._size = (sw, sh)
-            self._interp = cv2.INTER_AREA if sw * sh < h * w else cv2.INTER_LINEAR
-        cv2.resize(image, self._size, dst=self._dst, interpolation=self._interp)
+        self._dst[...] = resize(image, *self._size)  # the same filter as `fit`, so the same pixels
         return self._buf
 
 

@@ -216,12 +216,14 @@ class TestPatternSource(Source):
         super().__init__(fps=fps, mirror=mirror)
         self.width, self.height = width, height
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-        self._x, self._y = x, y
         base = np.empty((height, width, 3), dtype=np.uint8)
         base[..., 0] = (x / max(1, width - 1) * 255).astype(np.uint8)
         base[..., 1] = (y / max(1, height - 1) * 255).astype(np.uint8)
         base[..., 2] = 128
         self._base = base
+        self._r = r = max(4, min(width, height) // 8)
+        dy, dx = np.mgrid[-r:r, -r:r]
+        self._disc = dx * dx + dy * dy < r * r  # drawn by slicing, so a frame costs one copy
 
     def _grab(self) -> np.ndarray:
         return self.pattern(self._index)
@@ -232,11 +234,11 @@ class TestPatternSource(Source):
         img = self._base.copy()
         bar = (i * 8) % w
         img[:, bar : bar + max(2, w // 64)] = 255
-        r = max(4, min(w, h) // 8)
+        r = self._r
         cx = int(r + (w - 2 * r) * (0.5 + 0.5 * np.sin(i * 0.05)))
         cy = int(r + (h - 2 * r) * (0.5 + 0.5 * np.cos(i * 0.07)))
         y0, y1, x0, x1 = max(0, cy - r), min(h, cy + r), max(0, cx - r), min(w, cx + r)
-        disc = (self._x[y0:y1, x0:x1] - cx) ** 2 + (self._y[y0:y1, x0:x1] - cy) ** 2 < r * r
+        disc = self._disc[y0 - (cy - r) : y1 - (cy - r), x0 - (cx - r) : x1 - (cx - r)]
         img[y0:y1, x0:x1][disc] = (250, 200, 40)
         return img
 
