@@ -1,8 +1,9 @@
 """A real OBS Studio, headless: the dreamcam script loaded from a scene collection, and a
 Media Source showing an MPEG-TS stream over UDP.
 
-dreamcam's OSC server and UDP sink are written in parallel; until they land, `OscPeer`
-(python-osc's real UDP server) and `UdpMpegTsSender` (PyAV) stand in on 127.0.0.1.
+Here `OscPeer` (python-osc's real UDP server) and `UdpMpegTsSender` (PyAV) on 127.0.0.1 check
+the script's protocol and the harness on their own; `test_obs_dreamcam.py` and
+`test_live_obs.py` put dreamcam's own OSC server and UDP sink in their place.
 """
 
 from __future__ import annotations
