@@ -5,12 +5,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from obs_harness import OBS_MARKS, ObsStudio, free_port
 

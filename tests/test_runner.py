@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from dreamcam import StreamEngine
 from dreamcam.backends import make_backend
@@ -19,7 +17,7 @@ from dreamcam.controls import Controller
 from dreamcam.frames import fit
 from dreamcam.params import ParamStore
 from dreamcam.runner import Runner
-from dreamcam.sinks import NullSink, Sink
+from dreamcam.sinks import Sink
 from dreamcam.sources import TestPatternSource
 
 ROOT = Path(__file__).resolve().parents[1]

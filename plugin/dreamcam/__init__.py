@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "StreamEngine": "dreamcam.engine",
-    "strength_to_t_index_list": "dreamcam.engine",
+    "strength_to_t_index_list": "dreamcam.schedule",
     "tiny_pipeline": "dreamcam.models",
     "load_pipeline": "dreamcam.models",
     "ConfigError": "dreamcam.errors",

@@ -98,7 +98,7 @@ def resolve_device(name: str):
 
 
 def _t_index_list(args, strength: float) -> list[int]:
-    from dreamcam.engine import check_t_index_list, strength_to_t_index_list
+    from dreamcam.schedule import check_t_index_list, strength_to_t_index_list
 
     if args.t_index_list:
         try:
@@ -158,7 +158,8 @@ def _live_control(args):
 def cmd_run(args) -> int:
     from dreamcam.backends import make_backend
     from dreamcam.controls import Controller
-    from dreamcam.engine import StreamEngine, _check_size
+    from dreamcam.engine import StreamEngine
+    from dreamcam.schedule import check_size
     from dreamcam.osc import OscServer
     from dreamcam.runner import Runner
     from dreamcam.sinks import open_sink, parse_bitrate
@@ -169,8 +170,8 @@ def cmd_run(args) -> int:
     store, presets, mapping = _live_control(args)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
-    _check_size("width", args.width)
-    _check_size("height", args.height)
+    check_size("width", args.width)
+    check_size("height", args.height)
     t_index = _t_index_list(args, store.get("strength"))
     cam_w, cam_h = parse_size(args.camera_size)
     source = open_source(

@@ -19,106 +19,27 @@ frame follows exactly the trajectory it would have with frame_buffer_size=1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from dreamcam.errors import ConfigError
+from dreamcam.schedule import (  # noqa: F401  (strength_to_t_index_list, check_t_index_list: re-exported)
+    check_finite,
+    check_size,
+    check_t_index_list,
+    strength_to_t_index_list,
+    t_index_list_to_strength,
+)
+from dreamcam.similarity import SimilarityFilter
 
 log = logging.getLogger(__name__)
 
 CFG_TYPES = ("none", "self", "initialize", "full")
-
-
-def strength_to_t_index_list(strength: float, steps: int, num_inference_steps: int = 50) -> list[int]:
-    """Map strength in [0, 1] to `steps` strictly increasing indices into the LCM schedule.
-
-    The first index is round((1 - strength) * (num_inference_steps - steps)); the others are
-    spread evenly from it to the end of the schedule: i_k = i_0 + floor(k * (N - i_0) / steps).
-    strength 1 starts from pure noise (index 0); strength 0 starts from the least noisy index
-    that still leaves room for `steps` steps. Larger strength never gives a larger index.
-    """
-    _check_steps(steps, num_inference_steps)
-    strength = float(strength)
-    if not 0.0 <= strength <= 1.0:
-        raise ConfigError(f"strength must be between 0 and 1, got {strength}")
-    n = num_inference_steps
-    first = int(round((1.0 - strength) * (n - steps)))
-    return [first + (k * (n - first)) // steps for k in range(steps)]
-
-
-def t_index_list_to_strength(t_index_list: Sequence[int], num_inference_steps: int = 50) -> float:
-    """The strength whose first index is t_index_list[0] (inverse of the mapping above)."""
-    span = num_inference_steps - len(t_index_list)
-    return 1.0 if span <= 0 else max(0.0, min(1.0, 1.0 - t_index_list[0] / span))
-
-
-def _check_steps(steps: int, num_inference_steps: int) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
-    if steps > num_inference_steps:
-        raise ConfigError(
-            f"steps ({steps}) cannot exceed num_inference_steps ({num_inference_steps}); "
-            "lower --steps or raise num_inference_steps"
-        )
-
-
-def check_t_index_list(t_index_list: Sequence[int], num_inference_steps: int | None = None) -> list[int]:
-    try:
-        idx = [int(i) for i in t_index_list]
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"t_index_list must be a list of whole numbers, got {t_index_list!r}") from e
-    if not idx:
-        raise ConfigError("t_index_list must hold at least one index, for example [35]")
-    if any(b <= a for a, b in zip(idx, idx[1:])):
-        raise ConfigError(f"t_index_list must be strictly increasing, got {idx}")
-    hi = num_inference_steps
-    if idx[0] < 0 or (hi is not None and idx[-1] >= hi):
-        bound = f"[0, {hi})" if hi is not None else ">= 0"
-        raise ConfigError(f"t_index_list values must lie in {bound}, got {idx}")
-    return idx
-
-
-def _check_size(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0 or value % 8:
-        hint = f" (try {max(8, int(value) // 8 * 8)})" if isinstance(value, (int, np.integer)) else ""
-        raise ConfigError(f"{name} must be a positive multiple of 8, got {value!r}{hint}")
-    return int(value)
-
-
-class SimilarityFilter:
-    """Stochastic similar-frame skip: the closer a frame is to the last one processed, the
-    likelier it is skipped; never more than `max_skip_frame` skips in a row.
-
-    The skip probability is max(0, 1 - (1 - cos_sim) / (1 - threshold)), cos_sim being the
-    cosine similarity of the two input images.
-    """
-
-    def __init__(self, threshold: float = 0.98, max_skip_frame: int = 10, *, seed: int = 0) -> None:
-        self.threshold = float(threshold)
-        self.max_skip_frame = int(max_skip_frame)
-        self.skip_count = 0
-        self.skipped_total = 0
-        self._prev: torch.Tensor | None = None
-        self._rng = random.Random(seed)
-
-    def should_skip(self, x: torch.Tensor) -> bool:
-        if self._prev is None or self._prev.shape != x.shape:
-            self._prev = x.detach().clone()
-            return False
-        cos = torch.nn.functional.cosine_similarity(self._prev.reshape(-1), x.reshape(-1), dim=0, eps=1e-6).item()
-        p_skip = 0.0 if self.threshold >= 1 else max(0.0, 1 - (1 - cos) / (1 - self.threshold))
-        if p_skip < self._rng.uniform(0, 1) or self.skip_count > self.max_skip_frame:
-            self.skip_count = 0
-            self._prev.copy_(x)
-            return False
-        self.skip_count += 1
-        self.skipped_total += 1
-        return True
 
 
 class StreamEngine:
@@ -158,8 +79,8 @@ class StreamEngine:
         for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
             if getattr(pipe, part, None) is None:
                 raise ConfigError(f"the pipeline has no {part}: pass a diffusers StableDiffusionPipeline")
-        self.width = _check_size("width", width)
-        self.height = _check_size("height", height)
+        self.width = check_size("width", width)
+        self.height = check_size("height", height)
         self.t_index_list = check_t_index_list(t_index_list)
 
         # 2. Components, device and precision
@@ -219,7 +140,7 @@ class StreamEngine:
         self.seed = int(seed)
 
         dev, dt = self.device, self.dtype
-        s, f, b = self.denoising_steps_num, self.frame_buffer_size, self.batch_size
+        s, b = self.denoising_steps_num, self.batch_size
         lat = (4, self.latent_height, self.latent_width)
 
         # the UNet's input batch; rows [F:] double as the latent buffer of frames in flight
@@ -312,10 +233,10 @@ class StreamEngine:
             raise ConfigError("prompt and negative_prompt must be strings")
         self._warn_if_truncated(prompt)
         need_uncond = self.uncond_rows > 0
-        diffusers_log = logging.getLogger("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion")
-        level = diffusers_log.level
-        diffusers_log.setLevel(logging.ERROR)  # our own warning above replaces its per-call one
-        try:
+        # our own warning above replaces the per-call ones of diffusers and the tokenizer
+        with _quiet_loggers(
+            "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion", "transformers.tokenization_utils_base"
+        ):
             cond, uncond = self.pipe.encode_prompt(
                 prompt=prompt,
                 device=self.device,
@@ -323,8 +244,6 @@ class StreamEngine:
                 do_classifier_free_guidance=need_uncond,
                 negative_prompt=negative_prompt if need_uncond else None,
             )
-        finally:
-            diffusers_log.setLevel(level)
         return cond, uncond
 
     def _warn_if_truncated(self, prompt: str) -> None:
@@ -367,7 +286,7 @@ class StreamEngine:
     @torch.no_grad()
     def set_guidance(self, guidance_scale: float) -> None:
         """Guidance > 1 turns RCFG on (for cfg_type other than "none")."""
-        g = _finite("guidance_scale", guidance_scale)
+        g = check_finite("guidance_scale", guidance_scale)
         on = g > 1.0 and self.cfg_type != "none"
         self.guidance_scale = g if self.cfg_type != "none" else 1.0
         self._guidance.fill_(g if on else 1.0)
@@ -375,7 +294,7 @@ class StreamEngine:
 
     @torch.no_grad()
     def set_delta(self, delta: float) -> None:
-        self.delta = _finite("delta", delta)
+        self.delta = check_finite("delta", delta)
         self._delta.fill_(self.delta)
 
     @torch.no_grad()
@@ -576,14 +495,17 @@ class StreamEngine:
         return out[0] if f == 1 else out
 
 
-def _finite(name: str, value: float) -> float:
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
-        v = float(value)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from e
-    if not np.isfinite(v):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return v
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def to_model_input(frames: torch.Tensor, device, dtype) -> torch.Tensor:

@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
-import cv2
 import numpy as np
 
 from dreamcam.errors import ConfigError, DeviceError
