@@ -47,6 +47,17 @@ def test_auto_backend_on_cpu_is_eager_and_closes_twice(pipe):
     b.close()
 
 
+def test_auto_falls_back_to_eager_when_the_fast_backend_cannot_run(pipe, monkeypatch, caplog):
+    import dreamcam.backends as backends
+
+    monkeypatch.setattr(backends, "choose_backend", lambda name, device_type: "compiled")
+    with caplog.at_level("WARNING"):
+        b = make_backend("auto", _engine(pipe, (35,), "none"))
+    assert b.name == "eager" and "using eager" in caplog.text
+    with pytest.raises(DeviceError):  # asked for by name: the reason, not a silent fallback
+        make_backend("compiled", _engine(pipe, (35,), "none"))
+
+
 @pytest.mark.parametrize("name", ["compiled", "tensorrt"])
 def test_gpu_backends_refuse_a_cpu_engine_with_one_clear_line(pipe, name):
     with pytest.raises(DeviceError, match="needs a CUDA device"):

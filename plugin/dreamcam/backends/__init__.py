@@ -28,7 +28,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dreamcam.errors import ConfigError
+from dreamcam.errors import ConfigError, DreamcamError
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,24 @@ def make_backend(name: str, engine: Any, **options: Any):
     chosen = choose_backend(name, engine.device.type)
     if name == "auto":
         log.info("backend auto -> %s (device %s)", chosen, engine.device)
+    from dreamcam.backends.eager import EagerBackend
+
     if chosen == "eager":
-        from dreamcam.backends.eager import EagerBackend
-
         return EagerBackend(engine)
-    if chosen == "compiled":
-        from dreamcam.backends.compiled import CompiledBackend
+    try:
+        if chosen == "compiled":
+            from dreamcam.backends.compiled import CompiledBackend
 
-        return CompiledBackend(engine, **options)
-    from dreamcam.backends.tensorrt import TensorRTBackend
+            return CompiledBackend(engine, **options)
+        from dreamcam.backends.tensorrt import TensorRTBackend
 
-    return TensorRTBackend(engine, **options)
+        return TensorRTBackend(engine, **options)
+    except DreamcamError as e:
+        if name != "auto":
+            raise
+        # auto promised a working camera: a model the fast path cannot take still runs, slower
+        log.warning("backend %s cannot run this set-up (%s); using eager", chosen, e)
+        return EagerBackend(engine)
 
 
 def engines_dir() -> Path:
