@@ -59,9 +59,15 @@ def test_probe_gives_up_on_a_silent_hub(silent_hub):
     assert time.monotonic() - start < 2.5
 
 
-def test_probe_sees_a_hub_that_answers():
+def test_probe_sees_a_hub_that_answers(monkeypatch):
     import http.server
     import threading
+
+    from huggingface_hub import constants
+
+    # the suite runs offline (conftest, CI); this test is about the probe itself
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
     thread = threading.Thread(target=server.handle_request, daemon=True)

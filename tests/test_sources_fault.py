@@ -16,20 +16,17 @@ from dreamcam.sources import WebcamSource
 from test_sources import write_clip
 
 
-def test_runner_rides_through_camera_loss(tmp_path, monkeypatch):
-    import dreamcam.runner as runner_mod
-    from dreamcam.controls import Controller
-    from dreamcam.params import ParamStore
+def test_runner_rides_through_camera_loss(tmp_path):
+    from dreamcam.controls import Bypass
     from dreamcam.runner import Runner
     from dreamcam.sinks import open_sink
 
-    monkeypatch.setattr(runner_mod, "NO_SIGNAL_AFTER_S", 0.8)  # the card sooner, to keep the test short
     clip = write_clip(tmp_path / "cam.mp4", frames=8)
     gone = str(tmp_path / "unplugged.mp4")
     src = WebcamSource(clip, retry_first_s=0.2, retry_max_s=0.4)
     with open_sink("null", width=64, height=64) as sink, src:
-        bypass = Controller(None, ParamStore({"bypass": True}))
-        run = Runner(src, None, [sink], width=64, height=64, controller=bypass)
+        # the card after 0.8 s of silence instead of 3 s, to keep the test short
+        run = Runner(src, None, [sink], width=64, height=64, controller=Bypass(), no_signal_after=0.8)
         result: dict = {}
         t = threading.Thread(target=lambda: result.update(run.run()), name="test-runner")
         os.rename(clip, gone)

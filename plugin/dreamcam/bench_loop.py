@@ -53,15 +53,6 @@ def register_discard_backend() -> str:
     return BENCH_BACKEND
 
 
-class _Bypass:
-    """Controller stand-in that keeps the runner in bypass (no engine)."""
-
-    bypass = True
-
-    def apply(self) -> None:
-        pass
-
-
 def bench_bypass(
     *,
     seconds: float = 5.0,
@@ -73,6 +64,7 @@ def bench_bypass(
     """Run the loop for `seconds`; return loop fps and capture-to-camera latency (ms)."""
     import cv2
 
+    from dreamcam.controls import Bypass
     from dreamcam.runner import Runner
     from dreamcam.sinks import VirtualCamSink
     from dreamcam.sources import TestPatternSource
@@ -89,7 +81,7 @@ def bench_bypass(
         sink = VirtualCamSink(*output_size, fps=10_000.0, backend=backend)
         source = TestPatternSource(*input_size, fps=SOURCE_FPS)
         with sink, source:
-            runner = Runner(source, None, [sink], width=engine_size[0], height=engine_size[1], controller=_Bypass())
+            runner = Runner(source, None, [sink], width=engine_size[0], height=engine_size[1], controller=Bypass())
             timer = threading.Timer(seconds, runner.stop)
             timer.start()
             t0, c0 = time.perf_counter(), time.process_time()

@@ -315,3 +315,16 @@ class Controller:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Bypass:
+    """A controller that holds the runner in bypass: no engine, input straight to the outputs
+    (loop benchmarks, tests of capture and output)."""
+
+    bypass = True
+
+    def apply(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
