@@ -46,6 +46,8 @@ def test_run_tiny_testpattern_to_file(tmp_path):
         (["--source", "nosuch"], "unknown source"),
         (["--sink", "nosuch"], "unknown sink"),
         (["--steps", "0"], "steps must be a whole number >= 1"),
+        (["--similarity-filter", "1.5"], "--similarity-filter takes a cosine similarity"),
+        (["--presets", "/nonexistent/presets.toml"], "presets"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):

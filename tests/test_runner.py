@@ -131,3 +131,18 @@ def test_sigterm_stops_within_a_second(tmp_path):
     # within a second, plus the frame that was in flight when the signal came
     allowed = 1.0 + summary["p99_ms"] / 1000.0
     assert took < allowed, f"took {took:.2f} s to stop (allowed {allowed:.2f} s)"
+
+
+def test_similarity_filter_skips_the_engine_for_a_still_picture(tiny_pipe):
+    from dreamcam.similarity import SimilarityFilter
+
+    engine, backend = engine_backend(tiny_pipe, 64)
+    src = PausableTestPattern(64, 64, fps=60)
+    src.pattern = lambda i: src._base.copy()  # a still camera: every frame the same picture
+    sink = RecordingSink(64, 64)
+    with sink, src:
+        runner = Runner(src, backend, [sink], width=64, height=64, frames=12, similarity=SimilarityFilter(0.98, 3))
+        summary = runner.run()
+    # identical frames are always skipped, but at most 4 in a row (max_skip_frame 3 + 1)
+    assert summary["skipped_similar"] == 12 - 1 - (12 - 1) // 5
+    assert all(np.array_equal(f.image, sink.frames[0].image) for f in sink.frames)

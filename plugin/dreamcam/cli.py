@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--t-index-list", help="explicit schedule indices, e.g. 32,45 (overrides --strength)")
     run.add_argument("--num-inference-steps", type=int, default=50, help="length of the LCM schedule the indices point into")
     run.add_argument("--cfg", default="none", choices=("none", "self", "initialize", "full"), help="residual CFG type (default none)")
+    run.add_argument("--similarity-filter", type=float, metavar="THRESHOLD",
+                     help="skip the engine for frames this similar to the last (cosine, e.g. 0.98; off by default)")
+    run.add_argument("--max-skip-frames", type=int, default=10, help="with --similarity-filter: most frames skipped in a row")
     run.add_argument("--width", type=int, default=512)
     run.add_argument("--height", type=int, default=512)
     run.add_argument("--fit", default="crop", choices=("crop", "letterbox", "stretch"), help="framing of the input to the engine size")
@@ -155,6 +158,18 @@ def _live_control(args):
     return store, presets, mapping
 
 
+def _similarity_filter(args):
+    from dreamcam.similarity import SimilarityFilter
+
+    if args.similarity_filter is None:
+        return None
+    if not 0.0 < args.similarity_filter <= 1.0:
+        raise ConfigError(f"--similarity-filter takes a cosine similarity in (0, 1], e.g. 0.98; got {args.similarity_filter}")
+    if args.max_skip_frames < 0:
+        raise ConfigError(f"--max-skip-frames must be >= 0, got {args.max_skip_frames}")
+    return SimilarityFilter(args.similarity_filter, args.max_skip_frames)
+
+
 def cmd_run(args) -> int:
     from dreamcam.backends import make_backend
     from dreamcam.controls import Controller
@@ -173,6 +188,7 @@ def cmd_run(args) -> int:
     check_size("width", args.width)
     check_size("height", args.height)
     t_index = _t_index_list(args, store.get("strength"))
+    similarity = _similarity_filter(args)
     cam_w, cam_h = parse_size(args.camera_size)
     source = open_source(
         args.source, width=cam_w, height=cam_h, fps=args.fps, mirror=args.mirror, fourcc="MJPG" if args.mjpg else None
@@ -213,7 +229,7 @@ def cmd_run(args) -> int:
         stack.enter_context(source)
         runner = Runner(
             source, backend, sinks, width=args.width, height=args.height, controller=controller,
-            frames=args.frames, fit_mode=args.fit, on_status=_status_printer(),
+            frames=args.frames, fit_mode=args.fit, on_status=_status_printer(), similarity=similarity,
         )
         if not args.no_osc:
             osc = stack.enter_context(

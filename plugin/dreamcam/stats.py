@@ -33,6 +33,7 @@ class RunStats:
     def __init__(self) -> None:
         self.frames = 0  # frames the engine turned out
         self.repeats = 0  # frames re-sent while the source gave nothing (last good / no signal)
+        self.skipped_similar = 0  # frames the similarity filter answered with the last output
         self.engine_ms: deque[float] = deque(maxlen=2000)
         self.latency_ms: deque[float] = deque(maxlen=2000)
         self.out_rate = RateMeter()
@@ -64,4 +65,5 @@ class RunStats:
             "latency_p50_ms": round(percentile(self.latency_ms, 50), 3),
             "latency_p99_ms": round(percentile(self.latency_ms, 99), 3),
             "repeated_frames": self.repeats,
+            "skipped_similar": self.skipped_similar,
         }
