@@ -267,16 +267,25 @@ def _install_signal_handlers(runner) -> None:
             signal.signal(sig, handler)
 
 
+STATUS_LOG_EVERY_S = 10.0  # without a terminal (a service, a log file): one status line this often
+
+
 def _status_printer():
-    if not sys.stderr.isatty():
-        return None
+    """On a terminal, one live line rewritten in place; elsewhere a plain line every 10 s."""
+    tty = sys.stderr.isatty()
+    last = [0.0]
 
     def show(st: dict) -> None:
-        sys.stderr.write(
-            f"\r{st['fps']:6.1f} fps | engine {st['engine_ms']:6.1f} ms | latency {st['latency_ms']:6.1f} ms "
+        now = time.monotonic()
+        if not tty and now - last[0] < STATUS_LOG_EVERY_S:
+            return
+        last[0] = now
+        line = (
+            f"{st['fps']:6.1f} fps | engine {st['engine_ms']:6.1f} ms | latency {st['latency_ms']:6.1f} ms "
             f"| in {st['input_fps']:5.1f} fps | dropped {st['dropped']}"
-            f"{' | BYPASS' if st['bypass'] else ''}{' | NO SIGNAL (reconnecting)' if st['signal_lost'] else ''}   "
+            f"{' | BYPASS' if st['bypass'] else ''}{' | NO SIGNAL (reconnecting)' if st['signal_lost'] else ''}"
         )
+        sys.stderr.write(f"\r{line}   " if tty else f"dreamcam: {line}\n")
         sys.stderr.flush()
 
     return show
