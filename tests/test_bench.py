@@ -39,6 +39,26 @@ def test_live_loop_mode_times_a_moving_pattern(capsys):
     assert pattern.frame(0).shape == (48, 64, 3) and (pattern.frame(0) != pattern.frame(1)).any()
 
 
+def test_profile_lists_where_the_frame_time_goes(capsys):
+    args = _args("--model", "tiny", "--device", "cpu", "--frames", "2", "--warmup", "0", "--width", "64",
+                 "--height", "64", "--profile", "3", "--json")
+    assert bench.run(args) == 0
+    prof = json.loads(capsys.readouterr().out)["profile"]
+    assert 0 < len(prof) <= 15
+    shares = [row["share"] for row in prof]
+    assert shares == sorted(shares, reverse=True) and sum(shares) <= 1.0001
+    assert any("conv" in row["name"] for row in prof)  # a UNet/VAE frame is mostly convolutions
+    assert all(row["ms_per_frame"] > 0 and row["calls_per_frame"] > 0 for row in prof)
+
+
+def test_bypass_mode_reports_the_loop_rate(capsys):
+    args = _args("--bypass", "--seconds", "1", "--json")
+    assert bench.run(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["mode"] == "bypass" and r["loop_fps"] > 0 and r["camera_fps"] > 0
+    assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"]
+
+
 def test_summary_percentiles():
     s = bench.summarize([1.0] * 98 + [10.0, 20.0], wall_s=0.5)
     assert s["fps"] == 200.0 and s["p50_ms"] == 1.0 and s["p99_ms"] > 9.0

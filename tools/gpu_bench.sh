@@ -47,6 +47,9 @@ bench turbo512      $ARCH1 --steps 1 --t-index-list 35 --width $S --height $S --
 bench sd15_512x4    $ARCH2 --t-index-list 0,16,32,45 --cfg-type self --guidance 1.4 --width $S --height $S --peer
 bench turbo768x448  $ARCH1 --steps 1 --t-index-list 35 --width $W2 --height $H2 --peer
 bench turbo512_warm $ARCH1 --steps 1 --t-index-list 35 --width $S --height $S
+# where the milliseconds go: compiled kernels launched one by one (a replayed graph hides them)
+[ -n "${PROFILE:-}" ] && bench turbo512_profile $ARCH1 --steps 1 --t-index-list 35 --width $S --height $S \
+  --no-cuda-graph --frames 30 --profile 20
 
 $PY - "$OUT" <<'PYEOF' | tee -a "$OUT/log.txt"
 import json, pathlib, sys

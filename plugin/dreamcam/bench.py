@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=2)
     p.add_argument("--peer", action="store_true", help="also time StreamDiffusion 0.1.1 on the same modules")
     p.add_argument("--loop", action="store_true", help="also time a live loop (test pattern -> engine -> dropped)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing, profile N more frames and list the kernels/ops that take the time "
+                        "(use with --no-cuda-graph: a replayed graph hides its kernels)")
     p.add_argument("--bypass", action="store_true",
                    help="time the live loop itself, no model: 1280x720 test pattern -> 512x512 -> 1280x720 virtual camera, one core")
     p.add_argument("--osc", action="store_true",
@@ -302,6 +305,8 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     backend, result["dreamcam"] = side(make_dreamcam, lambda b: b.process)
     result["backend"] = backend.name
     try:
+        if args.profile:
+            result["profile"] = profile_frames(backend.process, frames, args.profile, device)
         if args.loop:
             pattern = TestPattern(args.width, args.height)
             result["loop"] = time_frames(lambda i: backend.process(pattern.frame(i)), args.frames, args.warmup)
@@ -312,6 +317,31 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         result["ratio_fps"] = round(result["dreamcam"]["fps"] / result["peer"]["fps"], 3)
         result["ratio_p50"] = round(result["peer"]["p50_ms"] / result["dreamcam"]["p50_ms"], 3)
     return result
+
+
+def profile_frames(process: Callable, frames: list, n: int, device: str, top: int = 15) -> list[dict[str, Any]]:
+    """Where a frame's time goes: the `top` ops/kernels by self time (device time on CUDA),
+    in milliseconds per frame and as a share of all self time over `n` profiled frames."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(n):
+            process(frames[i % len(frames)])
+        _cuda_sync(device)
+    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    total = sum(getattr(e, key) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    return [
+        {
+            "name": e.key[:100],
+            "ms_per_frame": round(getattr(e, key) / 1000.0 / n, 4),
+            "share": round(getattr(e, key) / total, 4),
+            "calls_per_frame": round(e.count / n, 2),
+        }
+        for e in events[:top]
+    ]
 
 
 def bench_bypass(args: argparse.Namespace) -> dict[str, Any]:
