@@ -23,7 +23,7 @@ def test_run_tiny_testpattern_to_file(tmp_path):
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
     r = dreamcam(
         "run", "--model", "tiny", "--source", "testpattern", "--sink", f"file:{out}",
-        "--frames", "30", "--width", "128", "--height", "96", "--stats-json", str(stats),
+        "--frames", "30", "--width", "128", "--height", "96", "--stats-json", str(stats), "--osc-port", "0",
     )
     assert r.returncode == 0, r.stderr
     cap = cv2.VideoCapture(str(out))

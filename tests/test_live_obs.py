@@ -33,7 +33,7 @@ def test_file_to_udp_and_recorder_shows_in_obs(tmp_path):
     port = free_port(socket.SOCK_DGRAM)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "plugin"), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "dreamcam", "run", "--model", "tiny", "--source", f"file:{clip}",
-           "--sink", f"udp://127.0.0.1:{port}", "--sink", f"file:{rec}", "--width", "128", "--height", "128"]
+           "--sink", f"udp://127.0.0.1:{port}", "--sink", f"file:{rec}", "--width", "128", "--height", "128", "--osc-port", "0"]
     with ObsStudio() as studio:
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         try:

@@ -112,7 +112,7 @@ def test_sigterm_stops_within_a_second(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "plugin"), "HF_HUB_OFFLINE": "1"}
     p = subprocess.Popen(
         [sys.executable, "-m", "dreamcam", "run", "--model", "tiny", "--source", "testpattern", "--sink", "null",
-         "--width", "64", "--height", "64", "--stats-json", str(stats)],
+         "--width", "64", "--height", "64", "--stats-json", str(stats), "--osc-port", "0"],
         stderr=subprocess.PIPE, text=True, env=env,
     )
     try:

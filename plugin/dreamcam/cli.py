@@ -209,9 +209,21 @@ def cmd_run(args) -> int:
     device, dtype = resolve_device(args.device)
 
     with contextlib.ExitStack() as stack:
-        # 2. Outputs open before the slow model load, so a missing virtual camera is said at once
+        # 2. Outputs and OSC open before the slow model load, so a missing virtual camera is said at once
         for sink in sinks:
             stack.enter_context(sink)
+
+        # OSC listens from here on (a busy port is said before the slow load); what arrives while
+        # the model loads waits in the store and applies at the first frame
+        if not args.no_osc:
+            osc = stack.enter_context(
+                OscServer(
+                    store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow,
+                    status=lambda: runner.status() if runner is not None else {"loading": True},
+                    presets=presets, feedback=args.osc_feedback, mapping=mapping,
+                )
+            )
+            _say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
 
         # 3. Model, engine and backend
         pipe = _load_model(args, device, dtype)
@@ -231,14 +243,6 @@ def cmd_run(args) -> int:
             source, backend, sinks, width=args.width, height=args.height, controller=controller,
             frames=args.frames, fit_mode=args.fit, on_status=_status_printer(), similarity=similarity,
         )
-        if not args.no_osc:
-            osc = stack.enter_context(
-                OscServer(
-                    store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow, status=runner.status,
-                    presets=presets, feedback=args.osc_feedback, mapping=mapping,
-                )
-            )
-            _say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
         _install_signal_handlers(runner)
         _say(f"live: {args.source} -> {', '.join(args.sink or ['virtualcam'])} (Ctrl-C to stop)")
         summary = runner.run()
