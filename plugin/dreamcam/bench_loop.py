@@ -10,8 +10,10 @@ figure is dreamcam's own cost, not the OS's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 import time
 
 import numpy as np
@@ -44,13 +46,17 @@ class DiscardCamera:
         return encode_fourcc(pyvirtualcam.PixelFormat.RGB.value)
 
 
-def register_discard_backend() -> str:
+@contextlib.contextmanager
+def discard_backend() -> Iterator[str]:
+    """The discard backend, registered for the benchmark only (it never shows up as a camera)."""
     import pyvirtualcam
     from pyvirtualcam.camera import BACKENDS
 
-    if BENCH_BACKEND not in BACKENDS:
-        pyvirtualcam.register_backend(BENCH_BACKEND, DiscardCamera)
-    return BENCH_BACKEND
+    pyvirtualcam.register_backend(BENCH_BACKEND, DiscardCamera)
+    try:
+        yield BENCH_BACKEND
+    finally:
+        BACKENDS.pop(BENCH_BACKEND, None)
 
 
 def bench_bypass(
@@ -70,17 +76,16 @@ def bench_bypass(
     from dreamcam.sources import TestPatternSource
 
     pinned = None
+    cv_threads = cv2.getNumThreads()
     if one_core and hasattr(os, "sched_setaffinity"):
         pinned = min(os.sched_getaffinity(0))
         previous = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {pinned})  # threads started below inherit it
         cv2.setNumThreads(1)
     try:
-        backend = register_discard_backend()
         # an output rate far above the loop's, so every frame the loop makes is sent
-        sink = VirtualCamSink(*output_size, fps=10_000.0, backend=backend)
         source = TestPatternSource(*input_size, fps=SOURCE_FPS)
-        with sink, source:
+        with discard_backend() as backend, VirtualCamSink(*output_size, fps=10_000.0, backend=backend) as sink, source:
             runner = Runner(source, None, [sink], width=engine_size[0], height=engine_size[1], controller=Bypass())
             timer = threading.Timer(seconds, runner.stop)
             timer.start()
@@ -92,6 +97,7 @@ def bench_bypass(
     finally:
         if pinned is not None:
             os.sched_setaffinity(0, previous)
+            cv2.setNumThreads(cv_threads)
     lat = np.asarray(list(sink.latencies_ms), dtype=np.float64)
     return {
         "mode": "bypass",
