@@ -10,6 +10,7 @@ from dreamcam import StreamEngine, tiny_pipeline
 from dreamcam.backends import choose_backend, make_backend
 from dreamcam.backends.step import (
     DeviceFrameStep,
+    GraphedStep,
     StateSnapshot,
     TinyVaeCalls,
     check_capturable,
@@ -64,6 +65,25 @@ def test_gpu_backends_refuse_a_cpu_engine_with_one_clear_line(pipe, name):
         make_backend(name, _engine(pipe, (35,), "none"))
 
 
+def test_graphed_step_path_equals_eager_and_its_warm_up_leaves_no_trace(pipe):
+    """The compiled and TensorRT backends' shared frame path, run on the CPU (no stream or graph)."""
+    ref, eng = _engine(pipe), _engine(pipe)
+    rng = np.random.default_rng(1)
+    with swap_modules(eng, eng.unet, TinyVaeCalls(eng.vae, eng.vae.encoder, eng.vae.decoder)):
+        run = GraphedStep(eng, warmup=3)
+        assert run.graph is None and run.stream is None
+        for i in range(6):
+            frame = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            np.testing.assert_array_equal(run.process(frame), ref.img2img(frame))
+            if i == 2:
+                for e in (ref, eng):
+                    e.set_strength(0.8)
+                    e.set_seed(11)
+        with pytest.raises(ConfigError, match="uint8 numpy frame of shape"):
+            run.process(np.zeros((32, 32, 3), np.uint8))
+        run.close()
+
+
 def test_device_step_equals_eager_img2img_across_frames_and_live_changes(pipe):
     ref, eng = _engine(pipe), _engine(pipe)
     check_capturable(eng, "compiled")
@@ -110,10 +130,10 @@ def test_compiled_backend_follows_eager_and_live_changes_need_no_recapture():
     ref = engine()
     frames = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(5)]
     with make_backend("compiled", engine(), compile=False) as b:
-        graph = b._graph
+        graph = b._run.graph
         for i, f in enumerate(frames):
             assert np.abs(b.process(f).astype(int) - ref.img2img(f).astype(int)).max() <= 2
             if i == 1:
                 for e in (ref, b.engine):
                     e.set_strength(0.9)
-        assert b._graph is graph
+        assert b._run.graph is graph

@@ -21,14 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.backends.step import (
-    DeviceFrameStep,
-    StateSnapshot,
-    TinyVaeCalls,
-    check_capturable,
-    check_frame,
-    swap_modules,
-)
+from dreamcam.backends.step import GraphedStep, TinyVaeCalls, check_capturable, swap_modules
 from dreamcam.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -68,7 +61,6 @@ class CompiledBackend:
         check_capturable(engine, self.name)
         self.engine = engine
         self._closed = False
-        self._graph: torch.cuda.CUDAGraph | None = None
         t0 = time.perf_counter()
 
         # 2. Kernels: fp16 weights in channels-last; convolutions autotuned once per shape
@@ -82,28 +74,9 @@ class CompiledBackend:
         self._swap = swap_modules(engine, unet, TinyVaeCalls(engine.vae, enc, dec))
         self._swap.__enter__()
 
-        # 3. Buffers: device frames the graph reads and writes, pinned host frames around them
-        self.step = DeviceFrameStep(engine)
-        self.stream = torch.cuda.Stream(device=engine.device)
-        self._in_host = torch.empty(self.step.frames_in.shape, dtype=torch.uint8).pin_memory()
-        self._out_host = torch.empty(self.step.frames_out.shape, dtype=torch.uint8).pin_memory()
-        self._in_np, self._out_np = self._in_host.numpy(), self._out_host.numpy()
-
-        # 4. Warm up (compiles), capture, then undo the warm-up frames' effect on the stream state
-        snapshot = StateSnapshot(engine)
-        self.stream.wait_stream(torch.cuda.current_stream(engine.device))
-        with torch.cuda.stream(self.stream):
-            for _ in range(max(1, warmup)):
-                self.step()
-        self.stream.synchronize()
-        self.compile_s = round(time.perf_counter() - t0, 2)
-        if cuda_graph:
-            self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph, stream=self.stream):
-                self.step()
-            self.stream.synchronize()
-        snapshot.restore()
-        torch.cuda.synchronize(engine.device)
+        # 3. Warm up (compiles), capture, undo the warm-up frames' effect on the stream state
+        self._run = GraphedStep(engine, warmup=warmup, cuda_graph=cuda_graph)
+        self.compile_s = round(self._run.warm_at - t0, 2)
         self.startup_s = round(time.perf_counter() - t0, 2)
         log.info("compiled backend ready in %.1f s (compile+warm-up %.1f s, CUDA graph %s)",
                  self.startup_s, self.compile_s, "on" if cuda_graph else "off")
@@ -112,27 +85,13 @@ class CompiledBackend:
         """uint8 (H, W, 3) RGB at the engine size -> uint8 (H, W, 3) RGB."""
         if self._closed:
             raise RuntimeError("the compiled backend is closed")
-        frames = check_frame(self.engine, frame)
-        np.copyto(self._in_np, frames)
-        # setters ran on the default stream between frames: order them before this frame
-        self.stream.wait_stream(torch.cuda.current_stream(self.engine.device))
-        with torch.cuda.stream(self.stream):
-            self.step.frames_in.copy_(self._in_host, non_blocking=True)
-            if self._graph is not None:
-                self._graph.replay()
-            else:
-                self.step()
-            self._out_host.copy_(self.step.frames_out, non_blocking=True)
-        self.stream.synchronize()
-        out = self._out_np.copy()
-        return out[0] if self.engine.frame_buffer_size == 1 else out
+        return self._run.process(frame)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        torch.cuda.synchronize(self.engine.device)
-        self._graph = None
+        self._run.close()
         self._swap.__exit__(None, None, None)
 
     def __enter__(self) -> CompiledBackend:

@@ -9,6 +9,7 @@ captured in a CUDA graph. `swap_modules` lets a backend replace the engine's UNe
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -110,3 +111,74 @@ class StateSnapshot:
     def restore(self) -> None:
         for live, saved in self._pairs:
             live.copy_(saved)
+
+
+class GraphedStep:
+    """The frame path the compiled and TensorRT backends share.
+
+    A `DeviceFrameStep` between pinned host buffers, run on its own CUDA stream: warm-up frames
+    (compilation happens in the first), then optionally one CUDA-graph capture, then the engine's
+    carried state is restored so the warm-up leaves no trace. `process` copies a frame in,
+    replays (or runs) the step and copies the result out. On a CPU engine the same code runs with
+    no stream, pinning or graph, so the path is testable without a GPU.
+    """
+
+    def __init__(self, engine: Any, *, warmup: int = 1, cuda_graph: bool = True) -> None:
+        self.engine = engine
+        self.step = DeviceFrameStep(engine)
+        cuda = engine.device.type == "cuda"
+        self.stream = torch.cuda.Stream(device=engine.device) if cuda else None
+        self._in_host = torch.empty(self.step.frames_in.shape, dtype=torch.uint8)
+        self._out_host = torch.empty(self.step.frames_out.shape, dtype=torch.uint8)
+        if cuda:
+            self._in_host, self._out_host = self._in_host.pin_memory(), self._out_host.pin_memory()
+        self._in_np, self._out_np = self._in_host.numpy(), self._out_host.numpy()
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+        snapshot = StateSnapshot(engine)
+        with self._on_stream():
+            for _ in range(max(1, warmup)):
+                self.step()
+        self._sync()
+        self.warm_at = time.perf_counter()
+        if cuda_graph and cuda:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=self.stream):
+                self.step()
+            self._sync()
+        snapshot.restore()
+        if cuda:
+            torch.cuda.synchronize(engine.device)
+
+    @contextlib.contextmanager
+    def _on_stream(self) -> Iterator[None]:
+        if self.stream is None:
+            yield
+            return
+        # setters ran on the default stream between frames: order them before this frame
+        self.stream.wait_stream(torch.cuda.current_stream(self.engine.device))
+        with torch.cuda.stream(self.stream):
+            yield
+
+    def _sync(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) RGB at the engine size (or (F, H, W, 3)) -> the same shape."""
+        np.copyto(self._in_np, check_frame(self.engine, frame))
+        with self._on_stream():
+            self.step.frames_in.copy_(self._in_host, non_blocking=True)
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self.step()
+            self._out_host.copy_(self.step.frames_out, non_blocking=True)
+        self._sync()
+        out = self._out_np.copy()
+        return out[0] if self.engine.frame_buffer_size == 1 else out
+
+    def close(self) -> None:
+        if self.stream is not None:
+            torch.cuda.synchronize(self.engine.device)
+        self.graph = None

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.backends.step import DeviceFrameStep, StateSnapshot, TinyVaeCalls, check_capturable, check_frame, swap_modules
+from dreamcam.backends.step import GraphedStep, TinyVaeCalls, check_capturable, swap_modules
 from dreamcam.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,6 @@ class TensorRTBackend:
         check_capturable(engine, self.name)
         self.engine = engine
         self._closed = False
-        self._graph = None
         t0 = time.perf_counter()
         plans = ensure_plans(engine, Path(folder) if folder else None)
         dev, f = engine.device, engine.frame_buffer_size
@@ -263,21 +262,7 @@ class TensorRTBackend:
         self._swap = swap_modules(engine, unet_call, vae)
         self._swap.__enter__()
 
-        self.step = DeviceFrameStep(engine)
-        self.stream = torch.cuda.Stream(device=dev)
-        self._in_host = torch.empty(self.step.frames_in.shape, dtype=torch.uint8).pin_memory()
-        self._out_host = torch.empty(self.step.frames_out.shape, dtype=torch.uint8).pin_memory()
-        self._in_np, self._out_np = self._in_host.numpy(), self._out_host.numpy()
-        snapshot = StateSnapshot(engine)
-        with torch.cuda.stream(self.stream):
-            self.step()
-        self.stream.synchronize()
-        if cuda_graph:
-            self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph, stream=self.stream):
-                self.step()
-            self.stream.synchronize()
-        snapshot.restore()
+        self._run = GraphedStep(engine, warmup=1, cuda_graph=cuda_graph)
         self.startup_s = round(time.perf_counter() - t0, 2)
         log.info("tensorrt backend ready in %.1f s", self.startup_s)
 
@@ -285,22 +270,13 @@ class TensorRTBackend:
         """uint8 (H, W, 3) RGB at the engine size -> uint8 (H, W, 3) RGB."""
         if self._closed:
             raise RuntimeError("the tensorrt backend is closed")
-        np.copyto(self._in_np, check_frame(self.engine, frame))
-        self.stream.wait_stream(torch.cuda.current_stream(self.engine.device))
-        with torch.cuda.stream(self.stream):
-            self.step.frames_in.copy_(self._in_host, non_blocking=True)
-            self._graph.replay() if self._graph is not None else self.step()
-            self._out_host.copy_(self.step.frames_out, non_blocking=True)
-        self.stream.synchronize()
-        out = self._out_np.copy()
-        return out[0] if self.engine.frame_buffer_size == 1 else out
+        return self._run.process(frame)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        torch.cuda.synchronize(self.engine.device)
-        self._graph = None
+        self._run.close()
         self._swap.__exit__(None, None, None)
         self._trt = ()
 
