@@ -19,15 +19,15 @@ frame follows exactly the trajectory it would have with frame_buffer_size=1.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from dreamcam.errors import ConfigError
+from dreamcam.models import _quiet_imports, move_pipeline, quiet_loggers
 from dreamcam.schedule import (  # noqa: F401  (strength_to_t_index_list, check_t_index_list: re-exported)
     check_finite,
     check_size,
@@ -84,8 +84,6 @@ class StreamEngine:
         self.t_index_list = check_t_index_list(t_index_list)
 
         # 2. Components, device and precision
-        from dreamcam.models import _quiet_imports, move_pipeline
-
         _quiet_imports()
         from diffusers import LCMScheduler
 
@@ -234,7 +232,7 @@ class StreamEngine:
         self._warn_if_truncated(prompt)
         need_uncond = self.uncond_rows > 0
         # our own warning above replaces the per-call ones of diffusers and the tokenizer
-        with _quiet_loggers(
+        with quiet_loggers(
             "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion", "transformers.tokenization_utils_base"
         ):
             cond, uncond = self.pipe.encode_prompt(
@@ -493,19 +491,6 @@ class StreamEngine:
         y = self.decode_image(self.predict_x0_batch(latent.to(self.device, self.dtype)))
         out = to_uint8_frames(y).numpy()
         return out[0] if f == 1 else out
-
-
-@contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def to_model_input(frames: torch.Tensor, device, dtype) -> torch.Tensor:

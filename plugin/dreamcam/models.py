@@ -140,13 +140,8 @@ def move_pipeline(pipe: Any, device: str | torch.device | None, dtype: torch.dty
     device = torch.device(device) if device is not None else cur_device
     dtype = dtype or cur_dtype
     if (device, dtype) != (cur_device, cur_dtype):
-        diffusers_log = logging.getLogger("diffusers")
-        level = diffusers_log.level
-        diffusers_log.setLevel(logging.ERROR)
-        try:
+        with quiet_loggers("diffusers"):
             pipe.to(device=device, dtype=dtype)
-        finally:
-            diffusers_log.setLevel(level)
     return pipe
 
 
@@ -232,6 +227,7 @@ def _mismatch(e: BaseException) -> str:
 
 @contextlib.contextmanager
 def quiet_loggers(*loggers: str) -> Iterator[None]:
+    """Silence these loggers for the block (their chatter is replaced by dreamcam's own message)."""
     saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
     for logger, _ in saved:
         logger.setLevel(logging.CRITICAL)
