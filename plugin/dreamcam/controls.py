@@ -15,8 +15,6 @@ A prompt without `|` is used as written (so `"16:9 film still"` keeps its colon)
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,30 +25,10 @@ import torch
 
 from dreamcam.errors import ConfigError
 from dreamcam.params import ParamStore
+from dreamcam.prompts import MAX_BLEND_PARTS, parse_prompt  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-MAX_BLEND_PARTS = 16
-_WEIGHT = re.compile(r"^(?P<text>.*?)\s*:\s*(?P<w>\d+(?:\.\d*)?|\.\d+)\s*$", re.DOTALL)
-
-
-def parse_prompt(prompt: str) -> list[tuple[str, float]]:
-    """Split a prompt into (text, weight) parts whose weights sum to 1 (see the module doc)."""
-    if "|" not in prompt:
-        return [(prompt, 1.0)]
-    parts = []
-    for raw in prompt.split("|"):
-        m = _WEIGHT.match(raw)
-        text, w = (m["text"].strip(), float(m["w"])) if m else (raw.strip(), 1.0)
-        if not text:
-            raise ConfigError(f"prompt blend part {raw!r} has no text; write 'a cat:0.7 | a dog:0.3'")
-        parts.append((text, w))
-    if len(parts) > MAX_BLEND_PARTS:
-        raise ConfigError(f"a prompt blend has at most {MAX_BLEND_PARTS} parts, got {len(parts)}")
-    total = sum(w for _, w in parts)
-    if not math.isfinite(total) or total <= 0:
-        raise ConfigError(f"prompt blend weights must be finite and not all 0, got {[w for _, w in parts]}")
-    return [(t, w / total) for t, w in parts]
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

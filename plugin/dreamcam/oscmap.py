@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dreamcam.controls import parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.params import PARAMS
 from dreamcam.presets import load_toml
+from dreamcam.prompts import parse_prompt
 
 RESERVED_PREFIX = "/dreamcam/"
 

@@ -11,7 +11,7 @@ of `prompt`, `negative_prompt` (text, at most 4,096 characters), `strength` (0..
     transition = 1.5
 
     ["neon city"]                 # names with spaces are quoted
-    prompt = "a neon city at night:0.7 | rain:0.3"   # weighted blend, see controls.parse_prompt
+    prompt = "a neon city at night:0.7 | rain:0.3"   # weighted blend, see prompts.parse_prompt
     negative_prompt = "blurry"
     seed = 7
 
@@ -69,7 +69,7 @@ def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, A
             except ConfigError as e:
                 raise ConfigError(f"{at}: preset {name!r}: {e}") from None
         if "prompt" in values:
-            from dreamcam.controls import parse_prompt
+            from dreamcam.prompts import parse_prompt
 
             try:
                 parse_prompt(values["prompt"])
