@@ -252,6 +252,7 @@ def test_video_file_through_each_kind_of_backend(tiny_pipe, tmp_path, kind):
     with sink, src:
         summary = Runner(src, backend, [sink], width=SIZE, height=SIZE, frames=4, pipeline=True).run()
     assert summary["frames"] == 4 and len(sink.frames) == 4
+    assert summary["pipelined_frames"] == (0 if kind == "process-only" else 4), summary
     assert (summary["overlapped_frames"] > 0) == (kind != "process-only"), summary
     framing = device_framed if kind == "graphed" else (lambda im: fit(im, SIZE, SIZE))
     assert_same(sink.frames, replay(tiny_pipe, lambda i: images[i % len(images)], sink.frames, frame=framing))

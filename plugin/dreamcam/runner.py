@@ -25,7 +25,8 @@ never reaches a frame already running: it applies from the next frame submitted.
 Stats: engine_ms is, per frame, the wall time the backend held it: `process` in the synchronous
 path; from `submit` to the end of `collect` in the pipelined path, which includes the time it
 queued behind the frame ahead (so it can exceed 1000/fps; fps is the throughput).
-`overlapped_frames` counts frames submitted while the one ahead was still in flight.
+The summary's `pipelined_frames` counts frames that took the pipelined path, `overlapped_frames`
+those submitted while the frame ahead was still in flight.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ class Runner:
         self.no_signal_after = no_signal_after
         self.similarity = similarity
         self.pipeline = pipeline
-        self.overlapped = 0  # frames submitted while the frame ahead was still in flight
+        self.submitted = 0  # frames that took the pipelined path (submit / collect)
+        self.overlapped = 0  # of those, frames submitted while the frame ahead was still in flight
         self._last_out: np.ndarray | None = None
         self.stats = RunStats()
         self._stop = threading.Event()
@@ -206,6 +208,7 @@ class Runner:
     def _submit(self, frame: Frame) -> tuple[Frame, float]:
         t0 = time.perf_counter()
         self.backend.submit(frame.image, self.fit_mode)
+        self.submitted += 1
         return frame, t0
 
     def _collect(self, frame: Frame, t_submit: float) -> np.ndarray:
@@ -269,6 +272,7 @@ class Runner:
                 "reconnects": int(getattr(self.source, "reconnects", 0)),
                 "dropped_output": int(sum(sink.dropped for sink in self.sinks)),
                 "backend": getattr(self.backend, "name", type(self.backend).__name__),
+                "pipelined_frames": self.submitted,
                 "overlapped_frames": self.overlapped,
                 "sinks": {f"{i}:{sink.kind}": sink.written for i, sink in enumerate(self.sinks)},
             }
