@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from dreamcam import StreamEngine
 from dreamcam.backends.eager import EagerBackend
 from dreamcam.backends.step import DEPTH, FramePipeline, GraphedStep

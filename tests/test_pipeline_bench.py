@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from dreamcam import StreamEngine
 from dreamcam.backends.eager import EagerBackend
 from dreamcam.bench_loop import bench_live_loop, time_pipelined

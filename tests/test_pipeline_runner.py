@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from dreamcam import StreamEngine
 from dreamcam.backends.eager import EagerBackend
 from dreamcam.backends.step import FramePipeline, GraphedStep
