@@ -1,11 +1,17 @@
-"""`dreamcam bench --bypass`: what the live loop itself costs, with no model in the way.
+"""Benchmarks of the live loop (the CLI's `dreamcam bench` calls these).
 
-A 1280x720 test pattern, captured at 240 fps (a fast camera: an unpaced pattern would spend
-the core on frames nobody takes), goes through the real
-runner (framing to the engine size, bypass instead of the engine) into the real virtual-camera
-sink (framing to 1280x720, pyvirtualcam's `Camera.send`). The only stand-in is the camera
-driver: a pyvirtualcam backend registered here that takes each frame and discards it, so the
-figure is dreamcam's own cost, not the OS's.
+- `bench_bypass` (`dreamcam bench --bypass`): what the loop itself costs, with no model in the
+  way. A 1280x720 test pattern, captured at 240 fps (a fast camera: an unpaced pattern would
+  spend the core on frames nobody takes), goes through the real runner (framing to the engine
+  size, bypass instead of the engine) into the real virtual-camera sink (framing to 1280x720,
+  pyvirtualcam's `Camera.send`). The only stand-in is the camera driver: a pyvirtualcam
+  backend registered here that takes each frame and discards it, so the figure is dreamcam's
+  own cost, not the OS's.
+- `bench_live_loop` (`dreamcam bench --loop`): a test pattern at capture size through the real
+  `Runner` and a backend into a null sink: the same frame path as `dreamcam run`, pipelined
+  (submit k+1 before collecting k) where the backend overlaps, framing included.
+- `time_pipelined`: the engine alone, pipelined: frame i+1 submitted before frame i is
+  collected, as the runner does when the engine is the bottleneck.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
 import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -117,4 +125,96 @@ def bench_bypass(
         "latency_p99_ms": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
         "dropped_input": summary["dropped_input"],
         "target": ">= 200 fps on one core; < 1 frame (33.3 ms at 30 fps) of added latency",
+    }
+
+
+def time_pipelined(backend: Any, frames: Sequence[np.ndarray], n: int, warmup: int) -> dict:
+    """Engine-only pipelined throughput of `backend` over `frames` (uint8 (H, W, 3) RGB, any size,
+    used in turn): `warmup` frames untimed, then `n` timed, each submitted before the one ahead
+    is collected (at most two in flight). Returns frames, fps (n / wall seconds of the timed run),
+    p50_ms / p99_ms / mean_ms (per frame: from its submit to the end of its collect, which
+    includes queueing behind the frame ahead) and pipelined (False: the backend has only
+    `process`, timed one frame at a time)."""
+    from dreamcam.bench import summarize
+
+    if n < 1 or warmup < 0 or not frames:
+        raise ValueError(f"need n >= 1, warmup >= 0 and at least one frame; got n={n}, warmup={warmup}, "
+                         f"{len(frames)} frames")
+    if not (hasattr(backend, "submit") and hasattr(backend, "collect")):
+        step = backend.process
+        for i in range(warmup):
+            step(frames[i % len(frames)])
+        ms, t_run = [], time.perf_counter()
+        for i in range(n):
+            t0 = time.perf_counter()
+            step(frames[i % len(frames)])
+            ms.append((time.perf_counter() - t0) * 1e3)
+        return dict(summarize(ms, time.perf_counter() - t_run), pipelined=False)
+    _pipelined_frames(backend, frames, warmup, [])
+    ms: list[float] = []
+    t_run = time.perf_counter()
+    _pipelined_frames(backend, frames, n, ms)
+    return dict(summarize(ms, time.perf_counter() - t_run), pipelined=True)
+
+
+def _pipelined_frames(backend: Any, frames: Sequence[np.ndarray], count: int, ms: list[float]) -> None:
+    """Run `count` frames two deep; append each one's submit -> collect milliseconds to `ms`."""
+    submitted: deque[float] = deque()
+    for i in range(count):
+        submitted.append(time.perf_counter())
+        backend.submit(frames[i % len(frames)])
+        if len(submitted) == 2:
+            backend.collect()
+            ms.append((time.perf_counter() - submitted.popleft()) * 1e3)
+    while submitted:
+        backend.collect()
+        ms.append((time.perf_counter() - submitted.popleft()) * 1e3)
+
+
+def bench_live_loop(
+    backend: Any,
+    *,
+    width: int,
+    height: int,
+    frames: int = 200,
+    warmup: int = 10,
+    input_size: tuple[int, int] = (1280, 720),
+    source_fps: float = 480.0,
+    pipeline: bool | None = None,
+) -> dict:
+    """The live loop as `dreamcam run` runs it: a moving test pattern of `input_size` (w, h)
+    captured at `source_fps` (faster than the engine, so the engine sets the pace) -> `Runner`
+    (framing to width x height, `backend`, pipelined where it overlaps) -> a null sink.
+
+    `warmup` frames run first, then `frames` are timed. Returns frames, fps (frames / wall
+    seconds), p50_ms / p99_ms (the runner's engine_ms: per frame, the time the backend held
+    it), latency_p50_ms / latency_p99_ms (capture -> handed to the sink), pipelined,
+    overlapped_frames and dropped_input (captured frames the loop never took).
+    """
+    from dreamcam.runner import Runner
+    from dreamcam.sinks import NullSink
+    from dreamcam.sources import TestPatternSource
+
+    if frames < 1 or warmup < 0:
+        raise ValueError(f"need frames >= 1 and warmup >= 0; got {frames} and {warmup}")
+    source = TestPatternSource(*input_size, fps=source_fps)
+    with NullSink(width, height) as sink, source:
+        if warmup:
+            Runner(source, backend, [sink], width=width, height=height, frames=warmup, pipeline=pipeline).run()
+        runner = Runner(source, backend, [sink], width=width, height=height, frames=frames, pipeline=pipeline)
+        dropped0 = source.dropped
+        t0 = time.perf_counter()
+        summary = runner.run()
+        elapsed = time.perf_counter() - t0
+    return {
+        "frames": summary["frames"],
+        "fps": round(summary["frames"] / elapsed, 2),
+        "p50_ms": summary["p50_ms"],
+        "p99_ms": summary["p99_ms"],
+        "latency_p50_ms": summary["latency_p50_ms"],
+        "latency_p99_ms": summary["latency_p99_ms"],
+        "pipelined": summary["pipelined_frames"] > 0,
+        "overlapped_frames": summary["overlapped_frames"],
+        "dropped_input": source.dropped - dropped0,
+        "input": f"{input_size[0]}x{input_size[1]} @ {source_fps:g} fps",
     }

@@ -5,6 +5,28 @@
 The loop never queues: it takes the newest captured frame, applies pending parameter changes,
 frames it to the engine size, runs the backend and hands the result to every sink. While the
 source gives nothing, the sinks keep getting the last good frame, then a "no signal" card.
+
+Two frame paths:
+
+- synchronous: frame on the CPU (`frames.fit`), `backend.process`, emit. Used with bypass, with
+  a similarity filter (both need the engine-size image on the CPU), for a backend that has only
+  `process`, and where the backend does not overlap (eager, any CPU backend).
+- pipelined (`submit` / `collect`, see backends.step.GraphedStep): the captured frame goes to the
+  backend at its own size and is framed on the device. After submitting frame k the loop looks
+  (without waiting) for a newer captured frame; if there is one, its parameters are applied and
+  it is submitted before k is collected, so the host work on k+1 (copy into the pinned buffer,
+  upload, framing) overlaps the device's work on k. If there is none, k is collected at once:
+  no latency is added when the source, not the engine, sets the pace. At most two frames are
+  in flight and each is still the newest one captured when it was taken.
+
+Before every `controller.apply()` the loop calls the backend's `fence()`, so a parameter change
+never reaches a frame already running: it applies from the next frame submitted.
+
+Stats: engine_ms is, per frame, the wall time the backend held it: `process` in the synchronous
+path; from `submit` to the end of `collect` in the pipelined path, which includes the time it
+queued behind the frame ahead (so it can exceed 1000/fps; fps is the throughput).
+The summary's `pipelined_frames` counts frames that took the pipelined path, `overlapped_frames`
+those submitted while the frame ahead was still in flight.
 """
 
 from __future__ import annotations
@@ -12,6 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,7 +63,8 @@ class Runner:
 
     Args:
         source: a started `dreamcam.sources.Source`.
-        backend: an object with `process(uint8 (H, W, 3)) -> uint8 (H, W, 3)` (see backends).
+        backend: an object with `process(uint8 (H, W, 3)) -> uint8 (H, W, 3)` (see backends); when it
+            also has `submit(image, fit_mode)` / `collect()` (and `fence()`), the pipelined path.
         sinks: started `dreamcam.sinks.Sink`s.
         width, height: the engine size frames are fitted to.
         controller: applies live parameters between frames (`apply()`, `bypass`).
@@ -50,6 +74,8 @@ class Runner:
         no_signal_after: seconds of silence from the source before the "no signal" card.
         similarity: a `dreamcam.similarity.SimilarityFilter`: frames nearly identical to the last
             one processed skip the engine and repeat its output (None: every frame is processed).
+        pipeline: use the backend's submit/collect: None (default) where it overlaps
+            (`backend.overlaps`, the graphed backends on CUDA), True wherever it has them, False never.
     """
 
     def __init__(
@@ -67,6 +93,7 @@ class Runner:
         status_every: float = 0.5,
         no_signal_after: float = NO_SIGNAL_AFTER_S,
         similarity: Any = None,
+        pipeline: bool | None = None,
     ) -> None:
         self.source, self.backend, self.sinks = source, backend, list(sinks)
         self.width, self.height = width, height
@@ -77,10 +104,15 @@ class Runner:
         self.status_every = status_every
         self.no_signal_after = no_signal_after
         self.similarity = similarity
+        self.pipeline = pipeline
+        self.submitted = 0  # frames that took the pipelined path (submit / collect)
+        self.overlapped = 0  # of those, frames submitted while the frame ahead was still in flight
         self._last_out: np.ndarray | None = None
         self.stats = RunStats()
         self._stop = threading.Event()
         self._no_signal: np.ndarray | None = None
+        self._t_new = 0.0  # when the newest frame was taken from the source
+        self._next_status = 0.0
 
     def stop(self) -> None:
         """Ask the loop to end after the current frame (safe from signal handlers and threads)."""
@@ -92,24 +124,40 @@ class Runner:
 
     def run(self) -> dict:
         last_out: np.ndarray | None = None
-        last_new = time.perf_counter()
-        next_status = last_new + self.status_every
+        self._t_new = time.perf_counter()
+        self._next_status = self._t_new + self.status_every
         while not self._stop.is_set():
             frame = self.source.read(timeout=IDLE_REPEAT_S)
             now = time.perf_counter()
-            if self.controller is not None:
-                self.controller.apply()
+            self._between_frames()
             if frame is None:
-                self._idle(last_out, now - last_new, now)
+                self._idle(last_out, now - self._t_new, now)
             else:
-                last_new = now
-                last_out = self._process(frame)
+                self._t_new = now
+                last_out = self._pipelined(frame) if self._use_submit() else self._process(frame)
                 if self.max_frames and self.stats.frames >= self.max_frames:
                     break
-            if self.on_status is not None and now >= next_status:
-                next_status = now + self.status_every
-                self.on_status(self.status())
+            self._tick_status(now)
         return self.summary()
+
+    def _between_frames(self) -> None:
+        """Parameter changes, ordered after the frames in flight (they apply to the next one)."""
+        fence = getattr(self.backend, "fence", None)
+        if fence is not None:
+            fence()
+        if self.controller is not None:
+            self.controller.apply()
+
+    def _tick_status(self, now: float) -> None:
+        if self.on_status is not None and now >= self._next_status:
+            self._next_status = now + self.status_every
+            self.on_status(self.status())
+
+    def _use_submit(self) -> bool:
+        b = self.backend
+        if self.bypass or self.similarity is not None or not (hasattr(b, "submit") and hasattr(b, "collect")):
+            return False
+        return bool(getattr(b, "overlaps", False)) if self.pipeline is None else self.pipeline
 
     def _process(self, frame: Frame) -> np.ndarray:
         img = fit(frame.image, self.width, self.height, self.fit_mode)
@@ -124,6 +172,50 @@ class Runner:
         t1 = time.perf_counter()
         self._emit(Frame(out, frame.t_capture, frame.index))
         self.stats.record((t1 - t0) * 1000.0, frame.t_capture, t1)
+        return out
+
+    def _pipelined(self, frame: Frame) -> np.ndarray:
+        """Submit `frame`, and each newer frame the source already has before collecting the one
+        ahead; returns the last output once the source has nothing newer (nothing left in flight)."""
+        in_flight = deque([self._submit(frame)])
+        out = self._last_out
+        while in_flight:
+            newer = self._newer(len(in_flight))
+            later = None  # a frame for the synchronous path (bypass switched on), once k is out
+            if newer is not None:
+                self._between_frames()
+                if self._use_submit():
+                    in_flight.append(self._submit(newer))
+                    self.overlapped += 1
+                else:
+                    later = newer
+            out = self._collect(*in_flight.popleft())
+            if later is not None:
+                out = self._process(later)
+            self._tick_status(time.perf_counter())
+        return out
+
+    def _newer(self, in_flight: int) -> Frame | None:
+        """The source's newest frame if one is there now (no wait); None when stopping or when the
+        frames in flight already reach `frames`."""
+        if self._stop.is_set() or (self.max_frames and self.stats.frames + in_flight >= self.max_frames):
+            return None
+        frame = self.source.read(timeout=0)
+        if frame is not None:
+            self._t_new = time.perf_counter()
+        return frame
+
+    def _submit(self, frame: Frame) -> tuple[Frame, float]:
+        t0 = time.perf_counter()
+        self.backend.submit(frame.image, self.fit_mode)
+        self.submitted += 1
+        return frame, t0
+
+    def _collect(self, frame: Frame, t_submit: float) -> np.ndarray:
+        out = self._last_out = self.backend.collect()
+        t1 = time.perf_counter()
+        self._emit(Frame(out, frame.t_capture, frame.index))
+        self.stats.record((t1 - t_submit) * 1000.0, frame.t_capture, t1)
         return out
 
     def _similar(self, img: np.ndarray) -> bool:
@@ -180,6 +272,8 @@ class Runner:
                 "reconnects": int(getattr(self.source, "reconnects", 0)),
                 "dropped_output": int(sum(sink.dropped for sink in self.sinks)),
                 "backend": getattr(self.backend, "name", type(self.backend).__name__),
+                "pipelined_frames": self.submitted,
+                "overlapped_frames": self.overlapped,
                 "sinks": {f"{i}:{sink.kind}": sink.written for i, sink in enumerate(self.sinks)},
             }
         )

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.backends.step import GraphedStep, TinyVaeCalls, check_capturable, swap_modules
+from dreamcam.backends.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
 from dreamcam.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def use_compile_cache(path: str | os.PathLike | None = None) -> str:
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
-class CompiledBackend:
+class CompiledBackend(FramePipeline):
     """CUDA only. Args:
         engine: a prepared StreamEngine on a CUDA device (fp16 recommended), stream batch on,
             tiny VAE, similarity filter off.

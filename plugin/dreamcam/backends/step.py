@@ -4,12 +4,20 @@
 engine's device, reading and writing only buffers allocated once, so the whole step can be
 captured in a CUDA graph. `swap_modules` lets a backend replace the engine's UNet and VAE calls
 (by compiled or TensorRT ones) without touching the pipeline's shared modules.
+
+`GraphedStep` runs that step two frames deep (`submit` / `collect`): each frame goes through
+one of two slots of buffers, and three CUDA streams overlap the upload of frame N+1 (copy
+stream), the compute of frame N (the step's own stream: framing on the device, graph replay)
+and the download of frame N-1 (download stream). Frames run in submission order on the one
+compute stream, so the stream batch carries its state exactly as in a synchronous loop.
+`FramePipeline` hands that API on to the backends that own a `GraphedStep`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +26,10 @@ import numpy as np
 import torch
 
 from dreamcam.errors import ConfigError
+from dreamcam.frames import FIT_MODES
+from dreamcam.framing_gpu import fit_torch
+
+DEPTH = 2  # frames a backend holds between submit and collect
 
 
 class TinyVaeCalls:
@@ -113,14 +125,77 @@ class StateSnapshot:
             live.copy_(saved)
 
 
+def check_source_frame(engine: Any, frame: Any, fit_mode: str) -> np.ndarray:
+    """A captured uint8 (h, w, 3) RGB frame of any size (or (F, h, w, 3) with frame_buffer_size
+    F > 1) and a framing mode (crop, letterbox, stretch) -> the frame as (F, h, w, 3)."""
+    if fit_mode not in FIT_MODES:
+        raise ConfigError(f"framing must be one of {', '.join(FIT_MODES)}; got {fit_mode!r}")
+    f = engine.frame_buffer_size
+    want = "(H, W, 3)" if f == 1 else f"({f}, H, W, 3)"
+    ok = isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == (3 if f == 1 else 4)
+    if not ok or frame.shape[-1] != 3 or (f > 1 and frame.shape[0] != f) or 0 in frame.shape:
+        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ConfigError(f"expected a uint8 RGB numpy frame of shape {want}, got {got}")
+    return frame.reshape(f, *frame.shape[-3:])
+
+
+def check_room(pending: int) -> None:
+    if pending >= DEPTH:
+        raise RuntimeError(f"{pending} frames are in flight, the most a backend holds: collect() one before "
+                           "submitting another")
+
+
+class _Slot:
+    """One frame's buffers between submit and collect, and the events that order its copies.
+
+    raw: the captured frame, host (pinned on CUDA) and device, re-allocated when the capture
+    size changes; out: the engine-size result, device and host (pinned on CUDA).
+    """
+
+    def __init__(self, step: DeviceFrameStep, cuda: bool) -> None:
+        self.cuda, self.device = cuda, step.frames_out.device
+        self.raw_host = self.raw_dev = None
+        self.raw_np: np.ndarray | None = None
+        self.out_dev = torch.empty_like(step.frames_out)
+        self.out_host = torch.empty(step.frames_out.shape, dtype=torch.uint8, pin_memory=cuda)
+        self.out_np = self.out_host.numpy()
+        # uploaded (copy stream) -> computed (compute stream) -> downloaded (download stream)
+        self.uploaded, self.computed, self.downloaded = (torch.cuda.Event() if cuda else None for _ in range(3))
+
+    def hold(self, shape: tuple[int, ...]) -> None:
+        """Raw buffers of `shape`. The slot is idle here (its last frame was collected, which
+        waited for its download); the wait below only guards that before old buffers are freed."""
+        if self.raw_np is not None and self.raw_np.shape == shape:
+            return
+        if self.downloaded is not None:
+            self.downloaded.synchronize()
+        self.raw_host = torch.empty(shape, dtype=torch.uint8, pin_memory=self.cuda)
+        self.raw_dev = torch.empty(shape, dtype=torch.uint8, device=self.device)
+        self.raw_np = self.raw_host.numpy()
+
+
+def _on(stream: torch.cuda.Stream | None):
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+
 class GraphedStep:
     """The frame path the compiled and TensorRT backends share.
 
-    A `DeviceFrameStep` between pinned host buffers, run on its own CUDA stream: warm-up frames
-    (compilation happens in the first), then optionally one CUDA-graph capture, then the engine's
-    carried state is restored so the warm-up leaves no trace. `process` copies a frame in,
-    replays (or runs) the step and copies the result out. On a CPU engine the same code runs with
-    no stream, pinning or graph, so the path is testable without a GPU.
+    A `DeviceFrameStep` run on its own CUDA stream: warm-up frames (compilation happens in the
+    first), then optionally one CUDA-graph capture, then the engine's carried state is restored
+    so the warm-up leaves no trace.
+
+    `submit(frame, fit_mode)` takes a captured frame of any size and returns at once: the frame
+    is copied into its slot's pinned buffer, uploaded on the copy stream, framed to the engine
+    size on the compute stream (`framing_gpu.fit_torch`; a plain copy when the size matches),
+    run through the step, copied to the slot's device output and downloaded on the download
+    stream. `collect()` waits for the oldest frame's download and returns a copy. At most
+    `DEPTH` (2) frames are in flight. `fence()` orders the default stream (where the engine's
+    setters run) after the frames submitted so far, so a new prompt, schedule or guidance never
+    lands in a frame that is already running; it applies from the next submitted frame.
+
+    On a CPU engine the same code runs with no stream, pinning, event or graph: every submit
+    computes at once, so the slot logic, order and results are testable without a GPU.
     """
 
     def __init__(self, engine: Any, *, warmup: int = 1, cuda_graph: bool = True) -> None:
@@ -128,11 +203,12 @@ class GraphedStep:
         self.step = DeviceFrameStep(engine)
         cuda = engine.device.type == "cuda"
         self.stream = torch.cuda.Stream(device=engine.device) if cuda else None
-        self._in_host = torch.empty(self.step.frames_in.shape, dtype=torch.uint8)
-        self._out_host = torch.empty(self.step.frames_out.shape, dtype=torch.uint8)
-        if cuda:
-            self._in_host, self._out_host = self._in_host.pin_memory(), self._out_host.pin_memory()
-        self._in_np, self._out_np = self._in_host.numpy(), self._out_host.numpy()
+        self.copy_stream = torch.cuda.Stream(device=engine.device) if cuda else None
+        self.download_stream = torch.cuda.Stream(device=engine.device) if cuda else None
+        self.overlaps = cuda  # submit returns before the frame is done (False: it computes at once)
+        self._slots = [_Slot(self.step, cuda) for _ in range(DEPTH)]
+        self._in_flight: deque[_Slot] = deque()
+        self._next = 0
         self.graph: torch.cuda.CUDAGraph | None = None
 
         snapshot = StateSnapshot(engine)
@@ -164,21 +240,109 @@ class GraphedStep:
         if self.stream is not None:
             self.stream.synchronize()
 
-    def process(self, frame: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) RGB at the engine size (or (F, H, W, 3)) -> the same shape."""
-        np.copyto(self._in_np, check_frame(self.engine, frame))
+    @property
+    def pending(self) -> int:
+        """Frames submitted and not yet collected (0..2)."""
+        return len(self._in_flight)
+
+    def submit(self, frame: np.ndarray, fit_mode: str = "crop") -> None:
+        """Queue a captured uint8 (h, w, 3) RGB frame of any size (or (F, h, w, 3)); framed to the
+        engine size with `fit_mode` (crop, letterbox, stretch). Does not wait for the device."""
+        frames = check_source_frame(self.engine, frame, fit_mode)
+        check_room(self.pending)
+        slot = self._slots[self._next]
+        slot.hold(frames.shape)
+        np.copyto(slot.raw_np, frames)
+        # 1. Upload on the copy stream: overlaps the compute of the frame ahead
+        with _on(self.copy_stream):
+            slot.raw_dev.copy_(slot.raw_host, non_blocking=True)
+            if slot.uploaded is not None:
+                slot.uploaded.record()
+        # 2. Compute, after the upload and after the setters issued so far on the default stream
+        if self.stream is not None:
+            self.stream.wait_event(slot.uploaded)
         with self._on_stream():
-            self.step.frames_in.copy_(self._in_host, non_blocking=True)
+            e = self.engine
+            for i in range(e.frame_buffer_size):
+                self.step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
             if self.graph is not None:
                 self.graph.replay()
             else:
                 self.step()
-            self._out_host.copy_(self.step.frames_out, non_blocking=True)
-        self._sync()
-        out = self._out_np.copy()
+            slot.out_dev.copy_(self.step.frames_out)
+            if slot.computed is not None:
+                slot.computed.record()
+        # 3. Download on its own stream: overlaps the compute of the next frame
+        if self.download_stream is not None:
+            self.download_stream.wait_event(slot.computed)
+        with _on(self.download_stream):
+            slot.out_host.copy_(slot.out_dev, non_blocking=True)
+            if slot.downloaded is not None:
+                slot.downloaded.record()
+        self._in_flight.append(slot)
+        self._next = (self._next + 1) % DEPTH
+
+    def collect(self) -> np.ndarray:
+        """The oldest submitted frame's result, uint8 (H, W, 3) (or (F, H, W, 3)) at the engine
+        size, a copy; waits for its download (the only host wait of the path)."""
+        if not self._in_flight:
+            raise RuntimeError("no frame in flight: submit(frame) before collect()")
+        slot = self._in_flight.popleft()
+        if slot.downloaded is not None:
+            slot.downloaded.synchronize()
+        out = slot.out_np.copy()
         return out[0] if self.engine.frame_buffer_size == 1 else out
+
+    def fence(self) -> None:
+        """Make the default stream wait for the frames submitted so far (no host wait): a setter
+        issued after this cannot change a tensor a running frame still reads."""
+        if self.stream is not None:
+            torch.cuda.current_stream(self.engine.device).wait_stream(self.stream)
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) RGB at the engine size (or (F, H, W, 3)) -> the same shape; waits."""
+        check_frame(self.engine, frame)
+        if self.pending:
+            raise RuntimeError(f"{self.pending} frames are in flight: collect() them before process()")
+        self.submit(frame)
+        return self.collect()
 
     def close(self) -> None:
         if self.stream is not None:
             torch.cuda.synchronize(self.engine.device)
+        self._in_flight.clear()
         self.graph = None
+
+
+class FramePipeline:
+    """submit / collect / fence / pending / overlaps of a backend that runs a `GraphedStep` in
+    `self._run` (see GraphedStep); refused once the backend is closed (`self._closed`)."""
+
+    name = "backend"
+    _run: GraphedStep
+    _closed: bool
+
+    def _open_run(self) -> GraphedStep:
+        if self._closed:
+            raise RuntimeError(f"the {self.name} backend is closed")
+        return self._run
+
+    def submit(self, frame: np.ndarray, fit_mode: str = "crop") -> None:
+        """uint8 (h, w, 3) RGB of any size, framed to the engine size on the device; no wait."""
+        self._open_run().submit(frame, fit_mode)
+
+    def collect(self) -> np.ndarray:
+        """The oldest submitted frame's result, uint8 (H, W, 3) at the engine size."""
+        return self._open_run().collect()
+
+    def fence(self) -> None:
+        """Setters issued after this apply from the next submitted frame (no host wait)."""
+        self._open_run().fence()
+
+    @property
+    def pending(self) -> int:
+        return self._run.pending
+
+    @property
+    def overlaps(self) -> bool:
+        return self._run.overlaps

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.backends.step import GraphedStep, TinyVaeCalls, check_capturable, swap_modules
+from dreamcam.backends.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
 from dreamcam.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def ensure_plans(engine: Any, folder: Path | None = None) -> dict[str, Path]:
     return plans
 
 
-class TensorRTBackend:
+class TensorRTBackend(FramePipeline):
     """CUDA + TensorRT 10. Same contract and frame path as the compiled backend."""
 
     name = "tensorrt"

@@ -1,0 +1,52 @@
+"""bench_loop's pipelined timings: the engine alone two deep, and the live loop through Runner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from dreamcam import StreamEngine
+from dreamcam.backends.eager import EagerBackend
+from dreamcam.bench_loop import bench_live_loop, time_pipelined
+from test_pipeline_runner import LoggedGraphed, ProcessOnly
+
+SIZE = 64
+
+
+def engine(pipe) -> StreamEngine:
+    e = StreamEngine(pipe, [30], SIZE, SIZE, cfg_type="none", device="cpu", dtype=torch.float32)
+    e.prepare("a watercolor fox")
+    return e
+
+
+def frames(n=3, size=(80, 60)):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_time_pipelined_keeps_two_frames_in_flight_and_times_each(tiny_pipe):
+    backend = LoggedGraphed(engine(tiny_pipe))
+    r = time_pipelined(backend, frames(), 5, 2)
+    assert r["pipelined"] is True and r["frames"] == 5 and backend.pending == 0
+    assert r["fps"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"]
+    flow = [c for c in backend.calls if c in ("submit", "collect")]
+    # warm-up 2 then timed 5, each run: submit, (submit, collect)*, collect
+    assert flow == ["submit", "submit", "collect", "collect"] + ["submit"] + ["submit", "collect"] * 4 + ["collect"]
+    with pytest.raises(ValueError, match="n >= 1"):
+        time_pipelined(backend, frames(), 0, 0)
+
+
+def test_time_pipelined_falls_back_to_process(tiny_pipe):
+    r = time_pipelined(ProcessOnly(engine(tiny_pipe)), frames(size=(SIZE, SIZE)), 3, 1)
+    assert r["pipelined"] is False and r["frames"] == 3 and r["p50_ms"] > 0
+
+
+@pytest.mark.parametrize("pipeline", [None, True])
+def test_live_loop_bench_runs_the_runner(tiny_pipe, pipeline):
+    """Auto on a CPU: eager does not overlap, so the synchronous path; forced: submit/collect."""
+    r = bench_live_loop(EagerBackend(engine(tiny_pipe)), width=SIZE, height=SIZE, frames=4, warmup=1,
+                        input_size=(160, 120), source_fps=200.0, pipeline=pipeline)
+    assert r["frames"] == 4 and r["fps"] > 0 and r["p50_ms"] > 0 and r["latency_p50_ms"] > 0
+    assert r["pipelined"] is bool(pipeline)
+    assert (r["overlapped_frames"] > 0) is bool(pipeline), r
+    assert r["input"] == "160x120 @ 200 fps"
