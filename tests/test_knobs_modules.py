@@ -143,3 +143,22 @@ def test_compiled_knobs_follow_eager(tmp_path, monkeypatch, knobs, frame_buffer_
     from torch._dynamo.utils import counters
 
     assert counters["stats"]["unique_graphs"] > 0  # it really compiled
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+@pytest.mark.parametrize("knobs", [{"fuse_qkv": True, "compile_scope": "blocks"}, {"inductor": "tuned-freeze"}])
+def test_compiled_backend_with_knobs_follows_eager_on_a_gpu(knobs):
+    from dreamcam.backends import make_backend
+
+    def engine(pipe):
+        e = StreamEngine(pipe, [20, 40], 64, 64, cfg_type="self", frame_buffer_size=2, device="cuda",
+                         dtype=torch.float16)
+        e.prepare("a cat", guidance_scale=1.4, seed=3)
+        return e
+
+    ref = engine(tiny_pipeline(0, device="cuda", dtype=torch.float16))
+    with make_backend("compiled", engine(tiny_pipeline(0, device="cuda", dtype=torch.float16)), **knobs) as b:
+        assert b.knobs["compile_scope"] == knobs.get("compile_scope", "whole") and b._run.graph is not None
+        for frame in _frames(4, 2):
+            assert np.abs(b.process(frame).astype(int) - ref.img2img(frame).astype(int)).max() <= 3
