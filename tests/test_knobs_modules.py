@@ -103,7 +103,7 @@ def test_fused_qkv_frame_path_follows_eager_with_two_frames_per_call():
     assert worst <= 1
 
 
-def test_blocks_scope_wraps_each_repeated_block_and_close_puts_them_back(tiny_pipe):
+def test_blocks_scope_wraps_each_repeated_block_and_close_puts_them_back():
     pipe = tiny_pipeline(0)
     originals = {id(m) for m in pipe.unet.modules()} | {id(m) for m in pipe.vae.modules()}
     want = [m for root in (pipe.unet, pipe.vae.encoder, pipe.vae.decoder) for m in root.modules()

@@ -114,7 +114,8 @@ for r in rows:
     if "fps" not in r:
         print(f"{r['row']:20s} {r['status']:10s} {'':>8s} {'':>8s} {'':>8s} {'':>8s} {'':>8s} {'':>9s}  {r['flags'].strip()}")
         continue
-    rel = f"{r['fps'] / base['fps']:.3f}" if base and r["arch"] == base["arch"] else ""
+    same = base and all(r[k] == base[k] for k in ("arch", "size", "steps"))  # fb2 compares: fps counts frames
+    rel = f"{r['fps'] / base['fps']:.3f}" if same else ""
     comp = "" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
     print(f"{r['row']:20s} {r['status']:10s} {r['fps']:8.1f} {rel:>8s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
           f"{r['startup_s']:8.1f} {comp:>9s}  {r['flags'].strip()}")
