@@ -6,12 +6,15 @@
 #   bash .gpurun/tools/gpu_bench.sh            # wheels in .whl/, code in .gpurun/plugin, results in $OUT
 # On a CPU, end to end with tiny shapes (checks the script itself):
 #   SMOKE=1 OUT=/tmp/bench bash tools/gpu_bench.sh
+# KNOBS adds compiled-backend flags to every row once tools/gpu_sweep.sh has shown which pay off,
+# e.g. KNOBS="--fuse-qkv --inductor tuned" (not with SMOKE=1: the eager backend refuses them).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/dreamcam-bench}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 T=${T:-170}          # seconds per configuration (the compile of a real UNet takes about a minute)
+KNOBS=${KNOBS:-}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 export DREAMCAM_ENGINES_DIR=${DREAMCAM_ENGINES_DIR:-/tmp/dreamcam-engines}
 if [ -z "${SMOKE:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
@@ -34,10 +37,10 @@ bench() {  # name, flags...
   local name=$1; shift
   echo "== $name: dreamcam bench $*" | tee -a "$OUT/log.txt"
   set -o pipefail
-  timeout "$T" $PY -m dreamcam.bench --device $DEV --backend $BK --frames $N --json --out "$OUT/$name.json" "$@" \
+  timeout "$T" $PY -m dreamcam.bench --device $DEV --backend $BK --frames $N --json --out "$OUT/$name.json" $KNOBS "$@" \
     2>&1 | tee -a "$OUT/log.txt" && return 0
   if [ "$BK" = compiled ]; then  # keep a figure even if torch.compile breaks: CUDA graph of eager kernels
-    echo "== $name failed with torch.compile; again with --no-compile" | tee -a "$OUT/log.txt"
+    echo "== $name failed with torch.compile${KNOBS:+ $KNOBS}; again with --no-compile, no knobs" | tee -a "$OUT/log.txt"
     timeout "$T" $PY -m dreamcam.bench --device $DEV --backend $BK --no-compile --frames $N --json \
       --out "$OUT/$name.json" "$@" 2>&1 | tee -a "$OUT/log.txt"
   fi

@@ -4,17 +4,16 @@ Modes are a small dispatcher (`MODES`): each takes the parsed arguments and retu
 result dict that `run` prints (as JSON with --json). Today:
 
 - "engine": dreamcam's engine through a backend (eager / compiled / tensorrt), optionally
-  side by side with the peer, StreamDiffusion 0.1.1 (--peer), on the same modules in the same
-  process. The peer is driven the way its own `__call__` does it (which needs CUDA events):
-  its VaeImageProcessor pre-processing of a PIL image, encode_image, predict_x0_batch,
-  decode_image, and its post-processing to uint8 (as its `postprocess_image` does).
-  With --loop it also times a live loop (a moving test pattern made per frame, output dropped)
-  against the engine alone.
+  side by side with the peer, StreamDiffusion 0.1.1 (--peer, see `bench_peer`), on the same
+  modules in the same process. With --loop it also times a live loop (a moving test pattern
+  made per frame, output dropped) against the engine alone. The compiled backend's speed knobs
+  (--fuse-qkv, --inductor, --compile-mode, --compile-scope) are passed to its constructor.
 
-Figures: fps = frames / wall seconds of the timed run; p50/p99 = percentiles of per-frame wall
-milliseconds; startup_s = seconds from building the engine (or the peer) to its first frame out,
-compiling and capturing included; gpu_mem_peak_mib = peak CUDA memory allocated by torch while
-that side ran (weights included, shared by both sides).
+Figures: fps = frames / wall seconds of the timed run (with --frame-buffer F each call takes and
+returns F frames, so fps counts F per call); p50/p99 = percentiles of per-call wall milliseconds
+(one call is one frame when F = 1); startup_s = seconds from building the engine (or the peer)
+to its first frame out, compiling and capturing included; gpu_mem_peak_mib = peak CUDA memory
+allocated by torch while that side ran (weights included, shared by both sides).
 """
 
 from __future__ import annotations
@@ -32,11 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamcam.backends.compiled import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
 from dreamcam.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 ARCH_CHOICES = ("tiny", "sd-turbo", "sd15")
+# the compiled backend's speed knobs (constructor keyword: default)
+KNOB_DEFAULTS = {"fuse_qkv": False, "inductor": "default", "compile_mode": "default", "compile_scope": "whole"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--no-compile", action="store_true", help="compiled backend: capture eager kernels, skip torch.compile")
     p.add_argument("--no-cuda-graph", action="store_true", help="compiled backend: no CUDA graph capture")
+    p.add_argument("--fuse-qkv", action="store_true", help="compiled backend: fused attention q/k/v projections")
+    p.add_argument("--inductor", default="default", choices=tuple(INDUCTOR_PRESETS),
+                   help="compiled backend: Inductor preset (tuned: conv_1x1_as_mm, coordinate descent, no epilogue "
+                        "fusion; freeze: constant-folded weights)")
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                   help="compiled backend: torch.compile mode (max-autotune-no-cudagraphs: minutes more to start)")
+    p.add_argument("--compile-scope", default="whole", choices=COMPILE_SCOPES,
+                   help="compiled backend: compile whole modules, or each repeated block (shorter first start)")
+    p.add_argument("--frame-buffer", type=int, default=1, metavar="F",
+                   help="frames per UNet call (frame_buffer_size, default 1): more throughput, F-1 frames more latency")
     p.add_argument("--frames", type=int, default=200, help="timed frames per side (default 200)")
     p.add_argument("--warmup", type=int, default=10, help="untimed frames before timing (default 10)")
     p.add_argument("--seed", type=int, default=2)
@@ -78,29 +90,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------- timing
 
 
-def summarize(ms: list[float], wall_s: float) -> dict[str, float]:
-    """Per-frame wall milliseconds and the run's wall seconds -> fps, p50/p99/mean ms."""
+def summarize(ms: list[float], wall_s: float, frames_per_call: int = 1) -> dict[str, float]:
+    """Per-call wall milliseconds and the run's wall seconds -> frames, fps (frames per second,
+    frames_per_call frames per call), p50/p99/mean ms per call."""
     a = np.asarray(ms, dtype=np.float64)
+    n = int(a.size) * frames_per_call
     return {
-        "frames": int(a.size),
-        "fps": round(a.size / wall_s, 2) if wall_s > 0 else float("nan"),
+        "frames": n,
+        "frames_per_call": frames_per_call,
+        "fps": round(n / wall_s, 2) if wall_s > 0 else float("nan"),
         "p50_ms": round(float(np.percentile(a, 50)), 3),
         "p99_ms": round(float(np.percentile(a, 99)), 3),
         "mean_ms": round(float(a.mean()), 3),
     }
 
 
-def time_frames(step: Callable[[int], Any], frames: int, warmup: int) -> dict[str, float]:
-    """Call step(i) `warmup` times untimed, then `frames` times timed (each call is host -> host)."""
+def time_frames(step: Callable[[int], Any], frames: int, warmup: int, frames_per_call: int = 1) -> dict[str, float]:
+    """Call step(i) `warmup` times untimed, then frames // frames_per_call times timed (at least
+    once; each call is host -> host and handles frames_per_call frames)."""
     for i in range(warmup):
         step(i)
     ms = []
     t_run = time.perf_counter()
-    for i in range(frames):
+    for i in range(max(1, frames // frames_per_call)):
         t0 = time.perf_counter()
         step(i)
         ms.append((time.perf_counter() - t0) * 1e3)
-    return summarize(ms, time.perf_counter() - t_run)
+    return summarize(ms, time.perf_counter() - t_run, frames_per_call)
+
+
+def batched(frames: list[np.ndarray], f: int) -> list[np.ndarray]:
+    """Frames as process() takes them: each (H, W, 3) when f == 1, else stacks (f, H, W, 3) of
+    consecutive frames (as many stacks as frames, cycling)."""
+    if f == 1:
+        return frames
+    return [np.stack([frames[(i + k) % len(frames)] for k in range(f)]) for i in range(0, f * len(frames), f)]
 
 
 def input_frames(width: int, height: int, n: int = 8, seed: int = 0) -> list[np.ndarray]:
@@ -143,10 +167,13 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--arch {arch} needs --random-weights: no pretrained weights are downloaded for benchmarks")
     if args.frames < 1 or args.warmup < 0:
         raise ConfigError(f"--frames must be >= 1 and --warmup >= 0, got {args.frames} and {args.warmup}")
+    if args.frame_buffer < 1:
+        raise ConfigError(f"--frame-buffer must be >= 1 (frames per UNet call), got {args.frame_buffer}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device == "cuda" else torch.float32
+    check_knobs(args, device)
     if args.t_index_list:
         t_index = check_t_index_list(args.t_index_list.split(","), 50)
     else:
@@ -179,82 +206,37 @@ def _mem_peak_mib(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None
 
 
-class PeerRunner:
-    """StreamDiffusion 0.1.1 driven host uint8 -> host uint8, as its `__call__` does it."""
-
-    def __init__(self, pipe, cfg: dict[str, Any], args: argparse.Namespace) -> None:
-        try:
-            from streamdiffusion import StreamDiffusion
-        except ImportError as e:
-            raise ConfigError("--peer needs StreamDiffusion: pip install --no-deps streamdiffusion==0.1.1") from e
-        self.peer = StreamDiffusion(pipe, cfg["t_index_list"], torch_dtype=cfg["dtype"], width=args.width,
-                                    height=args.height, cfg_type=args.cfg_type)
-        self.peer.prepare("a photo of a cat", num_inference_steps=50, guidance_scale=args.guidance,
-                          generator=torch.Generator(), seed=args.seed)
-
-    @torch.no_grad()
-    def process(self, frame: np.ndarray) -> np.ndarray:
-        import PIL.Image
-
-        p = self.peer
-        x = p.image_processor.preprocess(PIL.Image.fromarray(frame), p.height, p.width).to(device=p.device, dtype=p.dtype)
-        y = p.decode_image(p.predict_x0_batch(p.encode_image(x))).detach().clone()
-        out = p.image_processor.postprocess(y, output_type="np")
-        return (out[0] * 255).round().astype(np.uint8)
-
-
 # ---------------------------------------------------------------------------- modes
 
 
+def check_knobs(args: argparse.Namespace, device: str) -> None:
+    """The compiled backend's knobs on another backend: one clear line rather than ignored."""
+    from dreamcam.backends import choose_backend
+
+    chosen = choose_backend(args.backend, device)
+    changed = [f"--{k.replace('_', '-')}" for k, v in KNOB_DEFAULTS.items() if getattr(args, k) != v]
+    if chosen != "compiled" and changed:
+        raise ConfigError(f"{', '.join(changed)} tune the compiled backend; this run uses {chosen}: "
+                          "add --backend compiled (CUDA) or drop them")
+
+
 def backend_options(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
+    """The compiled backend's constructor options from the flags; {} for other backends."""
     from dreamcam.backends import choose_backend
 
     if choose_backend(args.backend, engine.device.type) != "compiled":
         return {}
-    return {"compile": not args.no_compile, "cuda_graph": not args.no_cuda_graph}
+    knobs = {k: getattr(args, k) for k in KNOB_DEFAULTS}
+    return {"compile": not args.no_compile, "cuda_graph": not args.no_cuda_graph, **knobs}
 
 
 def make_engine(pipe, cfg: dict[str, Any], args: argparse.Namespace):
     from dreamcam.engine import StreamEngine
 
     engine = StreamEngine(pipe, cfg["t_index_list"], args.width, args.height, cfg_type=args.cfg_type,
-                          device=cfg["device"], dtype=cfg["dtype"])
+                          frame_buffer_size=args.frame_buffer, device=cfg["device"], dtype=cfg["dtype"])
     engine.prepare("a photo of a cat", num_inference_steps=50, guidance_scale=args.guidance, seed=args.seed)
     return engine
-
-
-def _timed_start(make: Callable[[], Any], first_frame: np.ndarray) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    obj = make()
-    obj.process(first_frame)
-    return obj, round(time.perf_counter() - t0, 2)
-
-
-def bench_interleaved(args, cfg, pipe, frames, result) -> dict[str, Any]:
-    """Peer and eager dreamcam timed on alternate frames (which goes first alternates too)."""
-    from dreamcam.backends import make_backend
-
-    peer, peer_start = _timed_start(lambda: PeerRunner(pipe, cfg, args), frames[0])
-    backend, dc_start = _timed_start(lambda: make_backend(args.backend, make_engine(pipe, cfg, args)), frames[0])
-    ms: dict[str, list[float]] = {"peer": [], "dreamcam": []}
-    wall = {"peer": 0.0, "dreamcam": 0.0}
-    sides = [("peer", peer.process), ("dreamcam", backend.process)]
-    with backend:
-        for i in range(args.warmup + args.frames):
-            for name, process in sides if i % 2 else sides[::-1]:
-                t0 = time.perf_counter()
-                process(frames[i % len(frames)])
-                dt = time.perf_counter() - t0
-                if i >= args.warmup:
-                    ms[name].append(dt * 1e3)
-                    wall[name] += dt
-    result["peer"] = dict(summarize(ms["peer"], wall["peer"]), startup_s=peer_start, gpu_mem_peak_mib=None)
-    result["dreamcam"] = dict(summarize(ms["dreamcam"], wall["dreamcam"]), startup_s=dc_start, gpu_mem_peak_mib=None)
-    result["backend"] = backend.name
-    result["timing"] = "interleaved"
-    result["ratio_fps"] = round(result["dreamcam"]["fps"] / result["peer"]["fps"], 3)
-    result["ratio_p50"] = round(result["peer"]["p50_ms"] / result["dreamcam"]["p50_ms"], 3)
-    return result
 
 
 def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,12 +253,14 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         "size": f"{args.width}x{args.height}",
         "t_index_list": cfg["t_index_list"],
         "cfg_type": args.cfg_type,
+        "frame_buffer_size": args.frame_buffer,
         "device": device,
         "dtype": str(cfg["dtype"]).replace("torch.", ""),
         "build_s": round(time.perf_counter() - t0, 2),
         "env": environment(device),
     }
-    frames = input_frames(args.width, args.height)
+    f = args.frame_buffer
+    frames = batched(input_frames(args.width, args.height), f)
 
     def side(make: Callable[[], Any], process_of: Callable[[Any], Callable]) -> tuple[Any, dict]:
         _mem_reset(device)
@@ -285,17 +269,21 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         process_of(obj)(frames[0])
         startup = time.perf_counter() - t_start
         process = process_of(obj)
-        stats = time_frames(lambda i: process(frames[i % len(frames)]), args.frames, args.warmup)
+        stats = time_frames(lambda i: process(frames[i % len(frames)]), args.frames, args.warmup, f)
         stats.update(startup_s=round(startup, 2), gpu_mem_peak_mib=_mem_peak_mib(device))
         return obj, stats
 
     if args.peer and choose_backend(args.backend, device) == "eager":
         # the eager backend leaves the shared modules as they are: time both sides frame by
         # frame in alternation, so load from other processes falls on both alike
+        from dreamcam.bench_peer import bench_interleaved
+
         return bench_interleaved(args, cfg, pipe, frames, result)
     # the peer runs first, on modules nothing has touched yet (the compiled backend later
     # converts the shared weights to channels-last, which must not change the peer's figure)
     if args.peer:
+        from dreamcam.bench_peer import PeerRunner
+
         _, result["peer"] = side(lambda: PeerRunner(pipe, cfg, args), lambda r: r.process)
 
     def make_dreamcam():
@@ -304,12 +292,21 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
 
     backend, result["dreamcam"] = side(make_dreamcam, lambda b: b.process)
     result["backend"] = backend.name
+    if hasattr(backend, "knobs"):  # the compiled backend: its knobs, and compile + warm-up seconds
+        result["knobs"], result["compile_s"] = backend.knobs, backend.compile_s
     try:
         if args.profile:
+            from dreamcam.bench_profile import profile_frames
+
             result["profile"] = profile_frames(backend.process, frames, args.profile, device)
         if args.loop:
             pattern = TestPattern(args.width, args.height)
-            result["loop"] = time_frames(lambda i: backend.process(pattern.frame(i)), args.frames, args.warmup)
+
+            def loop_step(i: int) -> Any:
+                made = [pattern.frame(i * f + k) for k in range(f)]
+                return backend.process(made[0] if f == 1 else np.stack(made))
+
+            result["loop"] = time_frames(loop_step, args.frames, args.warmup, f)
             result["loop_vs_engine"] = round(result["loop"]["fps"] / result["dreamcam"]["fps"], 3)
     finally:
         backend.close()
@@ -317,31 +314,6 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         result["ratio_fps"] = round(result["dreamcam"]["fps"] / result["peer"]["fps"], 3)
         result["ratio_p50"] = round(result["peer"]["p50_ms"] / result["dreamcam"]["p50_ms"], 3)
     return result
-
-
-def profile_frames(process: Callable, frames: list, n: int, device: str, top: int = 15) -> list[dict[str, Any]]:
-    """Where a frame's time goes: the `top` ops/kernels by self time (device time on CUDA),
-    in milliseconds per frame and as a share of all self time over `n` profiled frames."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for i in range(n):
-            process(frames[i % len(frames)])
-        _cuda_sync(device)
-    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
-    total = sum(getattr(e, key) for e in events) or 1.0
-    events.sort(key=lambda e: getattr(e, key), reverse=True)
-    return [
-        {
-            "name": e.key[:100],
-            "ms_per_frame": round(getattr(e, key) / 1000.0 / n, 4),
-            "share": round(getattr(e, key) / total, 4),
-            "calls_per_frame": round(e.count / n, 2),
-        }
-        for e in events[:top]
-    ]
 
 
 def bench_bypass(args: argparse.Namespace) -> dict[str, Any]:
