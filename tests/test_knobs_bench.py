@@ -26,14 +26,19 @@ TINY = ("--model", "tiny", "--device", "cpu", "--width", "64", "--height", "64")
 
 
 def test_frame_buffer_counts_frames_not_calls(capsys):
-    args = _args(*TINY, "--frames", "8", "--warmup", "1", "--frame-buffer", "2", "--loop", "--json")
+    args = _args(*TINY, "--frames", "8", "--warmup", "1", "--frame-buffer", "2", "--json")
     assert bench.run(args) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["frame_buffer_size"] == 2
-    for s in (r["dreamcam"], r["loop"]):
+    for s in (r["dreamcam"],):
         assert s["frames"] == 8 and s["frames_per_call"] == 2
         calls_s = 4 * s["mean_ms"] / 1e3  # 4 timed calls of 2 frames
         assert s["fps"] == pytest.approx(8 / calls_s, rel=0.25)
+
+
+def test_live_loop_refuses_several_frames_per_call(capsys):
+    with pytest.raises(ConfigError, match="--frame-buffer 2"):
+        bench.run(_args(*TINY, "--frames", "2", "--frame-buffer", "2", "--loop"))
 
 
 def test_batched_frames_are_consecutive_stacks():

@@ -64,6 +64,10 @@ for name, r in rows.items():
     line = f"{name:14s} dreamcam[{r['backend']}] {d['fps']:8.1f} fps p50 {d['p50_ms']:7.2f} p99 {d['p99_ms']:7.2f} start {d['startup_s']:6.1f}s mem {d['gpu_mem_peak_mib']}"
     if p:
         line += f" | peer {p['fps']:7.1f} fps p50 {p['p50_ms']:7.2f} p99 {p['p99_ms']:7.2f} | x{r['ratio_fps']}"
+    if "fps" in r.get("pipelined", {}):
+        line += f" | pipelined {r['pipelined']['fps']:.1f} fps"
+    elif "pipelined" in r:
+        line += f" | pipelined FAILED {r['pipelined'].get('error')}"
     if "loop" in r:
         line += f" | loop {r['loop']['fps']:.1f} fps ({r['loop_vs_engine']})"
     print(line)

@@ -57,8 +57,22 @@ declare -A FLAGS=(
   [fuse]="--fuse-qkv"                                # splits fuse_tuned: the fused projections alone
   [sd15x4_fuse_tuned]="--fuse-qkv --inductor tuned"  # the sd15 4-step target (100 fps) with the recipe
   [blocks_autotune]="--compile-scope blocks --compile-mode max-autotune-no-cudagraphs"  # autotune affordable per block?
+  [gputests]="-m gpu"                                # the GPU-only tests (pipelined streams, knobs, framing): not a bench row
 )
-ROWS=${ROWS:-"base fuse_tuned blocks fb2 fuse_tuned_freeze tuned fuse sd15x4_fuse_tuned blocks_autotune"}
+ROWS=${ROWS:-"base fuse_tuned blocks fb2 fuse_tuned_freeze gputests tuned fuse sd15x4_fuse_tuned blocks_autotune"}
+GPU_TESTS="tests/test_pipeline_backends.py tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py"
+
+gputests() {  # cap: the GPU-marked tests, which skip on the CPU (pytest comes as a wheel in .whl/)
+  local cap=$1 t_row=$(date +%s) rc status=ok
+  echo "== gputests (cap ${cap}s): pytest -m gpu" | tee -a "$OUT/log.txt"
+  # from the repository root (where the device tool runs commands); the code under test is $PYTHONPATH's
+  timeout -k 10 "$cap" $PY -m pytest -q -rs -p no:cacheprovider -o pythonpath= -m gpu $GPU_TESTS \
+    2>&1 | tail -40 | tee -a "$OUT/log.txt"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || status="failed rc=$rc"
+  echo "{\"row\": \"gputests\", \"status\": \"$status\", \"flags\": \"-m gpu\", \"row_s\": $(( $(date +%s) - t_row ))}" \
+    > "$OUT/gputests.json"
+}
 
 row() {  # name: run one row, or record why it did not run
   local name=$1 flags=${FLAGS[$1]-} left arch=$TURBO
@@ -69,6 +83,7 @@ row() {  # name: run one row, or record why it did not run
     echo "{\"row\": \"$name\", \"status\": \"skipped\", \"flags\": \"$flags\"}" > "$OUT/$name.json"
     return
   fi
+  if [ "$name" = gputests ]; then gputests $(( left < 150 ? left : 150 )); return; fi
   case $name in sd15*) arch=$SD15;; esac
   if [ -n "${SMOKE:-}" ]; then  # eager on the CPU: the compiled backend's knobs do not apply
     flags=$(echo " $flags " | sed -E 's/ --(fuse-qkv|inductor [^ ]+|compile-scope [^ ]+|compile-mode [^ ]+)//g')
@@ -105,20 +120,24 @@ for name in names:
         r = json.loads(bench_path.read_text())
         meta.update(arch=r["arch"], size=r["size"], steps=len(r["t_index_list"]), frame_buffer=r.get("frame_buffer_size"),
                     gpu=r["env"].get("gpu", "cpu"), torch=r["env"]["torch"], compile_s=r.get("compile_s"),
+                    pipe_fps=r.get("pipelined", {}).get("fps"), pipe_error=r.get("pipelined", {}).get("error"),
                     **{k: r["dreamcam"][k] for k in ("fps", "p50_ms", "p99_ms", "startup_s", "gpu_mem_peak_mib")})
     rows.append(meta)
 base = next((r for r in rows if r["row"] == "base" and "fps" in r), None)
 (out / "sweep.json").write_text(json.dumps({"cold_start": True, "rows": rows}, indent=1))
-print(f"{'row':20s} {'status':10s} {'fps':>8s} {'vs base':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'start s':>8s} {'compile s':>9s}  flags")
+print(f"{'row':20s} {'status':10s} {'fps':>8s} {'vs base':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'start s':>8s} {'compile s':>9s} {'pipe fps':>8s}  flags")
 for r in rows:
     if "fps" not in r:
-        print(f"{r['row']:20s} {r['status']:10s} {'':>8s} {'':>8s} {'':>8s} {'':>8s} {'':>8s} {'':>9s}  {r['flags'].strip()}")
+        print(f"{r['row']:20s} {r['status']:10s} {'':>8s} {'':>8s} {'':>8s} {'':>8s} {'':>8s} {'':>9s} {'':>8s}  {r['flags'].strip()}")
         continue
     same = base and all(r[k] == base[k] for k in ("arch", "size", "steps"))  # fb2 compares: fps counts frames
     rel = f"{r['fps'] / base['fps']:.3f}" if same else ""
     comp = "" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+    pipe = "" if r.get("pipe_fps") is None else f"{r['pipe_fps']:.1f}"
     print(f"{r['row']:20s} {r['status']:10s} {r['fps']:8.1f} {rel:>8s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-          f"{r['startup_s']:8.1f} {comp:>9s}  {r['flags'].strip()}")
+          f"{r['startup_s']:8.1f} {comp:>9s} {pipe:>8s}  {r['flags'].strip()}")
+    if r.get("pipe_error"):
+        print(f"{'':20s} pipelined timing failed: {r['pipe_error']}")
 if rows and "gpu" in next((r for r in rows if "gpu" in r), {}):
     print(f"all rows cold-start (fresh compile cache each); {next(r for r in rows if 'gpu' in r)['gpu']}; "
           "p50/p99 per call (2 frames per call in fb2)")
