@@ -35,7 +35,13 @@ def _add_param_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=param.kind, default=None, help=f"{param.help}{rng}; default {param.default!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+HEAVY_COMMANDS = ("bench", "build-engines")  # their flags live in modules that import torch
+
+
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """The whole CLI. `command` names the subcommand being run: the flags of the others whose
+    modules import torch (bench, build-engines) are then left out, so `dreamcam devices` and
+    `dreamcam --help` start in a fraction of a second ("*": all of them, for tools and tests)."""
     parser = argparse.ArgumentParser(prog="dreamcam", description="A live AI-restyled camera.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,13 +86,41 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stats-json", help="write frames, fps and p50/p99 frame ms here at exit")
     _add_param_flags(run)
 
-    from dreamcam import bench, devices
+    from dreamcam import devices
+
+    bench_p = sub.add_parser("bench", help="engine throughput and latency, optionally beside StreamDiffusion")
+    devices.add_arguments(sub.add_parser("devices", help="list cameras, monitors and usable virtual cameras"))
+    trt_p = sub.add_parser("build-engines", help="build TensorRT engines ahead of time, with progress")
+    if command in ("*", "bench"):
+        from dreamcam import bench
+
+        bench.add_arguments(bench_p)
+    if command in ("*", "build-engines"):
+        from dreamcam.backends import tensorrt
+
+        tensorrt.add_arguments(trt_p)
+    return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand in `argv` (the first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _command(name: str):
+    if name == "run":
+        return cmd_run
+    if name == "bench":
+        from dreamcam import bench
+
+        return bench.run
+    if name == "devices":
+        from dreamcam import devices
+
+        return devices.run
     from dreamcam.backends import tensorrt
 
-    bench.add_arguments(sub.add_parser("bench", help="engine throughput and latency, optionally beside StreamDiffusion"))
-    devices.add_arguments(sub.add_parser("devices", help="list cameras, monitors and usable virtual cameras"))
-    tensorrt.add_arguments(sub.add_parser("build-engines", help="build TensorRT engines ahead of time, with progress"))
-    return parser
+    return tensorrt.run
 
 
 def resolve_device(name: str):
@@ -174,9 +208,9 @@ def cmd_run(args) -> int:
     from dreamcam.backends import make_backend
     from dreamcam.controls import Controller
     from dreamcam.engine import StreamEngine
-    from dreamcam.schedule import check_size
     from dreamcam.osc import OscServer
     from dreamcam.runner import Runner
+    from dreamcam.schedule import check_size
     from dreamcam.sinks import open_sink, parse_bitrate
     from dreamcam.sinks import parse_size as parse_output_size
     from dreamcam.sources import open_source, parse_size
@@ -301,15 +335,12 @@ def _say(msg: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no image-processor chatter: dreamcam uses none
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="dreamcam: %(levelname)s: %(message)s")
-    from dreamcam import bench, devices
-    from dreamcam.backends import tensorrt
-
-    commands = {"run": cmd_run, "bench": bench.run, "devices": devices.run, "build-engines": tensorrt.run}
     try:
-        return commands[args.command](args)
+        return _command(args.command)(args)
     except DreamcamError as e:
         print(f"dreamcam: error: {e}", file=sys.stderr)
         return e.exit_code
