@@ -75,3 +75,16 @@ def test_devices_and_help_start_without_torch():
     code = "import sys; from dreamcam.cli import build_parser; build_parser('bench'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.stdout.strip() == "True"  # the check above can fail: bench's flags do import torch
+
+
+def test_compiled_knobs_on_a_cpu_run_are_refused_with_one_line(capsys, tmp_path):
+    """--fuse-qkv etc. tune the compiled backend only: on a CPU (auto -> eager) they are named and
+    refused before the model loads, never silently ignored."""
+    from dreamcam.cli import main
+
+    code = main(["run", "--model", "tiny", "--device", "cpu", "--source", "testpattern", "--sink", "null",
+                 "--no-osc", "--frames", "1", "--fuse-qkv", "--compile-scope", "blocks"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--fuse-qkv, --compile-scope tune the compiled backend; this run uses eager" in err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1

@@ -31,14 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.backends.compiled import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
+from dreamcam.backends.knobs import add_knob_arguments, knob_options
+from dreamcam.backends.knobs import check_knobs as _check_knobs
 from dreamcam.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 ARCH_CHOICES = ("tiny", "sd-turbo", "sd15")
-# the compiled backend's speed knobs (constructor keyword: default)
-KNOB_DEFAULTS = {"fuse_qkv": False, "inductor": "default", "compile_mode": "default", "compile_scope": "whole"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,14 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--no-compile", action="store_true", help="compiled backend: capture eager kernels, skip torch.compile")
     p.add_argument("--no-cuda-graph", action="store_true", help="compiled backend: no CUDA graph capture")
-    p.add_argument("--fuse-qkv", action="store_true", help="compiled backend: fused attention q/k/v projections")
-    p.add_argument("--inductor", default="default", choices=tuple(INDUCTOR_PRESETS),
-                   help="compiled backend: Inductor preset (tuned: conv_1x1_as_mm, coordinate descent, no epilogue "
-                        "fusion; freeze: constant-folded weights)")
-    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
-                   help="compiled backend: torch.compile mode (max-autotune-no-cudagraphs: minutes more to start)")
-    p.add_argument("--compile-scope", default="whole", choices=COMPILE_SCOPES,
-                   help="compiled backend: compile whole modules, or each repeated block (shorter first start)")
+    add_knob_arguments(p)
     p.add_argument("--frame-buffer", type=int, default=1, metavar="F",
                    help="frames per UNet call (frame_buffer_size, default 1): more throughput, F-1 frames more latency")
     p.add_argument("--frames", type=int, default=200, help="timed frames per side (default 200)")
@@ -198,11 +190,7 @@ def check_knobs(args: argparse.Namespace, device: str) -> None:
     """The compiled backend's knobs on another backend: one clear line rather than ignored."""
     from dreamcam.backends import choose_backend
 
-    chosen = choose_backend(args.backend, device)
-    changed = [f"--{k.replace('_', '-')}" for k, v in KNOB_DEFAULTS.items() if getattr(args, k) != v]
-    if chosen != "compiled" and changed:
-        raise ConfigError(f"{', '.join(changed)} tune the compiled backend; this run uses {chosen}: "
-                          "add --backend compiled (CUDA) or drop them")
+    _check_knobs(args, choose_backend(args.backend, device))
 
 
 def backend_options(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
@@ -211,8 +199,7 @@ def backend_options(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
 
     if choose_backend(args.backend, engine.device.type) != "compiled":
         return {}
-    knobs = {k: getattr(args, k) for k in KNOB_DEFAULTS}
-    return {"compile": not args.no_compile, "cuda_graph": not args.no_cuda_graph, **knobs}
+    return {"compile": not args.no_compile, "cuda_graph": not args.no_cuda_graph, **knob_options(args)}
 
 
 def make_engine(pipe, cfg: dict[str, Any], args: argparse.Namespace):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dreamcam.backends.knobs import add_knob_arguments
 from dreamcam.errors import ConfigError, DreamcamError
 from dreamcam.params import PARAMS
 
@@ -81,6 +82,7 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     run.add_argument("--presets", help="TOML presets file (re-read when it changes)")
     run.add_argument("--preset", help="start with this preset from --presets (flags given as well win)")
     run.add_argument("--backend", default="auto", help="auto | eager | compiled | tensorrt")
+    add_knob_arguments(run)
     run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     run.add_argument("--frames", type=int, default=0, help="stop after N frames (default: run until Ctrl-C)")
     run.add_argument("--stats-json", help="write frames, fps and p50/p99 frame ms here at exit")
@@ -205,7 +207,8 @@ def _similarity_filter(args):
 
 
 def cmd_run(args) -> int:
-    from dreamcam.backends import make_backend
+    from dreamcam.backends import choose_backend, make_backend
+    from dreamcam.backends.knobs import check_knobs, knob_options
     from dreamcam.controls import Controller
     from dreamcam.engine import StreamEngine
     from dreamcam.osc import OscServer
@@ -241,6 +244,9 @@ def cmd_run(args) -> int:
         for spec in sink_specs
     ]
     device, dtype = resolve_device(args.device)
+    chosen = choose_backend(args.backend, device.type)
+    check_knobs(args, chosen)
+    backend_options = knob_options(args) if chosen == "compiled" else {}
 
     with contextlib.ExitStack() as stack:
         # 2. Outputs and OSC open before the slow model load, so a missing virtual camera is said at once
@@ -264,7 +270,7 @@ def cmd_run(args) -> int:
         engine = StreamEngine(pipe, t_index, args.width, args.height, cfg_type=args.cfg, device=device, dtype=dtype)
         s = store.snapshot()
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
-        backend = stack.enter_context(make_backend(args.backend, engine))
+        backend = stack.enter_context(make_backend(args.backend, engine, **backend_options))
         _say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}; warming up ...")
         t0 = time.perf_counter()
         backend.process(np.zeros((args.height, args.width, 3), dtype=np.uint8))  # compiles / captures here, not live

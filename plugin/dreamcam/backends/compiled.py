@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamcam.backends.knobs import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS  # noqa: F401 (re-exported)
 from dreamcam.backends.step import (
     FramePipeline,
     GraphedStep,
@@ -49,15 +50,6 @@ from dreamcam.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
 
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
-COMPILE_SCOPES = ("whole", "blocks")
-_TUNED = {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True, "epilogue_fusion": False}
-INDUCTOR_PRESETS: dict[str, dict[str, bool]] = {
-    "default": {},
-    "tuned": _TUNED,
-    "freeze": {"freezing": True},
-    "tuned-freeze": {**_TUNED, "freezing": True},
-}
 # the repeated blocks of the SD UNet and of TAESD, compiled one by one with compile_scope="blocks"
 BLOCK_CLASSES = ("ResnetBlock2D", "Transformer2DModel", "AutoencoderTinyBlock")
 # distinct block shapes in one model (sd-turbo's UNet has about 20): dynamo's default limit of 8
