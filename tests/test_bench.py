@@ -3,7 +3,9 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from dreamcam import bench
 from dreamcam.errors import ConfigError
@@ -43,12 +45,31 @@ def test_profile_lists_where_the_frame_time_goes(capsys):
     args = _args("--model", "tiny", "--device", "cpu", "--frames", "2", "--warmup", "0", "--width", "64",
                  "--height", "64", "--profile", "3", "--json")
     assert bench.run(args) == 0
-    prof = json.loads(capsys.readouterr().out)["profile"]
+    r = json.loads(capsys.readouterr().out)
+    prof = r["profile"]
     assert 0 < len(prof) <= 15
+    st = r["stages"]  # encode / denoise / decode, each timed alone
+    assert all(st[k] > 0 for k in ("encode_ms", "denoise_ms", "decode_ms"))
+    assert st["sum_ms"] == pytest.approx(st["encode_ms"] + st["denoise_ms"] + st["decode_ms"], abs=1e-3)
     shares = [row["share"] for row in prof]
     assert shares == sorted(shares, reverse=True) and sum(shares) <= 1.0001
     assert any("conv" in row["name"] for row in prof)  # a UNet/VAE frame is mostly convolutions
     assert all(row["ms_per_frame"] > 0 and row["calls_per_frame"] > 0 for row in prof)
+
+
+def test_stage_times_leave_the_stream_state_as_it_was(tiny_pipe):
+    """Profiling stages must not change the live picture: the carried latents and noise are restored."""
+    from dreamcam import StreamEngine
+    from dreamcam.bench_profile import stage_times
+
+    e = StreamEngine(tiny_pipe, [20, 35], 64, 64, cfg_type="self", device="cpu", dtype=torch.float32)
+    e.prepare("a cat", num_inference_steps=50, guidance_scale=1.4, seed=2)
+    frame = (np.arange(64 * 64 * 3) % 251).astype(np.uint8).reshape(64, 64, 3)
+    e.img2img(frame)
+    before = [t.clone() for t in (e._x_batch, e.stock_noise)]
+    stage_times(e, n=2)
+    for saved, live in zip(before, (e._x_batch, e.stock_noise)):
+        assert torch.equal(saved, live)
 
 
 def test_bypass_mode_reports_the_loop_rate(capsys):

@@ -14,7 +14,8 @@
 # knob flags are dropped there because the compiled backend needs CUDA):
 #   SMOKE=1 OUT=/tmp/sweep bash tools/gpu_sweep.sh
 # Knobs: BUDGET (default 400 s), T (per-row cap, default 170 s), N (timed frames, default 150),
-# ROWS (space-separated row names to run, in that order; default: all below).
+# ROWS (space-separated row names to run, in that order; default: all below). The profile row is
+# not cold: it reuses base's compile cache (warm start) and times without the CUDA graph.
 set -u
 T0=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,6 +52,7 @@ declare -A FLAGS=(
   [base]=""                                          # today's defaults: the reference for every row
   [fuse_tuned]="--fuse-qkv --inductor tuned"         # diffusers' recipe: is better kernel code worth it?
   [blocks]="--compile-scope blocks"                  # first start much shorter at the same fps? -> default
+  [profile]="--no-cuda-graph --frames 30 --profile 20"  # where the ms go: per stage (TAESD vs UNet) and top kernels; reuses base's warm cache
   [fb2]="--frame-buffer 2"                           # fps at 2 frames per UNet call (1 frame more latency)
   [fuse_tuned_freeze]="--fuse-qkv --inductor tuned-freeze"  # constant-folded weights on top
   [tuned]="--inductor tuned"                         # splits fuse_tuned: the Inductor settings alone
@@ -59,7 +61,7 @@ declare -A FLAGS=(
   [blocks_autotune]="--compile-scope blocks --compile-mode max-autotune-no-cudagraphs"  # autotune affordable per block?
   [gputests]="-m gpu"                                # the GPU-only tests (pipelined streams, knobs, framing): not a bench row
 )
-ROWS=${ROWS:-"base fuse_tuned blocks fb2 fuse_tuned_freeze gputests tuned fuse sd15x4_fuse_tuned blocks_autotune"}
+ROWS=${ROWS:-"base profile fuse_tuned blocks fb2 fuse_tuned_freeze gputests tuned fuse sd15x4_fuse_tuned blocks_autotune"}
 GPU_TESTS="tests/test_pipeline_backends.py tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py"
 
 gputests() {  # cap: the GPU-marked tests, which skip on the CPU (pytest comes as a wheel in .whl/)
@@ -90,8 +92,10 @@ row() {  # name: run one row, or record why it did not run
   fi
   local cap=$(( left < T ? left : T )) t_row=$(date +%s) rc
   echo "== $name (cap ${cap}s): dreamcam bench $arch --frames $N $flags" | tee -a "$OUT/log.txt"
-  rm -rf "${CACHES:?}/$name" "$OUT/$name.bench.json"
-  DREAMCAM_ENGINES_DIR=$CACHES/$name TRITON_CACHE_DIR=$CACHES/$name/triton \
+  local cache=$name
+  if [ "$name" = profile ]; then cache=base; else rm -rf "${CACHES:?}/$name"; fi  # profile: base's warm cache
+  rm -f "$OUT/$name.bench.json"
+  DREAMCAM_ENGINES_DIR=$CACHES/$cache TRITON_CACHE_DIR=$CACHES/$cache/triton \
     timeout -k 10 "$cap" $PY -m dreamcam.bench $arch --frames $N --json --out "$OUT/$name.bench.json" $flags \
     2>&1 | tee -a "$OUT/log.txt" | grep -v '^{'
   rc=${PIPESTATUS[0]}
@@ -138,6 +142,15 @@ for r in rows:
           f"{r['startup_s']:8.1f} {comp:>9s} {pipe:>8s}  {r['flags'].strip()}")
     if r.get("pipe_error"):
         print(f"{'':20s} pipelined timing failed: {r['pipe_error']}")
+prof_path = out / "profile.bench.json"
+if prof_path.exists():
+    r = json.loads(prof_path.read_text())
+    if "stages" in r:
+        st = r["stages"]
+        print("profile, per stage (ms per call, each alone, no CUDA graph): " +
+              ", ".join(f"{k[:-3]} {v:.3f}" for k, v in st.items()))
+    for k in r.get("profile", [])[:10]:
+        print(f"  {k['ms_per_frame']:8.3f} ms {k['share']:6.1%} x{k['calls_per_frame']:<6g} {k['name']}")
 if rows and "gpu" in next((r for r in rows if "gpu" in r), {}):
     print(f"all rows cold-start (fresh compile cache each); {next(r for r in rows if 'gpu' in r)['gpu']}; "
           "p50/p99 per call (2 frames per call in fb2)")

@@ -270,9 +270,11 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         result["knobs"], result["compile_s"] = backend.knobs, backend.compile_s
     try:
         if args.profile:
-            from dreamcam.bench_profile import profile_frames
+            from dreamcam.bench_profile import profile_frames, stage_times
 
             result["profile"] = profile_frames(backend.process, frames, args.profile, device)
+            if getattr(backend, "engine", None) is not None:  # and per stage: which model takes the time
+                result["stages"] = stage_times(backend.engine, n=args.profile)
         if args.loop or getattr(backend, "overlaps", False):
             from dreamcam.bench_loop import time_pipelined
 

@@ -33,3 +33,44 @@ def profile_frames(process: Callable, frames: list, n: int, device: str, top: in
         }
         for e in events[:top]
     ]
+
+
+@torch.no_grad()
+def stage_times(engine: Any, n: int = 20) -> dict[str, float]:
+    """Milliseconds per call of each stage of the frame step, run one by one outside any CUDA graph
+    with the modules the backend runs (compiled ones while a compiled backend is open): TAESD
+    encode, the denoising step (UNet stream batch + RCFG + LCM update) and TAESD decode, each
+    timed over `n` calls after one untimed call (CUDA events on a GPU, wall clock on a CPU).
+    The engine's carried state is restored afterwards."""
+    import time
+
+    from dreamcam.backends.step import StateSnapshot
+
+    f, dev = engine.frame_buffer_size, engine.device
+    x = torch.rand((f, 3, engine.height, engine.width), device=dev).mul_(2).sub_(1).to(engine.dtype)
+    snapshot = StateSnapshot(engine)
+    cuda = dev.type == "cuda"
+    lat = engine.encode_image(x)
+    x0 = engine.predict_x0_batch(lat)
+    stages = {"encode": lambda: engine.encode_image(x), "denoise": lambda: engine.predict_x0_batch(lat),
+              "decode": lambda: engine.decode_image(x0)}
+    out: dict[str, float] = {}
+    for name, fn in stages.items():
+        fn()
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(n):
+                fn()
+            end.record()
+            end.synchronize()
+            ms = start.elapsed_time(end) / n
+        else:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            ms = (time.perf_counter() - t0) * 1000.0 / n
+        out[f"{name}_ms"] = round(ms, 4)
+    out["sum_ms"] = round(sum(out.values()), 4)
+    snapshot.restore()
+    return out
