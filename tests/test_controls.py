@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 from dreamcam import StreamEngine
-from dreamcam.controls import Controller, parse_prompt
+from dreamcam.controls import Controller
+from dreamcam.prompts import parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.params import ParamStore
 

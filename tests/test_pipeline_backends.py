@@ -70,10 +70,6 @@ class CpuGraphed(FramePipeline):
         self._closed = False
         self._run = GraphedStep(eng, warmup=2)
 
-    def close(self) -> None:
-        self._closed = True
-        self._run.close()
-
 
 def test_eager_pipelined_equals_one_at_a_time_with_any_size_input_and_live_changes(tiny_pipe):
     ref, eng = engine(tiny_pipe), engine(tiny_pipe)

@@ -23,23 +23,11 @@ from dreamcam.backends.step import FramePipeline, GraphedStep
 from dreamcam.frames import fit
 from dreamcam.framing_gpu import fit_torch
 from dreamcam.runner import Runner
-from dreamcam.sinks import Sink
 from dreamcam.sources import TestPatternSource
 from dreamcam.sources_media import VideoFileSource
+from recording import RecordingSink
 
 SIZE = 64
-
-
-class RecordingSink(Sink):
-    kind = "record"
-    depth = 1000
-
-    def __init__(self, width, height):
-        super().__init__(width, height)
-        self.frames = []
-
-    def _send(self, frame):
-        self.frames.append(frame)
 
 
 class LoggedGraphed(FramePipeline):

@@ -17,24 +17,10 @@ from dreamcam.controls import Controller
 from dreamcam.frames import fit
 from dreamcam.params import ParamStore
 from dreamcam.runner import Runner
-from dreamcam.sinks import Sink
 from dreamcam.sources import TestPatternSource
+from recording import RecordingSink
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class RecordingSink(Sink):
-    """A real sink thread that keeps what it was given (the test's eyes on the output)."""
-
-    kind = "record"
-    depth = 1000
-
-    def __init__(self, width, height):
-        super().__init__(width, height)
-        self.frames = []
-
-    def _send(self, frame):
-        self.frames.append(frame)
 
 
 class PausableTestPattern(TestPatternSource):

@@ -11,20 +11,11 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/dreamcam-bench}
-mkdir -p "$OUT"
 PY=${PY:-python3}
 T=${T:-170}          # seconds per configuration (the compile of a real UNet takes about a minute)
 KNOBS=${KNOBS:-}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 export DREAMCAM_ENGINES_DIR=${DREAMCAM_ENGINES_DIR:-/tmp/dreamcam-engines}
-if [ -z "${SMOKE:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$ROOT/plugin
-else
-  export PYTHONPATH=$ROOT/plugin${PYTHONPATH:+:$PYTHONPATH}
-fi
-{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null;
-  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$OUT/log.txt"
+. "$ROOT/tools/gpu_env.sh"
 
 if [ -n "${SMOKE:-}" ]; then
   ARCH1="--arch tiny"; ARCH2="--arch tiny"; S=64; W2=96; H2=64; N=20; BK=${BACKEND:-eager}; DEV=cpu

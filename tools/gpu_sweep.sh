@@ -20,22 +20,13 @@ set -u
 T0=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/dreamcam-sweep}
-mkdir -p "$OUT"
 PY=${PY:-python3}
 BUDGET=${BUDGET:-400}
 T=${T:-170}
 MIN_ROW=${MIN_ROW:-60}     # a row needs at least this long (process start, build, cold compile)
 CACHES=${CACHES:-/tmp/dreamcam-sweep-caches}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 unset TORCHINDUCTOR_CACHE_DIR
-if [ -z "${SMOKE:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$ROOT/plugin
-else
-  export PYTHONPATH=$ROOT/plugin${PYTHONPATH:+:$PYTHONPATH}
-fi
-{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null;
-  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$OUT/log.txt"
+. "$ROOT/tools/gpu_env.sh"
 
 if [ -n "${SMOKE:-}" ]; then
   TURBO="--arch tiny --width 64 --height 64 --t-index-list 35 --device cpu --backend eager"

@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.backends.knobs import add_knob_arguments, knob_options
-from dreamcam.backends.knobs import check_knobs as _check_knobs
+from dreamcam.backends.knobs import add_knob_arguments, check_knobs, knob_options
 from dreamcam.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -135,6 +134,7 @@ def input_frames(width: int, height: int, n: int = 8, seed: int = 0) -> list[np.
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the flags and settle device, dtype, architecture and t_index_list."""
+    from dreamcam.backends import choose_backend
     from dreamcam.engine import check_t_index_list, strength_to_t_index_list
 
     arch = args.arch or args.model or "tiny"
@@ -150,7 +150,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device == "cuda" else torch.float32
-    check_knobs(args, device)
+    check_knobs(args, choose_backend(args.backend, device))
     if args.t_index_list:
         t_index = check_t_index_list(args.t_index_list.split(","), 50)
     else:
@@ -184,13 +184,6 @@ def _mem_peak_mib(device: str) -> float | None:
 
 
 # ---------------------------------------------------------------------------- modes
-
-
-def check_knobs(args: argparse.Namespace, device: str) -> None:
-    """The compiled backend's knobs on another backend: one clear line rather than ignored."""
-    from dreamcam.backends import choose_backend
-
-    _check_knobs(args, choose_backend(args.backend, device))
 
 
 def backend_options(args: argparse.Namespace, engine: Any) -> dict[str, Any]:

@@ -135,21 +135,13 @@ def time_pipelined(backend: Any, frames: Sequence[np.ndarray], n: int, warmup: i
     p50_ms / p99_ms / mean_ms (per frame: from its submit to the end of its collect, which
     includes queueing behind the frame ahead) and pipelined (False: the backend has only
     `process`, timed one frame at a time)."""
-    from dreamcam.bench import summarize
+    from dreamcam.bench import summarize, time_frames
 
     if n < 1 or warmup < 0 or not frames:
         raise ValueError(f"need n >= 1, warmup >= 0 and at least one frame; got n={n}, warmup={warmup}, "
                          f"{len(frames)} frames")
     if not (hasattr(backend, "submit") and hasattr(backend, "collect")):
-        step = backend.process
-        for i in range(warmup):
-            step(frames[i % len(frames)])
-        ms, t_run = [], time.perf_counter()
-        for i in range(n):
-            t0 = time.perf_counter()
-            step(frames[i % len(frames)])
-            ms.append((time.perf_counter() - t0) * 1e3)
-        return dict(summarize(ms, time.perf_counter() - t_run), pipelined=False)
+        return dict(time_frames(lambda i: backend.process(frames[i % len(frames)]), n, warmup), pipelined=False)
     _pipelined_frames(backend, frames, warmup, [])
     ms: list[float] = []
     t_run = time.perf_counter()

@@ -25,7 +25,7 @@ import torch
 
 from dreamcam.errors import ConfigError
 from dreamcam.params import ParamStore
-from dreamcam.prompts import MAX_BLEND_PARTS, parse_prompt  # noqa: F401  (re-exported)
+from dreamcam.prompts import parse_prompt
 
 log = logging.getLogger(__name__)
 

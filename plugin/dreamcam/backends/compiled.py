@@ -35,10 +35,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
-from dreamcam.backends.knobs import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS  # noqa: F401 (re-exported)
+from dreamcam.backends.knobs import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
 from dreamcam.backends.step import (
     FramePipeline,
     GraphedStep,
@@ -226,30 +225,13 @@ class CompiledBackend(FramePipeline):
             with self._modules.compiling():
                 self._run = GraphedStep(engine, warmup=warmup, cuda_graph=cuda_graph)
         except BaseException:
-            self._swap.__exit__(None, None, None)
-            self._modules.close()
+            self._release()
             raise
         self.compile_s = round(self._run.warm_at - t0, 2)
         self.startup_s = round(time.perf_counter() - t0, 2)
         log.info("compiled backend ready in %.1f s (compile+warm-up %.1f s, CUDA graph %s, knobs %s)",
                  self.startup_s, self.compile_s, "on" if cuda_graph else "off", self.knobs)
 
-    def process(self, frame: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) RGB at the engine size (or (F, H, W, 3)) -> the same shape."""
-        if self._closed:
-            raise RuntimeError("the compiled backend is closed")
-        return self._run.process(frame)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._run.close()
+    def _release(self) -> None:
         self._swap.__exit__(None, None, None)
         self._modules.close()
-
-    def __enter__(self) -> CompiledBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

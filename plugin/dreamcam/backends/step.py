@@ -248,7 +248,10 @@ class GraphedStep:
     def submit(self, frame: np.ndarray, fit_mode: str = "crop") -> None:
         """Queue a captured uint8 (h, w, 3) RGB frame of any size (or (F, h, w, 3)); framed to the
         engine size with `fit_mode` (crop, letterbox, stretch). Does not wait for the device."""
-        frames = check_source_frame(self.engine, frame, fit_mode)
+        self._enqueue(check_source_frame(self.engine, frame, fit_mode), fit_mode)
+
+    def _enqueue(self, frames: np.ndarray, fit_mode: str) -> None:
+        """`submit` for a checked (F, h, w, 3) uint8 array."""
         check_room(self.pending)
         slot = self._slots[self._next]
         slot.hold(frames.shape)
@@ -301,10 +304,10 @@ class GraphedStep:
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) RGB at the engine size (or (F, H, W, 3)) -> the same shape; waits."""
-        check_frame(self.engine, frame)
+        frames = check_frame(self.engine, frame)
         if self.pending:
             raise RuntimeError(f"{self.pending} frames are in flight: collect() them before process()")
-        self.submit(frame)
+        self._enqueue(frames, "crop")  # already at the engine size: framing is a plain copy
         return self.collect()
 
     def close(self) -> None:
@@ -315,8 +318,10 @@ class GraphedStep:
 
 
 class FramePipeline:
-    """submit / collect / fence / pending / overlaps of a backend that runs a `GraphedStep` in
-    `self._run` (see GraphedStep); refused once the backend is closed (`self._closed`)."""
+    """The backend API (process, submit / collect / fence / pending / overlaps, close, context
+    manager) of a backend that runs a `GraphedStep` in `self._run` (see GraphedStep); every call
+    is refused once the backend is closed (`self._closed`). A backend puts back what it swapped
+    into the engine in `_release`, which `close` calls once."""
 
     name = "backend"
     _run: GraphedStep
@@ -346,3 +351,23 @@ class FramePipeline:
     @property
     def overlaps(self) -> bool:
         return self._run.overlaps
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) RGB at the engine size (or (F, H, W, 3)) -> the same shape; waits."""
+        return self._open_run().process(frame)
+
+    def _release(self) -> None:
+        """What the backend undoes on close, after the frame path is closed (default: nothing)."""
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._run.close()
+        self._release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

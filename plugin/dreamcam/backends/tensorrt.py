@@ -266,25 +266,9 @@ class TensorRTBackend(FramePipeline):
         self.startup_s = round(time.perf_counter() - t0, 2)
         log.info("tensorrt backend ready in %.1f s", self.startup_s)
 
-    def process(self, frame: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) RGB at the engine size -> uint8 (H, W, 3) RGB."""
-        if self._closed:
-            raise RuntimeError("the tensorrt backend is closed")
-        return self._run.process(frame)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._run.close()
+    def _release(self) -> None:
         self._swap.__exit__(None, None, None)
         self._trt = ()
-
-    def __enter__(self) -> TensorRTBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------- dreamcam build-engines
