@@ -88,3 +88,20 @@ def test_compiled_knobs_on_a_cpu_run_are_refused_with_one_line(capsys, tmp_path)
     assert code == 2
     assert "--fuse-qkv, --compile-scope tune the compiled backend; this run uses eager" in err
     assert len([line for line in err.splitlines() if "error" in line]) == 1
+
+
+def test_a_real_model_falling_back_to_the_cpu_says_why_and_what_to_install(tmp_path, tiny_pipe):
+    from dreamcam.cli import cpu_fallback_hint
+
+    assert "CPU-only build" in cpu_fallback_hint(cuda_build=None, mps=False)
+    assert "download.pytorch.org/whl/cu" in cpu_fallback_hint(cuda_build=None, mps=False)
+    assert "nvidia-smi" in cpu_fallback_hint(cuda_build="13.0", mps=False)
+    assert "MPS" in cpu_fallback_hint(cuda_build=None, mps=True)
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    args = ("--source", "testpattern", "--sink", "null", "--frames", "1", "--width", "64", "--height", "64", "--no-osc")
+    r = dreamcam("run", "--model", str(tmp_path / "model"), *args)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("runs on the CPU") == 1
+    r = dreamcam("run", "--model", str(tmp_path / "model"), "--device", "cpu", *args)  # asked for: nothing to say
+    assert r.returncode == 0 and "runs on the CPU" not in r.stderr, r.stderr

@@ -136,6 +136,23 @@ def resolve_device(name: str):
     return torch.device(name), dtype
 
 
+def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
+    """What to tell a user whose real model is about to run on the CPU because `auto` found no GPU.
+
+    cuda_build is torch.version.cuda (None for a CPU-only build of torch); mps says whether an
+    Apple-silicon GPU is present (dreamcam does not use it yet).
+    """
+    slow = "no CUDA GPU is visible to torch, so the model runs on the CPU (seconds a frame, not frames a second)"
+    if mps:
+        return f"{slow}; Apple-silicon GPUs (MPS) are not used yet"
+    if cuda_build is None:
+        return (
+            f"{slow}: this torch is a CPU-only build; for an NVIDIA GPU install a CUDA build, e.g. "
+            "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128"
+        )
+    return f"{slow}: torch has CUDA {cuda_build} but finds no GPU; check the NVIDIA driver with nvidia-smi"
+
+
 def _t_index_list(args, strength: float) -> list[int]:
     from dreamcam.schedule import check_t_index_list, strength_to_t_index_list
 
@@ -244,6 +261,11 @@ def cmd_run(args) -> int:
         for spec in sink_specs
     ]
     device, dtype = resolve_device(args.device)
+    if args.device == "auto" and device.type == "cpu" and args.model != "tiny":
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        _say(cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available())))
     chosen = choose_backend(args.backend, device.type)
     check_knobs(args, chosen)
     backend_options = knob_options(args) if chosen == "compiled" else {}
