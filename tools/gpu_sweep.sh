@@ -53,7 +53,7 @@ declare -A FLAGS=(
   [gputests]="-m gpu"                                # the GPU-only tests (pipelined streams, knobs, framing): not a bench row
 )
 ROWS=${ROWS:-"base profile fuse_tuned blocks fb2 fuse_tuned_freeze gputests tuned fuse sd15x4_fuse_tuned blocks_autotune"}
-GPU_TESTS="tests/test_pipeline_backends.py tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py"
+GPU_TESTS="tests/test_pipeline_backends.py tests/test_gpu_review_step.py tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py"
 
 gputests() {  # cap: the GPU-marked tests, which skip on the CPU (pytest comes as a wheel in .whl/)
   local cap=$1 t_row=$(date +%s) rc status=ok

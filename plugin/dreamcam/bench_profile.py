@@ -47,7 +47,10 @@ def stage_times(engine: Any, n: int = 20) -> dict[str, float]:
     from dreamcam.backends.step import StateSnapshot
 
     f, dev = engine.frame_buffer_size, engine.device
-    x = torch.rand((f, 3, engine.height, engine.width), device=dev).mul_(2).sub_(1).to(engine.dtype)
+    # laid out as the frame step makes it (a permuted (F, H, W, 3) frame): a compiled encoder
+    # guards on strides, so an NCHW-contiguous input would recompile it and time other kernels
+    x = torch.rand((f, engine.height, engine.width, 3), device=dev).mul_(2).sub_(1).to(engine.dtype)
+    x = x.permute(0, 3, 1, 2)
     snapshot = StateSnapshot(engine)
     cuda = dev.type == "cuda"
     lat = engine.encode_image(x)

@@ -58,8 +58,15 @@ BLOCK_RECOMPILE_LIMIT = 64
 
 def use_compile_cache(path: str | os.PathLike | None = None) -> str:
     """Point Inductor's on-disk caches at `path` (default engines/torch_compile) unless the user
-    already set TORCHINDUCTOR_CACHE_DIR; returns the folder used."""
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ or path is not None:
+    already set TORCHINDUCTOR_CACHE_DIR; returns the folder used.
+
+    Importing torch._dynamo (diffusers does) sets the variable to torch's default folder
+    (/tmp/torchinductor_USER), so that value counts as not set by the user."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    user_set = current is not None and os.path.abspath(current) != os.path.abspath(default_cache_dir())
+    if path is not None or not user_set:
         from dreamcam.backends import engines_dir
 
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path or engines_dir() / "torch_compile")

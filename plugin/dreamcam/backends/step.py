@@ -162,15 +162,21 @@ class _Slot:
         # uploaded (copy stream) -> computed (compute stream) -> downloaded (download stream)
         self.uploaded, self.computed, self.downloaded = (torch.cuda.Event() if cuda else None for _ in range(3))
 
-    def hold(self, shape: tuple[int, ...]) -> None:
+    def hold(self, shape: tuple[int, ...], copy_stream: torch.cuda.Stream | None = None) -> None:
         """Raw buffers of `shape`. The slot is idle here (its last frame was collected, which
-        waited for its download); the wait below only guards that before old buffers are freed."""
+        waited for its download); the wait below only guards that before old buffers are freed.
+
+        The device buffer is allocated on `copy_stream`, the stream that writes it: the caching
+        allocator hands out a block freed on the allocating stream as soon as that stream's
+        earlier work is queued, not done, so a block taken on the default stream could still be
+        in use by default-stream work (setters, the prompt encoder) when the copy stream writes it."""
         if self.raw_np is not None and self.raw_np.shape == shape:
             return
         if self.downloaded is not None:
             self.downloaded.synchronize()
         self.raw_host = torch.empty(shape, dtype=torch.uint8, pin_memory=self.cuda)
-        self.raw_dev = torch.empty(shape, dtype=torch.uint8, device=self.device)
+        with _on(copy_stream):
+            self.raw_dev = torch.empty(shape, dtype=torch.uint8, device=self.device)
         self.raw_np = self.raw_host.numpy()
 
 
@@ -254,7 +260,7 @@ class GraphedStep:
         """`submit` for a checked (F, h, w, 3) uint8 array."""
         check_room(self.pending)
         slot = self._slots[self._next]
-        slot.hold(frames.shape)
+        slot.hold(frames.shape, self.copy_stream)
         np.copyto(slot.raw_np, frames)
         # 1. Upload on the copy stream: overlaps the compute of the frame ahead
         with _on(self.copy_stream):

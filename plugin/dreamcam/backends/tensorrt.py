@@ -262,7 +262,11 @@ class TensorRTBackend(FramePipeline):
         self._swap = swap_modules(engine, unet_call, vae)
         self._swap.__enter__()
 
-        self._run = GraphedStep(engine, warmup=1, cuda_graph=cuda_graph)
+        try:
+            self._run = GraphedStep(engine, warmup=1, cuda_graph=cuda_graph)
+        except BaseException:  # put the engine's own modules back: `auto` falls back to eager on them
+            self._release()
+            raise
         self.startup_s = round(time.perf_counter() - t0, 2)
         log.info("tensorrt backend ready in %.1f s", self.startup_s)
 
