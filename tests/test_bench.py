@@ -31,6 +31,17 @@ def test_tiny_bench_with_peer_prints_one_json_object(capsys, tmp_path):
     assert r["ratio_fps"] == pytest.approx(r["dreamcam"]["fps"] / r["peer"]["fps"], rel=1e-2)
 
 
+def test_peer_on_the_eager_backend_still_does_loop_and_profile(capsys):
+    # the interleaved (eager + --peer) timing once returned before --loop and --profile ran
+    args = _args("--model", "tiny", "--device", "cpu", "--frames", "3", "--warmup", "0", "--width", "64",
+                 "--height", "64", "--peer", "--loop", "--profile", "2", "--json")
+    assert bench.run(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["timing"] == "interleaved" and r["peer"]["frames"] == 3
+    assert r["loop"]["frames"] == 3 and r["loop_vs_engine"] > 0
+    assert r["profile"] and r["stages"]["decode_ms"] > 0
+
+
 def test_live_loop_mode_runs_the_runner_path(capsys):
     args = _args("--arch", "tiny", "--device", "cpu", "--frames", "4", "--warmup", "0", "--width", "64",
                  "--height", "64", "--loop", "--json")

@@ -262,35 +262,43 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     if hasattr(backend, "knobs"):  # the compiled backend: its knobs, and compile + warm-up seconds
         result["knobs"], result["compile_s"] = backend.knobs, backend.compile_s
     try:
-        if args.profile:
-            from dreamcam.bench_profile import profile_frames, stage_times
-
-            result["profile"] = profile_frames(backend.process, frames, args.profile, device)
-            if getattr(backend, "engine", None) is not None:  # and per stage: which model takes the time
-                result["stages"] = stage_times(backend.engine, n=args.profile)
-        if args.loop or getattr(backend, "overlaps", False):
-            from dreamcam.bench_loop import time_pipelined
-
-            # the engine alone, two deep: frame i+1 submitted before frame i is collected. A failure
-            # here is recorded, not fatal: the synchronous figure above stands on its own
-            try:
-                result["pipelined"] = time_pipelined(backend, frames, args.frames, args.warmup)
-            except Exception as e:  # noqa: BLE001 - reported in the result and the log
-                log.error("pipelined timing failed: %s: %s", type(e).__name__, e)
-                result["pipelined"] = {"error": f"{type(e).__name__}: {e}"}
-        if args.loop:
-            from dreamcam.bench_loop import bench_live_loop
-
-            # the run path: 1280x720 test pattern thread -> Runner (framing, pipelining) -> null sink
-            result["loop"] = bench_live_loop(backend, width=args.width, height=args.height, frames=args.frames,
-                                             warmup=args.warmup)
-            result["loop_vs_engine"] = round(result["loop"]["fps"] / result["dreamcam"]["fps"], 3)
+        time_extras(args, backend, frames, result, device)
     finally:
         backend.close()
     if args.peer:
         result["ratio_fps"] = round(result["dreamcam"]["fps"] / result["peer"]["fps"], 3)
         result["ratio_p50"] = round(result["peer"]["p50_ms"] / result["dreamcam"]["p50_ms"], 3)
     return result
+
+
+def time_extras(args: argparse.Namespace, backend: Any, frames: list, result: dict[str, Any], device: str) -> None:
+    """What --profile and --loop ask for (and the two-deep figure of an overlapping backend), into result.
+
+    Needs result["dreamcam"] (the synchronous figure) already there; the backend stays open.
+    """
+    if args.profile:
+        from dreamcam.bench_profile import profile_frames, stage_times
+
+        result["profile"] = profile_frames(backend.process, frames, args.profile, device)
+        if getattr(backend, "engine", None) is not None:  # and per stage: which model takes the time
+            result["stages"] = stage_times(backend.engine, n=args.profile)
+    if args.loop or getattr(backend, "overlaps", False):
+        from dreamcam.bench_loop import time_pipelined
+
+        # the engine alone, two deep: frame i+1 submitted before frame i is collected. A failure
+        # here is recorded, not fatal: the synchronous figure above stands on its own
+        try:
+            result["pipelined"] = time_pipelined(backend, frames, args.frames, args.warmup)
+        except Exception as e:  # noqa: BLE001 - reported in the result and the log
+            log.error("pipelined timing failed: %s: %s", type(e).__name__, e)
+            result["pipelined"] = {"error": f"{type(e).__name__}: {e}"}
+    if args.loop:
+        from dreamcam.bench_loop import bench_live_loop
+
+        # the run path: 1280x720 test pattern thread -> Runner (framing, pipelining) -> null sink
+        result["loop"] = bench_live_loop(backend, width=args.width, height=args.height, frames=args.frames,
+                                         warmup=args.warmup)
+        result["loop_vs_engine"] = round(result["loop"]["fps"] / result["dreamcam"]["fps"], 3)
 
 
 def bench_bypass(args: argparse.Namespace) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def _timed_start(make: Callable[[], Any], first_frame: np.ndarray) -> tuple[Any,
 def bench_interleaved(args, cfg, pipe, frames, result) -> dict[str, Any]:
     """Peer and eager dreamcam timed on alternate calls (which goes first alternates too)."""
     from dreamcam.backends import make_backend
-    from dreamcam.bench import make_engine, summarize
+    from dreamcam.bench import make_engine, summarize, time_extras
 
     peer, peer_start = _timed_start(lambda: PeerRunner(pipe, cfg, args), frames[0])
     backend, dc_start = _timed_start(lambda: make_backend(args.backend, make_engine(pipe, cfg, args)), frames[0])
@@ -81,10 +81,11 @@ def bench_interleaved(args, cfg, pipe, frames, result) -> dict[str, Any]:
                 if i >= warmup:
                     ms[name].append(dt * 1e3)
                     wall[name] += dt
-    f = args.frame_buffer
-    result["peer"] = dict(summarize(ms["peer"], wall["peer"], f), startup_s=peer_start, gpu_mem_peak_mib=None)
-    result["dreamcam"] = dict(summarize(ms["dreamcam"], wall["dreamcam"], f), startup_s=dc_start,
-                              gpu_mem_peak_mib=None)
+        f = args.frame_buffer
+        result["peer"] = dict(summarize(ms["peer"], wall["peer"], f), startup_s=peer_start, gpu_mem_peak_mib=None)
+        result["dreamcam"] = dict(summarize(ms["dreamcam"], wall["dreamcam"], f), startup_s=dc_start,
+                                  gpu_mem_peak_mib=None)
+        time_extras(args, backend, frames, result, result["device"])  # --profile, --loop, as without --peer
     result["backend"] = backend.name
     result["timing"] = "interleaved"
     result["ratio_fps"] = round(result["dreamcam"]["fps"] / result["peer"]["fps"], 3)
