@@ -55,7 +55,7 @@ declare -A FLAGS=(
 # gputests second: the three-stream path has never run on a GPU, and a fault there matters more than a knob;
 # fb2 before the kernel knobs: it alone says whether the 250 fps target is in reach without new kernels
 ROWS=${ROWS:-"base gputests profile fb2 fuse_tuned blocks fuse_tuned_freeze tuned fuse sd15x4_fuse_tuned blocks_autotune"}
-GPU_TESTS="tests/test_pipeline_backends.py tests/test_gpu_review_step.py tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py"
+GPU_TESTS="tests/test_setters_gpu.py tests/test_pipeline_backends.py tests/test_gpu_review_step.py tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py"
 
 gputests() {  # cap: the GPU-marked tests, which skip on the CPU (pytest comes as a wheel in .whl/)
   local cap=$1 t_row=$(date +%s) rc status=ok

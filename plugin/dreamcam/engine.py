@@ -159,6 +159,7 @@ class StreamEngine:
         self._unet_t = torch.zeros(self.unet_batch_size, dtype=torch.long, device=dev)
         self.scheduler.set_timesteps(num_inference_steps, dev)
         self.timesteps = self.scheduler.timesteps.to(dev)
+        self._timesteps_host = self.scheduler.timesteps.cpu()  # schedule math on the host: no GPU sync per change
 
         # live values as tensors, so a change never alters the computation's structure
         self._guidance = torch.ones((), dtype=dt, device=dev)
@@ -183,25 +184,38 @@ class StreamEngine:
             noise = torch.randn((s, *lat), generator=generator).repeat_interleave(f, dim=0)
         else:
             noise = torch.randn((out.shape[0], *lat), generator=generator)
-        out.copy_(noise.to(device=out.device, dtype=out.dtype))
+        self._upload(out, noise)
+
+    def _upload(self, dst: torch.Tensor, host: torch.Tensor) -> None:
+        """dst <- host values, without making the host wait for the GPU.
+
+        On CUDA the values go through pinned memory as an async copy on the current stream, which
+        fence() has ordered after the frames in flight; a pageable copy would block the host
+        until those frames finish. torch's pinned allocator keeps the block until the copy is done.
+        """
+        host = host.to(dtype=dst.dtype)
+        if dst.device.type == "cuda":
+            host = host.pin_memory()
+        dst.copy_(host, non_blocking=True)
 
     def _write_schedule(self, t_index_list: Sequence[int]) -> None:
         """Fill the schedule tensors in place for these step indices."""
         sched = self.scheduler
-        sub = [self.timesteps[t] for t in t_index_list]
+        # all on the host (timesteps, alphas_cumprod and the scalings are CPU values), then uploaded
+        sub = [self._timesteps_host[t] for t in t_index_list]
         reps = self.frame_buffer_size if self.use_denoising_batch else 1
 
         def column(values: list[torch.Tensor]) -> torch.Tensor:
-            col = torch.stack(values).view(len(values), 1, 1, 1).to(dtype=self.dtype, device=self.device)
+            col = torch.stack(values).view(len(values), 1, 1, 1).to(dtype=self.dtype)
             return torch.repeat_interleave(col, reps, dim=0)
 
-        alphas = sched.alphas_cumprod
-        self.alpha_prod_t_sqrt.copy_(column([alphas[t].sqrt() for t in sub]))
-        self.beta_prod_t_sqrt.copy_(column([(1 - alphas[t]).sqrt() for t in sub]))
+        alphas = sched.alphas_cumprod.cpu()
+        self._upload(self.alpha_prod_t_sqrt, column([alphas[t].sqrt() for t in sub]))
+        self._upload(self.beta_prod_t_sqrt, column([(1 - alphas[t]).sqrt() for t in sub]))
         scalings = [sched.get_scalings_for_boundary_condition_discrete(t) for t in sub]
-        self.c_skip.copy_(column([torch.as_tensor(c) for c, _ in scalings]))
-        self.c_out.copy_(column([torch.as_tensor(c) for _, c in scalings]))
-        self._timesteps.copy_(torch.repeat_interleave(torch.tensor(sub, dtype=torch.long), reps).to(self.device))
+        self._upload(self.c_skip, column([torch.as_tensor(c) for c, _ in scalings]))
+        self._upload(self.c_out, column([torch.as_tensor(c) for _, c in scalings]))
+        self._upload(self._timesteps, torch.repeat_interleave(torch.stack(sub).long(), reps))
         f = self.frame_buffer_size
         if self.use_denoising_batch:
             self._alpha_next[:-f].copy_(self.alpha_prod_t_sqrt[f:])
