@@ -76,14 +76,14 @@ class _AvEncoder:
             self.container.mux(packet)
 
     def close(self) -> None:
-        if self.container is None:
+        container, self.container = self.container, None
+        if container is None:
             return
         try:
             for packet in self.stream.encode(None):
-                self.container.mux(packet)
+                container.mux(packet)
         finally:
-            self.container.close()
-            self.container = None
+            container.close()
 
 
 def _open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: str) -> _AvEncoder:

@@ -1,0 +1,60 @@
+"""Outputs under fault: a recorder whose disk fills up. Real files, real PyAV."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+av = pytest.importorskip("av")
+
+from dreamcam.encoders import video_codec  # noqa: E402
+
+PLUGIN = str(Path(__file__).resolve().parents[1] / "plugin")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (RLIMIT_FSIZE, /dev/full)")
+needs_h264 = pytest.mark.skipif(video_codec() != "libx264", reason="this PyAV has no libx264 (the recorder uses OpenCV)")
+
+
+def _python(code: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": PLUGIN}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=60, **kw)
+
+
+@linux_only
+@needs_h264
+def test_a_recording_that_fills_the_disk_reports_it_and_the_other_outputs_still_close(tmp_path):
+    # A real "disk full" mid-run: the child may write files of at most 12 KiB (RLIMIT_FSIZE; the
+    # write fails with EFBIG), and records incompressible frames. Closing the recorder then fails
+    # to finish the file: that is its `error`, never an exception out of close() (the CLI's
+    # ExitStack would print a traceback instead of one line, and skip the stats file).
+    r = _python(
+        f"""
+        import contextlib, resource, signal, time
+        import numpy as np
+        from dreamcam.encoders import FileSink
+        from dreamcam.frames import Frame
+        from dreamcam.sinks import NullSink
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (12 << 10, 12 << 10))
+        rng = np.random.default_rng(0)
+        null = NullSink(64, 64)
+        rec = FileSink({str(tmp_path / "out.mp4")!r}, 128, 128)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(null)
+            stack.enter_context(rec)
+            for i in range(40):
+                f = Frame(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), time.perf_counter(), i)
+                rec.write(f); null.write(f)
+                time.sleep(0.005)
+        rec.close()  # again: idempotent
+        print("ERROR", type(rec.error).__name__, rec.error)
+        print("NULL_CLOSED", null._closing.is_set())
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "ERROR " in r.stdout and "File too large" in r.stdout and "NULL_CLOSED True" in r.stdout
