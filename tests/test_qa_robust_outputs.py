@@ -1,4 +1,5 @@
-"""Outputs under fault: a recorder whose disk fills up. Real files, real PyAV."""
+"""Outputs under fault: a recorder whose disk fills up, a recording that cannot be written at all.
+Real files, real PyAV."""
 
 from __future__ import annotations
 
@@ -58,3 +59,37 @@ def test_a_recording_that_fills_the_disk_reports_it_and_the_other_outputs_still_
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert "ERROR " in r.stdout and "File too large" in r.stdout and "NULL_CLOSED True" in r.stdout
+
+
+@linux_only
+@needs_h264
+def test_a_recording_that_cannot_be_written_fails_at_start(tmp_path):
+    # PyAV opens the file only when it writes the header: without writing it at start, a disk
+    # that is full from the first byte failed at the first frame, and the next frame's mux
+    # crashed the process (SIGSEGV in PyAV), taking every other output down with it.
+    full = tmp_path / "out.mp4"
+    full.symlink_to("/dev/full")  # every write: ENOSPC
+    r = _python(
+        f"""
+        import time
+        import numpy as np
+        from dreamcam.encoders import FileSink
+        from dreamcam.errors import DeviceError
+        from dreamcam.frames import Frame
+        sink = FileSink({str(full)!r}, 64, 64)
+        try:
+            sink.start()
+        except DeviceError as e:
+            print("START", e)
+            raise SystemExit(0)
+        for i in range(5):
+            sink.write(Frame(np.zeros((64, 64, 3), np.uint8), time.perf_counter(), i))
+            time.sleep(0.1)
+        sink.close()
+        print("RAN", sink.error)
+        """
+    )
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    line = r.stdout.strip()
+    assert line.startswith("START cannot write to ") and str(full) in line and "No space left" in line
+    assert "\n" not in line

@@ -86,14 +86,23 @@ class _AvEncoder:
             container.close()
 
 
-def _open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: str) -> _AvEncoder:
+def _open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: str, fix: str) -> _AvEncoder:
+    """The encoder on `container`, with the output opened and its header written: PyAV opens a
+    file or UDP URL only then, so an unwritable folder, a full disk or an unknown host fail here,
+    at start, not at the first frame (where a failed header also leaves PyAV unsafe to call again)."""
     import av
 
     try:
-        return _AvEncoder(container, codec, sink.width, sink.height, sink.fps, bitrate)
+        enc = _AvEncoder(container, codec, sink.width, sink.height, sink.fps, bitrate)
     except (av.FFmpegError, ValueError) as e:
         container.close()
         raise DeviceError(f"{where}: the {codec} encoder refused {sink.width}x{sink.height} at {sink.fps:g} fps: {e}") from e
+    try:
+        container.start_encoding()
+    except (av.FFmpegError, OSError) as e:
+        container.close()
+        raise DeviceError(f"cannot write to {where}: {e}; {fix}") from e
+    return enc
 
 
 class UdpSink(Sink):
@@ -128,23 +137,27 @@ class UdpSink(Sink):
         return f"udp://{host}:{self.port}?pkt_size={TS_PACKET}"
 
     def _open(self) -> None:
+        self._connect()
+        log.info("streaming MPEG-TS (%s, %d kbit/s) to udp://%s:%d", self._enc.codec, self.bitrate // 1000, self.host, self.port)
+
+    def _connect(self) -> None:
         import av
 
+        where = f"udp://{self.host}:{self.port}"
         try:
             container = av.open(self.url, "w", format="mpegts", options={"max_delay": "0", "flush_packets": "1"})
         except (av.FFmpegError, OSError) as e:
-            raise DeviceError(f"cannot stream to udp://{self.host}:{self.port}: {e}; check the host name and port") from e
+            raise DeviceError(f"cannot stream to {where}: {e}; check the host name and port") from e
         codec = {"auto": video_codec(), "h264": "libx264", "mpeg2": "mpeg2video"}[self.codec]
-        self._enc = _open_encoder(container, codec, self, self.bitrate, f"udp://{self.host}:{self.port}")
-        log.info("streaming MPEG-TS (%s, %d kbit/s) to udp://%s:%d", self._enc.codec, self.bitrate // 1000, self.host, self.port)
+        self._enc = _open_encoder(container, codec, self, self.bitrate, where, "check the host name and port")
 
     def _send(self, frame: Frame) -> None:
         self._enc.encode(self._framer(frame.image), frame.t_capture)
 
     def _release(self) -> None:
-        if self._enc is not None:
-            self._enc.close()
-            self._enc = None
+        enc, self._enc = self._enc, None
+        if enc is not None:
+            enc.close()
 
 
 class FileSink(Sink):
@@ -180,7 +193,7 @@ class FileSink(Sink):
                 container = av.open(self.path, "w")
             except (av.FFmpegError, OSError, ValueError) as e:
                 raise DeviceError(f"cannot record to {self.path}: {e}; use a .mp4, .mkv or .mov name in a writable folder") from e
-            self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path)
+            self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path, "choose a writable folder with free space")
             return
         if self.codec == "h264":
             raise DeviceError("file sink codec h264: this PyAV has no libx264 encoder; use codec=mp4v or a PyAV wheel with libx264")
