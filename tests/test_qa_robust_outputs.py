@@ -1,19 +1,24 @@
-"""Outputs under fault: a recorder whose disk fills up, a recording that cannot be written at all.
-Real files, real PyAV."""
+"""Outputs under fault: a recorder whose disk fills up, a recording that cannot be written at all,
+a UDP stream whose sends fail for a while. Real files, real PyAV, real loopback sockets."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 av = pytest.importorskip("av")
 
-from dreamcam.encoders import video_codec  # noqa: E402
+from dreamcam import encoders  # noqa: E402
+from dreamcam.encoders import UdpSink, video_codec  # noqa: E402
+from dreamcam.frames import Frame  # noqa: E402
 
 PLUGIN = str(Path(__file__).resolve().parents[1] / "plugin")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (RLIMIT_FSIZE, /dev/full)")
@@ -93,3 +98,62 @@ def test_a_recording_that_cannot_be_written_fails_at_start(tmp_path):
     line = r.stdout.strip()
     assert line.startswith("START cannot write to ") and str(full) in line and "No space left" in line
     assert "\n" not in line
+
+
+class _ConnectedUdpSink(UdpSink):
+    """The real UDP sink with FFmpeg's `connect=1`: the kernel then reports a loopback port that
+    nobody listens on (ICMP port unreachable) as ECONNREFUSED on the next send, until someone
+    listens there. A real send failure that comes and goes, on 127.0.0.1 only."""
+
+    @property
+    def url(self) -> str:
+        return super().url + "&connect=1"
+
+
+def _free_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_the_udp_stream_comes_back_after_its_sends_failed(monkeypatch):
+    # FFmpeg's output keeps its first write error for good: before the fix one failed send (a
+    # network blip) ended the stream for the rest of the run.
+    monkeypatch.setattr(encoders, "RESEND_FIRST_S", 0.1)
+    monkeypatch.setattr(encoders, "RESEND_MAX_S", 0.4)
+    port = _free_udp_port()
+    rng = np.random.default_rng(0)
+    rx = None
+    sink = _ConnectedUdpSink("127.0.0.1", port, 64, 64, 30.0).start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while sink.error is None and time.monotonic() < deadline:  # nobody listens: sends fail
+            sink.write(Frame(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), time.perf_counter()))
+            time.sleep(1 / 30)
+        assert isinstance(sink.error, OSError), sink.error
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind(("127.0.0.1", port))
+        rx.settimeout(0.02)
+        written, data = sink.written, b""
+        deadline = time.monotonic() + 5.0
+        while sink.written - written < 10 and time.monotonic() < deadline:
+            sink.write(Frame(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), time.perf_counter()))
+            time.sleep(1 / 30)
+            try:
+                while True:
+                    data += rx.recv(65536)
+            except OSError:
+                pass
+        assert sink.written - written >= 10, f"the stream did not come back: {sink.written - written} frames sent"
+    finally:
+        sink.close()
+        if rx is not None:
+            rx.close()
+    # what arrived is a stream a player can join: it decodes to 64x64 pictures
+    import io
+
+    with av.open(io.BytesIO(data), format="mpegts") as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) >= 5 and frames[0].shape == (64, 64, 3)
