@@ -230,6 +230,7 @@ def cmd_run(args) -> int:
     source = open_source(
         args.source, width=cam_w, height=cam_h, fps=args.fps, mirror=args.mirror, fourcc="MJPG" if args.mjpg else None
     )
+    source.check()  # a missing or unreadable file is said now, not after the model load
     runner = None
     sink_specs = args.sink or ["virtualcam"]
     sinks = [
