@@ -157,3 +157,31 @@ def test_the_udp_stream_comes_back_after_its_sends_failed(monkeypatch):
     with av.open(io.BytesIO(data), format="mpegts") as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) >= 5 and frames[0].shape == (64, 64, 3)
+
+
+@needs_h264
+def test_sigterm_while_the_model_loads_leaves_a_finished_recording(tmp_path):
+    # the recorder writes its header at start; SIGTERM during the (slow) model load killed the
+    # process before the file got its index: an mp4 no player opens ("moov atom not found")
+    import signal
+    import subprocess as sp
+
+    out = tmp_path / "out.mp4"
+    env = {**os.environ, "PYTHONPATH": PLUGIN, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "dreamcam", "run", "--model", "tiny", "--width", "64", "--height", "64",
+           "--source", "testpattern", "--sink", f"file:{out}", "--no-osc", "--frames", "5"]
+    proc = sp.Popen(cmd, stderr=sp.PIPE, text=True, env=env)
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "loading model" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "Traceback" not in rest
+    with av.open(str(out)) as c:  # a finished recording (with no frames yet): it opens
+        assert "mp4" in c.format.name

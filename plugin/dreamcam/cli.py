@@ -249,6 +249,7 @@ def cmd_run(args) -> int:
     check_knobs(args, chosen)
     backend_options = knob_options(args) if chosen == "compiled" else {}
 
+    _interrupt_on_sigterm()  # from here outputs are open: SIGTERM must close them, as Ctrl-C does
     with contextlib.ExitStack() as stack:
         # 2. Outputs and OSC open before the slow model load, so a missing virtual camera is said at once
         for sink in sinks:
@@ -301,6 +302,17 @@ def cmd_run(args) -> int:
         if sink.error is not None:
             raise DreamcamError(f"output {sink_specs[i]} failed: {sink.error}")
     return 0
+
+
+def _interrupt_on_sigterm() -> None:
+    """Until the live loop runs, SIGTERM interrupts like Ctrl-C (KeyboardInterrupt): the outputs
+    opened so far are closed and a recording is finished, not left without its index."""
+
+    def handler(signum, _frame):
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _install_signal_handlers(runner) -> None:
