@@ -222,6 +222,9 @@ def cmd_run(args) -> int:
     store, presets, mapping = _live_control(args)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
+    stats_dir = os.path.dirname(os.path.abspath(args.stats_json or "."))
+    if not os.path.isdir(stats_dir):  # said now, not when the run ends
+        raise ConfigError(f"--stats-json {args.stats_json}: folder {stats_dir} does not exist")
     check_size("width", args.width)
     check_size("height", args.height)
     t_index = _t_index_list(args, store.get("strength"))
@@ -291,13 +294,16 @@ def cmd_run(args) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     summary["t_index_list"] = engine.t_index_list
-    if args.stats_json:
-        with open(args.stats_json, "w") as f:
-            json.dump(summary, f, indent=2)
     _say(
         f"done: {summary['frames']} frames, {summary['fps']:.1f} fps, "
         f"frame p50 {summary['p50_ms']:.1f} ms / p99 {summary['p99_ms']:.1f} ms, dropped {summary['dropped_input']}"
     )
+    if args.stats_json:
+        try:
+            with open(args.stats_json, "w") as f:
+                json.dump(summary, f, indent=2)
+        except OSError as e:
+            raise DreamcamError(f"cannot write --stats-json {args.stats_json}: {e.strerror or e}; choose a writable path") from e
     for i, sink in enumerate(sinks):
         if sink.error is not None:
             raise DreamcamError(f"output {sink_specs[i]} failed: {sink.error}")
