@@ -239,6 +239,9 @@ def cmd_run(args) -> int:
     store, presets, mapping = _live_control(args)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
+    stats_dir = os.path.dirname(os.path.abspath(args.stats_json or "."))
+    if not os.path.isdir(stats_dir):  # said now, not when the run ends
+        raise ConfigError(f"--stats-json {args.stats_json}: folder {stats_dir} does not exist")
     check_size("width", args.width)
     check_size("height", args.height)
     t_index = _t_index_list(args, store.get("strength"))
@@ -247,6 +250,7 @@ def cmd_run(args) -> int:
     source = open_source(
         args.source, width=cam_w, height=cam_h, fps=args.fps, mirror=args.mirror, fourcc="MJPG" if args.mjpg else None
     )
+    source.check()  # a missing or unreadable file is said now, not after the model load
     runner = None
     sink_specs = args.sink or ["virtualcam"]
     sinks = [
@@ -270,6 +274,7 @@ def cmd_run(args) -> int:
     check_knobs(args, chosen)
     backend_options = knob_options(args) if chosen == "compiled" else {}
 
+    _interrupt_on_sigterm()  # from here outputs are open: SIGTERM must close them, as Ctrl-C does
     with contextlib.ExitStack() as stack:
         # 2. Outputs and OSC open before the slow model load, so a missing virtual camera is said at once
         for sink in sinks:
@@ -311,17 +316,31 @@ def cmd_run(args) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     summary["t_index_list"] = engine.t_index_list
-    if args.stats_json:
-        with open(args.stats_json, "w") as f:
-            json.dump(summary, f, indent=2)
     _say(
         f"done: {summary['frames']} frames, {summary['fps']:.1f} fps, "
         f"frame p50 {summary['p50_ms']:.1f} ms / p99 {summary['p99_ms']:.1f} ms, dropped {summary['dropped_input']}"
     )
+    if args.stats_json:
+        try:
+            with open(args.stats_json, "w") as f:
+                json.dump(summary, f, indent=2)
+        except OSError as e:
+            raise DreamcamError(f"cannot write --stats-json {args.stats_json}: {e.strerror or e}; choose a writable path") from e
     for i, sink in enumerate(sinks):
         if sink.error is not None:
             raise DreamcamError(f"output {sink_specs[i]} failed: {sink.error}")
     return 0
+
+
+def _interrupt_on_sigterm() -> None:
+    """Until the live loop runs, SIGTERM interrupts like Ctrl-C (KeyboardInterrupt): the outputs
+    opened so far are closed and a recording is finished, not left without its index."""
+
+    def handler(signum, _frame):
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _install_signal_handlers(runner) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from fractions import Fraction
 
 import cv2
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BITRATE = 4_000_000  # bits/s for the UDP stream: plenty for 512x512 to 1280x720 at 30 fps
 TS_PACKET = 1316  # 7 MPEG-TS packets of 188 bytes: one datagram, under any Ethernet MTU
 RECORD_BUFFER_BYTES = 256 << 20  # the recorder's buffer of frames waiting for the encoder
+RESEND_FIRST_S = 0.5  # after a failed UDP send, the stream is re-opened after this long, doubling
+RESEND_MAX_S = 5.0  # ... up to this
 MPEG2_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(50),
                Fraction(60000, 1001), Fraction(60)]
 
@@ -76,24 +79,33 @@ class _AvEncoder:
             self.container.mux(packet)
 
     def close(self) -> None:
-        if self.container is None:
+        container, self.container = self.container, None
+        if container is None:
             return
         try:
             for packet in self.stream.encode(None):
-                self.container.mux(packet)
+                container.mux(packet)
         finally:
-            self.container.close()
-            self.container = None
+            container.close()
 
 
-def _open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: str) -> _AvEncoder:
+def _open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: str, fix: str) -> _AvEncoder:
+    """The encoder on `container`, with the output opened and its header written: PyAV opens a
+    file or UDP URL only then, so an unwritable folder, a full disk or an unknown host fail here,
+    at start, not at the first frame (where a failed header also leaves PyAV unsafe to call again)."""
     import av
 
     try:
-        return _AvEncoder(container, codec, sink.width, sink.height, sink.fps, bitrate)
+        enc = _AvEncoder(container, codec, sink.width, sink.height, sink.fps, bitrate)
     except (av.FFmpegError, ValueError) as e:
         container.close()
         raise DeviceError(f"{where}: the {codec} encoder refused {sink.width}x{sink.height} at {sink.fps:g} fps: {e}") from e
+    try:
+        container.start_encoding()
+    except (av.FFmpegError, OSError) as e:
+        container.close()
+        raise DeviceError(f"cannot write to {where}: {e}; {fix}") from e
+    return enc
 
 
 class UdpSink(Sink):
@@ -101,7 +113,9 @@ class UdpSink(Sink):
     Source or any player: `ffplay -fflags nobuffer udp://127.0.0.1:PORT`.
 
     Low latency: ultrafast/zerolatency, no B-frames, a keyframe every second, no mux delay, each
-    packet flushed at once in datagrams of 1316 bytes (7 TS packets).
+    packet flushed at once in datagrams of 1316 bytes (7 TS packets). When sends fail (no route,
+    the network went away) the stream is re-opened 0.5 s later, then every 1, 2, up to 5 s, until
+    it works; players pick it up again at its next keyframe.
 
     Args:
         host, port: where the datagrams go (unicast or multicast).
@@ -121,6 +135,9 @@ class UdpSink(Sink):
         self.host, self.port, self.bitrate, self.codec = host, port, bitrate or DEFAULT_BITRATE, codec
         self._framer = Framer(width, height, fit_mode)
         self._enc: _AvEncoder | None = None
+        self._down: BaseException | None = None  # the failed send, while the stream is down
+        self._retry_in = RESEND_FIRST_S / 2  # doubled before each wait
+        self._retry_at = 0.0
 
     @property
     def url(self) -> str:
@@ -128,23 +145,57 @@ class UdpSink(Sink):
         return f"udp://{host}:{self.port}?pkt_size={TS_PACKET}"
 
     def _open(self) -> None:
+        self._connect()
+        log.info("streaming MPEG-TS (%s, %d kbit/s) to udp://%s:%d", self._enc.codec, self.bitrate // 1000, self.host, self.port)
+
+    def _connect(self) -> None:
         import av
 
+        where = f"udp://{self.host}:{self.port}"
         try:
             container = av.open(self.url, "w", format="mpegts", options={"max_delay": "0", "flush_packets": "1"})
         except (av.FFmpegError, OSError) as e:
-            raise DeviceError(f"cannot stream to udp://{self.host}:{self.port}: {e}; check the host name and port") from e
+            raise DeviceError(f"cannot stream to {where}: {e}; check the host name and port") from e
         codec = {"auto": video_codec(), "h264": "libx264", "mpeg2": "mpeg2video"}[self.codec]
-        self._enc = _open_encoder(container, codec, self, self.bitrate, f"udp://{self.host}:{self.port}")
-        log.info("streaming MPEG-TS (%s, %d kbit/s) to udp://%s:%d", self._enc.codec, self.bitrate // 1000, self.host, self.port)
+        self._enc = _open_encoder(container, codec, self, self.bitrate, where, "check the host name and port")
 
     def _send(self, frame: Frame) -> None:
-        self._enc.encode(self._framer(frame.image), frame.t_capture)
+        # FFmpeg's output stays failed after one failed send (its error is sticky), so a network
+        # blip would end the stream for good: drop the broken output and open a new one (a new
+        # stream, starting with a keyframe) RESEND_FIRST_S later, doubling up to RESEND_MAX_S
+        if self._enc is None:
+            if time.monotonic() < self._retry_at:
+                raise DeviceError(f"udp://{self.host}:{self.port} is down ({self._down}); re-opening it")
+            try:
+                self._connect()
+            except DeviceError:
+                self._retry_later()
+                raise
+        try:
+            self._enc.encode(self._framer(frame.image), frame.t_capture)
+        except OSError as e:  # PyAV's OSError: the send failed (no route, refused, no buffer space)
+            if self._down is None:
+                log.warning("udp://%s:%d: send failed (%s); re-opening the stream until it works", self.host, self.port, e)
+            self._down = e
+            self._retry_later()
+            enc, self._enc = self._enc, None
+            try:
+                enc.close()
+            except Exception as close_error:  # the output is broken: flushing it fails too
+                log.debug("udp://%s:%d: close after a failed send: %s", self.host, self.port, close_error)
+            raise
+        if self._down is not None:
+            log.warning("udp://%s:%d: streaming again", self.host, self.port)
+            self._down, self._retry_in = None, RESEND_FIRST_S / 2
+
+    def _retry_later(self) -> None:
+        self._retry_in = min(self._retry_in * 2, RESEND_MAX_S)
+        self._retry_at = time.monotonic() + self._retry_in
 
     def _release(self) -> None:
-        if self._enc is not None:
-            self._enc.close()
-            self._enc = None
+        enc, self._enc = self._enc, None
+        if enc is not None:
+            enc.close()
 
 
 class FileSink(Sink):
@@ -180,7 +231,7 @@ class FileSink(Sink):
                 container = av.open(self.path, "w")
             except (av.FFmpegError, OSError, ValueError) as e:
                 raise DeviceError(f"cannot record to {self.path}: {e}; use a .mp4, .mkv or .mov name in a writable folder") from e
-            self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path)
+            self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path, "choose a writable folder with free space")
             return
         if self.codec == "h264":
             raise DeviceError("file sink codec h264: this PyAV has no libx264 encoder; use codec=mp4v or a PyAV wheel with libx264")

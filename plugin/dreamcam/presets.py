@@ -83,6 +83,8 @@ def load_toml(text: str, source: str) -> dict[str, Any]:
     """tomllib.loads with an error of one line: `SOURCE: line L, column C: what is wrong`."""
     try:
         return tomllib.loads(text)
+    except RecursionError as e:  # tomllib recurses per nesting level: [[[[...]]]] a thousand deep
+        raise ConfigError(f"{source}: arrays or tables nested too deep to read (fix the TOML syntax there)") from e
     except tomllib.TOMLDecodeError as e:
         msg = getattr(e, "msg", None) or str(e)
         line, col = getattr(e, "lineno", None), getattr(e, "colno", None)

@@ -13,7 +13,8 @@
   only costs CPU);
 - `written`, `dropped`, `latencies_ms` (capture-to-written, as far as the process can see),
   `error` (the first failure; the sink keeps trying with later frames); `close()` writes what
-  is buffered, then releases (idempotent). Sinks are context managers.
+  is buffered, then releases (idempotent; a failure there also goes to `error`, never raised,
+  so the other outputs still close). Sinks are context managers.
 
 Sinks keep a reference to `frame.image` until it is sent: the writer must not reuse it.
 Here: the base, `Framer`, null and virtual camera; `dreamcam.encoders`: UDP MPEG-TS and the
@@ -98,7 +99,7 @@ class Sink:
             except Exception as e:  # a failing output is reported, the others keep running
                 if self.error is None:
                     log.error("%s sink failed: %s", self.kind, e)
-                self.error = e
+                    self.error = e
                 continue
             self.written += 1
             self.latencies_ms.append((time.perf_counter() - frame.t_capture) * 1000.0)
@@ -117,7 +118,12 @@ class Sink:
         self._slot.close()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
-        self._release()
+        try:
+            self._release()
+        except Exception as e:  # e.g. the disk filled up: finishing the file fails like a frame did
+            if self.error is None:
+                log.error("%s sink failed while closing: %s", self.kind, e)
+                self.error = e
 
     def __enter__(self) -> Sink:
         return self.start()

@@ -93,6 +93,10 @@ class Source:
     def _release(self) -> None:
         pass
 
+    def check(self) -> None:
+        """The quick checks `start()` makes, without opening anything for long (the CLI calls it
+        before the slow model load, so a mistyped path is said at once); raises DreamcamError."""
+
     def start(self) -> Source:
         self._open()
         self._last_t = time.perf_counter()

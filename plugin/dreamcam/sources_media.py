@@ -166,6 +166,12 @@ class VideoFileSource(Source):
         rate = self.file_fps if 1.0 <= self.file_fps <= 1000.0 else FILE_FPS_FALLBACK
         self.target_fps = self.target_fps or rate
 
+    def check(self) -> None:
+        _check_file(self.path, "video file")
+        self._connect()
+        self._release()
+        self._first = None
+
     def _connect(self) -> None:
         with quiet_opencv():
             cap = cv2.VideoCapture(self.path)
@@ -217,6 +223,9 @@ class ImageSource(Source):
         super().__init__(fps=fps, mirror=mirror)
         self.path = path
         self.image: np.ndarray | None = None
+
+    def check(self) -> None:
+        self._open()
 
     def _open(self) -> None:
         _check_file(self.path, "image")

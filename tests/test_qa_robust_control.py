@@ -1,0 +1,80 @@
+"""Live control under fault: a presets file broken while dreamcam runs, over a real loopback OSC socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import pytest
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from dreamcam.errors import ConfigError
+from dreamcam.osc import OscServer
+from dreamcam.oscmap import OscMapping
+from dreamcam.params import ParamStore
+from dreamcam.presets import PresetLibrary
+
+DEEP = "[" * 3000 + "]" * 3000  # tomllib recurses once per level: past Python's recursion limit
+
+
+def _status(sock: socket.socket, port: int) -> dict | None:
+    sock.sendto(OscMessageBuilder("/dreamcam/status").build().dgram, ("127.0.0.1", port))
+    try:
+        return json.loads(OscMessage(sock.recvfrom(65535)[0]).params[0])
+    except TimeoutError:
+        return None
+
+
+def _rewrite(path, text: str) -> None:
+    path.write_text(text)
+    st = path.stat()  # a new stamp even where the clock is coarse
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def test_a_deeply_nested_presets_edit_keeps_the_last_good_presets_and_the_server_serving(tmp_path):
+    # before the fix tomllib's RecursionError escaped the reload and ended the OSC thread: no
+    # more control and no status for the rest of the run
+    path = tmp_path / "presets.toml"
+    path.write_text('[calm]\nstrength = 0.3\n')
+    lib = PresetLibrary(path, min_interval=0.0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2.0)
+    with OscServer(ParamStore(), port=0, presets=lib) as server:
+        assert _status(sock, server.port)["presets"] == ["calm"]
+        _rewrite(path, f"[calm]\nstrength = {DEEP}\n")
+        time.sleep(0.6)  # the server re-reads the file between datagrams, at least every 0.2 s
+        st = _status(sock, server.port)
+        assert st is not None, "the OSC server stopped answering"
+        assert st["presets"] == ["calm"] and lib.errors == 1
+        _rewrite(path, '[calm]\nstrength = 0.3\n\n[wild]\nstrength = 0.9\n')
+        deadline = time.monotonic() + 3.0
+        while (st := _status(sock, server.port)) is not None and st["presets"] != ["calm", "wild"]:
+            assert time.monotonic() < deadline, st
+            time.sleep(0.1)
+        sock.sendto(_preset_msg("wild"), ("127.0.0.1", server.port))
+        time.sleep(0.3)
+        assert _status(sock, server.port)["strength"] == 0.9
+    sock.close()
+
+
+def _preset_msg(name: str) -> bytes:
+    b = OscMessageBuilder("/dreamcam/preset")
+    b.add_arg(name)
+    return b.build().dgram
+
+
+@pytest.mark.parametrize("kind", ["presets", "mapping"])
+def test_deep_nesting_at_start_is_one_config_error(tmp_path, kind):
+    path = tmp_path / "f.toml"
+    if kind == "presets":
+        path.write_text(f"[calm]\nstrength = {DEEP}\n")
+        with pytest.raises(ConfigError, match="nested too deep") as e:
+            PresetLibrary(path)
+    else:
+        path.write_text(f'[[bind]]\naddress = "/1/fader1"\nparam = "strength"\ninput = {DEEP}\n')
+        with pytest.raises(ConfigError, match="nested too deep") as e:
+            OscMapping.load(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
