@@ -54,3 +54,19 @@ def test_runner_rides_through_camera_loss(tmp_path):
             t.join(timeout=5)
     assert not t.is_alive() and result["frames"] >= frames_before + 3
     assert src.error is None and sink.error is None
+
+
+def test_a_screen_grab_failure_without_a_message_still_names_what_failed():
+    import pytest
+
+    from dreamcam.sources import SignalLost
+    from dreamcam.sources_media import ScreenSource
+
+    class Gone:  # an mss grabber whose display vanished and whose error has no text
+        def grab(self, box):
+            raise OSError()
+
+    src = ScreenSource(1)
+    src._sct, src.box = Gone(), {"left": 0, "top": 0, "width": 8, "height": 8}
+    with pytest.raises(SignalLost, match="screen grab failed: OSError$"):
+        src._grab()

@@ -124,7 +124,7 @@ class ScreenSource(Source):
                 self._new_grabber()
             shot = self._sct.grab(self.box)
         except Exception as e:  # display gone or changed: reconnect
-            raise SignalLost(f"screen grab failed: {e or type(e).__name__}") from e
+            raise SignalLost(f"screen grab failed: {str(e) or type(e).__name__}") from e
         w, h = shot.size
         bgra = np.frombuffer(shot.bgra, dtype=np.uint8).reshape(h, w, 4)
         return cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGB)
