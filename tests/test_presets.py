@@ -36,7 +36,7 @@ def write(path, text):
 def lib(tmp_path):
     path = tmp_path / "presets.toml"
     write(path, GOOD)
-    return PresetLibrary(path, min_interval=0.0)
+    return PresetLibrary(path, min_interval=0.0, settle=0.0)
 
 
 def test_names_get_and_types(lib):
@@ -130,3 +130,21 @@ def test_reload_checks_are_throttled(tmp_path):
     lib._last_check = time.monotonic()
     assert not lib.maybe_reload()  # within the interval: no disk access
     assert lib.maybe_reload(force=True) and lib.names() == ["only"]
+
+
+def test_a_file_still_being_written_is_read_once_it_has_settled(tmp_path):
+    # an editor saving in several writes: the first part alone is valid TOML with a wrong value
+    path = tmp_path / "p.toml"
+    write(path, GOOD)
+    lib = PresetLibrary(path, min_interval=0.0, settle=0.3)
+    write(path, "[watercolor]\nstrength = 0.4")  # the first write of "strength = 0.45"
+    assert not lib.maybe_reload()  # changed just now: not read yet
+    with path.open("a", encoding="utf-8") as f:
+        f.write("5\n")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    assert not lib.maybe_reload()  # changed again: the wait starts over
+    assert lib.names() == ["watercolor", "neon city"] and lib.reloads == 0  # the old presets still serve
+    time.sleep(0.35)
+    assert lib.maybe_reload() and lib.names() == ["watercolor"]
+    assert lib.get("watercolor")["strength"] == 0.45 and lib.reloads == 1

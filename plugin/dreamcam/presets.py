@@ -16,8 +16,9 @@ of `prompt`, `negative_prompt` (text, at most 4,096 characters), `strength` (0..
     seed = 7
 
 The file is re-read when its modification time or size changes (`maybe_reload`, cheap to call
-every frame); a broken file then keeps the last good presets and logs one line naming the file
-and the line. At start-up a missing or broken file is a ConfigError.
+every frame) and has then stayed unchanged for a moment (an editor that saves in several writes is
+not read half-way); a broken file then keeps the last good presets and logs one line naming the
+file and the line. At start-up a missing or broken file is a ConfigError.
 """
 
 from __future__ import annotations
@@ -118,11 +119,15 @@ class PresetLibrary:
     Args:
         path: the presets file; must exist and parse at construction (else ConfigError).
         min_interval: seconds between two disk checks of `maybe_reload` (default 0.5).
+        settle: seconds a changed file must stay unchanged before it is read (default 0.2; 0 reads
+            a change at once). With the default interval a save is live 0.5 to 1 s later.
     """
 
-    def __init__(self, path: str | os.PathLike, *, min_interval: float = 0.5) -> None:
+    def __init__(self, path: str | os.PathLike, *, min_interval: float = 0.5, settle: float = 0.2) -> None:
         self.path = Path(path)
         self.min_interval = float(min_interval)
+        self.settle = float(settle)
+        self._pending: tuple[tuple[int, int], float] | None = None  # a changed stamp, and when it was first seen
         self._lock = threading.Lock()
         self._last_check = 0.0
         self._bad_stamp: tuple[int, int] | None = None
@@ -170,8 +175,10 @@ class PresetLibrary:
     def maybe_reload(self, *, force: bool = False) -> bool:
         """Re-read the file when it changed on disk; True when new presets were loaded.
 
-        Checks the disk at most every `min_interval` seconds unless `force`. A file that fails
-        to read or parse keeps the last good presets and logs one warning per broken version.
+        Checks the disk at most every `min_interval` seconds unless `force`, and reads a changed
+        file only once it has kept the same stamp for `settle` seconds (`force` reads it at once).
+        A file that fails to read or parse keeps the last good presets and logs one warning per
+        broken version.
         """
         now = time.monotonic()
         if not force and now - self._last_check < self.min_interval:
@@ -182,7 +189,13 @@ class PresetLibrary:
         except OSError as e:
             return self._broken(_MISSING, f"cannot read presets file {self.path}: {e.strerror or e}")
         if stamp == self._stamp_loaded or stamp == self._bad_stamp:
+            self._pending = None
             return False
+        if self._pending is None or self._pending[0] != stamp:
+            self._pending = (stamp, now)
+        if not force and now - self._pending[1] < self.settle:
+            return False  # still being written, perhaps: read it at a later check
+        self._pending = None
         try:
             presets = parse_presets(self.path.read_text(encoding="utf-8"), str(self.path))
         except (OSError, UnicodeDecodeError, ConfigError) as e:
