@@ -147,6 +147,7 @@ def test_the_udp_stream_comes_back_after_its_sends_failed(monkeypatch):
             except OSError:
                 pass
         assert sink.written - written >= 10, f"the stream did not come back: {sink.written - written} frames sent"
+        assert sink.error is None and sink.outages == 1  # back: the run does not end in "output failed"
     finally:
         sink.close()
         if rx is not None:

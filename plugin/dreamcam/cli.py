@@ -329,6 +329,8 @@ def cmd_run(args) -> int:
     for i, sink in enumerate(sinks):
         if sink.error is not None:
             raise DreamcamError(f"output {sink_specs[i]} failed: {sink.error}")
+        if sink.outages:
+            _say(f"output {sink_specs[i]} was down {sink.outages} time(s) and came back each time")
     return 0
 
 

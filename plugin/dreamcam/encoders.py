@@ -125,6 +125,7 @@ class UdpSink(Sink):
     """
 
     kind = "udp"
+    recovers = True
     paced = True
 
     def __init__(self, host: str, port: int, width: int, height: int, fps: float = 30.0, *,

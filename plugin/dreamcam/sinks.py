@@ -52,6 +52,7 @@ class Sink:
     kind = "sink"
     depth = 1  # frames buffered between the engine and this sink
     paced = False  # True: at most `fps` frames per second
+    recovers = False  # True: the sink re-opens itself after a failure; `error` clears when it works again
     poll_s = 0.1  # how often the thread looks for close() while no frame comes
 
     def __init__(self, width: int, height: int, fps: float = 30.0) -> None:
@@ -61,7 +62,8 @@ class Sink:
         self._closing = threading.Event()
         self.written = 0
         self.latencies_ms: deque[float] = deque(maxlen=600)
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the first failure (None again once a `recovers` sink works)
+        self.outages = 0  # failures a `recovers` sink came back from
 
     # subclasses: open the output (raise DreamcamError), send one frame, release
     def _open(self) -> None:
@@ -103,6 +105,9 @@ class Sink:
                 continue
             self.written += 1
             self.latencies_ms.append((time.perf_counter() - frame.t_capture) * 1000.0)
+            if self.error is not None and self.recovers:  # back after an outage: not a failure at exit
+                self.error = None
+                self.outages += 1
 
     def write(self, frame: Frame) -> None:
         self._slot.put(frame)
