@@ -91,6 +91,9 @@ class ScreenSource(Source):
         finally:
             sct.close()
 
+    def check(self) -> None:
+        self._open()  # a display check with a grabber of its own, closed again
+
     def _pick_box(self, monitors: list[dict]) -> dict[str, int]:
         desk = monitors[0]
         if self.region is None:
@@ -166,6 +169,11 @@ class VideoFileSource(Source):
         rate = self.file_fps if 1.0 <= self.file_fps <= 1000.0 else FILE_FPS_FALLBACK
         self.target_fps = self.target_fps or rate
 
+    def check(self) -> None:
+        _check_file(self.path, "video file")
+        self._connect()  # a file OpenCV cannot decode is said now too
+        self._release()
+
     def _connect(self) -> None:
         with quiet_opencv():
             cap = cv2.VideoCapture(self.path)
@@ -217,6 +225,9 @@ class ImageSource(Source):
         super().__init__(fps=fps, mirror=mirror)
         self.path = path
         self.image: np.ndarray | None = None
+
+    def check(self) -> None:
+        self._open()  # reading one still image is cheap
 
     def _open(self) -> None:
         _check_file(self.path, "image")
