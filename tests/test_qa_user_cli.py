@@ -97,3 +97,27 @@ def test_osc_feedback_error_quotes_what_the_user_wrote(text):
     with pytest.raises(ConfigError) as e:
         parse_feedback(text)
     assert str(e.value).endswith(f"got {text!r}"), str(e.value)
+
+
+def test_model_errors_are_one_line_without_diffusers_chatter(tmp_path):
+    """A diffusers folder whose VAE is TAESD (what save_pretrained writes after swapping in the
+    tiny VAE) made diffusers warn "Expected types for vae ..." above dreamcam's one error line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dreamcam import tiny_pipeline
+
+    tiny_pipeline(seed=0).save_pretrained(tmp_path / "folder")
+    env = {k: v for k, v in os.environ.items() if k != "DIFFUSERS_VERBOSITY"}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1] / "plugin"), HF_HUB_OFFLINE="1")
+    r = subprocess.run(
+        [sys.executable, "-m", "dreamcam", *BASE[:1], "--model", str(tmp_path / "folder"), *BASE[3:],
+         "--source", "testpattern", "--lora", str(tmp_path / "missing.safetensors")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("dreamcam: loading model"), r.stderr
+    assert lines[1].startswith("dreamcam: error: LoRA path") and "does not exist" in lines[1], r.stderr

@@ -362,6 +362,9 @@ def _say(msg: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no image-processor chatter: dreamcam uses none
+    # diffusers' loader warnings ("Expected types for vae", "Attempting to download the necessary
+    # config files") would precede dreamcam's own one-line errors; what they mean is in those lines
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
