@@ -121,3 +121,12 @@ def test_model_errors_are_one_line_without_diffusers_chatter(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("dreamcam: loading model"), r.stderr
     assert lines[1].startswith("dreamcam: error: LoRA path") and "does not exist" in lines[1], r.stderr
+
+
+def test_osc_on_an_address_this_machine_lacks_says_so(capsys):
+    """--osc-host with an address no interface has: not "is another dreamcam running?"."""
+    code = cli.main([*BASE[:-1], "--source", "testpattern", "--osc-host", "192.0.2.77", "--osc-port", "19190"])
+    err = capsys.readouterr().err
+    line = one_error_line(err)
+    assert code == 2 and "cannot listen for OSC on 192.0.2.77:19190" in line, err
+    assert "no such address" in line and "another dreamcam" not in line, err
