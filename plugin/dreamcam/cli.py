@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dreamcam.backends.knobs import add_knob_arguments
-from dreamcam.errors import ConfigError, DreamcamError
+from dreamcam.errors import ConfigError, DeviceError, DreamcamError
 from dreamcam.params import PARAMS
 
 log = logging.getLogger("dreamcam")
@@ -55,7 +55,7 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     run.add_argument("--vae", help="a VAE to use instead of the model's: hub id or folder, e.g. madebyollin/taesd (tiny, fast)")
     run.add_argument("--lcm-lora", help="LCM-LoRA fused into the model, e.g. latent-consistency/lcm-lora-sdv1-5")
     run.add_argument("--lora", action="append", help="a LoRA fused at a scale: PATH_OR_ID[:SCALE] (repeatable)")
-    run.add_argument("--steps", type=int, default=1, help="denoising steps per frame (default 1)")
+    run.add_argument("--steps", type=int, default=None, help="denoising steps per frame (default 1; with --t-index-list, its length)")
     run.add_argument("--t-index-list", help="explicit schedule indices, e.g. 32,45 (overrides --strength)")
     run.add_argument("--num-inference-steps", type=int, default=50, help="length of the LCM schedule the indices point into")
     run.add_argument("--cfg", default="none", choices=("none", "self", "initialize", "full"), help="residual CFG type (default none)")
@@ -156,13 +156,18 @@ def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
 def _t_index_list(args, strength: float) -> list[int]:
     from dreamcam.schedule import check_t_index_list, strength_to_t_index_list
 
-    if args.t_index_list:
+    if args.t_index_list is not None:
         try:
             idx = [int(v) for v in args.t_index_list.split(",")]
         except ValueError as e:
             raise ConfigError(f"--t-index-list takes whole numbers separated by commas, got {args.t_index_list!r}") from e
+        if args.steps is not None and args.steps != len(idx):
+            raise ConfigError(
+                f"--steps {args.steps} and --t-index-list {args.t_index_list} ({len(idx)} indices) disagree: "
+                f"the list gives one index per step; drop --steps or give {args.steps} indices"
+            )
         return check_t_index_list(idx, args.num_inference_steps)
-    return strength_to_t_index_list(strength, args.steps, args.num_inference_steps)
+    return strength_to_t_index_list(strength, 1 if args.steps is None else args.steps, args.num_inference_steps)
 
 
 def _load_model(args, device, dtype):
@@ -180,6 +185,18 @@ def _load_model(args, device, dtype):
         )
     _say(f"model ready in {time.perf_counter() - t0:.1f} s")
     return pipe
+
+
+def _check_model_flags(args) -> None:
+    """The tiny model is built from random weights: flags that load weights into it are refused
+    rather than silently ignored."""
+    if args.model != "tiny":
+        return
+    given = [flag for flag, value in (("--vae", args.vae), ("--lcm-lora", args.lcm_lora), ("--lora", args.lora),
+                                      ("--model-config", args.model_config)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be used with --model tiny (random weights, nothing is loaded); "
+                          "drop them, or pass a real model to --model")
 
 
 def parse_lora(text: str) -> tuple[str, float]:
@@ -246,11 +263,12 @@ def cmd_run(args) -> int:
     check_size("height", args.height)
     t_index = _t_index_list(args, store.get("strength"))
     similarity = _similarity_filter(args)
+    _check_model_flags(args)
     cam_w, cam_h = parse_size(args.camera_size)
     source = open_source(
         args.source, width=cam_w, height=cam_h, fps=args.fps, mirror=args.mirror, fourcc="MJPG" if args.mjpg else None
     )
-    source.check()  # a missing or unreadable file is said now, not after the model load
+    source.check()  # a missing file, device node or display is said before the slow model load
     runner = None
     sink_specs = args.sink or ["virtualcam"]
     sinks = [
@@ -271,6 +289,8 @@ def cmd_run(args) -> int:
         mps = getattr(torch.backends, "mps", None)
         _say(cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available())))
     chosen = choose_backend(args.backend, device.type)
+    if chosen in ("compiled", "tensorrt") and device.type != "cuda":  # said before the slow model load
+        raise DeviceError(f"the {chosen} backend needs a CUDA device; this run is on {device}: use --backend eager (or auto) on a CPU")
     check_knobs(args, chosen)
     backend_options = knob_options(args) if chosen == "compiled" else {}
 
@@ -384,6 +404,9 @@ def _say(msg: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no image-processor chatter: dreamcam uses none
+    # diffusers' loader warnings ("Expected types for vae", "Attempting to download the necessary
+    # config files") would precede dreamcam's own one-line errors; what they mean is in those lines
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)

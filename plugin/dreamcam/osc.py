@@ -23,6 +23,7 @@ message reads or writes a file, loads a model or runs code: values only go to th
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -155,10 +156,9 @@ class OscServer:
             sock.bind(addr)
         except OSError as e:
             sock.close()
-            raise ConfigError(
-                f"cannot listen for OSC on {addr[0]}:{self.port}: {e.strerror or e}; "
-                "is another dreamcam running? choose another --osc-port"
-            ) from e
+            fix = ("is another dreamcam running? choose another --osc-port" if e.errno != errno.EADDRNOTAVAIL else
+                   "this machine has no such address: use --osc-host 127.0.0.1, 0.0.0.0 (all) or one of its own addresses")
+            raise ConfigError(f"cannot listen for OSC on {addr[0]}:{self.port}: {e.strerror or e}; {fix}") from e
         sock.setblocking(False)
         self._sock = sock
         self.port = sock.getsockname()[1]

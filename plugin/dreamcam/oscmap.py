@@ -243,12 +243,13 @@ def parse_feedback(feedback: tuple[str, int] | str | None) -> tuple[str, int] | 
     """--osc-feedback: "HOST:PORT" or (host, port) -> (host, port); None = no feedback."""
     if feedback is None:
         return None
+    given = feedback  # what the user wrote, for the error line
     if isinstance(feedback, str):
         host, _, port = feedback.rpartition(":")
         feedback = (host, int(port) if port.isdigit() else -1)
     host, port = feedback
     if not host or isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ConfigError(f"--osc-feedback takes HOST:PORT such as 127.0.0.1:9001, got {feedback!r}")
+        raise ConfigError(f"--osc-feedback takes HOST:PORT such as 127.0.0.1:9001, got {given!r}")
     return host, port
 
 

@@ -84,6 +84,11 @@ class Source:
     def _open(self) -> None:
         pass
 
+    def check(self) -> None:
+        """Cheap checks of what `start()` would fail on (a missing file or device node, no
+        display), raising the same one-line DreamcamError; run before the slow model load so a
+        typo is said at once. Opens nothing that stays open."""
+
     def _grab(self) -> np.ndarray | None:
         raise NotImplementedError
 
@@ -92,10 +97,6 @@ class Source:
 
     def _release(self) -> None:
         pass
-
-    def check(self) -> None:
-        """The quick checks `start()` makes, without opening anything for long (the CLI calls it
-        before the slow model load, so a mistyped path is said at once); raises DreamcamError."""
 
     def start(self) -> Source:
         self._open()
@@ -330,6 +331,10 @@ class WebcamSource(Source):
     def _reopen(self) -> None:
         self._connect()
 
+    def check(self) -> None:
+        if isinstance(self.device, str) and self.device.startswith("/dev/") and not os.path.exists(self.device):
+            self._open()  # raises start()'s line (with the cameras present) without opening any
+
     def _connect(self) -> None:
         if isinstance(self.device, str) and self.device.startswith("/dev/") and not os.path.exists(self.device):
             raise DeviceError(f"camera {self.device} does not exist")
@@ -404,9 +409,16 @@ def open_source(
     from dreamcam.sources_media import ImageSource, ScreenSource, VideoFileSource, parse_region
 
     kind, _, arg = spec.partition(":")
+    if fps is not None and not fps > 0:  # 0 would otherwise read as "the default"
+        raise ConfigError(f"--fps must be > 0 frames/s, got {fps}; leave it out for the source's own rate")
     if kind == "testpattern" and not arg:
         return TestPatternSource(width, height, fps=fps or 30.0, mirror=mirror)
     if kind == "webcam":
+        if arg and not arg.isdigit() and "/" not in arg and not os.path.exists(arg):
+            raise ConfigError(
+                f"webcam takes a camera number or a device path, got {spec!r}; e.g. webcam:0 or webcam:/dev/video2 "
+                "(list them with `dreamcam devices`)"
+            )
         device: int | str = int(arg) if arg.isdigit() else (arg or 0)
         return WebcamSource(device, width=width, height=height, fps=fps, fourcc=fourcc, mirror=mirror)
     if kind == "screen":

@@ -91,6 +91,9 @@ class ScreenSource(Source):
         finally:
             sct.close()
 
+    def check(self) -> None:
+        self._open()  # a display check with a grabber of its own, closed again
+
     def _pick_box(self, monitors: list[dict]) -> dict[str, int]:
         desk = monitors[0]
         if self.region is None:
