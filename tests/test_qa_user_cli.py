@@ -114,7 +114,7 @@ def test_model_errors_are_one_line_without_diffusers_chatter(tmp_path):
     env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1] / "plugin"), HF_HUB_OFFLINE="1")
     r = subprocess.run(
         [sys.executable, "-m", "dreamcam", *BASE[:1], "--model", str(tmp_path / "folder"), *BASE[3:],
-         "--source", "testpattern", "--lora", str(tmp_path / "missing.safetensors")],
+         "--source", "testpattern", "--device", "cpu", "--lora", str(tmp_path / "missing.safetensors")],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert r.returncode == 2, r.stderr
