@@ -248,3 +248,14 @@ def test_lifecycle(server):
     with pytest.raises(RuntimeError, match="closed"):
         server.start()
     assert not any(t.name.startswith("dreamcam-osc") for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("allow,says", [(None, "use --osc-allow to limit senders"), ("127.0.0.1", "only 127.0.0.1 may steer")])
+def test_listening_beyond_this_machine_warns_with_what_applies(allow, says, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="dreamcam.osc"):
+        with OscServer(ParamStore(), host="0.0.0.0", port=0, allow=allow):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and says in warnings[0], warnings

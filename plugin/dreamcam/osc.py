@@ -143,13 +143,16 @@ class OscServer:
         if self._closed:
             raise RuntimeError("this OscServer was closed; make a new one")
         family, addr, loopback = listen_address(self.host, self.port)
-        if not loopback:
+        if not loopback and self.allow is None:
             log.warning(
                 "OSC listens on %s:%d, reachable from other machines: anyone there can change prompt "
                 "and settings; use --osc-allow to limit senders",
                 addr[0],
                 self.port,
             )
+        elif not loopback:
+            log.warning("OSC listens on %s:%d, reachable from other machines; only %s may steer",
+                        addr[0], self.port, ", ".join(sorted(self.allow)))
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self.rcvbuf = _grow_rcvbuf(sock, RCVBUF_BYTES)
