@@ -143,3 +143,16 @@ def test_server_uses_the_mapping(mapping, tmp_path):
     srv.handle_datagram(msg("/9/other", 1.0), me)
     assert srv.rejected["out_of_range"] == 1 and srv.rejected["unknown_address"] == 1
     assert store.take_changes() == {}
+
+
+def test_preset_bindings_are_checked_against_the_presets_at_start(mapping, tmp_path, caplog):
+    import logging
+
+    with pytest.raises(ConfigError, match=r"/1/push1 applies preset 'ink', but no presets file is given; add --presets"):
+        OscServer(ParamStore(), port=0, mapping=mapping)
+    presets_path = tmp_path / "presets.toml"
+    presets_path.write_text('[watercolor]\nstrength = 0.4\n')
+    with caplog.at_level(logging.WARNING, logger="dreamcam.oscmap"):
+        OscServer(ParamStore(), port=0, mapping=mapping, presets=PresetLibrary(presets_path))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'ink', which the presets file does not have (it has: watercolor)" in warnings[0]

@@ -121,6 +121,8 @@ class OscServer:
         self.presets = presets
         self.feedback = parse_feedback(feedback)
         self.mapping = mapping
+        if mapping is not None:
+            mapping.check_presets(presets.names() if presets is not None else None)
         self.received = 0  # datagrams
         self.applied = 0  # messages that were accepted
         self.rejected: Counter[str] = Counter({k: 0 for k in REJECT_KINDS})

@@ -35,6 +35,7 @@ reserved for dreamcam's own address space and cannot be bound.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -46,6 +47,8 @@ from dreamcam.errors import ConfigError
 from dreamcam.params import PARAMS
 from dreamcam.presets import load_toml
 from dreamcam.prompts import parse_prompt
+
+log = logging.getLogger(__name__)
 
 RESERVED_PREFIX = "/dreamcam/"
 
@@ -284,6 +287,25 @@ class OscMapping:
 
     def get(self, address: str) -> Binding | None:
         return self.bindings.get(address)
+
+    def check_presets(self, names: list[str] | None) -> None:
+        """Preset bindings against the presets there are (None: no --presets file).
+
+        With no presets file a preset binding can never work: ConfigError. A name the file lacks
+        is a warning only, as the file reloads live and may gain it.
+        """
+        for b in self.bindings.values():
+            if b.preset is None:
+                continue
+            if names is None:
+                raise ConfigError(
+                    f"{self.source}: {b.address} applies preset {b.preset!r}, but no presets file is given; "
+                    "add --presets FILE (or drop that [[bind]])"
+                )
+            if b.preset not in names:
+                log.warning("%s: %s applies preset %r, which the presets file does not have (it has: %s); "
+                            "presses are rejected until it does", self.source, b.address, b.preset,
+                            ", ".join(names) or "none")
 
     def feedback(self, name: str, value: Any) -> list[tuple[str, Any]]:
         """(controller address, value) pairs that show this parameter value on the controller."""
