@@ -179,3 +179,29 @@ def test_bad_arguments_are_config_errors():
         load_pipeline("tiny", loras=[("x",)])
     with pytest.raises(ConfigError, match="model must be 'tiny', a hub id"):
         load_pipeline("  ")
+
+
+def test_missing_lora_and_vae_paths_are_said_before_the_base_model_loads(monkeypatch, tmp_path):
+    from dreamcam import loading
+
+    def base_loaded(*a, **k):
+        raise AssertionError("the base model was loaded before the VAE/LoRA paths were checked")
+
+    monkeypatch.setattr(loading, "_load_base", base_loaded)
+    with pytest.raises(ModelLoadError, match=r"VAE path '\./taesd' does not exist"):
+        load_pipeline("some/model", vae="./taesd", progress=False)
+    with pytest.raises(ModelLoadError, match=r"LoRA path '.*ink\.safetensors' does not exist"):
+        load_pipeline("some/model", loras=[(str(tmp_path / "ink.safetensors"), 0.8)], progress=False)
+    with pytest.raises(ModelLoadError, match=r"LoRA path '\./lcm' does not exist"):
+        load_pipeline("some/model", lcm_lora="./lcm", progress=False)
+
+
+def test_lora_flag_scale_must_be_a_number(tmp_path):
+    from dreamcam.cli import parse_lora
+
+    assert parse_lora("ink.safetensors:0.8") == ("ink.safetensors", 0.8)
+    assert parse_lora("ink.safetensors") == ("ink.safetensors", 1.0)
+    assert parse_lora("user/ink-lora") == ("user/ink-lora", 1.0)
+    assert parse_lora("C:\\loras\\ink.safetensors") == ("C:\\loras\\ink.safetensors", 1.0)
+    with pytest.raises(ConfigError, match=r"--lora ink.safetensors:strong: the scale after ':' must be a number"):
+        parse_lora("ink.safetensors:strong")

@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -206,7 +207,9 @@ def parse_lora(text: str) -> tuple[str, float]:
         try:
             return path, float(scale)
         except ValueError:
-            pass
+            # 'style.safetensors:strong' is a bad scale; 'C:\\loras\\x.safetensors' is a path with a colon
+            if Path(path).suffix.lower() in (".safetensors", ".bin") or Path(path).expanduser().exists():
+                raise ConfigError(f"--lora {text}: the scale after ':' must be a number such as 0.8, got {scale!r}") from None
     return text, 1.0
 
 

@@ -90,6 +90,10 @@ def load_pipeline(
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     lora_list = [(str(p), _check_scale(p, s)) for p, s in _check_loras(loras)]
+    # a mistyped VAE or LoRA path is said now, not after the base model has loaded
+    _check_exists("VAE", vae, "pass a folder, a file or a hub id like madebyollin/taesd")
+    for source in [lcm_lora] + [p for p, _ in lora_list]:
+        _check_exists("LoRA", source, "pass a .safetensors file, a folder or a hub id")
     device = _resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
     hub = Hub()
@@ -372,6 +376,14 @@ def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> tor
     if name not in _DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(sorted(_DTYPES))}, got {dtype!r}")
     return _DTYPES[name]
+
+
+def _check_exists(kind: str, source: str | None, hint: str) -> None:
+    """ModelLoadError when `source` (a path or hub id, or None) can be neither: a path that is not there."""
+    if source is None or Path(str(source)).expanduser().exists():
+        return
+    if looks_like_path(str(source)) or not HUB_ID.match(str(source)):
+        raise ModelLoadError(f"{kind} path {str(source)!r} does not exist; {hint}")
 
 
 def _is_checkpoint_path(id_or_path: str) -> bool:
