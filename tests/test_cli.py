@@ -105,3 +105,27 @@ def test_a_real_model_falling_back_to_the_cpu_says_why_and_what_to_install(tmp_p
     assert r.stderr.count("runs on the CPU") == 1
     r = dreamcam("run", "--model", str(tmp_path / "model"), "--device", "cpu", *args)  # asked for: nothing to say
     assert r.returncode == 0 and "runs on the CPU" not in r.stderr, r.stderr
+
+
+def test_a_long_backend_start_counts_seconds_on_a_terminal(monkeypatch):
+    import io
+    import time as _time
+
+    from dreamcam import cli
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    with cli._elapsed("backend compiled: compiling"):
+        _time.sleep(2.3)
+    out = err.getvalue()
+    assert out.startswith("dreamcam: backend compiled: compiling ...")
+    assert "\rdreamcam: backend compiled: compiling ... 1 s" in out and "... 2 s" in out and out.endswith("\n")
+    err = io.StringIO()  # not a terminal (a log file): one line, no counter
+    monkeypatch.setattr(sys, "stderr", err)
+    with cli._elapsed("backend eager: warming up"):
+        pass
+    assert err.getvalue() == "dreamcam: backend eager: warming up ...\n"

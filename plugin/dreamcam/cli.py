@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -320,11 +321,12 @@ def cmd_run(args) -> int:
         engine = StreamEngine(pipe, t_index, args.width, args.height, cfg_type=args.cfg, device=device, dtype=dtype)
         s = store.snapshot()
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
-        backend = stack.enter_context(make_backend(args.backend, engine, **backend_options))
-        _say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}; warming up ...")
         t0 = time.perf_counter()
-        backend.process(np.zeros((args.height, args.width, 3), dtype=np.uint8))  # compiles / captures here, not live
-        _say(f"warm in {time.perf_counter() - t0:.1f} s")
+        with _elapsed(f"backend {chosen}: {BACKEND_START[chosen]}"):
+            backend = stack.enter_context(make_backend(args.backend, engine, **backend_options))
+            backend.process(np.zeros((args.height, args.width, 3), dtype=np.uint8))  # compiles / captures here, not live
+        _say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}; "
+             f"warm in {time.perf_counter() - t0:.1f} s")
 
         # 4. The input last (nothing captured waits on an unopened output); all closed in reverse
         controller = stack.enter_context(Controller(engine, store))
@@ -403,6 +405,41 @@ def _status_printer():
 
 def _say(msg: str) -> None:
     print(f"dreamcam: {msg}", file=sys.stderr, flush=True)
+
+
+# what a backend's start does, said before it (the compiled backend's first start is silent work of a minute)
+BACKEND_START = {
+    "eager": "warming up",
+    "compiled": "compiling and capturing a CUDA graph (first start about a minute; later starts use the cache in engines/)",
+    "tensorrt": "loading TensorRT engines (a missing engine is built first, with progress)",
+}
+
+
+@contextlib.contextmanager
+def _elapsed(msg: str):
+    """Say `msg ...`; on a terminal, count the seconds on that line until the block ends."""
+    if not sys.stderr.isatty():
+        _say(f"{msg} ...")
+        yield
+        return
+    t0, stop = time.perf_counter(), threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(1.0):
+            sys.stderr.write(f"\rdreamcam: {msg} ... {time.perf_counter() - t0:.0f} s")
+            sys.stderr.flush()
+
+    sys.stderr.write(f"dreamcam: {msg} ...")
+    sys.stderr.flush()
+    ticker = threading.Thread(target=tick, name="dreamcam-elapsed", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
