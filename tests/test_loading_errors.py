@@ -205,3 +205,25 @@ def test_lora_flag_scale_must_be_a_number(tmp_path):
     assert parse_lora("C:\\loras\\ink.safetensors") == ("C:\\loras\\ink.safetensors", 1.0)
     with pytest.raises(ConfigError, match=r"--lora ink.safetensors:strong: the scale after ':' must be a number"):
         parse_lora("ink.safetensors:strong")
+
+
+def test_a_corrupt_or_truncated_ckpt_is_named_as_such(tmp_path):
+    import pickle
+
+    import torch
+
+    from dreamcam.loading import check_checkpoint_file
+
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(64, 64)}}, good)
+    check_checkpoint_file(good)  # a real torch.save archive passes
+    legacy = tmp_path / "legacy.ckpt"
+    legacy.write_bytes(pickle.dumps({"state_dict": {}}, protocol=2))
+    check_checkpoint_file(legacy)  # a pre-1.6 pickle passes
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a download that stopped half-way
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"<html>404</html>")
+    for f in (cut, junk):
+        with pytest.raises(ModelLoadError, match=rf"{f.name} is not a readable PyTorch checkpoint .*download it again"):
+            check_checkpoint_file(f)

@@ -234,7 +234,11 @@ def _load_hub(repo_id: str, hub: Hub, dtype: torch.dtype):
 
 
 def check_checkpoint_file(path: Path) -> None:
-    """Read a .safetensors header (cheap) so a corrupt or truncated download fails with a clear line."""
+    """Read a .safetensors header, or a .ckpt's archive index (cheap), so a corrupt or truncated
+    download fails with a clear line rather than a loader's error about something else."""
+    if path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
+        _check_torch_file(path)
+        return
     if path.suffix.lower() != ".safetensors":
         return
     from safetensors import safe_open
@@ -247,6 +251,30 @@ def check_checkpoint_file(path: Path) -> None:
             f"{path.name} is not a readable .safetensors file ({one_line(e)}): it is corrupt or only partly "
             "downloaded; download it again"
         ) from e
+
+
+def _check_torch_file(path: Path) -> None:
+    # torch.save writes a zip archive (its index is at the end: a truncated download has none);
+    # files from before torch 1.6 are a bare pickle, which starts with the PROTO opcode 0x80
+    import zipfile
+
+    bad = None
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                if not any(n.endswith("data.pkl") for n in z.namelist()):
+                    bad = "a zip archive without data.pkl"
+        else:
+            with open(path, "rb") as f:
+                if f.read(1) != b"\x80":
+                    bad = "neither a zip archive nor a pickle"
+    except (OSError, zipfile.BadZipFile) as e:
+        bad = one_line(e)
+    if bad is not None:
+        raise ModelLoadError(
+            f"{path.name} is not a readable PyTorch checkpoint ({bad}): it is corrupt or only partly "
+            "downloaded; download it again, or use the model's .safetensors file"
+        )
 
 
 class Hub:
