@@ -129,3 +129,12 @@ def test_a_long_backend_start_counts_seconds_on_a_terminal(monkeypatch):
     with cli._elapsed("backend eager: warming up"):
         pass
     assert err.getvalue() == "dreamcam: backend eager: warming up ...\n"
+
+
+def test_a_negative_prompt_that_cannot_steer_is_pointed_out():
+    base = ("run", "--model", "tiny", "--source", "testpattern", "--sink", "null", "--frames", "1",
+            "--width", "64", "--height", "64", "--no-osc", "--negative-prompt", "blurry")
+    r = dreamcam(*base, "--cfg", "self")
+    assert r.returncode == 0 and "negative prompt steers only with --cfg full or initialize" in r.stderr, r.stderr
+    r = dreamcam(*base, "--cfg", "full", "--guidance", "1.5")
+    assert r.returncode == 0 and "negative prompt steers only" not in r.stderr, r.stderr

@@ -228,6 +228,8 @@ def _live_control(args):
         presets.apply(args.preset, store)
     store.update({p: getattr(args, p) for p in PARAMS if getattr(args, p, None) is not None})
     store.take_changes()  # the engine is prepared with these values
+    if store.get("negative_prompt") and args.cfg not in ("full", "initialize"):
+        _say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg} it is unused")
     mapping = OscMapping.load(args.osc_map) if args.osc_map else None
     return store, presets, mapping
 
