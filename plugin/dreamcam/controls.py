@@ -57,12 +57,18 @@ class PromptEncoder:
     """A worker thread running `encode(prompt, negative) -> (cond, uncond)` off the frame path.
 
     Only the newest request is kept: asking again before the worker started drops the older one.
+    On a CUDA `device` the worker runs on a CUDA stream of its own: on the default stream its
+    kernels would sit in front of the next frame, which waits for that stream. Whoever uses the
+    results on another stream calls `record_stream` on them (Controller does).
     """
 
     def __init__(
-        self, encode: Callable[[str, str], tuple[torch.Tensor, torch.Tensor | None]], current: tuple[str, str]
+        self, encode: Callable[[str, str], tuple[torch.Tensor, torch.Tensor | None]], current: tuple[str, str],
+        *, device: torch.device | str | None = None,
     ) -> None:
         self._encode = encode
+        cuda = device is not None and torch.device(device).type == "cuda"
+        self.stream = torch.cuda.Stream(torch.device(device)) if cuda else None
         self._last_texts = current
         self._cond = threading.Condition()
         self._pending: tuple[int, str, str] | None = None
@@ -122,6 +128,12 @@ class PromptEncoder:
                 return
 
     def _encode_blend(self, req: int, prompt: str, negative: str) -> _Encoded:
+        if self.stream is None:
+            return self._encode_blend_here(req, prompt, negative)
+        with torch.cuda.stream(self.stream):
+            return self._encode_blend_here(req, prompt, negative)
+
+    def _encode_blend_here(self, req: int, prompt: str, negative: str) -> _Encoded:
         t0 = time.perf_counter()
         try:
             parts = parse_prompt(prompt)
@@ -132,7 +144,7 @@ class PromptEncoder:
                 uncond = u if uncond is None else uncond
         except ConfigError as e:
             return _Encoded(req, prompt, negative, error=str(e))
-        if cond.is_cuda:  # the engine thread reads these on its own stream
+        if cond.is_cuda:  # done before the engine thread reads them on its own stream
             torch.cuda.current_stream(cond.device).synchronize()
         self.encode_ms = (time.perf_counter() - t0) * 1000.0
         return _Encoded(req, prompt, negative, cond, uncond)
@@ -181,7 +193,7 @@ class Controller:
         self._text = (getattr(engine, "prompt", store.get("prompt")), getattr(engine, "negative_prompt", ""))
         self._prompt_fade: _Fade | None = None
         self._seed_fade: _Fade | None = None
-        self._encoder = PromptEncoder(engine.encode_prompt, self._text)
+        self._encoder = PromptEncoder(engine.encode_prompt, self._text, device=getattr(engine, "device", None))
         self._closed = False
         # encoding starts on the writer's thread as soon as a prompt arrives, not at the next frame
         store.subscribe(self._on_change)
@@ -226,6 +238,10 @@ class Controller:
             log.warning("prompt %r not used: %s; keeping the current one", enc.prompt[:80], enc.error)
             return
         target_uncond = enc.uncond if self._uncond is not None else None
+        if enc.cond.is_cuda:  # made on the encoder's stream, used on this one for the whole fade
+            for t in (enc.cond, enc.uncond):
+                if t is not None:
+                    t.record_stream(torch.cuda.current_stream(t.device))
         self._prompt_fade = _Fade(
             (self._cond.clone(), None if self._uncond is None else self._uncond.clone()),
             (enc.cond.to(self._cond.dtype), None if target_uncond is None else target_uncond.to(self._cond.dtype)),
