@@ -45,7 +45,11 @@ def test_a_deeply_nested_presets_edit_keeps_the_last_good_presets_and_the_server
     with OscServer(ParamStore(), port=0, presets=lib) as server:
         assert _status(sock, server.port)["presets"] == ["calm"]
         _rewrite(path, f"[calm]\nstrength = {DEEP}\n")
-        time.sleep(0.6)  # the server re-reads the file between datagrams, at least every 0.2 s
+        # the server looks every 0.2 s and reads a change once it has settled for 0.2 s: wait for
+        # the read (a fixed 0.6 s sleep left 0.2 s of margin on a loaded machine)
+        deadline = time.monotonic() + 5.0
+        while lib.errors == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         st = _status(sock, server.port)
         assert st is not None, "the OSC server stopped answering"
         assert st["presets"] == ["calm"] and lib.errors == 1

@@ -332,7 +332,10 @@ class WebcamSource(Source):
         self._connect()
 
     def check(self) -> None:
-        if isinstance(self.device, str) and self.device.startswith("/dev/") and not os.path.exists(self.device):
+        node = self.device
+        if isinstance(node, int) and self._open_capture is open_camera and sys.platform.startswith("linux"):
+            node = f"/dev/video{node}"  # V4L2 opens camera N as this node
+        if isinstance(node, str) and node.startswith("/dev/") and not os.path.exists(node):
             self._open()  # raises start()'s line (with the cameras present) without opening any
 
     def _connect(self) -> None:
