@@ -138,3 +138,13 @@ def test_a_negative_prompt_that_cannot_steer_is_pointed_out():
     assert r.returncode == 0 and "negative prompt steers only with --cfg full or initialize" in r.stderr, r.stderr
     r = dreamcam(*base, "--cfg", "full", "--guidance", "1.5")
     assert r.returncode == 0 and "negative prompt steers only" not in r.stderr, r.stderr
+
+
+def test_a_preset_binding_without_presets_is_refused_before_any_output_is_written(tmp_path):
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[[bind]]\naddress = "/1/push1"\npreset = "ink"\n')
+    out = tmp_path / "out.mp4"
+    r = dreamcam("run", "--model", "tiny", "--source", "testpattern", "--sink", f"file:{out}", "--frames", "1",
+                 "--osc-map", str(mapping), "--osc-port", "0")
+    assert r.returncode == 2 and "no presets file is given; add --presets FILE" in r.stderr, r.stderr
+    assert not out.exists()  # an older recording of that name would have been overwritten

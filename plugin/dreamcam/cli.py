@@ -231,6 +231,8 @@ def _live_control(args):
     if store.get("negative_prompt") and args.cfg not in ("full", "initialize"):
         _say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg} it is unused")
     mapping = OscMapping.load(args.osc_map) if args.osc_map else None
+    if mapping is not None and presets is None:  # a preset binding with no file: said before any output opens
+        mapping.check_presets(None)
     return store, presets, mapping
 
 
