@@ -1,0 +1,35 @@
+"""Portability: file paths as Windows and macOS users give them."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from dreamcam.errors import DeviceError
+from dreamcam.sources import open_source
+
+
+def _photo(path):
+    image = np.zeros((24, 40, 3), np.uint8)
+    image[:, :20] = (0, 0, 255)  # BGR red on the left
+    path.write_bytes(cv2.imencode(".png", image)[1].tobytes())
+    return path
+
+
+def test_image_source_reads_a_non_ascii_path_where_imread_cannot(tmp_path, monkeypatch):
+    # Windows' cv2.imread returns None for any path with non-ASCII characters (opencv/opencv#4292);
+    # Linux's does not, so that behaviour is stood in for here (the one thing mocked)
+    real_imread = cv2.imread
+    monkeypatch.setattr(cv2, "imread", lambda p, *a: None if not str(p).isascii() else real_imread(p, *a))
+    path = _photo(tmp_path / "Zoë 写真.png")
+    with open_source(f"image:{path}", fps=50) as src:
+        frame = src.read(timeout=2.0)
+    assert frame.image.shape == (24, 40, 3)
+    assert tuple(frame.image[0, 0]) == (255, 0, 0) and tuple(frame.image[0, -1]) == (0, 0, 0)
+
+
+def test_image_source_unreadable_file_is_one_line(tmp_path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    with pytest.raises(DeviceError, match="cannot read image"):
+        open_source(f"image:{path}").start()
