@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 from dreamcam.errors import DeviceError
+from dreamcam.frames import Frame
+from dreamcam.sinks import open_sink
 from dreamcam.sources import open_source
 
 
@@ -33,3 +35,18 @@ def test_image_source_unreadable_file_is_one_line(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(DeviceError, match="cannot read image"):
         open_source(f"image:{path}").start()
+
+
+def test_tilde_in_file_and_image_specs_means_the_home_folder(tmp_path, monkeypatch):
+    # "file:~/clip.mp4" reaches dreamcam unexpanded: no shell expands ~ after "file:", and cmd.exe
+    # never does; HOME (USERPROFILE on Windows) is what os.path.expanduser reads
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    _photo(tmp_path / "photo.png")
+    with open_source("image:~/photo.png", fps=50) as src:
+        assert src.read(timeout=2.0).image.shape == (24, 40, 3)
+    sink = open_sink("file:~/out.mp4", width=64, height=64, fps=10)
+    assert sink.path == str(tmp_path / "out.mp4")
+    with sink:
+        sink.write(Frame(np.zeros((64, 64, 3), np.uint8), 0.0, 0))
+    assert (tmp_path / "out.mp4").stat().st_size > 0

@@ -24,6 +24,7 @@ recorder (PyAV); `dreamcam.preview`: the window.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import threading
 import time
@@ -337,7 +338,7 @@ def open_sink(
     if kind == "file":
         if not arg:
             raise ConfigError("file sink needs a path: --sink file:out.mp4")
-        return FileSink(arg, w, h, rate, bitrate=rate_bits, codec=opts.get("codec", "auto"), fit_mode=fit_mode)
+        return FileSink(os.path.expanduser(arg), w, h, rate, bitrate=rate_bits, codec=opts.get("codec", "auto"), fit_mode=fit_mode)
     if kind == "preview":
         from dreamcam.preview import PreviewSink
 

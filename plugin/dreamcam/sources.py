@@ -430,7 +430,8 @@ def open_source(
     if kind in ("file", "image"):
         if not arg:
             raise ConfigError(f"{kind} needs a path, e.g. {kind}:clip.mp4" if kind == "file" else f"{kind} needs a path, e.g. image:photo.jpg")
+        path = os.path.expanduser(arg)  # no shell expands ~ after "file:" (cmd.exe and PowerShell never do)
         if kind == "file":
-            return VideoFileSource(arg, fps=fps, mirror=mirror)
-        return ImageSource(arg, fps=fps or 30.0, mirror=mirror)
+            return VideoFileSource(path, fps=fps, mirror=mirror)
+        return ImageSource(path, fps=fps or 30.0, mirror=mirror)
     raise ConfigError(f"unknown source {spec!r}; use {SOURCE_SPECS}")
