@@ -189,7 +189,9 @@ def _install_hint() -> str:
             "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=dreamcam"
         )
     if system == "Darwin":
-        return "install OBS Studio 26+ and start its Virtual Camera once (Controls -> Start Virtual Camera), then stop it"
+        # pyvirtualcam >= 0.10 needs OBS 28+ on macOS, >= 0.14 OBS 30+ on macOS 13 and later (its README)
+        return ("install OBS Studio 30+ (28+ on macOS 12 and older) and start its Virtual Camera once "
+                "(Controls -> Start Virtual Camera), then stop it")
     return "install OBS Studio 26+ (it brings the OBS Virtual Camera that dreamcam sends to)"
 
 
