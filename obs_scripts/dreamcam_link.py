@@ -202,6 +202,9 @@ class DreamcamLink:
     def _socket(self):
         if self._sock is None and self._addr is not None and not self._closed:
             sock = socket.socket(self._addr[0], socket.SOCK_DGRAM)
+            # bound now, as the first sendto would: on Windows recvfrom on an unbound UDP socket
+            # fails with WSAEINVAL (10022), and poll() reads before it sends
+            sock.bind(("::", 0) if self._addr[0] == socket.AF_INET6 else ("0.0.0.0", 0))
             sock.setblocking(False)
             self._sock = sock
         return self._sock
