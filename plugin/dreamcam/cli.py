@@ -368,15 +368,21 @@ def _interrupt_on_sigterm() -> None:
     def handler(signum, _frame):
         raise KeyboardInterrupt
 
-    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
-        signal.signal(signal.SIGTERM, handler)
+    for sig in (signal.SIGTERM, *_WINDOWS_BREAK):
+        with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+            signal.signal(sig, handler)
+
+
+# Ctrl-Break in a Windows console: unhandled, it ends the process at once (a recording is left
+# without its index); Python lets a handler take it (signal docs: SIGBREAK, Windows only)
+_WINDOWS_BREAK = (signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ()
 
 
 def _install_signal_handlers(runner) -> None:
     def handler(signum, _frame):
         runner.stop()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, *_WINDOWS_BREAK):
         with contextlib.suppress(ValueError):  # not the main thread (embedded use)
             signal.signal(sig, handler)
 
