@@ -420,9 +420,18 @@ def _grow_rcvbuf(sock: socket.socket, want: int) -> int:
     if got < RCVBUF_ENOUGH:
         log.warning(
             "OSC receive buffer is %d bytes, below the %d that hold a 10,000-message burst: a burst may "
-            "lose messages; on Linux raise the cap with: sudo sysctl -w net.core.rmem_max=%d",
+            "lose messages; %s",
             got,
             RCVBUF_ENOUGH,
-            RCVBUF_BYTES,
+            _rcvbuf_fix(),
         )
     return got
+
+
+def _rcvbuf_fix() -> str:
+    """How to let the kernel grant RCVBUF_BYTES on this OS."""
+    if sys.platform == "darwin":
+        # macOS caps every socket buffer at kern.ipc.maxsockbuf (8 MiB by default) including its
+        # bookkeeping, so a 16 MiB SO_RCVBUF needs about 19 MB there: 32 MiB leaves room
+        return f"on macOS raise the cap with: sudo sysctl -w kern.ipc.maxsockbuf={2 * RCVBUF_BYTES}"
+    return f"on Linux raise the cap with: sudo sysctl -w net.core.rmem_max={RCVBUF_BYTES}"
