@@ -1,6 +1,8 @@
-"""Portability: file paths as Windows and macOS users give them."""
+"""Portability: file paths and cameras as Windows and macOS users meet them."""
 
 from __future__ import annotations
+
+import sys
 
 import cv2
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 from dreamcam.errors import DeviceError
 from dreamcam.frames import Frame
 from dreamcam.sinks import open_sink
-from dreamcam.sources import open_source
+from dreamcam.sources import WebcamSource, open_source
 
 
 def _photo(path):
@@ -50,3 +52,12 @@ def test_tilde_in_file_and_image_specs_means_the_home_folder(tmp_path, monkeypat
     with sink:
         sink.write(Frame(np.zeros((64, 64, 3), np.uint8), 0.0, 0))
     assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+def test_camera_that_does_not_open_on_macos_names_the_camera_permission(monkeypatch):
+    # a camera OpenCV cannot open (a real, unopened VideoCapture); macOS stood in for by sys.platform
+    monkeypatch.setattr(sys, "platform", "darwin")
+    src = WebcamSource(0, open_capture=lambda device: cv2.VideoCapture())
+    with pytest.raises(DeviceError, match=r"camera 0 did not open; cameras are numbered from 0; .*Privacy & Security -> Camera"):
+        src.start()
+    src.close()

@@ -326,6 +326,9 @@ class WebcamSource(Source):
             have = f"cameras present: {', '.join(present)}" if present else "no camera device nodes found"
             if not sys.platform.startswith("linux"):
                 have = "cameras are numbered from 0"
+            if sys.platform == "darwin":  # OpenCV's AVFoundation capture fails until access is granted
+                have += ("; macOS lets a terminal use the camera only once allowed: System Settings -> "
+                         "Privacy & Security -> Camera, tick your terminal app and start it again")
             raise DeviceError(f"{e}; {have} (list what opens with `dreamcam devices`)") from e
 
     def _reopen(self) -> None:
