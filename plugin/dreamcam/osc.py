@@ -381,9 +381,12 @@ class OscServer:
 
 
 def listen_address(host: str, port: int) -> tuple[int, tuple, bool]:
-    """(socket family, bind address, is loopback) for --osc-host; ConfigError when unknown."""
+    """(socket family, bind address, is loopback) for --osc-host; ConfigError when unknown.
+
+    "localhost" is 127.0.0.1, where the OBS script sends it: Windows and macOS resolve it to ::1
+    first, and a server on ::1 alone hears no IPv4 sender (most OSC apps)."""
     try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        info = socket.getaddrinfo("127.0.0.1" if host.lower() == "localhost" else host, port, type=socket.SOCK_DGRAM)[0]
     except socket.gaierror as e:
         raise ConfigError(f"--osc-host {host!r} is not a known address ({e}); the default is 127.0.0.1") from e
     return info[0], info[4], ipaddress.ip_address(info[4][0]).is_loopback
