@@ -7,7 +7,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from dreamcam.errors import DeviceError
+from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame
 from dreamcam.sinks import open_sink
 from dreamcam.sources import WebcamSource, open_source
@@ -61,3 +61,16 @@ def test_camera_that_does_not_open_on_macos_names_the_camera_permission(monkeypa
     with pytest.raises(DeviceError, match=r"camera 0 did not open; cameras are numbered from 0; .*Privacy & Security -> Camera"):
         src.start()
     src.close()
+
+
+def test_windows_drive_letter_paths_in_specs_keep_their_colon():
+    # guards the spec parsing (split at the first ':' for sources/sinks, the last for --lora)
+    from dreamcam.cli import parse_lora
+
+    assert open_source(r"file:C:\Videos\clip.mp4").path == r"C:\Videos\clip.mp4"
+    assert open_source(r"image:D:\photo.png").path == r"D:\photo.png"
+    assert open_sink(r"file:C:\rec\out.mp4?size=640x360", width=64, height=64).path == r"C:\rec\out.mp4"
+    assert parse_lora(r"C:\loras\ink.safetensors:0.8") == (r"C:\loras\ink.safetensors", 0.8)
+    assert parse_lora(r"C:\loras\ink.safetensors") == (r"C:\loras\ink.safetensors", 1.0)
+    with pytest.raises(ConfigError, match="scale after ':' must be a number"):
+        parse_lora(r"C:\loras\ink.safetensors:strong")
