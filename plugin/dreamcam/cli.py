@@ -147,6 +147,8 @@ def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
     slow = "no CUDA GPU is visible to torch, so the model runs on the CPU (seconds a frame, not frames a second)"
     if mps:
         return f"{slow}; Apple-silicon GPUs (MPS) are not used yet"
+    if sys.platform == "darwin":  # no CUDA build of torch exists for macOS: the CUDA advice cannot be followed
+        return f"{slow}; macOS has no CUDA, so this is as fast as dreamcam runs on this Mac"
     if cuda_build is None:
         return (
             f"{slow}: this torch is a CPU-only build; for an NVIDIA GPU install a CUDA build, e.g. "
