@@ -8,6 +8,7 @@ socket is non-blocking, DNS look-ups run on a short-lived thread and nothing sle
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -202,9 +203,6 @@ class DreamcamLink:
     def _socket(self):
         if self._sock is None and self._addr is not None and not self._closed:
             sock = socket.socket(self._addr[0], socket.SOCK_DGRAM)
-            # bound now, as the first sendto would: on Windows recvfrom on an unbound UDP socket
-            # fails with WSAEINVAL (10022), and poll() reads before it sends
-            sock.bind(("::", 0) if self._addr[0] == socket.AF_INET6 else ("0.0.0.0", 0))
             sock.setblocking(False)
             self._sock = sock
         return self._sock
@@ -331,6 +329,8 @@ class DreamcamLink:
             except ConnectionResetError:
                 continue  # Windows reports an earlier datagram's ICMP "port unreachable" here
             except OSError as e:
+                if e.errno == errno.EINVAL:  # Winsock's WSAEINVAL: nothing sent yet, so unbound: no replies
+                    return
                 self._log_once(logging.WARNING, f"cannot read from dreamcam: {e}")
                 return
             try:
