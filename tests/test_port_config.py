@@ -35,3 +35,13 @@ def test_presets_reload_of_a_file_saved_with_bom(tmp_path):
 def test_osc_map_file_with_bom_loads(tmp_path):
     mapping = OscMapping.load(_write_with_bom(tmp_path / "touchosc.toml", MAPPING))
     assert mapping.get("/1/fader1") is not None
+
+
+def test_presets_and_osc_map_paths_expand_tilde(tmp_path, monkeypatch):
+    # `--presets ~/presets.toml` from cmd.exe or PowerShell reaches dreamcam with the ~ unexpanded
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    (tmp_path / "presets.toml").write_text(PRESETS, encoding="utf-8")
+    (tmp_path / "touchosc.toml").write_text(MAPPING, encoding="utf-8")
+    assert PresetLibrary("~/presets.toml").names() == ["watercolor"]
+    assert OscMapping.load("~/touchosc.toml").get("/1/fader1") is not None

@@ -128,7 +128,7 @@ class PresetLibrary:
     """
 
     def __init__(self, path: str | os.PathLike, *, min_interval: float = 0.5, settle: float = 0.2) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # cmd.exe and PowerShell do not expand ~
         self.min_interval = float(min_interval)
         self.settle = float(settle)
         self._pending: tuple[tuple[int, int], float] | None = None  # a changed stamp, and when it was first seen
