@@ -8,6 +8,7 @@ socket is non-blocking, DNS look-ups run on a short-lived thread and nothing sle
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -328,6 +329,8 @@ class DreamcamLink:
             except ConnectionResetError:
                 continue  # Windows reports an earlier datagram's ICMP "port unreachable" here
             except OSError as e:
+                if e.errno == errno.EINVAL:  # Winsock's WSAEINVAL: nothing sent yet, so unbound: no replies
+                    return
                 self._log_once(logging.WARNING, f"cannot read from dreamcam: {e}")
                 return
             try:

@@ -147,6 +147,8 @@ def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
     slow = "no CUDA GPU is visible to torch, so the model runs on the CPU (seconds a frame, not frames a second)"
     if mps:
         return f"{slow}; Apple-silicon GPUs (MPS) are not used yet"
+    if sys.platform == "darwin":  # no CUDA build of torch exists for macOS: the CUDA advice cannot be followed
+        return f"{slow}; macOS has no CUDA, so this is as fast as dreamcam runs on this Mac"
     if cuda_build is None:
         return (
             f"{slow}: this torch is a CPU-only build; for an NVIDIA GPU install a CUDA build, e.g. "
@@ -370,15 +372,21 @@ def _interrupt_on_sigterm() -> None:
     def handler(signum, _frame):
         raise KeyboardInterrupt
 
-    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
-        signal.signal(signal.SIGTERM, handler)
+    for sig in (signal.SIGTERM, *_WINDOWS_BREAK):
+        with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+            signal.signal(sig, handler)
+
+
+# Ctrl-Break in a Windows console: unhandled, it ends the process at once (a recording is left
+# without its index); Python lets a handler take it (signal docs: SIGBREAK, Windows only)
+_WINDOWS_BREAK = (signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ()
 
 
 def _install_signal_handlers(runner) -> None:
     def handler(signum, _frame):
         runner.stop()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, *_WINDOWS_BREAK):
         with contextlib.suppress(ValueError):  # not the main thread (embedded use)
             signal.signal(sig, handler)
 

@@ -93,7 +93,9 @@ def find_monitors() -> dict:
 def _virtualcam_hint() -> str:
     if sys.platform.startswith("linux"):
         return "install v4l2loopback (apt install v4l2loopback-dkms) and run: sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=dreamcam"
-    return "install OBS Studio 28+ and click Start Virtual Camera once (it installs the OBS Virtual Camera)"
+    from dreamcam.sinks import _install_hint
+
+    return _install_hint()  # the same line `dreamcam run --sink virtualcam` gives
 
 
 def find_virtualcam_backends(width: int = 64, height: int = 48, fps: float = 30.0) -> list[dict]:

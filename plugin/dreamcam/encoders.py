@@ -172,9 +172,14 @@ class UdpSink(Sink):
             except DeviceError:
                 self._retry_later()
                 raise
+        import av
+
         try:
             self._enc.encode(self._framer(frame.image), frame.t_capture)
-        except OSError as e:  # PyAV's OSError: the send failed (no route, refused, no buffer space)
+        # PyAV's OSError: the send failed (no route, refused, no buffer space). On Windows FFmpeg
+        # passes most Winsock errors through raw (-WSAECONNRESET when no player listens yet: the
+        # ICMP "port unreachable" of an earlier datagram), which PyAV raises as UndefinedError
+        except (OSError, av.error.UndefinedError) as e:
             if self._down is None:
                 log.warning("udp://%s:%d: send failed (%s); re-opening the stream until it works", self.host, self.port, e)
             self._down = e

@@ -381,9 +381,12 @@ class OscServer:
 
 
 def listen_address(host: str, port: int) -> tuple[int, tuple, bool]:
-    """(socket family, bind address, is loopback) for --osc-host; ConfigError when unknown."""
+    """(socket family, bind address, is loopback) for --osc-host; ConfigError when unknown.
+
+    "localhost" is 127.0.0.1, where the OBS script sends it: Windows and macOS resolve it to ::1
+    first, and a server on ::1 alone hears no IPv4 sender (most OSC apps)."""
     try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        info = socket.getaddrinfo("127.0.0.1" if host.lower() == "localhost" else host, port, type=socket.SOCK_DGRAM)[0]
     except socket.gaierror as e:
         raise ConfigError(f"--osc-host {host!r} is not a known address ({e}); the default is 127.0.0.1") from e
     return info[0], info[4], ipaddress.ip_address(info[4][0]).is_loopback
@@ -420,9 +423,18 @@ def _grow_rcvbuf(sock: socket.socket, want: int) -> int:
     if got < RCVBUF_ENOUGH:
         log.warning(
             "OSC receive buffer is %d bytes, below the %d that hold a 10,000-message burst: a burst may "
-            "lose messages; on Linux raise the cap with: sudo sysctl -w net.core.rmem_max=%d",
+            "lose messages; %s",
             got,
             RCVBUF_ENOUGH,
-            RCVBUF_BYTES,
+            _rcvbuf_fix(),
         )
     return got
+
+
+def _rcvbuf_fix() -> str:
+    """How to let the kernel grant RCVBUF_BYTES on this OS."""
+    if sys.platform == "darwin":
+        # macOS caps every socket buffer at kern.ipc.maxsockbuf (8 MiB by default) including its
+        # bookkeeping, so a 16 MiB SO_RCVBUF needs about 19 MB there: 32 MiB leaves room
+        return f"on macOS raise the cap with: sudo sysctl -w kern.ipc.maxsockbuf={2 * RCVBUF_BYTES}"
+    return f"on Linux raise the cap with: sudo sysctl -w net.core.rmem_max={RCVBUF_BYTES}"

@@ -270,7 +270,7 @@ class OscMapping:
     @classmethod
     def load(cls, path: str | os.PathLike) -> OscMapping:
         """Read a mapping file; ConfigError naming the file, the entry and the fix when it is wrong."""
-        path = Path(path)
+        path = Path(path).expanduser()  # cmd.exe and PowerShell do not expand ~
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:

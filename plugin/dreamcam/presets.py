@@ -81,9 +81,13 @@ def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, A
 
 
 def load_toml(text: str, source: str) -> dict[str, Any]:
-    """tomllib.loads with an error of one line: `SOURCE: line L, column C: what is wrong`."""
+    """tomllib.loads with an error of one line: `SOURCE: line L, column C: what is wrong`.
+
+    A leading UTF-8 byte-order mark is skipped: Windows PowerShell 5.1 (`Set-Content -Encoding
+    UTF8`, `Out-File -Encoding utf8`) and some editors write one, and tomllib rejects it.
+    """
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text.removeprefix("\ufeff"))
     except RecursionError as e:  # tomllib recurses per nesting level: [[[[...]]]] a thousand deep
         raise ConfigError(f"{source}: arrays or tables nested too deep to read (fix the TOML syntax there)") from e
     except tomllib.TOMLDecodeError as e:
@@ -124,7 +128,7 @@ class PresetLibrary:
     """
 
     def __init__(self, path: str | os.PathLike, *, min_interval: float = 0.5, settle: float = 0.2) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # cmd.exe and PowerShell do not expand ~
         self.min_interval = float(min_interval)
         self.settle = float(settle)
         self._pending: tuple[tuple[int, int], float] | None = None  # a changed stamp, and when it was first seen

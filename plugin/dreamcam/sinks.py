@@ -24,6 +24,7 @@ recorder (PyAV); `dreamcam.preview`: the window.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import threading
 import time
@@ -188,7 +189,9 @@ def _install_hint() -> str:
             "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=dreamcam"
         )
     if system == "Darwin":
-        return "install OBS Studio 26+ and start its Virtual Camera once (Controls -> Start Virtual Camera), then stop it"
+        # pyvirtualcam >= 0.10 needs OBS 28+ on macOS, >= 0.14 OBS 30+ on macOS 13 and later (its README)
+        return ("install OBS Studio 30+ (28+ on macOS 12 and older) and start its Virtual Camera once "
+                "(Controls -> Start Virtual Camera), then stop it")
     return "install OBS Studio 26+ (it brings the OBS Virtual Camera that dreamcam sends to)"
 
 
@@ -337,7 +340,7 @@ def open_sink(
     if kind == "file":
         if not arg:
             raise ConfigError("file sink needs a path: --sink file:out.mp4")
-        return FileSink(arg, w, h, rate, bitrate=rate_bits, codec=opts.get("codec", "auto"), fit_mode=fit_mode)
+        return FileSink(os.path.expanduser(arg), w, h, rate, bitrate=rate_bits, codec=opts.get("codec", "auto"), fit_mode=fit_mode)
     if kind == "preview":
         from dreamcam.preview import PreviewSink
 

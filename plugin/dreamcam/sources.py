@@ -326,6 +326,9 @@ class WebcamSource(Source):
             have = f"cameras present: {', '.join(present)}" if present else "no camera device nodes found"
             if not sys.platform.startswith("linux"):
                 have = "cameras are numbered from 0"
+            if sys.platform == "darwin":  # OpenCV's AVFoundation capture fails until access is granted
+                have += ("; macOS lets a terminal use the camera only once allowed: System Settings -> "
+                         "Privacy & Security -> Camera, tick your terminal app and start it again")
             raise DeviceError(f"{e}; {have} (list what opens with `dreamcam devices`)") from e
 
     def _reopen(self) -> None:
@@ -433,7 +436,8 @@ def open_source(
     if kind in ("file", "image"):
         if not arg:
             raise ConfigError(f"{kind} needs a path, e.g. {kind}:clip.mp4" if kind == "file" else f"{kind} needs a path, e.g. image:photo.jpg")
+        path = os.path.expanduser(arg)  # no shell expands ~ after "file:" (cmd.exe and PowerShell never do)
         if kind == "file":
-            return VideoFileSource(arg, fps=fps, mirror=mirror)
-        return ImageSource(arg, fps=fps or 30.0, mirror=mirror)
+            return VideoFileSource(path, fps=fps, mirror=mirror)
+        return ImageSource(path, fps=fps or 30.0, mirror=mirror)
     raise ConfigError(f"unknown source {spec!r}; use {SOURCE_SPECS}")

@@ -232,7 +232,13 @@ class ImageSource(Source):
 
     def _open(self) -> None:
         _check_file(self.path, "image")
-        image = cv2.imread(self.path, cv2.IMREAD_COLOR)
+        # read by Python, decoded by OpenCV: cv2.imread opens the file with the narrow C API, which on
+        # Windows cannot open a path with non-ASCII characters (opencv/opencv#4292; returns None)
+        try:
+            data = np.fromfile(self.path, dtype=np.uint8)
+        except OSError as e:
+            raise DeviceError(f"cannot read image {self.path}: {e.strerror or e}") from e
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if image is None:
             raise DeviceError(f"cannot read image {self.path}: not an image OpenCV decodes (png, jpg, bmp, webp, tiff)")
         self.image = to_rgb(image)

@@ -29,6 +29,7 @@ Speed knobs (`StepModules`, which also runs on a CPU engine so the knobs are tes
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import time
@@ -210,6 +211,13 @@ class CompiledBackend(FramePipeline):
         if engine.device.type != "cuda":
             raise DeviceError(f"the compiled backend needs a CUDA device; the engine is on {engine.device}: "
                               "use --backend eager on a CPU")
+        if compile and importlib.util.find_spec("triton") is None:
+            # Inductor writes its CUDA kernels in Triton; PyTorch's Windows wheels come without it
+            # (pytorch/pytorch#136361: "expected, there is no Triton for Windows"), and the failure
+            # would come only at the first frame, as a long BackendCompilerFailed trace
+            raise DeviceError("the compiled backend's torch.compile needs Triton and this torch has none (the usual "
+                              "case on Windows): use --backend eager or tensorrt, or install a Windows build of "
+                              "Triton (pip install triton-windows)")
         check_capturable(engine, self.name)
         self.engine = engine
         self._closed = False
