@@ -159,6 +159,10 @@ class UdpSink(Sink):
             raise DeviceError(f"cannot stream to {where}: {e}; check the host name and port") from e
         codec = {"auto": video_codec(), "h264": "libx264", "mpeg2": "mpeg2video"}[self.codec]
         self._enc = _open_encoder(container, codec, self, self.bitrate, where, "check the host name and port")
+        # what a failed send raises: PyAV's OSError (no route, refused, no buffer space); on Windows
+        # FFmpeg passes most Winsock errors through raw (-WSAECONNRESET when no player listens yet:
+        # the ICMP "port unreachable" of an earlier datagram), which PyAV raises as UndefinedError
+        self._send_errors = (OSError, av.error.UndefinedError)
 
     def _send(self, frame: Frame) -> None:
         # FFmpeg's output stays failed after one failed send (its error is sticky), so a network
@@ -172,16 +176,9 @@ class UdpSink(Sink):
             except DeviceError:
                 self._retry_later()
                 raise
-        import av
-
         try:
             self._enc.encode(self._framer(frame.image), frame.t_capture)
-        # PyAV's OSError: the send failed (no route, refused, no buffer space). On Windows FFmpeg
-        # passes most Winsock errors through raw (-WSAECONNRESET when no player listens yet: the
-        # ICMP "port unreachable" of an earlier datagram), which PyAV raises as UndefinedError
-        except (OSError, av.error.UndefinedError) as e:
-            if self._down is None:
-                log.warning("udp://%s:%d: send failed (%s); re-opening the stream until it works", self.host, self.port, e)
+        except self._send_errors as e:  # the base logs it once and counts the outage
             self._down = e
             self._retry_later()
             enc, self._enc = self._enc, None
@@ -191,7 +188,6 @@ class UdpSink(Sink):
                 log.debug("udp://%s:%d: close after a failed send: %s", self.host, self.port, close_error)
             raise
         if self._down is not None:
-            log.warning("udp://%s:%d: streaming again", self.host, self.port)
             self._down, self._retry_in = None, RESEND_FIRST_S / 2
 
     def _retry_later(self) -> None:

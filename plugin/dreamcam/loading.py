@@ -91,9 +91,9 @@ def load_pipeline(
         raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     lora_list = [(str(p), _check_scale(p, s)) for p, s in _check_loras(loras)]
     # a mistyped VAE or LoRA path is said now, not after the base model has loaded
-    _check_exists("VAE", vae, "pass a folder, a file or a hub id like madebyollin/taesd")
+    check_exists("VAE", vae)
     for source in [lcm_lora] + [p for p, _ in lora_list]:
-        _check_exists("LoRA", source, "pass a .safetensors file, a folder or a hub id")
+        check_exists("LoRA", source)
     device = _resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
     hub = Hub()
@@ -406,12 +406,19 @@ def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> tor
     return _DTYPES[name]
 
 
-def _check_exists(kind: str, source: str | None, hint: str) -> None:
-    """ModelLoadError when `source` (a path or hub id, or None) can be neither: a path that is not there."""
+_WHAT_TO_PASS = {
+    "VAE": "pass a folder, a file or a hub id like madebyollin/taesd",
+    "LoRA": "pass a .safetensors file, a folder or a hub id",
+}
+
+
+def check_exists(kind: str, source: str | None) -> None:
+    """ModelLoadError when `source` (a path or hub id, or None) can be neither: a path that is
+    not there. kind: "VAE" or "LoRA"."""
     if source is None or Path(str(source)).expanduser().exists():
         return
     if looks_like_path(str(source)) or not HUB_ID.match(str(source)):
-        raise ModelLoadError(f"{kind} path {str(source)!r} does not exist; {hint}")
+        raise ModelLoadError(f"{kind} path {str(source)!r} does not exist; {_WHAT_TO_PASS[kind]}")
 
 
 def _is_checkpoint_path(id_or_path: str) -> bool:

@@ -23,11 +23,10 @@ import torch
 from dreamcam.errors import ModelLoadError
 from dreamcam.loading import (  # load_pipeline: the loader for real models lives in loading.py
     CHECKPOINT_SUFFIXES,
-    HUB_ID,
     Hub,
     check_checkpoint_file,
+    check_exists,
     load_pipeline,  # noqa: F401
-    looks_like_path,
     one_line,
 )
 
@@ -173,9 +172,8 @@ def load_vae(vae: str, *, hub: Any = None, dtype: torch.dtype = torch.float32):
         elif not (path / "config.json").is_file():
             raise ModelLoadError(f"VAE folder {path} has no config.json; pass a diffusers AutoencoderTiny/AutoencoderKL folder")
         source = str(path)
-    elif looks_like_path(vae) or not HUB_ID.match(vae):
-        raise ModelLoadError(f"VAE path {vae!r} does not exist; pass a folder, a file or a hub id like madebyollin/taesd")
     else:
+        check_exists("VAE", vae)
         source = vae
     online = hub.online()
     log.info("loading VAE %s...", vae)
@@ -258,8 +256,7 @@ def _lora_source(source: str, hub: Any) -> dict[str, Any]:
             raise ModelLoadError(f"LoRA folder {path} holds several .safetensors files {files}; pass one of them")
         check_checkpoint_file(path / name)
         return {"pretrained_model_name_or_path_or_dict": str(path), "weight_name": name}
-    if looks_like_path(source) or not HUB_ID.match(source):
-        raise ModelLoadError(f"LoRA path {source!r} does not exist; pass a .safetensors file, a folder or a hub id")
+    check_exists("LoRA", source)
     if not hub.online():
         from huggingface_hub import snapshot_download
 

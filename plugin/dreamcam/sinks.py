@@ -101,12 +101,16 @@ class Sink:
                 self._send(frame)
             except Exception as e:  # a failing output is reported, the others keep running
                 if self.error is None:
-                    log.error("%s sink failed: %s", self.kind, e)
+                    if self.recovers:
+                        log.warning("%s sink failed: %s; it re-opens itself until it works", self.kind, e)
+                    else:
+                        log.error("%s sink failed: %s", self.kind, e)
                     self.error = e
                 continue
             self.written += 1
             self.latencies_ms.append((time.perf_counter() - frame.t_capture) * 1000.0)
             if self.error is not None and self.recovers:  # back after an outage: not a failure at exit
+                log.warning("%s sink works again", self.kind)
                 self.error = None
                 self.outages += 1
 
