@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from dreamcam.backends.knobs import add_knob_arguments, check_knobs, knob_options
+from dreamcam.bench_gate import TimingGate
 from dreamcam.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="--bypass: how long to run (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the JSON object to this file")
+    p.add_argument("--timing-gate", default=None, metavar="PREFIX",
+                   help="wait for PREFIX.goN before each timed stretch (see dreamcam.bench_gate; used by "
+                        "tools/gpu_sweep.py to compile rows side by side and time them one at a time)")
 
 
 # ---------------------------------------------------------------------------- timing
@@ -229,42 +233,53 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--loop runs the live loop, one frame per engine call; drop --frame-buffer {f} or --loop")
     frames = batched(input_frames(args.width, args.height), f)
 
-    def side(make: Callable[[], Any], process_of: Callable[[Any], Callable]) -> tuple[Any, dict]:
+    gate = TimingGate(args.timing_gate)
+
+    def start(make: Callable[[], Any], process_of: Callable[[Any], Callable]) -> tuple[Any, float]:
+        # build (compile, capture) and the first frame out: not timed against other rows, so not gated
         _mem_reset(device)
         t_start = time.perf_counter()
         obj = make()
         process_of(obj)(frames[0])
-        startup = time.perf_counter() - t_start
-        process = process_of(obj)
+        return obj, round(time.perf_counter() - t_start, 2)
+
+    def timed(process: Callable, startup_s: float) -> dict[str, Any]:
         stats = time_frames(lambda i: process(frames[i % len(frames)]), args.frames, args.warmup, f)
-        stats.update(startup_s=round(startup, 2), gpu_mem_peak_mib=_mem_peak_mib(device))
-        return obj, stats
+        stats.update(startup_s=startup_s, gpu_mem_peak_mib=_mem_peak_mib(device))
+        return stats
 
     if args.peer and choose_backend(args.backend, device) == "eager":
         # the eager backend leaves the shared modules as they are: time both sides frame by
         # frame in alternation, so load from other processes falls on both alike
         from dreamcam.bench_peer import bench_interleaved
 
-        return bench_interleaved(args, cfg, pipe, frames, result)
+        with gate.timing():
+            return bench_interleaved(args, cfg, pipe, frames, result)
     # the peer runs first, on modules nothing has touched yet (the compiled backend later
     # converts the shared weights to channels-last, which must not change the peer's figure)
     if args.peer:
         from dreamcam.bench_peer import PeerRunner
 
-        _, result["peer"] = side(lambda: PeerRunner(pipe, cfg, args), lambda r: r.process)
+        peer, startup_s = start(lambda: PeerRunner(pipe, cfg, args), lambda r: r.process)
+        with gate.timing():
+            result["peer"] = timed(peer.process, startup_s)
 
     def make_dreamcam():
         engine = make_engine(pipe, cfg, args)
         return make_backend(args.backend, engine, **backend_options(args, engine))
 
-    backend, result["dreamcam"] = side(make_dreamcam, lambda b: b.process)
-    result["backend"] = backend.name
-    if hasattr(backend, "knobs"):  # the compiled backend: its knobs, and compile + warm-up seconds
-        result["knobs"], result["compile_s"] = backend.knobs, backend.compile_s
+    backend, startup_s = start(make_dreamcam, lambda b: b.process)
     try:
-        time_extras(args, backend, frames, result, device)
+        with gate.timing():
+            result["dreamcam"] = timed(backend.process, startup_s)
+            result["backend"] = backend.name
+            if hasattr(backend, "knobs"):  # the compiled backend: its knobs, and compile + warm-up seconds
+                result["knobs"], result["compile_s"] = backend.knobs, backend.compile_s
+            time_extras(args, backend, frames, result, device)
     finally:
         backend.close()
+    if args.timing_gate:
+        result["gate_wait_s"] = round(gate.waited_s, 2)
     if args.peer:
         result["ratio_fps"] = round(result["dreamcam"]["fps"] / result["peer"]["fps"], 3)
         result["ratio_p50"] = round(result["peer"]["p50_ms"] / result["dreamcam"]["p50_ms"], 3)
@@ -299,6 +314,8 @@ def time_extras(args: argparse.Namespace, backend: Any, frames: list, result: di
         result["loop"] = bench_live_loop(backend, width=args.width, height=args.height, frames=args.frames,
                                          warmup=args.warmup)
         result["loop_vs_engine"] = round(result["loop"]["fps"] / result["dreamcam"]["fps"], 3)
+        if "fps" in result.get("pipelined", {}):  # the engine alone two deep, as the loop runs it
+            result["loop_vs_pipelined"] = round(result["loop"]["fps"] / result["pipelined"]["fps"], 3)
 
 
 def bench_bypass(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,370 @@
+"""The issue-5 figures and the compiled-backend knobs in ONE device call: rows compile side by side,
+and are timed one at a time on an otherwise paused machine.
+
+Each row is one `dreamcam bench` process with its own fresh compile cache (every startup is a cold
+first start). Up to --jobs rows (and the GPU-only tests) run at once: their torch.compile runs are
+mostly CPU work, which 16 cores share well. Each timed stretch of a row is gated
+(`dreamcam.bench_gate`): when a row is ready to time, this driver SIGSTOPs every other process
+group, lets the row time, then SIGCONTs the others. So no figure is taken while another row
+compiles or tests (the peer is Python-bound, so a compile on the next core would slow it and flatter
+the ratio), and the GPU-only tests never overlap a timed stretch. Seconds a row spent paused are
+recorded (`paused_s`) and taken off its startup figure (`startup_s_unpaused`), which still carries
+the CPU contention of the other compiles: compare startups between rows of one sweep only.
+
+After each row ends, `sweep.json` and the table in `log.txt` are rewritten, so a call cut short by
+the device time still brings back every finished row.
+
+    bash .gpurun/tools/gpu_sweep.sh              # on the lent GPU (wheels, PYTHONPATH), results in $OUT
+    SMOKE=1 OUT=/tmp/sweep bash tools/gpu_sweep.sh   # on a CPU: tiny shapes, eager, checks the driver
+    python tools/gpu_sweep.py --rows base,fb2 --budget 300 --jobs 4 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TURBO = "--arch sd-turbo --random-weights --width 512 --height 512 --t-index-list 35 --device cuda --backend compiled"
+SD15 = ("--arch sd15 --random-weights --width 512 --height 512 --t-index-list 0,16,32,45 --cfg-type self "
+        "--guidance 1.4 --device cuda --backend compiled")
+SMOKE_TURBO = "--arch tiny --width 64 --height 64 --t-index-list 35 --device cpu --backend eager"
+SMOKE_SD15 = "--arch tiny --width 64 --height 64 --t-index-list 0,16,32,45 --cfg-type self --guidance 1.4 --device cpu --backend eager"
+KNOB_FLAGS = ("--fuse-qkv", "--inductor", "--compile-scope", "--compile-mode", "--no-cuda-graph")
+RECIPE = "--fuse-qkv --inductor tuned"
+
+# name -> (model, extra flags, what the row decides), in priority order: the first --jobs start at once
+ROWS: dict[str, tuple[str, str, str]] = {
+    "base": ("turbo", "--peer --loop", "the 512x512 1-step target (250 fps, 7x peer, p99 8 ms) and the live loop"),
+    "profile": ("turbo", "--no-cuda-graph --frames 30 --profile 20", "where the ms go: per stage and top kernels"),
+    "fb2": ("turbo", "--frame-buffer 2", "throughput at 2 frames per UNet call (one frame more latency)"),
+    "sd15x4": ("sd15", "--peer", "the sd15 4-step target (100 fps, 4x peer)"),
+    "w768": ("turbo", "--width 768 --height 448", "the 768x448 target (150 fps)"),
+    "fuse_tuned": ("turbo", RECIPE, "diffusers' recipe: fused q/k/v + tuned Inductor settings"),
+    "blocks_autotune": ("turbo", "--compile-scope blocks --compile-mode max-autotune-no-cudagraphs",
+                        "Inductor autotuning, affordable when each block shape is tuned once?"),
+    "blocks": ("turbo", "--compile-scope blocks", "regional compile: much shorter first start at the same fps?"),
+    "base_warm": ("turbo", "", ("second start: base's compile cache in engines/torch_compile is found and used "
+                               "(starts once base has ended; its startup carries the contention of the rows still "
+                               "compiling)")),
+    "sd15x4_fuse_tuned": ("sd15", RECIPE, "the sd15 target with the recipe"),
+    "w768_fuse_tuned": ("turbo", f"--width 768 --height 448 {RECIPE}", "the 768x448 target with the recipe"),
+    "fb2_fuse_tuned": ("turbo", f"--frame-buffer 2 {RECIPE}", "two frames per call with the recipe"),
+    "fuse_tuned_freeze": ("turbo", "--fuse-qkv --inductor tuned-freeze", "constant-folded weights on top"),
+    "autotune": ("turbo", "--compile-mode max-autotune-no-cudagraphs", "whole-model autotune (did not finish in 8 min alone)"),
+}
+# rows that reuse another row's compile cache (a warm start), and start only once that row has ended
+WARM_OF = {"base_warm": "base"}
+GPU_TESTS = ("tests/test_setters_gpu.py tests/test_pipeline_backends.py tests/test_gpu_review_step.py "
+             "tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py")
+
+
+@dataclass
+class Job:
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    flags: str
+    gated: bool = True  # bench rows hand-shake; the tests are only ever paused
+    proc: subprocess.Popen | None = None
+    t_start: float = 0.0
+    stretches: int = 0
+    paused_since: float | None = None
+    paused_s: float = 0.0
+    status: str = "pending"
+    row_s: float = 0.0
+    timed_s: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def pause(self, now: float) -> None:
+        if self.paused_since is None:
+            self.signal(signal.SIGSTOP)
+            self.paused_since = now
+
+    def resume(self, now: float) -> None:
+        if self.paused_since is not None:
+            self.signal(signal.SIGCONT)
+            self.paused_s += now - self.paused_since
+            self.paused_since = None
+
+    def active_s(self, now: float) -> float:
+        paused = self.paused_s + (now - self.paused_since if self.paused_since is not None else 0.0)
+        return now - self.t_start - paused
+
+
+class Sweep:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out)
+        self.gates = self.out / "gates"
+        self.caches = Path(args.caches)
+        self.t0 = time.monotonic()
+        self.jobs: list[Job] = []
+        self.holder: Job | None = None
+        self.log = open(self.out / "log.txt", "a")  # noqa: SIM115 - open for the sweep's life
+
+    def say(self, msg: str) -> None:
+        line = f"[{time.monotonic() - self.t0:6.1f}s] {msg}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    def make_jobs(self) -> None:
+        a = self.args
+        threads = str(max(2, (os.cpu_count() or 2) * 2 // max(1, a.jobs)))
+        self.gates.mkdir(parents=True, exist_ok=True)
+        for name in a.rows:
+            if name == "gputests":
+                cmd = [a.python, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", "-o", "pythonpath=",
+                       "-m", "gpu", *GPU_TESTS.split()]
+                self.jobs.append(Job(name, cmd, dict(os.environ), "-m gpu", gated=False))
+                continue
+            model, flags, _ = ROWS[name]
+            arch = {"turbo": SMOKE_TURBO if a.smoke else TURBO, "sd15": SMOKE_SD15 if a.smoke else SD15}[model]
+            words = flags.split()
+            if a.smoke:  # the eager backend on a CPU: the compiled backend's knobs do not apply
+                words = [w for i, w in enumerate(words)
+                         if w not in KNOB_FLAGS and not (i and words[i - 1] in KNOB_FLAGS[1:4])]
+            frames = [] if "--frames" in words else ["--frames", str(a.frames)]
+            cache = self.caches / WARM_OF.get(name, name)
+            env = dict(os.environ, DREAMCAM_ENGINES_DIR=str(cache), TRITON_CACHE_DIR=str(cache / "triton"),
+                       TORCHINDUCTOR_COMPILE_THREADS=threads)
+            env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            cmd = [a.python, "-m", "dreamcam.bench", *arch.split(), *frames, "--json",
+                   "--out", str(self.out / f"{name}.bench.json"), "--timing-gate", str(self.gates / name), *words]
+            self.jobs.append(Job(name, cmd, env, " ".join(words)))
+
+    # ------------------------------------------------------------------ processes
+
+    def startable(self, job: Job) -> bool:
+        """A warm row waits until the row whose cache it reuses has ended (skipped if that failed)."""
+        dep = next((j for j in self.jobs if j.name == WARM_OF.get(job.name)), None)
+        if dep is None or dep.status == "ok":
+            return True
+        if dep.status not in ("pending", "running"):
+            job.status = f"skipped ({dep.name}: {dep.status})"
+            return False
+        return False
+
+    def start(self, job: Job) -> None:
+        import shutil
+
+        if job.name not in WARM_OF:
+            shutil.rmtree(self.caches / job.name, ignore_errors=True)
+        (self.out / f"{job.name}.bench.json").unlink(missing_ok=True)
+        job.t_start = time.monotonic()
+        with open(self.out / f"{job.name}.log", "w") as logf:
+            job.proc = subprocess.Popen(job.cmd, stdout=logf, stderr=subprocess.STDOUT, env=job.env,
+                                        start_new_session=True, cwd=self.args.cwd)
+        job.status = "running"
+        if self.holder is not None:  # never start work beside a timed stretch
+            job.pause(time.monotonic())
+        self.say(f"start {job.name}: {' '.join(job.cmd[2:])}")
+
+    def kill(self, job: Job, status: str) -> None:
+        job.resume(time.monotonic())
+        job.signal(signal.SIGKILL)
+        job.proc.wait()
+        job.status = status
+
+    def finish(self, job: Job, now: float) -> None:
+        job.row_s = round(now - job.t_start, 1)
+        if job.status == "running":
+            rc = job.proc.returncode
+            job.status = "ok" if rc == 0 else f"failed rc={rc}"
+            if job.gated and rc == 0 and not (self.out / f"{job.name}.bench.json").exists():
+                job.status = "no result"
+        if self.holder is job:
+            self.release(now)
+        self.say(f"end {job.name}: {job.status} after {job.row_s}s ({job.paused_s:.1f}s paused, "
+                 f"{job.timed_s:.1f}s timing); log {job.name}.log")
+        self.report()
+
+    # ------------------------------------------------------------------ the gate
+
+    def grant(self, now: float) -> None:
+        for job in self.jobs:  # priority order
+            if job.status != "running" or not job.gated:
+                continue
+            n = job.stretches + 1
+            if (self.gates / f"{job.name}.ready{n}").exists():
+                for other in self.jobs:
+                    if other is not job and other.status == "running":
+                        other.pause(now)
+                time.sleep(self.args.settle)  # queued GPU work of the paused processes drains
+                job.resume(now)
+                self.holder, self.t_grant = job, time.monotonic()
+                (self.gates / f"{job.name}.go{n}").write_text("")
+                return
+
+    def release(self, now: float) -> None:
+        job = self.holder
+        job.stretches += 1
+        job.timed_s += now - self.t_grant
+        self.holder = None
+        for other in self.jobs:
+            if other.status == "running":
+                other.resume(now)
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> None:
+        a = self.args
+        self.make_jobs()
+        pending = list(self.jobs)
+        tests = [j for j in pending if not j.gated]
+        for j in tests:  # the tests beside the first rows, outside the --jobs count
+            pending.remove(j)
+            self.start(j)
+        while pending or any(j.status == "running" for j in self.jobs):
+            now = time.monotonic()
+            left = a.budget - (now - self.t0)
+            running = [j for j in self.jobs if j.status == "running" and j.gated]
+            while len(running) < a.jobs:
+                ready = [j for j in pending if self.startable(j)]
+                for j in [j for j in pending if j.status != "pending"]:  # skipped: its cache's row failed
+                    pending.remove(j)
+                    self.say(f"skip {j.name}: {j.status}")
+                if not ready:
+                    break
+                job = ready[0]
+                pending.remove(job)
+                if left < a.min_row:
+                    job.status = f"skipped ({left:.0f}s of the budget left)"
+                    self.say(f"skip {job.name}: {job.status}")
+                    continue
+                self.start(job)
+                running.append(job)
+            for job in [j for j in self.jobs if j.status == "running"]:
+                if job.proc.poll() is not None:
+                    self.finish(job, time.monotonic())
+                elif left <= 0:
+                    self.kill(job, "cut at the budget")
+                    self.finish(job, time.monotonic())
+                elif job.active_s(now) > (a.test_cap if not job.gated else a.row_cap):
+                    self.kill(job, "timeout")
+                    self.finish(job, time.monotonic())
+            if self.holder is not None:
+                n = self.holder.stretches + 1
+                if (self.gates / f"{self.holder.name}.done{n}").exists():
+                    self.release(time.monotonic())
+                elif time.monotonic() - self.t_grant > a.stretch_cap:
+                    self.say(f"{self.holder.name}: timed stretch over {a.stretch_cap}s, killed")
+                    self.kill(self.holder, "timeout while timing")
+                    self.finish(self.holder, time.monotonic())
+            if self.holder is None:
+                self.grant(time.monotonic())
+            time.sleep(0.05)
+        self.report(final=True)
+        self.say(f"sweep done in {time.monotonic() - self.t0:.0f}s of {a.budget}s")
+
+    # ------------------------------------------------------------------ results
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for job in self.jobs:
+            meta = {"row": job.name, "status": job.status, "flags": job.flags, "row_s": job.row_s,
+                    "paused_s": round(job.paused_s, 1)}
+            path = self.out / f"{job.name}.bench.json"
+            if job.gated and job.status == "ok" and path.exists():
+                r = json.loads(path.read_text())
+                d = r["dreamcam"]
+                meta.update(arch=r["arch"], size=r["size"], steps=len(r["t_index_list"]),
+                            frame_buffer=r.get("frame_buffer_size"), gpu=r["env"].get("gpu", "cpu"),
+                            torch=r["env"]["torch"], compile_s=r.get("compile_s"), knobs=r.get("knobs"),
+                            **{k: d[k] for k in ("fps", "p50_ms", "p99_ms", "startup_s", "gpu_mem_peak_mib")})
+                pipe = r.get("pipelined", {})
+                meta.update(pipe_fps=pipe.get("fps"), pipe_p99_ms=pipe.get("p99_ms"), pipe_error=pipe.get("error"))
+                if "peer" in r:
+                    meta.update(peer_fps=r["peer"]["fps"], peer_p50_ms=r["peer"]["p50_ms"],
+                                peer_p99_ms=r["peer"]["p99_ms"], ratio_fps=r["ratio_fps"])
+                if "loop" in r:
+                    meta.update(loop_fps=r["loop"]["fps"], loop_vs_engine=r["loop_vs_engine"],
+                                loop_vs_pipelined=r.get("loop_vs_pipelined"))
+            rows.append(meta)
+        return rows
+
+    def report(self, final: bool = False) -> None:
+        rows = self.rows()
+        (self.out / "sweep.json").write_text(json.dumps({"rows": rows}, indent=1))
+        if not final:
+            return
+        base = next((r for r in rows if r["row"] == "base" and "fps" in r), None)
+        head = (f"{'row':18s} {'status':10s} {'fps':>7s} {'vs base':>7s} {'p50':>6s} {'p99':>6s} {'pipe':>7s} "
+                f"{'peer':>6s} {'ratio':>6s} {'start':>6s} {'paused':>6s}  flags")
+        lines = [head]
+        for r in rows:
+            if "fps" not in r:
+                lines.append(f"{r['row']:18s} {r['status'][:30]:30s}  {r['flags']}")
+                continue
+            same = base and all(r[k] == base[k] for k in ("arch", "size", "steps"))
+            rel = f"{r['fps'] / base['fps']:.3f}" if same else ""
+            opt = {k: ("" if r.get(k) is None else f"{r[k]:.1f}") for k in ("pipe_fps", "peer_fps")}
+            ratio = "" if r.get("ratio_fps") is None else f"{r['ratio_fps']:.2f}"
+            lines.append(f"{r['row']:18s} {r['status']:10s} {r['fps']:7.1f} {rel:>7s} {r['p50_ms']:6.2f} "
+                         f"{r['p99_ms']:6.2f} {opt['pipe_fps']:>7s} {opt['peer_fps']:>6s} {ratio:>6s} "
+                         f"{r['startup_s']:6.1f} {r['paused_s']:6.1f}  {r['flags']}")
+            if r.get("loop_fps") is not None:
+                lines.append(f"{'':18s} live loop {r['loop_fps']:.1f} fps = {r['loop_vs_engine']} of engine-only"
+                             f" ({r.get('loop_vs_pipelined')} of pipelined)")
+            if r.get("pipe_error"):
+                lines.append(f"{'':18s} pipelined timing failed: {r['pipe_error']}")
+        prof = self.out / "profile.bench.json"
+        if prof.exists():
+            r = json.loads(prof.read_text())
+            if "stages" in r:
+                lines.append("profile, per stage (ms per call, each alone, no CUDA graph): "
+                             + ", ".join(f"{k[:-3]} {v:.3f}" for k, v in r["stages"].items()))
+            for k in r.get("profile", [])[:15]:
+                lines.append(f"  {k['ms_per_frame']:8.3f} ms {k['share']:6.1%} x{k['calls_per_frame']:<6g} {k['name'][:110]}")
+        gpu = next((r["gpu"] for r in rows if "gpu" in r), "?")
+        lines.append(f"{gpu}; fps/p50/p99 of the synchronous path (per call: 2 frames in fb2 rows); pipe = two deep; "
+                     "start = cold first start incl. pauses and contention")
+        for line in lines:
+            self.say(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.environ.get("OUT", "/tmp/dreamcam-sweep"))
+    p.add_argument("--caches", default=os.environ.get("CACHES", "/tmp/dreamcam-sweep-caches"))
+    p.add_argument("--rows", default=os.environ.get("ROWS", "gputests," + ",".join(ROWS)),
+                   help="comma-separated, in priority order (gputests: the GPU-only tests)")
+    p.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET", "540")),
+                   help="seconds for the whole sweep; rows still running then are cut (default 540)")
+    p.add_argument("--jobs", type=int, default=int(os.environ.get("JOBS", "8")), help="bench rows at once (default 8)")
+    p.add_argument("--frames", type=int, default=int(os.environ.get("N", "0")) or None)
+    p.add_argument("--row-cap", type=float, default=float(os.environ.get("T", "480")), help="unpaused seconds per row")
+    p.add_argument("--test-cap", type=float, default=240)
+    p.add_argument("--stretch-cap", type=float, default=90, help="seconds one timed stretch may hold the machine")
+    p.add_argument("--min-row", type=float, default=90, help="do not start a row with less budget left")
+    p.add_argument("--settle", type=float, default=0.3)
+    p.add_argument("--smoke", action="store_true", default=bool(os.environ.get("SMOKE")))
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--cwd", default=os.getcwd(), help="where the tests run from (the repository root)")
+    args = p.parse_args(argv)
+    args.rows = [r for r in args.rows.replace(" ", ",").split(",") if r]
+    unknown = [r for r in args.rows if r not in ROWS and r != "gputests"]
+    if unknown:
+        p.error(f"unknown rows {unknown}; known: gputests, {', '.join(ROWS)}")
+    args.frames = args.frames or (20 if args.smoke else 150)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    Sweep(args).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
