@@ -36,6 +36,23 @@ def test_time_pipelined_keeps_two_frames_in_flight_and_times_each(tiny_pipe):
         time_pipelined(backend, frames(), 0, 0)
 
 
+def test_time_pipelined_counts_every_frame_of_a_frame_buffer(tiny_pipe):
+    """With frame_buffer_size 2 each call carries two frames: fps counts frames, as the
+    synchronous figure does (the first GPU sweep reported calls per second here, half the rate)."""
+    e = StreamEngine(tiny_pipe, [30], SIZE, SIZE, cfg_type="none", frame_buffer_size=2, device="cpu",
+                     dtype=torch.float32)
+    e.prepare("a watercolor fox")
+    backend = LoggedGraphed(e)
+    stacks = [np.stack(frames(2, (SIZE, SIZE))) for _ in range(2)]
+    r = time_pipelined(backend, stacks, 6, 1)
+    assert r["frames"] == 6 and r["frames_per_call"] == 2
+    assert backend.calls.count("submit") == 1 + 3  # warm-up call, then 6 frames in 3 calls
+    sync = time_pipelined(ProcessOnly(e), stacks, 6, 1)
+    assert sync["frames"] == 6 and sync["frames_per_call"] == 2 and sync["pipelined"] is False
+    # one call after another: the wall time is the calls' sum, and each call brings two frames
+    assert sync["fps"] == pytest.approx(2e3 / sync["mean_ms"], rel=0.2)
+
+
 def test_time_pipelined_falls_back_to_process(tiny_pipe):
     r = time_pipelined(ProcessOnly(engine(tiny_pipe)), frames(size=(SIZE, SIZE)), 3, 1)
     assert r["pipelined"] is False and r["frames"] == 3 and r["p50_ms"] > 0

@@ -55,8 +55,11 @@ ROWS: dict[str, tuple[str, str, str]] = {
                                "compiling)")),
     "sd15x4_fuse_tuned": ("sd15", RECIPE, "the sd15 target with the recipe"),
     "w768_fuse_tuned": ("turbo", f"--width 768 --height 448 {RECIPE}", "the 768x448 target with the recipe"),
+    "fb2_peer": ("turbo", "--frame-buffer 2 --peer", "two frames per call against the peer at two frames per call"),
     "fb2_fuse_tuned": ("turbo", f"--frame-buffer 2 {RECIPE}", "two frames per call with the recipe"),
     "fuse_tuned_freeze": ("turbo", "--fuse-qkv --inductor tuned-freeze", "constant-folded weights on top"),
+    "fuse": ("turbo", "--fuse-qkv", "splits the recipe: the fused projections alone (no longer compile)"),
+    "tuned": ("turbo", "--inductor tuned", "splits the recipe: the Inductor settings alone"),
     "autotune": ("turbo", "--compile-mode max-autotune-no-cudagraphs", "whole-model autotune (did not finish in 8 min alone)"),
 }
 # rows that reuse another row's compile cache (a warm start), and start only once that row has ended
@@ -326,8 +329,10 @@ class Sweep:
         if prof.exists():
             r = json.loads(prof.read_text())
             if "stages" in r:
-                lines.append("profile, per stage (ms per call, each alone, no CUDA graph): "
-                             + ", ".join(f"{k[:-3]} {v:.3f}" for k, v in r["stages"].items()))
+                st = r["stages"]
+                how = "each in a CUDA graph of its own" if st.get("graphs") else "kernel by kernel"
+                lines.append(f"profile, per stage (ms per call, each alone, {how}): "
+                             + ", ".join(f"{k[:-3]} {v:.3f}" for k, v in st.items() if k.endswith("_ms")))
             for k in r.get("profile", [])[:15]:
                 lines.append(f"  {k['ms_per_frame']:8.3f} ms {k['share']:6.1%} x{k['calls_per_frame']:<6g} {k['name'][:110]}")
         gpu = next((r["gpu"] for r in rows if "gpu" in r), "?")

@@ -130,23 +130,26 @@ def bench_bypass(
 
 def time_pipelined(backend: Any, frames: Sequence[np.ndarray], n: int, warmup: int) -> dict:
     """Engine-only pipelined throughput of `backend` over `frames` (uint8 (H, W, 3) RGB, any size,
-    used in turn): `warmup` frames untimed, then `n` timed, each submitted before the one ahead
-    is collected (at most two in flight). Returns frames, fps (n / wall seconds of the timed run),
-    p50_ms / p99_ms / mean_ms (per frame: from its submit to the end of its collect, which
-    includes queueing behind the frame ahead) and pipelined (False: the backend has only
-    `process`, timed one frame at a time)."""
+    used in turn, or stacks (F, H, W, 3) for an engine with frame_buffer_size F): `warmup` calls
+    untimed, then n // F calls timed, each submitted before the one ahead is collected (at most
+    two in flight). Returns frames (calls x F), frames_per_call, fps (frames / wall seconds of the
+    timed run), p50_ms / p99_ms / mean_ms (per call: from its submit to the end of its collect,
+    which includes queueing behind the call ahead) and pipelined (False: the backend has only
+    `process`, timed one call at a time)."""
     from dreamcam.bench import summarize, time_frames
 
     if n < 1 or warmup < 0 or not frames:
         raise ValueError(f"need n >= 1, warmup >= 0 and at least one frame; got n={n}, warmup={warmup}, "
                          f"{len(frames)} frames")
+    per_call = frames[0].shape[0] if frames[0].ndim == 4 else 1
     if not (hasattr(backend, "submit") and hasattr(backend, "collect")):
-        return dict(time_frames(lambda i: backend.process(frames[i % len(frames)]), n, warmup), pipelined=False)
+        timed = time_frames(lambda i: backend.process(frames[i % len(frames)]), n, warmup, per_call)
+        return dict(timed, pipelined=False)
     _pipelined_frames(backend, frames, warmup, [])
     ms: list[float] = []
     t_run = time.perf_counter()
-    _pipelined_frames(backend, frames, n, ms)
-    return dict(summarize(ms, time.perf_counter() - t_run), pipelined=True)
+    _pipelined_frames(backend, frames, max(1, n // per_call), ms)
+    return dict(summarize(ms, time.perf_counter() - t_run, per_call), pipelined=True)
 
 
 def _pipelined_frames(backend: Any, frames: Sequence[np.ndarray], count: int, ms: list[float]) -> None:
