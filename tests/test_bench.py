@@ -66,6 +66,30 @@ def test_profile_lists_where_the_frame_time_goes(capsys):
     assert shares == sorted(shares, reverse=True) and sum(shares) <= 1.0001
     assert any("conv" in row["name"] for row in prof)  # a UNet/VAE frame is mostly convolutions
     assert all(row["ms_per_frame"] > 0 and row["calls_per_frame"] > 0 for row in prof)
+    kinds = r["profile_kinds"]
+    assert kinds["convolution_ms"] > 0 and kinds["matmul_ms"] > 0
+    parts = sum(kinds[k] for k in ("convolution_ms", "matmul_ms", "attention_ms", "other_ms"))
+    assert parts == pytest.approx(kinds["total_ms"], abs=1e-3)
+
+
+def test_gpu_profile_counts_each_kernel_once():
+    """On a GPU an op's self device time is its kernels', which are rows of their own: the first GPU
+    profile summed both, so every share was half what it should be. Rows as the H200 gave them
+    (ms for 1 frame): a convolution op and its kernel, a matmul op and its kernel, an Inductor
+    kernel with its record_function marker (named after what it fuses: a bias add and SiLU after a
+    convolution, which is not convolution work), and a CPU-only op."""
+    from dreamcam.bench_profile import summarize_profile
+
+    rows = [("aten::cudnn_convolution", 136, 2400.0, False), ("sm90_xmma_fprop_implicit_gemm", 136, 2400.0, True),
+            ("aten::addmm", 104, 800.0, False), ("nvjet_sm90_hsh_bias_TNN", 104, 800.0, True),
+            ("triton_poi_fused_convolution_silu_0", 60, 1300.0, False),
+            ("triton_poi_fused_convolution_silu_0", 60, 1300.0, True), ("aten::empty", 300, 0.0, False)]
+    r = summarize_profile(rows, n=1, cuda=True)
+    assert [t["name"] for t in r["top"]] == ["sm90_xmma_fprop_implicit_gemm", "triton_poi_fused_convolution_silu_0",
+                                            "nvjet_sm90_hsh_bias_TNN"]
+    assert r["kinds"]["total_ms"] == pytest.approx(4.5) and sum(t["share"] for t in r["top"]) == pytest.approx(1.0)
+    assert r["kinds"]["convolution_ms"] == pytest.approx(2.4) and r["kinds"]["matmul_ms"] == pytest.approx(0.8)
+    assert r["kinds"]["other_ms"] == pytest.approx(1.3) and r["kinds"]["attention_ms"] == 0
 
 
 def test_stage_times_leave_the_stream_state_as_it_was(tiny_pipe):

@@ -333,6 +333,9 @@ class Sweep:
                 how = "each in a CUDA graph of its own" if st.get("graphs") else "kernel by kernel"
                 lines.append(f"profile, per stage (ms per call, each alone, {how}): "
                              + ", ".join(f"{k[:-3]} {v:.3f}" for k, v in st.items() if k.endswith("_ms")))
+            if "profile_kinds" in r:
+                lines.append("profile, by kind (ms per frame, kernel by kernel): "
+                             + ", ".join(f"{k[:-3]} {v:.3f}" for k, v in r["profile_kinds"].items()))
             for k in r.get("profile", [])[:15]:
                 lines.append(f"  {k['ms_per_frame']:8.3f} ms {k['share']:6.1%} x{k['calls_per_frame']:<6g} {k['name'][:110]}")
         gpu = next((r["gpu"] for r in rows if "gpu" in r), "?")

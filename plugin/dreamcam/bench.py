@@ -294,7 +294,8 @@ def time_extras(args: argparse.Namespace, backend: Any, frames: list, result: di
     if args.profile:
         from dreamcam.bench_profile import profile_frames, stage_times
 
-        result["profile"] = profile_frames(backend.process, frames, args.profile, device)
+        prof = profile_frames(backend.process, frames, args.profile, device)
+        result["profile"], result["profile_kinds"] = prof["top"], prof["kinds"]
         if getattr(backend, "engine", None) is not None:  # and per stage: which model takes the time
             result["stages"] = stage_times(backend.engine, n=args.profile)
     if args.loop or getattr(backend, "overlaps", False):

@@ -8,31 +8,61 @@ from typing import Any
 import torch
 
 
-def profile_frames(process: Callable, frames: list, n: int, device: str, top: int = 15) -> list[dict[str, Any]]:
-    """Where a frame's time goes: the `top` ops/kernels by self time (device time on CUDA),
-    in milliseconds per frame (per call of F frames with --frame-buffer F) and as a share of all
-    self time over `n` profiled calls."""
+# op names -> the kind of work (first match wins); what no op claims is "other": on a GPU that is
+# mostly Inductor's fused Triton kernels (GroupNorm, SiLU, residual adds, the scheduler's math)
+KINDS = (("attention", ("attention", "sdpa")), ("convolution", ("conv",)),
+         ("matmul", ("addmm", "aten::mm", "bmm", "matmul", "linear")))
+
+
+def profile_frames(process: Callable, frames: list, n: int, device: str, top: int = 15) -> dict[str, Any]:
+    """Where a frame's time goes over `n` profiled calls: {"top": the `top` kernels (on a GPU; ops on
+    a CPU) by self time, in milliseconds per frame (per call of F frames with --frame-buffer F) and
+    as a share of all of it; "kinds": milliseconds per frame of convolution, matmul, attention and
+    other work, and their total}."""
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for i in range(n):
             process(frames[i % len(frames)])
-        if device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
-    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
-    total = sum(getattr(e, key) for e in events) or 1.0
-    events.sort(key=lambda e: getattr(e, key), reverse=True)
-    return [
-        {
-            "name": e.key[:100],
-            "ms_per_frame": round(getattr(e, key) / 1000.0 / n, 4),
-            "share": round(getattr(e, key) / total, 4),
-            "calls_per_frame": round(e.count / n, 2),
-        }
-        for e in events[:top]
-    ]
+    rows = []
+    for e in prof.key_averages():
+        kernel = cuda and str(getattr(e, "device_type", "")).endswith("CUDA")
+        self_us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        rows.append((e.key, e.count, self_us, kernel))
+    return summarize_profile(rows, n, cuda, top)
+
+
+def summarize_profile(rows: list[tuple[str, int, float, bool]], n: int, cuda: bool, top: int = 15) -> dict[str, Any]:
+    """rows: (name, count, self microseconds, is_kernel) per profiler key. On a GPU an op's self
+    device time is that of the kernels it launched, and those kernels are rows of their own: so
+    the kernels alone make the total (counting ops too would count each kernel twice) and the ops
+    only say which kind of work a kernel did. On a CPU there are only ops."""
+    timed = [r for r in rows if r[2] > 0]
+    items = [r for r in timed if r[3]] if cuda else timed
+    if cuda and not items:  # no kernel rows recorded: fall back to the ops' device time
+        items = timed
+    total = sum(r[2] for r in items) or 1.0
+    items.sort(key=lambda r: r[2], reverse=True)
+    top_rows = [{"name": name[:100], "ms_per_frame": round(us / 1000.0 / n, 4), "share": round(us / total, 4),
+                 "calls_per_frame": round(count / n, 2)} for name, count, us, _ in items[:top]]
+    ops = [r for r in timed if not r[3]]
+    kinds = dict.fromkeys((k for k, _ in KINDS), 0.0)
+    for name, _, us, _ in ops:
+        low = name.lower()
+        if low.startswith("triton"):  # Inductor's own kernels (named after what they fuse, e.g. fused_convolution)
+            continue
+        kind = next((k for k, words in KINDS if any(w in low for w in words)), None)
+        if kind:
+            kinds[kind] += us
+    claimed = sum(kinds.values())
+    out = {f"{k}_ms": round(v / 1000.0 / n, 4) for k, v in kinds.items()}
+    out["other_ms"] = round(max(0.0, total - claimed) / 1000.0 / n, 4)
+    out["total_ms"] = round(total / 1000.0 / n, 4)
+    return {"top": top_rows, "kinds": out}
 
 
 def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
