@@ -1,0 +1,65 @@
+"""tools/gpu_sweep.py, the driver of the one device call per GPU session, on the CPU (SMOKE: tiny
+model, eager): rows run side by side, but their timed stretches never overlap, and every other row
+is paused while one times. Also the bench's side of the hand-shake (dreamcam.bench_gate)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from dreamcam.bench_gate import TimingGate
+from dreamcam.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_gate_waits_for_go_and_says_done(tmp_path):
+    gate = TimingGate(str(tmp_path / "row"), poll_s=0.01)
+    threading.Timer(0.3, lambda: (tmp_path / "row.go1").write_text("")).start()
+    t0 = time.perf_counter()
+    with gate.timing():
+        assert (tmp_path / "row.ready1").exists() and not (tmp_path / "row.done1").exists()
+        waited = time.perf_counter() - t0
+    assert waited >= 0.25 and gate.waited_s >= 0.25 and (tmp_path / "row.done1").exists()
+    (tmp_path / "row.go2").write_text("")  # the second stretch has its own files
+    with gate.timing():
+        pass
+    assert (tmp_path / "row.done2").exists() and gate.count == 2
+
+
+def test_no_gate_is_a_no_op_and_a_missing_folder_is_named(tmp_path):
+    with TimingGate(None).timing():
+        pass
+    with pytest.raises(ConfigError, match="does not exist"):
+        TimingGate(str(tmp_path / "nope" / "row"))
+
+
+def test_sweep_rows_compile_side_by_side_and_time_one_at_a_time(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "plugin"), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, str(ROOT / "tools" / "gpu_sweep.py"), "--smoke", "--rows", "base,fb2,w768", "--jobs", "3",
+           "--frames", "4", "--budget", "240", "--out", str(out), "--caches", str(tmp_path / "caches")]
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {r["row"]: r for r in json.loads((out / "sweep.json").read_text())["rows"]}
+    assert [rows[n]["status"] for n in ("base", "fb2", "w768")] == ["ok"] * 3, rows
+    assert rows["fb2"]["frame_buffer"] == 2 and rows["base"]["peer_fps"] > 0 and rows["base"]["loop_fps"] > 0
+    # each row's timed stretch ran from its go to its done; no two of them overlap
+    gates = out / "gates"
+    spans = []
+    for name in rows:
+        for go in sorted(gates.glob(f"{name}.go*")):
+            n = go.name.rsplit("go", 1)[1]
+            spans.append((go.stat().st_mtime, float((gates / f"{name}.done{n}").read_text()), name))
+    spans.sort()
+    assert len(spans) >= 3
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        assert end <= start + 0.05, f"{a} still timing when {b} started"
+    assert sum(r["paused_s"] for r in rows.values()) > 0  # the others stood still meanwhile
+    assert "sweep done" in (out / "log.txt").read_text()
