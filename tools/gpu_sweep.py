@@ -36,16 +36,19 @@ SD15 = ("--arch sd15 --random-weights --width 512 --height 512 --t-index-list 0,
         "--guidance 1.4 --device cuda --backend compiled")
 SMOKE_TURBO = "--arch tiny --width 64 --height 64 --t-index-list 35 --device cpu --backend eager"
 SMOKE_SD15 = "--arch tiny --width 64 --height 64 --t-index-list 0,16,32,45 --cfg-type self --guidance 1.4 --device cpu --backend eager"
-KNOB_FLAGS = ("--fuse-qkv", "--inductor", "--compile-scope", "--compile-mode", "--no-cuda-graph")
+KNOB_FLAGS = ("--fuse-qkv", "--inductor", "--compile-scope", "--compile-mode", "--no-cuda-graph", "--overlap-stages")
 RECIPE = "--fuse-qkv --inductor tuned"
 
 # name -> (model, extra flags, what the row decides), in priority order: the first --jobs start at once
 ROWS: dict[str, tuple[str, str, str]] = {
     "base": ("turbo", "--peer --loop", "the 512x512 1-step target (250 fps, 7x peer, p99 8 ms) and the live loop"),
+    "stages": ("turbo", "--overlap-stages --loop", "TAESD of the neighbouring frames beside the UNet: two-deep fps vs base"),
     "profile": ("turbo", "--no-cuda-graph --frames 30 --profile 20", "where the ms go: per stage and top kernels"),
     "fb2": ("turbo", "--frame-buffer 2", "throughput at 2 frames per UNet call (one frame more latency)"),
     "sd15x4": ("sd15", "--peer", "the sd15 4-step target (100 fps, 4x peer)"),
     "w768": ("turbo", "--width 768 --height 448", "the 768x448 target (150 fps)"),
+    "sd15x4_stages": ("sd15", "--overlap-stages", "the sd15 target with the stages overlapped"),
+    "w768_stages": ("turbo", "--width 768 --height 448 --overlap-stages", "the 768x448 target with the stages overlapped"),
     "fuse_tuned": ("turbo", RECIPE, "diffusers' recipe: fused q/k/v + tuned Inductor settings"),
     "blocks_autotune": ("turbo", "--compile-scope blocks --compile-mode max-autotune-no-cudagraphs",
                         "Inductor autotuning, affordable when each block shape is tuned once?"),

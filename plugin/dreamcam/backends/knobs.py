@@ -23,11 +23,11 @@ INDUCTOR_PRESETS: dict[str, dict[str, bool]] = {
 }
 # the knobs as CompiledBackend keyword arguments, with their defaults
 KNOB_DEFAULTS: dict[str, Any] = {"fuse_qkv": False, "inductor": "default", "compile_mode": "default",
-                                 "compile_scope": "whole"}
+                                 "compile_scope": "whole", "overlap_stages": False}
 
 
 def add_knob_arguments(p: argparse.ArgumentParser) -> None:
-    """--fuse-qkv, --inductor, --compile-mode, --compile-scope (compiled backend only)."""
+    """--fuse-qkv, --inductor, --compile-mode, --compile-scope, --overlap-stages (compiled backend only)."""
     p.add_argument("--fuse-qkv", action="store_true", help="compiled backend: fused attention q/k/v projections")
     p.add_argument("--inductor", default="default", choices=tuple(INDUCTOR_PRESETS),
                    help="compiled backend: Inductor preset (tuned: conv_1x1_as_mm, coordinate descent, no epilogue "
@@ -36,6 +36,9 @@ def add_knob_arguments(p: argparse.ArgumentParser) -> None:
                    help="compiled backend: torch.compile mode (max-autotune-no-cudagraphs: minutes more to start)")
     p.add_argument("--compile-scope", default="whole", choices=COMPILE_SCOPES,
                    help="compiled backend: compile whole modules, or each repeated block (shorter first start)")
+    p.add_argument("--overlap-stages", action="store_true",
+                   help="compiled backend: TAESD encode/decode of the neighbouring frames run beside the UNet on "
+                        "streams of their own (two-deep throughput; same results)")
 
 
 def changed_knobs(args: argparse.Namespace) -> list[str]:

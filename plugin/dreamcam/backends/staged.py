@@ -1,0 +1,191 @@
+"""`StagedStep`: the two-deep frame path with the frame step cut into three stages on three streams.
+
+Measured on an H200 (docs/PERFORMANCE.md), sd-turbo at 512x512 spends 5.85 ms of GPU time a frame:
+TAESD encode 0.69, the UNet at batch 1 4.41, TAESD decode 0.75; the UNet at batch 1 keeps the GPU
+at under a quarter of its peak. `GraphedStep` runs a frame's whole step as one graph on one
+stream, so frame N+1's encode waits for frame N's decode. Here each stage is a graph of its own
+on a stream of its own:
+
+    upload (copy stream) -> framing + encode (encode stream) -> denoise (compute stream)
+        -> decode (decode stream) -> download (download stream)
+
+so frame N+1's encode and frame N-1's decode can run beside frame N's UNet. Encode and decode
+carry no state between frames and the denoising stage still runs frames one after another on one
+stream, so every frame's result is exactly GraphedStep's (tests/test_staged_step.py).
+
+Each stage reads and writes its own static buffers (a CUDA graph replays fixed addresses); the
+hand-over between stages is a copy into the frame's slot (a few tens of KB of latents), ordered
+by events. A slot is reused only after `collect()` waited for its download, which follows its
+decode, which follows its denoise, so no stage overwrites what another still reads.
+Setters: the encode stream waits for the default stream at every submit (as the compute stream
+does in GraphedStep), and `fence()` makes the default stream wait for the encode and compute
+streams, the two that read the engine's schedule, noise and prompt tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamcam.backends.step import DEPTH, GraphedStep, StateSnapshot, _on, _Slot, check_room
+from dreamcam.framing_gpu import fit_torch
+
+
+class _StageBuffers:
+    """The static inputs and outputs of the three stages, shaped and strided as the whole frame
+    step makes them (a compiled module guards on its inputs' strides)."""
+
+    def __init__(self, engine: Any, frames_in: torch.Tensor) -> None:
+        with torch.no_grad():
+            x = _to_model(frames_in, engine.dtype)
+            lat = engine.encode_image(x)
+            x0 = engine.predict_x0_batch(lat)
+        self.lat = torch.zeros_like(lat)  # encode's output
+        self.lat_in = torch.zeros_like(lat)  # denoise's input
+        self.x0 = torch.zeros_like(x0)  # denoise's output
+        self.x0_in = torch.zeros_like(x0)  # decode's input
+
+
+def _to_model(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return frames.permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
+
+
+class StagedStep(GraphedStep):
+    """GraphedStep's API (submit / collect / fence / process / close) with the stages overlapped.
+
+    Args as GraphedStep. On a CPU engine the stages run one after another at submit, like
+    GraphedStep's, so the order, buffers and results are testable without a GPU."""
+
+    def __init__(self, engine: Any, *, warmup: int = 1, cuda_graph: bool = True) -> None:
+        super().__init__(engine, warmup=warmup, cuda_graph=False)  # warm-up (compiles), streams, slots
+        cuda = engine.device.type == "cuda"
+        dev = engine.device
+        self.encode_stream = torch.cuda.Stream(device=dev) if cuda else None
+        self.decode_stream = torch.cuda.Stream(device=dev) if cuda else None
+        self.staged = True
+        snapshot = StateSnapshot(engine)
+        with self._stage(self.stream):
+            self.buf = _StageBuffers(engine, self.step.frames_in)
+        for slot in self._slots:  # the hand-over buffers between stages, and the events that order them
+            slot.lat = torch.zeros_like(self.buf.lat)
+            slot.x0 = torch.zeros_like(self.buf.x0)
+            slot.encoded, slot.decoded = (torch.cuda.Event() if cuda else None for _ in range(2))
+        stages = ((self._encode, self.encode_stream), (self._denoise, self.stream), (self._decode, self.decode_stream))
+        for fn, stream in stages:  # warm each stage alone as it will run (no recompile: same layouts)
+            with self._stage(stream):
+                fn()
+        self._sync_all()
+        self.warm_at = time.perf_counter()
+        self.graphs: list[torch.cuda.CUDAGraph] | None = None
+        if cuda_graph and cuda:
+            self.graphs = []
+            for fn, stream in stages:
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, stream=stream):
+                    fn()
+                self.graphs.append(g)
+            self._sync_all()
+            self.graph = self.graphs[1]  # "a graph is captured" for callers that check (the UNet's)
+        snapshot.restore()
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    # ------------------------------------------------------------------ the three stages
+
+    @torch.no_grad()
+    def _encode(self) -> None:
+        e = self.engine
+        self.buf.lat.copy_(e.encode_image(_to_model(self.step.frames_in, e.dtype)))
+
+    @torch.no_grad()
+    def _denoise(self) -> None:
+        self.buf.x0.copy_(self.engine.predict_x0_batch(self.buf.lat_in))
+
+    @torch.no_grad()
+    def _decode(self) -> None:
+        y = self.engine.decode_image(self.buf.x0_in)
+        self.step.frames_out.copy_(((y.float() + 1.0) * 127.5).clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1))
+
+    def _run_stage(self, k: int) -> None:
+        if self.graphs is not None:
+            self.graphs[k].replay()
+        else:
+            (self._encode, self._denoise, self._decode)[k]()
+
+    @contextlib.contextmanager
+    def _stage(self, stream: torch.cuda.Stream | None) -> Iterator[None]:
+        with _on(stream), torch.no_grad():
+            yield
+
+    def _sync_all(self) -> None:
+        for s in (self.encode_stream, self.stream, self.decode_stream):
+            if s is not None:
+                s.synchronize()
+
+    # ------------------------------------------------------------------ one frame through the stages
+
+    def _enqueue(self, frames: np.ndarray, fit_mode: str) -> None:
+        check_room(self.pending)
+        slot: _Slot = self._slots[self._next]
+        slot.hold(frames.shape, self.copy_stream)
+        np.copyto(slot.raw_np, frames)
+        e = self.engine
+        # 1. Upload on the copy stream
+        with _on(self.copy_stream):
+            slot.raw_dev.copy_(slot.raw_host, non_blocking=True)
+            if slot.uploaded is not None:
+                slot.uploaded.record()
+        # 2. Framing and encode, after the upload and after the setters issued so far
+        if self.encode_stream is not None:
+            self.encode_stream.wait_event(slot.uploaded)
+            self.encode_stream.wait_stream(torch.cuda.current_stream(e.device))
+        with self._stage(self.encode_stream):
+            for i in range(e.frame_buffer_size):
+                self.step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
+            self._run_stage(0)
+            slot.lat.copy_(self.buf.lat)
+            if slot.encoded is not None:
+                slot.encoded.record()
+        # 3. Denoise: frames in submission order on the one compute stream (the stream batch's state)
+        if self.stream is not None:
+            self.stream.wait_event(slot.encoded)
+        with self._stage(self.stream):
+            self.buf.lat_in.copy_(slot.lat)
+            self._run_stage(1)
+            slot.x0.copy_(self.buf.x0)
+            if slot.computed is not None:
+                slot.computed.record()
+        # 4. Decode
+        if self.decode_stream is not None:
+            self.decode_stream.wait_event(slot.computed)
+        with self._stage(self.decode_stream):
+            self.buf.x0_in.copy_(slot.x0)
+            self._run_stage(2)
+            slot.out_dev.copy_(self.step.frames_out)
+            if slot.decoded is not None:
+                slot.decoded.record()
+        # 5. Download
+        if self.download_stream is not None:
+            self.download_stream.wait_event(slot.decoded)
+        with _on(self.download_stream):
+            slot.out_host.copy_(slot.out_dev, non_blocking=True)
+            if slot.downloaded is not None:
+                slot.downloaded.record()
+        self._in_flight.append(slot)
+        self._next = (self._next + 1) % DEPTH
+
+    def fence(self) -> None:
+        """The default stream waits for the stages that read the engine's state (no host wait)."""
+        if self.stream is not None:
+            default = torch.cuda.current_stream(self.engine.device)
+            default.wait_stream(self.encode_stream)
+            default.wait_stream(self.stream)
+
+    def close(self) -> None:
+        super().close()
+        self.graphs = None
