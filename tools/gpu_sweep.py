@@ -40,35 +40,60 @@ KNOB_FLAGS = ("--fuse-qkv", "--inductor", "--compile-scope", "--compile-mode", "
 RECIPE = "--fuse-qkv --inductor tuned"
 
 # name -> (model, extra flags, what the row decides), in priority order: the first --jobs start at once
+# (the order after the 2026-11-26 H200 runs: the stage overlap first, the targets beside it; the
+# autotune rows, which did not finish then, last)
 ROWS: dict[str, tuple[str, str, str]] = {
-    "base": ("turbo", "--peer --loop", "the 512x512 1-step target (250 fps, 7x peer, p99 8 ms) and the live loop"),
-    "stages": ("turbo", "--overlap-stages --loop", "TAESD of the neighbouring frames beside the UNet: two-deep fps vs base"),
-    "profile": ("turbo", "--no-cuda-graph --frames 30 --profile 20", "where the ms go: per stage and top kernels"),
-    "fb2": ("turbo", "--frame-buffer 2", "throughput at 2 frames per UNet call (one frame more latency)"),
-    "sd15x4": ("sd15", "--peer", "the sd15 4-step target (100 fps, 4x peer)"),
-    "w768": ("turbo", "--width 768 --height 448", "the 768x448 target (150 fps)"),
-    "sd15x4_stages": ("sd15", "--overlap-stages", "the sd15 target with the stages overlapped"),
-    "w768_stages": ("turbo", "--width 768 --height 448 --overlap-stages", "the 768x448 target with the stages overlapped"),
-    "fuse_tuned": ("turbo", RECIPE, "diffusers' recipe: fused q/k/v + tuned Inductor settings"),
+    "base": ("turbo", "--peer --loop",
+            "the 512x512 1-step target (250 fps, 7x peer, p99 8 ms) and the live loop"),
+    "stages": ("turbo", "--overlap-stages --loop",
+              "TAESD of the neighbouring frames beside the UNet: two-deep fps vs base"),
+    "sd15x4": ("sd15", "--peer",
+              "the sd15 4-step target (100 fps, 4x peer)"),
+    "sd15x4_stages": ("sd15", "--overlap-stages",
+                     "the sd15 target with the stages overlapped"),
+    "w768": ("turbo", "--width 768 --height 448",
+            "the 768x448 target (150 fps)"),
+    "w768_stages": ("turbo", "--width 768 --height 448 --overlap-stages",
+                   "the 768x448 target with the stages overlapped"),
+    "fb2_stages": ("turbo", "--frame-buffer 2 --overlap-stages",
+                  "two frames per call with the stages overlapped"),
+    "stages_fuse": ("turbo", "--overlap-stages --fuse-qkv",
+                   "the stages overlapped with the fused projections"),
+    "profile": ("turbo", "--no-cuda-graph --frames 30 --profile 20",
+               "where the ms go: per stage and top kernels"),
+    "base_warm": ("turbo", "",
+                 ("second start: base's compile cache in engines/torch_compile is found and used (starts once "
+                  "base has ended; its startup carries the contention of the rows still compiling)")),
+    "fb2": ("turbo", "--frame-buffer 2",
+           "throughput at 2 frames per UNet call (one frame more latency)"),
+    "fuse": ("turbo", "--fuse-qkv",
+            "splits the recipe: the fused projections alone (no longer compile)"),
+    "fb2_peer": ("turbo", "--frame-buffer 2 --peer",
+                "two frames per call against the peer at two frames per call"),
+    "fuse_tuned": ("turbo", RECIPE,
+                  "diffusers' recipe: fused q/k/v + tuned Inductor settings"),
+    "sd15x4_fuse_tuned": ("sd15", RECIPE,
+                         "the sd15 target with the recipe"),
+    "w768_fuse_tuned": ("turbo", f"--width 768 --height 448 {RECIPE}",
+                       "the 768x448 target with the recipe"),
+    "fb2_fuse_tuned": ("turbo", f"--frame-buffer 2 {RECIPE}",
+                      "two frames per call with the recipe"),
+    "fuse_tuned_freeze": ("turbo", f"{RECIPE}-freeze",
+                         "constant-folded weights on top"),
+    "tuned": ("turbo", "--inductor tuned",
+             "splits the recipe: the Inductor settings alone"),
+    "blocks": ("turbo", "--compile-scope blocks",
+              "regional compile: much shorter first start at the same fps?"),
     "blocks_autotune": ("turbo", "--compile-scope blocks --compile-mode max-autotune-no-cudagraphs",
-                        "Inductor autotuning, affordable when each block shape is tuned once?"),
-    "blocks": ("turbo", "--compile-scope blocks", "regional compile: much shorter first start at the same fps?"),
-    "base_warm": ("turbo", "", ("second start: base's compile cache in engines/torch_compile is found and used "
-                               "(starts once base has ended; its startup carries the contention of the rows still "
-                               "compiling)")),
-    "sd15x4_fuse_tuned": ("sd15", RECIPE, "the sd15 target with the recipe"),
-    "w768_fuse_tuned": ("turbo", f"--width 768 --height 448 {RECIPE}", "the 768x448 target with the recipe"),
-    "fb2_peer": ("turbo", "--frame-buffer 2 --peer", "two frames per call against the peer at two frames per call"),
-    "fb2_fuse_tuned": ("turbo", f"--frame-buffer 2 {RECIPE}", "two frames per call with the recipe"),
-    "fuse_tuned_freeze": ("turbo", "--fuse-qkv --inductor tuned-freeze", "constant-folded weights on top"),
-    "fuse": ("turbo", "--fuse-qkv", "splits the recipe: the fused projections alone (no longer compile)"),
-    "tuned": ("turbo", "--inductor tuned", "splits the recipe: the Inductor settings alone"),
-    "autotune": ("turbo", "--compile-mode max-autotune-no-cudagraphs", "whole-model autotune (did not finish in 8 min alone)"),
+                       "Inductor autotuning, affordable when each block shape is tuned once?"),
+    "autotune": ("turbo", "--compile-mode max-autotune-no-cudagraphs",
+                "whole-model autotune (did not finish in 8 min alone)"),
 }
 # rows that reuse another row's compile cache (a warm start), and start only once that row has ended
 WARM_OF = {"base_warm": "base"}
 GPU_TESTS = ("tests/test_setters_gpu.py tests/test_pipeline_backends.py tests/test_gpu_review_step.py "
-             "tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py")
+             "tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py "
+             "tests/test_staged_step.py")
 
 
 @dataclass
