@@ -9,16 +9,22 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from dreamcam.backends.knobs import add_knob_arguments
+from dreamcam.console import elapsed as _elapsed
+from dreamcam.console import say as _say
+from dreamcam.console import status_printer as _status_printer
 from dreamcam.errors import ConfigError, DeviceError, DreamcamError
 from dreamcam.params import PARAMS
+from dreamcam.run_options import check_model_flags as _check_model_flags
+from dreamcam.run_options import cpu_fallback_hint, parse_lora, resolve_device
+from dreamcam.run_options import live_control as _live_control
+from dreamcam.run_options import similarity_filter as _similarity_filter
+from dreamcam.run_options import t_index_list as _t_index_list
 
 log = logging.getLogger("dreamcam")
 
@@ -127,53 +133,6 @@ def _command(name: str):
     return tensorrt.run
 
 
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (slow) or install a CUDA build of torch")
-    dtype = torch.float16 if name == "cuda" else torch.float32
-    return torch.device(name), dtype
-
-
-def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
-    """What to tell a user whose real model is about to run on the CPU because `auto` found no GPU.
-
-    cuda_build is torch.version.cuda (None for a CPU-only build of torch); mps says whether an
-    Apple-silicon GPU is present (dreamcam does not use it yet).
-    """
-    slow = "no CUDA GPU is visible to torch, so the model runs on the CPU (seconds a frame, not frames a second)"
-    if mps:
-        return f"{slow}; Apple-silicon GPUs (MPS) are not used yet"
-    if sys.platform == "darwin":  # no CUDA build of torch exists for macOS: the CUDA advice cannot be followed
-        return f"{slow}; macOS has no CUDA, so this is as fast as dreamcam runs on this Mac"
-    if cuda_build is None:
-        return (
-            f"{slow}: this torch is a CPU-only build; for an NVIDIA GPU install a CUDA build, e.g. "
-            "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128"
-        )
-    return f"{slow}: torch has CUDA {cuda_build} but finds no GPU; check the NVIDIA driver with nvidia-smi"
-
-
-def _t_index_list(args, strength: float) -> list[int]:
-    from dreamcam.schedule import check_t_index_list, strength_to_t_index_list
-
-    if args.t_index_list is not None:
-        try:
-            idx = [int(v) for v in args.t_index_list.split(",")]
-        except ValueError as e:
-            raise ConfigError(f"--t-index-list takes whole numbers separated by commas, got {args.t_index_list!r}") from e
-        if args.steps is not None and args.steps != len(idx):
-            raise ConfigError(
-                f"--steps {args.steps} and --t-index-list {args.t_index_list} ({len(idx)} indices) disagree: "
-                f"the list gives one index per step; drop --steps or give {args.steps} indices"
-            )
-        return check_t_index_list(idx, args.num_inference_steps)
-    return strength_to_t_index_list(strength, 1 if args.steps is None else args.steps, args.num_inference_steps)
-
-
 def _load_model(args, device, dtype):
     from dreamcam.models import load_pipeline, tiny_pipeline
 
@@ -189,65 +148,6 @@ def _load_model(args, device, dtype):
         )
     _say(f"model ready in {time.perf_counter() - t0:.1f} s")
     return pipe
-
-
-def _check_model_flags(args) -> None:
-    """The tiny model is built from random weights: flags that load weights into it are refused
-    rather than silently ignored."""
-    if args.model != "tiny":
-        return
-    given = [flag for flag, value in (("--vae", args.vae), ("--lcm-lora", args.lcm_lora), ("--lora", args.lora),
-                                      ("--model-config", args.model_config)) if value]
-    if given:
-        raise ConfigError(f"{', '.join(given)} cannot be used with --model tiny (random weights, nothing is loaded); "
-                          "drop them, or pass a real model to --model")
-
-
-def parse_lora(text: str) -> tuple[str, float]:
-    """'style.safetensors:0.8' -> ('style.safetensors', 0.8); the scale is optional (1.0)."""
-    path, sep, scale = text.rpartition(":")
-    if sep:
-        try:
-            return path, float(scale)
-        except ValueError:
-            # 'style.safetensors:strong' is a bad scale; 'C:\\loras\\x.safetensors' is a path with a colon
-            if Path(path).suffix.lower() in (".safetensors", ".bin") or Path(path).expanduser().exists():
-                raise ConfigError(f"--lora {text}: the scale after ':' must be a number such as 0.8, got {scale!r}") from None
-    return text, 1.0
-
-
-def _live_control(args):
-    """The parameter store from presets and flags (flags win), and the OSC mapping."""
-    from dreamcam.oscmap import OscMapping
-    from dreamcam.params import ParamStore
-    from dreamcam.presets import PresetLibrary
-
-    store = ParamStore()
-    presets = PresetLibrary(args.presets) if args.presets else None
-    if args.preset:
-        if presets is None:
-            raise ConfigError("--preset NAME needs --presets FILE")
-        presets.apply(args.preset, store)
-    store.update({p: getattr(args, p) for p in PARAMS if getattr(args, p, None) is not None})
-    store.take_changes()  # the engine is prepared with these values
-    if store.get("negative_prompt") and args.cfg not in ("full", "initialize"):
-        _say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg} it is unused")
-    mapping = OscMapping.load(args.osc_map) if args.osc_map else None
-    if mapping is not None and presets is None:  # a preset binding with no file: said before any output opens
-        mapping.check_presets(None)
-    return store, presets, mapping
-
-
-def _similarity_filter(args):
-    from dreamcam.similarity import SimilarityFilter
-
-    if args.similarity_filter is None:
-        return None
-    if not 0.0 < args.similarity_filter <= 1.0:
-        raise ConfigError(f"--similarity-filter takes a cosine similarity in (0, 1], e.g. 0.98; got {args.similarity_filter}")
-    if args.max_skip_frames < 0:
-        raise ConfigError(f"--max-skip-frames must be >= 0, got {args.max_skip_frames}")
-    return SimilarityFilter(args.similarity_filter, args.max_skip_frames)
 
 
 def cmd_run(args) -> int:
@@ -391,67 +291,12 @@ def _install_signal_handlers(runner) -> None:
             signal.signal(sig, handler)
 
 
-STATUS_LOG_EVERY_S = 10.0  # without a terminal (a service, a log file): one status line this often
-
-
-def _status_printer():
-    """On a terminal, one live line rewritten in place; elsewhere a plain line every 10 s."""
-    tty = sys.stderr.isatty()
-    last = [0.0]
-
-    def show(st: dict) -> None:
-        now = time.monotonic()
-        if not tty and now - last[0] < STATUS_LOG_EVERY_S:
-            return
-        last[0] = now
-        line = (
-            f"{st['fps']:6.1f} fps | engine {st['engine_ms']:6.1f} ms | latency {st['latency_ms']:6.1f} ms "
-            f"| in {st['input_fps']:5.1f} fps | dropped {st['dropped']}"
-            f"{' | BYPASS' if st['bypass'] else ''}{' | NO SIGNAL (reconnecting)' if st['signal_lost'] else ''}"
-        )
-        sys.stderr.write(f"\r{line}   " if tty else f"dreamcam: {line}\n")
-        sys.stderr.flush()
-
-    return show
-
-
-def _say(msg: str) -> None:
-    print(f"dreamcam: {msg}", file=sys.stderr, flush=True)
-
-
 # what a backend's start does, said before it (the compiled backend's first start is silent work of a minute)
 BACKEND_START = {
     "eager": "warming up",
     "compiled": "compiling and capturing a CUDA graph (first start about a minute; later starts use the cache in engines/)",
     "tensorrt": "loading TensorRT engines (a missing engine is built first, with progress)",
 }
-
-
-@contextlib.contextmanager
-def _elapsed(msg: str):
-    """Say `msg ...`; on a terminal, count the seconds on that line until the block ends."""
-    if not sys.stderr.isatty():
-        _say(f"{msg} ...")
-        yield
-        return
-    t0, stop = time.perf_counter(), threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(1.0):
-            sys.stderr.write(f"\rdreamcam: {msg} ... {time.perf_counter() - t0:.0f} s")
-            sys.stderr.flush()
-
-    sys.stderr.write(f"dreamcam: {msg} ...")
-    sys.stderr.flush()
-    ticker = threading.Thread(target=tick, name="dreamcam-elapsed", daemon=True)
-    ticker.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        ticker.join()
-        sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

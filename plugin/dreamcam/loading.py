@@ -17,9 +17,6 @@ import json
 import logging
 import os
 import re
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,12 +24,12 @@ from typing import Any
 import torch
 
 from dreamcam.errors import ConfigError, ModelLoadError
+from dreamcam.hub import HUB_PROBE_TIMEOUT_S, Hub, hub_reachable  # noqa: F401  (re-exported: moved to hub.py)
 
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("lcm", "keep")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
-HUB_PROBE_TIMEOUT_S = 3.0
 # Components StreamEngine drives; a pipeline with a second text encoder (SDXL) needs other conditioning.
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -275,66 +272,6 @@ def _check_torch_file(path: Path) -> None:
             f"{path.name} is not a readable PyTorch checkpoint ({bad}): it is corrupt or only partly "
             "downloaded; download it again, or use the model's .safetensors file"
         )
-
-
-class Hub:
-    """Whether the Hugging Face hub answers, asked once per load; blocks all hub traffic when it does not."""
-
-    def __init__(self, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> None:
-        self.timeout_s = timeout_s
-        self._online: bool | None = None
-        self._guarding = False
-
-    def online(self) -> bool:
-        if self._online is None:
-            self._online = hub_reachable(self.timeout_s)
-            if not self._online:
-                log.info("the Hugging Face hub is not reachable: loading from local files and the cache only")
-                if self._guarding:
-                    from huggingface_hub import constants
-
-                    constants.HF_HUB_OFFLINE = True
-        return self._online
-
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
-        """While offline, make huggingface_hub refuse every request at once instead of waiting on timeouts."""
-        from huggingface_hub import constants
-
-        saved = constants.HF_HUB_OFFLINE
-        self._guarding = True
-        if self._online is False:
-            constants.HF_HUB_OFFLINE = True
-        try:
-            yield
-        finally:
-            self._guarding = False
-            constants.HF_HUB_OFFLINE = saved
-
-
-def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S, endpoint: str | None = None) -> bool:
-    """True when the hub endpoint gives any HTTP answer within timeout_s seconds (DNS included)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    url = endpoint or constants.ENDPOINT
-    answered = threading.Event()
-
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s).close()
-            answered.set()
-        except urllib.error.HTTPError:
-            answered.set()
-        except Exception as e:  # noqa: BLE001 - any failure to get an answer means offline
-            log.debug("hub probe %s failed: %s", url, e)
-
-    # getaddrinfo has no timeout of its own, so the probe runs in a thread we stop waiting for.
-    thread = threading.Thread(target=probe, name="dreamcam-hub-probe", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    return answered.is_set()
 
 
 @contextlib.contextmanager

@@ -19,53 +19,33 @@ type or argument count, not finite, out of range (rejected, never clamped), too 
 unknown preset or comes from a sender outside `allow` changes nothing: it is counted under its
 kind (`REJECT_KINDS`), the first of each kind is logged, and the server keeps serving. No
 message reads or writes a file, loads a model or runs code: values only go to the store.
+
+The checks and the store writes are `OscDispatcher`'s (osc_dispatch.py, no socket); this module
+owns the socket, the serving thread and the feedback thread.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import logging
 import selectors
 import socket
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket
-
 from dreamcam.errors import ConfigError
-from dreamcam.oscmap import (
-    OscMapping,
-    Rejected,
-    check_packet,
-    checked_value,
-    param_arg,
-    parse_allow,
-    parse_feedback,
-)
-from dreamcam.params import PARAMS, ParamStore
+from dreamcam.osc_dispatch import PREFIX, REJECT_KINDS, OscDispatcher, addresses  # noqa: F401  (re-exported)
+from dreamcam.osc_dispatch import build_message as _build
+from dreamcam.oscmap import OscMapping, parse_allow, parse_feedback
+from dreamcam.params import ParamStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9000
-PREFIX = "/dreamcam/"
-REJECT_KINDS = (
-    "garbage",  # not an OSC packet
-    "unknown_address",
-    "bad_args",  # wrong type or number of arguments
-    "not_finite",  # NaN or infinity
-    "out_of_range",
-    "too_long",  # text over the parameter's limit (4,096 characters for prompts)
-    "bad_prompt",  # prompt blend syntax that cannot be used (all weights zero, empty part)
-    "unknown_preset",
-    "not_allowed",  # sender not in the allow list
-)
 # A 10,000-message burst on loopback waits in the kernel while the server catches up. Measured
 # on Linux: a 28-byte OSC message takes 832 bytes of receive buffer, so 10,000 take 8.3 MB;
 # with 8 MiB (as getsockopt reports it) and the server reading meanwhile none were lost, with
@@ -85,8 +65,8 @@ _SLICE_S = 0.0005
 _REST = 9.0
 
 
-class OscServer:
-    """A UDP OSC server thread writing to a `ParamStore`.
+class OscServer(OscDispatcher):
+    """A UDP OSC server thread writing to a `ParamStore` (the checks are `OscDispatcher`'s).
 
     Args:
         store: the parameter store the engine thread reads between frames.
@@ -113,21 +93,12 @@ class OscServer:
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"--osc-port must be a whole number in 0..65535, got {port!r}")
-        self.store = store
+        allow_set = parse_allow(allow)
+        self.feedback = parse_feedback(feedback)
+        super().__init__(store, allow=allow_set, status=status, presets=presets, mapping=mapping)
         self.host = host
         self.port = port
-        self.allow = parse_allow(allow)
-        self.status = status
-        self.presets = presets
-        self.feedback = parse_feedback(feedback)
-        self.mapping = mapping
-        if mapping is not None:
-            mapping.check_presets(presets.names() if presets is not None else None)
-        self.received = 0  # datagrams
-        self.applied = 0  # messages that were accepted
-        self.rejected: Counter[str] = Counter({k: 0 for k in REJECT_KINDS})
         self.rcvbuf = 0  # effective receive buffer in bytes, after start()
-        self._logged: set[str] = set()
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -248,110 +219,7 @@ class OscServer:
         except (OSError, AttributeError) as e:
             log.debug("OSC send to %s failed: %s", to, e)
 
-    # ------------------------------------------------------------------ dispatch
-
-    def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
-        """Validate one datagram and store its values; returns the datagrams to send back.
-
-        The serving thread does the same for each datagram it receives; this entry point needs
-        no socket (tests).
-        """
-        updates: dict[str, Any] = {}
-        replies = self._take(data, sender, updates)
-        self._flush(updates)
-        return replies
-
-    def _take(self, data: bytes, sender: tuple[str, int], updates: dict[str, Any]) -> list[bytes]:
-        """Check one datagram and add its values to `updates` (later values win); returns replies."""
-        self.received += 1
-        if self.allow is not None and sender[0] not in self.allow:
-            self._reject("not_allowed", f"sender {sender[0]} is not in --osc-allow")
-            return []
-        try:
-            check_packet(data)
-            messages = [m.message for m in OscPacket(data).messages]
-        except Exception as e:  # python-osc raises ParseError, but also struct/index/unicode errors
-            self._reject("garbage", f"a {len(data)}-byte datagram from {sender[0]} is not OSC ({e})")
-            return []
-        replies = []
-        for msg in messages:
-            try:
-                if msg.address == PREFIX + "status":
-                    if msg.params:
-                        raise Rejected("bad_args", f"{msg.address} takes no arguments, got {len(msg.params)}")
-                    self._flush(updates)  # the reply shows every message before it
-                    replies.append(_build("/dreamcam/state", self.state_json()))
-                else:
-                    updates.update(self._message_values(msg.address, list(msg.params)))
-            except Rejected as r:
-                self._reject(r.kind, f"{r} (from {sender[0]})")
-                continue
-            self.applied += 1
-        return replies
-
-    def _flush(self, updates: dict[str, Any]) -> None:
-        if updates:
-            try:
-                self.store.update(updates)
-            except ConfigError as e:  # every value was checked before; this would be a bug
-                log.error("OSC update refused by the store: %s", e)
-            updates.clear()
-
-    def _message_values(self, address: str, args: list[Any]) -> dict[str, Any]:
-        """The store values one message asks for; raises Rejected."""
-        if address.startswith(PREFIX):
-            name = address[len(PREFIX) :]
-            if name == "preset":
-                if len(args) != 1 or not isinstance(args[0], str):
-                    raise Rejected("bad_args", f"{address} takes 1 string (a preset name)")
-                return self._preset_values(args[0])
-            if name not in PARAMS:
-                raise Rejected("unknown_address", f"unknown address {address}; known: {', '.join(addresses())}")
-            return {name: checked_value(name, param_arg(name, args, address), address)}
-        binding = self.mapping.get(address) if self.mapping is not None else None
-        if binding is None:
-            raise Rejected("unknown_address", f"unknown address {address}")
-        result = binding.translate(args)
-        if result is None:
-            return {}
-        name, value = result
-        return self._preset_values(value) if name == "preset" else {name: checked_value(name, value, address)}
-
-    def _preset_values(self, name: str) -> dict[str, Any]:
-        if self.presets is None:
-            raise Rejected(
-                "unknown_preset", f"preset {name[:80]!r} asked for, but no presets file is loaded (--presets)"
-            )
-        if name not in self.presets:
-            raise Rejected("unknown_preset", f"no preset named {name[:80]!r}; known: {', '.join(self.presets.names())}")
-        return {**self.presets.get(name), "preset": name}
-
-    def _reject(self, kind: str, detail: str) -> None:
-        self.rejected[kind] += 1
-        if kind not in self._logged:
-            self._logged.add(kind)
-            log.warning("OSC rejected (%s): %s; further %s rejections are only counted", kind, detail, kind)
-
-    # ------------------------------------------------------------------ status and feedback
-
-    def state(self) -> dict[str, Any]:
-        """Parameter values, preset names, live stats and OSC counts: the /dreamcam/state reply."""
-        state: dict[str, Any] = self.store.snapshot()
-        state["presets"] = self.presets.names() if self.presets is not None else []
-        if self.status is not None:
-            try:
-                state.update(self.status())
-            except Exception as e:  # stats are optional; the reply still goes out
-                if "status" not in self._logged:
-                    self._logged.add("status")
-                    log.warning("status callback failed: %r; /dreamcam/state goes out without stats", e)
-        state["received"] = self.received
-        state["rejected"] = dict(self.rejected)
-        state["rejected_total"] = sum(self.rejected.values())
-        return state
-
-    def state_json(self) -> str:
-        return json.dumps(self.state(), default=_jsonable, ensure_ascii=False)
+    # ------------------------------------------------------------------ feedback
 
     def _on_change(self, name: str, value: Any) -> None:
         if self._closed:
@@ -390,21 +258,6 @@ def listen_address(host: str, port: int) -> tuple[int, tuple, bool]:
     except socket.gaierror as e:
         raise ConfigError(f"--osc-host {host!r} is not a known address ({e}); the default is 127.0.0.1") from e
     return info[0], info[4], ipaddress.ip_address(info[4][0]).is_loopback
-
-
-def addresses() -> list[str]:
-    """Every address dreamcam answers, derived from PARAMS."""
-    return [PREFIX + n for n in PARAMS] + [PREFIX + "status"]
-
-
-def _build(address: str, value: Any) -> bytes:
-    b = OscMessageBuilder(address)
-    b.add_arg(value)
-    return b.build().dgram
-
-
-def _jsonable(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else str(v)
 
 
 def _grow_rcvbuf(sock: socket.socket, want: int) -> int:

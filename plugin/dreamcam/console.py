@@ -1,0 +1,64 @@
+"""What the `dreamcam` command writes to the terminal (stderr) while it runs: one-line
+messages, the live status line and a seconds counter for slow starts. The CLI owns printing;
+library modules log instead."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+
+STATUS_LOG_EVERY_S = 10.0  # without a terminal (a service, a log file): one status line this often
+
+
+def status_printer():
+    """On a terminal, one live line rewritten in place; elsewhere a plain line every 10 s."""
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def show(st: dict) -> None:
+        now = time.monotonic()
+        if not tty and now - last[0] < STATUS_LOG_EVERY_S:
+            return
+        last[0] = now
+        line = (
+            f"{st['fps']:6.1f} fps | engine {st['engine_ms']:6.1f} ms | latency {st['latency_ms']:6.1f} ms "
+            f"| in {st['input_fps']:5.1f} fps | dropped {st['dropped']}"
+            f"{' | BYPASS' if st['bypass'] else ''}{' | NO SIGNAL (reconnecting)' if st['signal_lost'] else ''}"
+        )
+        sys.stderr.write(f"\r{line}   " if tty else f"dreamcam: {line}\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def say(msg: str) -> None:
+    print(f"dreamcam: {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def elapsed(msg: str):
+    """Say `msg ...`; on a terminal, count the seconds on that line until the block ends."""
+    if not sys.stderr.isatty():
+        say(f"{msg} ...")
+        yield
+        return
+    t0, stop = time.perf_counter(), threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(1.0):
+            sys.stderr.write(f"\rdreamcam: {msg} ... {time.perf_counter() - t0:.0f} s")
+            sys.stderr.flush()
+
+    sys.stderr.write(f"dreamcam: {msg} ...")
+    sys.stderr.flush()
+    ticker = threading.Thread(target=tick, name="dreamcam-elapsed", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+        sys.stderr.write("\n")
+        sys.stderr.flush()
