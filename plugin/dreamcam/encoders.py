@@ -68,15 +68,19 @@ class _AvEncoder:
         self._t0: float | None = None
         self._last_pts = -1
 
-    def encode(self, image: np.ndarray, t_capture: float) -> None:
+    def encode(self, image: np.ndarray, t_capture: float) -> int:
+        """Encode one frame and mux what the encoder gives back; returns the packets muxed (0
+        while the encoder holds the frame: MPEG-2 gives each frame out one frame later)."""
         if self._t0 is None:
             self._t0 = t_capture
         pts = max(round((t_capture - self._t0) / self.time_base), self._last_pts + 1)
         self._last_pts = pts
         frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts, frame.time_base = pts, self.time_base
-        for packet in self.stream.encode(frame):
+        packets = self.stream.encode(frame)
+        for packet in packets:
             self.container.mux(packet)
+        return len(packets)
 
     def close(self) -> None:
         container, self.container = self.container, None
@@ -177,7 +181,7 @@ class UdpSink(Sink):
                 self._retry_later()
                 raise
         try:
-            self._enc.encode(self._framer(frame.image), frame.t_capture)
+            sent = self._enc.encode(self._framer(frame.image), frame.t_capture)
         except self._send_errors as e:  # the base logs it once and counts the outage
             self._down = e
             self._retry_later()
@@ -188,6 +192,8 @@ class UdpSink(Sink):
                 log.debug("udp://%s:%d: close after a failed send: %s", self.host, self.port, close_error)
             raise
         if self._down is not None:
+            if not sent:  # a re-opened output is back once a send worked, not when the encoder took a frame
+                raise DeviceError(f"udp://{self.host}:{self.port} is down ({self._down}); re-opening it")
             self._down, self._retry_in = None, RESEND_FIRST_S / 2
 
     def _retry_later(self) -> None:
