@@ -112,6 +112,30 @@ def _open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where:
     return enc
 
 
+class _WholeWrites:
+    """An unbuffered file as PyAV's output: each write writes all its bytes or raises (one raw
+    write may write fewer, which FFmpeg would take as done); seekable as the file is (a pipe is
+    not: then MP4 refuses at start, as with FFmpeg's own file output)."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.name = raw, raw.name
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[self.raw.write(view):]
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def seekable(self) -> bool:
+        return self.raw.seekable()
+
+
 class UdpSink(Sink):
     """MPEG-TS over UDP (H.264, or MPEG-2 video where PyAV lacks libx264), for an OBS Media
     Source or any player: `ffplay -fflags nobuffer udp://127.0.0.1:PORT`.
@@ -225,6 +249,7 @@ class FileSink(Sink):
         self.path, self.bitrate, self.codec = path, bitrate, codec
         self._framer = Framer(width, height, fit_mode)
         self._enc: _AvEncoder | None = None
+        self._file = None  # the recording's file (PyAV writes through it)
         self._writer: cv2.VideoWriter | None = None
         self._warned_drop = False
 
@@ -236,10 +261,26 @@ class FileSink(Sink):
             import av
 
             try:
-                container = av.open(self.path, "w")
+                container = av.open(self.path, "w")  # the format, from the name; this opens no file yet
             except (av.FFmpegError, OSError, ValueError) as e:
                 raise DeviceError(f"cannot record to {self.path}: {e}; use a .mp4, .mkv or .mov name in a writable folder") from e
-            self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path, "choose a writable folder with free space")
+            format_name = container.format.name
+            container.close()
+            # the file is ours, so a failed start closes it: PyAV keeps the descriptor of an output
+            # whose header failed (a full disk) open for good. Unbuffered, so the header's write
+            # fails here, at start.
+            fix = "choose a writable folder with free space"
+            try:
+                self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by _release
+            except OSError as e:
+                raise DeviceError(f"cannot write to {self.path}: {e.strerror or e}; {fix}") from e
+            try:
+                container = av.open(_WholeWrites(self._file), "w", format=format_name)
+                self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path, fix)
+            except BaseException:
+                self._file.close()
+                self._file = None
+                raise
             return
         if self.codec == "h264":
             raise DeviceError("file sink codec h264: this PyAV has no libx264 encoder; use codec=mp4v or a PyAV wheel with libx264")
@@ -262,9 +303,14 @@ class FileSink(Sink):
             self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
 
     def _release(self) -> None:
-        if self._enc is not None:
-            self._enc.close()
-            self._enc = None
+        try:
+            if self._enc is not None:
+                self._enc.close()
+                self._enc = None
+        finally:
+            file, self._file = self._file, None
+            if file is not None:
+                file.close()
         if self._writer is not None:
             self._writer.release()
             self._writer = None
