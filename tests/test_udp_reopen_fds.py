@@ -57,6 +57,6 @@ def test_recordings_that_cannot_be_opened_leave_no_descriptor(tmp_path):
     (tmp_path / "folder.mp4").mkdir()
     before = _fds()
     for m in _fail_to_start(lambda: FileSink(str(tmp_path / "folder.mp4"), 64, 64)):  # EISDIR
-        assert m.startswith("cannot write to ") or m.startswith("cannot record to "), m
+        assert m.startswith(("cannot write to ", "cannot record to ")), m
     _fail_to_start(lambda: FileSink(str(tmp_path / "out.nosuchformat"), 64, 64))
     assert _fds() == before, f"{_fds() - before} descriptors leaked"
