@@ -60,3 +60,15 @@ def test_recordings_that_cannot_be_opened_leave_no_descriptor(tmp_path):
         assert m.startswith(("cannot write to ", "cannot record to ")), m
     _fail_to_start(lambda: FileSink(str(tmp_path / "out.nosuchformat"), 64, 64))
     assert _fds() == before, f"{_fds() - before} descriptors leaked"
+
+
+@pytest.mark.skipif(video_codec() != "libx264", reason="this PyAV has no libx264 (the recorder uses OpenCV)")
+@pytest.mark.parametrize("name", ["out.mkv", "out.mov"])
+def test_a_full_disk_stops_any_recording_at_start(tmp_path, name):
+    # FFmpeg's own file output buffered the Matroska header (32 KiB buffer): on a full disk the
+    # recording started and failed only later (a failure named at exit), not at start as the
+    # README says; MP4 / MOV write theirs at once (a guard here)
+    full = tmp_path / name
+    full.symlink_to("/dev/full")  # every write: ENOSPC
+    with pytest.raises(DeviceError, match=f"^cannot write to {full}: .*No space left"):
+        FileSink(str(full), 64, 64).start()
