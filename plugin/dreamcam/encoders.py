@@ -68,15 +68,19 @@ class _AvEncoder:
         self._t0: float | None = None
         self._last_pts = -1
 
-    def encode(self, image: np.ndarray, t_capture: float) -> None:
+    def encode(self, image: np.ndarray, t_capture: float) -> int:
+        """Encode one frame and mux what the encoder gives back; returns the packets muxed (0
+        while the encoder holds the frame: MPEG-2 gives each frame out one frame later)."""
         if self._t0 is None:
             self._t0 = t_capture
         pts = max(round((t_capture - self._t0) / self.time_base), self._last_pts + 1)
         self._last_pts = pts
         frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts, frame.time_base = pts, self.time_base
-        for packet in self.stream.encode(frame):
+        packets = self.stream.encode(frame)
+        for packet in packets:
             self.container.mux(packet)
+        return len(packets)
 
     def close(self) -> None:
         container, self.container = self.container, None
@@ -106,6 +110,30 @@ def _open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where:
         container.close()
         raise DeviceError(f"cannot write to {where}: {e}; {fix}") from e
     return enc
+
+
+class _WholeWrites:
+    """An unbuffered file as PyAV's output: each write writes all its bytes or raises (one raw
+    write may write fewer, which FFmpeg would take as done); seekable as the file is (a pipe is
+    not: then MP4 refuses at start, as with FFmpeg's own file output)."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.name = raw, raw.name
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[self.raw.write(view):]
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def seekable(self) -> bool:
+        return self.raw.seekable()
 
 
 class UdpSink(Sink):
@@ -177,7 +205,7 @@ class UdpSink(Sink):
                 self._retry_later()
                 raise
         try:
-            self._enc.encode(self._framer(frame.image), frame.t_capture)
+            sent = self._enc.encode(self._framer(frame.image), frame.t_capture)
         except self._send_errors as e:  # the base logs it once and counts the outage
             self._down = e
             self._retry_later()
@@ -188,6 +216,8 @@ class UdpSink(Sink):
                 log.debug("udp://%s:%d: close after a failed send: %s", self.host, self.port, close_error)
             raise
         if self._down is not None:
+            if not sent:  # a re-opened output is back once a send worked, not when the encoder took a frame
+                raise DeviceError(f"udp://{self.host}:{self.port} is down ({self._down}); re-opening it")
             self._down, self._retry_in = None, RESEND_FIRST_S / 2
 
     def _retry_later(self) -> None:
@@ -219,6 +249,7 @@ class FileSink(Sink):
         self.path, self.bitrate, self.codec = path, bitrate, codec
         self._framer = Framer(width, height, fit_mode)
         self._enc: _AvEncoder | None = None
+        self._file = None  # the recording's file (PyAV writes through it)
         self._writer: cv2.VideoWriter | None = None
         self._warned_drop = False
 
@@ -230,10 +261,26 @@ class FileSink(Sink):
             import av
 
             try:
-                container = av.open(self.path, "w")
+                container = av.open(self.path, "w")  # the format, from the name; this opens no file yet
             except (av.FFmpegError, OSError, ValueError) as e:
                 raise DeviceError(f"cannot record to {self.path}: {e}; use a .mp4, .mkv or .mov name in a writable folder") from e
-            self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path, "choose a writable folder with free space")
+            format_name = container.format.name
+            container.close()
+            # the file is ours, so a failed start closes it: PyAV keeps the descriptor of an output
+            # whose header failed (a full disk) open for good. Unbuffered, so the header's write
+            # fails here, at start.
+            fix = "choose a writable folder with free space"
+            try:
+                self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by _release
+            except OSError as e:
+                raise DeviceError(f"cannot write to {self.path}: {e.strerror or e}; {fix}") from e
+            try:
+                container = av.open(_WholeWrites(self._file), "w", format=format_name)
+                self._enc = _open_encoder(container, "libx264", self, self.bitrate, self.path, fix)
+            except BaseException:
+                self._file.close()
+                self._file = None
+                raise
             return
         if self.codec == "h264":
             raise DeviceError("file sink codec h264: this PyAV has no libx264 encoder; use codec=mp4v or a PyAV wheel with libx264")
@@ -256,9 +303,14 @@ class FileSink(Sink):
             self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
 
     def _release(self) -> None:
-        if self._enc is not None:
-            self._enc.close()
-            self._enc = None
+        try:
+            if self._enc is not None:
+                self._enc.close()
+                self._enc = None
+        finally:
+            file, self._file = self._file, None
+            if file is not None:
+                file.close()
         if self._writer is not None:
             self._writer.release()
             self._writer = None
