@@ -91,7 +91,8 @@ def test_obs_shows_the_stream_again_at_once_after_the_reopen(codec):
             lag = feed.i - shown()
             assert 0 <= lag < 30, f"OBS shows frame {feed.i - lag} while {feed.i} was sent"
             cut = _route("add")
-            assert cut.returncode == 0, cut.stderr
+            if cut.returncode != 0:  # root without CAP_NET_ADMIN (a container): no way to cut the route
+                pytest.skip(f"cannot add a prohibit route here: {cut.stderr.strip()}")
             try:
                 _wait(lambda: sink.error is not None, 5, "the sends to fail")
                 frozen = shown()
