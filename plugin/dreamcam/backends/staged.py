@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.backends.step import DEPTH, GraphedStep, StateSnapshot, _on, _Slot, check_room
+from dreamcam.backends.step import GraphedStep, StateSnapshot, _on
 from dreamcam.framing_gpu import fit_torch
 
 
@@ -130,16 +130,8 @@ class StagedStep(GraphedStep):
     # ------------------------------------------------------------------ one frame through the stages
 
     def _enqueue(self, frames: np.ndarray, fit_mode: str) -> None:
-        check_room(self.pending)
-        slot: _Slot = self._slots[self._next]
-        slot.hold(frames.shape, self.copy_stream)
-        np.copyto(slot.raw_np, frames)
+        slot = self._upload(frames)  # 1. upload on the copy stream
         e = self.engine
-        # 1. Upload on the copy stream
-        with _on(self.copy_stream):
-            slot.raw_dev.copy_(slot.raw_host, non_blocking=True)
-            if slot.uploaded is not None:
-                slot.uploaded.record()
         # 2. Framing and encode, after the upload and after the setters issued so far
         if self.encode_stream is not None:
             self.encode_stream.wait_event(slot.uploaded)
@@ -169,15 +161,7 @@ class StagedStep(GraphedStep):
             slot.out_dev.copy_(self.step.frames_out)
             if slot.decoded is not None:
                 slot.decoded.record()
-        # 5. Download
-        if self.download_stream is not None:
-            self.download_stream.wait_event(slot.decoded)
-        with _on(self.download_stream):
-            slot.out_host.copy_(slot.out_dev, non_blocking=True)
-            if slot.downloaded is not None:
-                slot.downloaded.record()
-        self._in_flight.append(slot)
-        self._next = (self._next + 1) % DEPTH
+        self._download(slot, slot.decoded)  # 5. download on its own stream
 
     def fence(self) -> None:
         """The default stream waits for the stages that read the engine's state (no host wait)."""

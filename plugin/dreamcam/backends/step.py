@@ -256,17 +256,34 @@ class GraphedStep:
         engine size with `fit_mode` (crop, letterbox, stretch). Does not wait for the device."""
         self._enqueue(check_source_frame(self.engine, frame, fit_mode), fit_mode)
 
-    def _enqueue(self, frames: np.ndarray, fit_mode: str) -> None:
-        """`submit` for a checked (F, h, w, 3) uint8 array."""
+    def _upload(self, frames: np.ndarray) -> _Slot:
+        """Take the next slot for a checked (F, h, w, 3) uint8 array and upload it on the copy
+        stream (overlapping the compute of the frame ahead); returns the slot."""
         check_room(self.pending)
         slot = self._slots[self._next]
         slot.hold(frames.shape, self.copy_stream)
         np.copyto(slot.raw_np, frames)
-        # 1. Upload on the copy stream: overlaps the compute of the frame ahead
         with _on(self.copy_stream):
             slot.raw_dev.copy_(slot.raw_host, non_blocking=True)
             if slot.uploaded is not None:
                 slot.uploaded.record()
+        return slot
+
+    def _download(self, slot: _Slot, ready: torch.cuda.Event | None) -> None:
+        """Download the slot's result on its own stream once `ready` (overlapping the compute of
+        the next frame), and count the frame as in flight."""
+        if self.download_stream is not None:
+            self.download_stream.wait_event(ready)
+        with _on(self.download_stream):
+            slot.out_host.copy_(slot.out_dev, non_blocking=True)
+            if slot.downloaded is not None:
+                slot.downloaded.record()
+        self._in_flight.append(slot)
+        self._next = (self._next + 1) % DEPTH
+
+    def _enqueue(self, frames: np.ndarray, fit_mode: str) -> None:
+        """`submit` for a checked (F, h, w, 3) uint8 array."""
+        slot = self._upload(frames)  # 1. upload on the copy stream
         # 2. Compute, after the upload and after the setters issued so far on the default stream
         if self.stream is not None:
             self.stream.wait_event(slot.uploaded)
@@ -281,15 +298,7 @@ class GraphedStep:
             slot.out_dev.copy_(self.step.frames_out)
             if slot.computed is not None:
                 slot.computed.record()
-        # 3. Download on its own stream: overlaps the compute of the next frame
-        if self.download_stream is not None:
-            self.download_stream.wait_event(slot.computed)
-        with _on(self.download_stream):
-            slot.out_host.copy_(slot.out_dev, non_blocking=True)
-            if slot.downloaded is not None:
-                slot.downloaded.record()
-        self._in_flight.append(slot)
-        self._next = (self._next + 1) % DEPTH
+        self._download(slot, slot.computed)  # 3. download on its own stream
 
     def collect(self) -> np.ndarray:
         """The oldest submitted frame's result, uint8 (H, W, 3) (or (F, H, W, 3)) at the engine
