@@ -93,6 +93,7 @@ def test_knob_flags_reach_the_compiled_backend_constructor(tiny_pipe):
     (("--fuse-qkv",), r"--fuse-qkv tune the compiled backend; this run uses eager"),
     (("--backend", "eager", "--inductor", "tuned", "--compile-scope", "blocks"),
      r"--inductor, --compile-scope tune the compiled backend; this run uses eager: add --backend compiled"),
+    (("--overlap-stages",), r"--overlap-stages tune the compiled backend; this run uses eager"),
     (("--frame-buffer", "0"), r"--frame-buffer must be >= 1 \(frames per UNet call\), got 0"),
 ])
 def test_bad_knob_flags_are_config_errors(argv, match):

@@ -84,7 +84,7 @@ def test_staged_on_a_gpu_overlaps_and_still_equals_graphed():
     e = engine(pipe, device="cuda", dtype=torch.float16)
     run = StagedStep(e, warmup=1)
     try:
-        assert run.graphs is not None and len(run.graphs) == 3
+        assert run.graphs is not None and len(run.graphs) == 3 and run.graph is run.graphs[1]
         streams = {run.encode_stream.cuda_stream, run.stream.cuda_stream, run.decode_stream.cuda_stream}
         assert len(streams) == 3
     finally:

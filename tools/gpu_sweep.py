@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 TURBO = "--arch sd-turbo --random-weights --width 512 --height 512 --t-index-list 35 --device cuda --backend compiled"
@@ -37,6 +38,7 @@ SD15 = ("--arch sd15 --random-weights --width 512 --height 512 --t-index-list 0,
 SMOKE_TURBO = "--arch tiny --width 64 --height 64 --t-index-list 35 --device cpu --backend eager"
 SMOKE_SD15 = "--arch tiny --width 64 --height 64 --t-index-list 0,16,32,45 --cfg-type self --guidance 1.4 --device cpu --backend eager"
 KNOB_FLAGS = ("--fuse-qkv", "--inductor", "--compile-scope", "--compile-mode", "--no-cuda-graph", "--overlap-stages")
+KNOB_VALUE_FLAGS = ("--inductor", "--compile-scope", "--compile-mode")  # the knob flags that take a value
 RECIPE = "--fuse-qkv --inductor tuned"
 
 # name -> (model, extra flags, what the row decides), in priority order: the first --jobs start at once
@@ -111,7 +113,6 @@ class Job:
     status: str = "pending"
     row_s: float = 0.0
     timed_s: float = 0.0
-    meta: dict = field(default_factory=dict)
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -145,6 +146,7 @@ class Sweep:
         self.t0 = time.monotonic()
         self.jobs: list[Job] = []
         self.holder: Job | None = None
+        self.t_grant = 0.0  # when the holder got its go
         self.log = open(self.out / "log.txt", "a")  # noqa: SIM115 - open for the sweep's life
 
     def say(self, msg: str) -> None:
@@ -168,7 +170,7 @@ class Sweep:
             words = flags.split()
             if a.smoke:  # the eager backend on a CPU: the compiled backend's knobs do not apply
                 words = [w for i, w in enumerate(words)
-                         if w not in KNOB_FLAGS and not (i and words[i - 1] in KNOB_FLAGS[1:4])]
+                         if w not in KNOB_FLAGS and not (i and words[i - 1] in KNOB_VALUE_FLAGS)]
             frames = [] if "--frames" in words else ["--frames", str(a.frames)]
             cache = self.caches / WARM_OF.get(name, name)
             env = dict(os.environ, DREAMCAM_ENGINES_DIR=str(cache), TRITON_CACHE_DIR=str(cache / "triton"),
@@ -183,16 +185,11 @@ class Sweep:
     def startable(self, job: Job) -> bool:
         """A warm row waits until the row whose cache it reuses has ended (skipped if that failed)."""
         dep = next((j for j in self.jobs if j.name == WARM_OF.get(job.name)), None)
-        if dep is None or dep.status == "ok":
-            return True
-        if dep.status not in ("pending", "running"):
+        if dep is not None and dep.status not in ("ok", "pending", "running"):
             job.status = f"skipped ({dep.name}: {dep.status})"
-            return False
-        return False
+        return dep is None or dep.status == "ok"
 
     def start(self, job: Job) -> None:
-        import shutil
-
         if job.name not in WARM_OF:
             shutil.rmtree(self.caches / job.name, ignore_errors=True)
         (self.out / f"{job.name}.bench.json").unlink(missing_ok=True)

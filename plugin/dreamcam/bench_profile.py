@@ -73,10 +73,9 @@ def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
     with torch.cuda.stream(side):
         fn()
     torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
+    from dreamcam.backends.step import capture_graph
+
+    return capture_graph(fn).replay
 
 
 @torch.no_grad()

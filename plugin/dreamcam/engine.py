@@ -262,6 +262,12 @@ def to_model_input(frames: torch.Tensor, device, dtype) -> torch.Tensor:
     return x.div_(127.5).sub_(1.0)
 
 
+def to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """float (F, 3, H, W) in [-1, 1] -> uint8 (F, H, W, 3) on y's device (values clamped; a
+    channels-last view, no copy to the host: the device frame step writes it into its buffer)."""
+    return ((y.float() + 1.0) * 127.5).clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def to_uint8_frames(y: torch.Tensor) -> torch.Tensor:
     """float (F, 3, H, W) in [-1, 1] -> uint8 (F, H, W, 3) on the CPU (values clamped)."""
-    return ((y.float() + 1.0) * 127.5).clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+    return to_uint8(y).contiguous().cpu()

@@ -24,15 +24,15 @@ streams, the two that read the engine's schedule, noise and prompt tensors.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from dreamcam.backends.step import GraphedStep, StateSnapshot, _on
+from dreamcam.backends.step import DeviceFrameStep, GraphedStep, StateSnapshot, _on, capture_graph
+from dreamcam.engine import to_uint8
 from dreamcam.framing_gpu import fit_torch
 
 
@@ -40,19 +40,14 @@ class _StageBuffers:
     """The static inputs and outputs of the three stages, shaped and strided as the whole frame
     step makes them (a compiled module guards on its inputs' strides)."""
 
-    def __init__(self, engine: Any, frames_in: torch.Tensor) -> None:
-        with torch.no_grad():
-            x = _to_model(frames_in, engine.dtype)
-            lat = engine.encode_image(x)
-            x0 = engine.predict_x0_batch(lat)
+    @torch.no_grad()
+    def __init__(self, step: DeviceFrameStep) -> None:
+        lat = step.engine.encode_image(step.model_input())
+        x0 = step.engine.predict_x0_batch(lat)
         self.lat = torch.zeros_like(lat)  # encode's output
         self.lat_in = torch.zeros_like(lat)  # denoise's input
         self.x0 = torch.zeros_like(x0)  # denoise's output
         self.x0_in = torch.zeros_like(x0)  # decode's input
-
-
-def _to_model(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return frames.permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
 
 
 class StagedStep(GraphedStep):
@@ -64,43 +59,38 @@ class StagedStep(GraphedStep):
     def __init__(self, engine: Any, *, warmup: int = 1, cuda_graph: bool = True) -> None:
         super().__init__(engine, warmup=warmup, cuda_graph=False)  # warm-up (compiles), streams, slots
         cuda = engine.device.type == "cuda"
-        dev = engine.device
-        self.encode_stream = torch.cuda.Stream(device=dev) if cuda else None
-        self.decode_stream = torch.cuda.Stream(device=dev) if cuda else None
-        self.staged = True
+        self.encode_stream = torch.cuda.Stream(device=engine.device) if cuda else None
+        self.decode_stream = torch.cuda.Stream(device=engine.device) if cuda else None
         snapshot = StateSnapshot(engine)
-        with self._stage(self.stream):
-            self.buf = _StageBuffers(engine, self.step.frames_in)
+        with _on(self.stream):
+            self.buf = _StageBuffers(self.step)
         for slot in self._slots:  # the hand-over buffers between stages, and the events that order them
             slot.lat = torch.zeros_like(self.buf.lat)
             slot.x0 = torch.zeros_like(self.buf.x0)
             slot.encoded, slot.decoded = (torch.cuda.Event() if cuda else None for _ in range(2))
         stages = ((self._encode, self.encode_stream), (self._denoise, self.stream), (self._decode, self.decode_stream))
         for fn, stream in stages:  # warm each stage alone as it will run (no recompile: same layouts)
-            with self._stage(stream):
+            with _on(stream):
                 fn()
         self._sync_all()
         self.warm_at = time.perf_counter()
+        # what runs each stage at submit: its graph's replay, or the stage itself
         self.graphs: list[torch.cuda.CUDAGraph] | None = None
+        self._stages: list[Callable[[], Any]] = [fn for fn, _ in stages]
         if cuda_graph and cuda:
-            self.graphs = []
-            for fn, stream in stages:
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g, stream=stream):
-                    fn()
-                self.graphs.append(g)
+            self.graphs = [capture_graph(fn, stream) for fn, stream in stages]
+            self._stages = [g.replay for g in self.graphs]
             self._sync_all()
-            self.graph = self.graphs[1]  # "a graph is captured" for callers that check (the UNet's)
+            self.graph = self.graphs[1]  # the UNet's: callers of GraphedStep check that a graph was captured
         snapshot.restore()
         if cuda:
-            torch.cuda.synchronize(dev)
+            torch.cuda.synchronize(engine.device)
 
     # ------------------------------------------------------------------ the three stages
 
     @torch.no_grad()
     def _encode(self) -> None:
-        e = self.engine
-        self.buf.lat.copy_(e.encode_image(_to_model(self.step.frames_in, e.dtype)))
+        self.buf.lat.copy_(self.engine.encode_image(self.step.model_input()))
 
     @torch.no_grad()
     def _denoise(self) -> None:
@@ -108,19 +98,7 @@ class StagedStep(GraphedStep):
 
     @torch.no_grad()
     def _decode(self) -> None:
-        y = self.engine.decode_image(self.buf.x0_in)
-        self.step.frames_out.copy_(((y.float() + 1.0) * 127.5).clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1))
-
-    def _run_stage(self, k: int) -> None:
-        if self.graphs is not None:
-            self.graphs[k].replay()
-        else:
-            (self._encode, self._denoise, self._decode)[k]()
-
-    @contextlib.contextmanager
-    def _stage(self, stream: torch.cuda.Stream | None) -> Iterator[None]:
-        with _on(stream), torch.no_grad():
-            yield
+        self.step.frames_out.copy_(to_uint8(self.engine.decode_image(self.buf.x0_in)))
 
     def _sync_all(self) -> None:
         for s in (self.encode_stream, self.stream, self.decode_stream):
@@ -136,28 +114,28 @@ class StagedStep(GraphedStep):
         if self.encode_stream is not None:
             self.encode_stream.wait_event(slot.uploaded)
             self.encode_stream.wait_stream(torch.cuda.current_stream(e.device))
-        with self._stage(self.encode_stream):
+        with _on(self.encode_stream):
             for i in range(e.frame_buffer_size):
                 self.step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
-            self._run_stage(0)
+            self._stages[0]()
             slot.lat.copy_(self.buf.lat)
             if slot.encoded is not None:
                 slot.encoded.record()
         # 3. Denoise: frames in submission order on the one compute stream (the stream batch's state)
         if self.stream is not None:
             self.stream.wait_event(slot.encoded)
-        with self._stage(self.stream):
+        with _on(self.stream):
             self.buf.lat_in.copy_(slot.lat)
-            self._run_stage(1)
+            self._stages[1]()
             slot.x0.copy_(self.buf.x0)
             if slot.computed is not None:
                 slot.computed.record()
         # 4. Decode
         if self.decode_stream is not None:
             self.decode_stream.wait_event(slot.computed)
-        with self._stage(self.decode_stream):
+        with _on(self.decode_stream):
             self.buf.x0_in.copy_(slot.x0)
-            self._run_stage(2)
+            self._stages[2]()
             slot.out_dev.copy_(self.step.frames_out)
             if slot.decoded is not None:
                 slot.decoded.record()
@@ -172,4 +150,4 @@ class StagedStep(GraphedStep):
 
     def close(self) -> None:
         super().close()
-        self.graphs = None
+        self.graphs, self._stages = None, []  # frees the graphs

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamcam.engine import to_model_input, to_uint8
 from dreamcam.errors import ConfigError
 from dreamcam.frames import FIT_MODES
 from dreamcam.framing_gpu import fit_torch
@@ -85,8 +86,8 @@ def swap_modules(engine: Any, unet: Callable, vae: Any) -> Iterator[None]:
 class DeviceFrameStep:
     """uint8 frames in a device buffer -> uint8 frames in a device buffer, via engine.frame_step.
 
-    The conversions are those of `engine.img2img` (x / 127.5 - 1 in the engine dtype; output
-    (y + 1) * 127.5 clamped and rounded), so the result equals the eager backend's.
+    The conversions are `engine.img2img`'s own (`to_model_input`, `to_uint8`), so the result
+    equals the eager backend's.
     """
 
     def __init__(self, engine: Any) -> None:
@@ -96,12 +97,22 @@ class DeviceFrameStep:
         self.frames_in = torch.zeros(shape, dtype=torch.uint8, device=engine.device)
         self.frames_out = torch.zeros(shape, dtype=torch.uint8, device=engine.device)
 
+    def model_input(self) -> torch.Tensor:
+        """frames_in as the model takes it: float (F, 3, H, W) in [-1, 1], a channels-last view."""
+        return to_model_input(self.frames_in, self.engine.device, self.engine.dtype)
+
     @torch.no_grad()
     def __call__(self) -> None:
-        e = self.engine
-        x = self.frames_in.permute(0, 3, 1, 2).to(e.dtype).div_(127.5).sub_(1.0)
-        y = e.frame_step(x)
-        self.frames_out.copy_(((y.float() + 1.0) * 127.5).clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1))
+        self.frames_out.copy_(to_uint8(self.engine.frame_step(self.model_input())))
+
+
+def capture_graph(fn: Callable[[], Any], stream: torch.cuda.Stream | None = None) -> torch.cuda.CUDAGraph:
+    """fn's kernels captured in a CUDA graph on `stream` (torch's default side stream if None); fn
+    must have run (warmed up, compiled) before: a capture records, it does not run."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        fn()
+    return graph
 
 
 def check_frame(engine: Any, frame: np.ndarray) -> np.ndarray:
@@ -224,9 +235,7 @@ class GraphedStep:
         self._sync()
         self.warm_at = time.perf_counter()
         if cuda_graph and cuda:
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, stream=self.stream):
-                self.step()
+            self.graph = capture_graph(self.step, self.stream)
             self._sync()
         snapshot.restore()
         if cuda:
