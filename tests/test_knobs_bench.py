@@ -79,12 +79,13 @@ def test_peer_refuses_what_it_cannot_run_with_two_frames_per_call(tiny_pipe, arg
 def test_knob_flags_reach_the_compiled_backend_constructor(tiny_pipe):
     args = _args(*TINY, "--backend", "compiled", "--fuse-qkv", "--inductor", "tuned-freeze",
                  "--compile-mode", "max-autotune-no-cudagraphs", "--compile-scope", "blocks", "--no-cuda-graph",
-                 "--overlap-stages")
+                 "--overlap-stages", "--fp8-linear", "--cudnn-exhaustive")
     cfg = bench.resolve(args)  # the knobs are for the backend asked for, so resolve accepts them
     engine = bench.make_engine(tiny_pipe, cfg, args)
     opts = bench.backend_options(args, engine)
     assert opts == {"compile": True, "cuda_graph": False, "fuse_qkv": True, "inductor": "tuned-freeze",
-                    "compile_mode": "max-autotune-no-cudagraphs", "compile_scope": "blocks", "overlap_stages": True}
+                    "compile_mode": "max-autotune-no-cudagraphs", "compile_scope": "blocks", "overlap_stages": True,
+                    "fp8_linear": True, "cudnn_exhaustive": True}
     inspect.signature(CompiledBackend).bind(engine, **opts)  # every option is a constructor keyword
     assert bench.backend_options(_args(*TINY, "--backend", "eager"), engine) == {}
 
@@ -94,6 +95,8 @@ def test_knob_flags_reach_the_compiled_backend_constructor(tiny_pipe):
     (("--backend", "eager", "--inductor", "tuned", "--compile-scope", "blocks"),
      r"--inductor, --compile-scope tune the compiled backend; this run uses eager: add --backend compiled"),
     (("--overlap-stages",), r"--overlap-stages tune the compiled backend; this run uses eager"),
+    (("--fp8-linear", "--cudnn-exhaustive"),
+     r"--fp8-linear, --cudnn-exhaustive tune the compiled backend; this run uses eager"),
     (("--frame-buffer", "0"), r"--frame-buffer must be >= 1 \(frames per UNet call\), got 0"),
 ])
 def test_bad_knob_flags_are_config_errors(argv, match):

@@ -134,6 +134,7 @@ def test_compiled_backend_still_refuses_a_cpu_engine_before_touching_the_modules
     ({"compile_scope": "blocks", "fuse_qkv": True, "inductor": "tuned-freeze"}, 2),
     ({"inductor": "tuned"}, 1),
     ({"inductor": "freeze"}, 1),
+    ({"fp8_linear": True}, 1),
 ])
 def test_compiled_knobs_follow_eager(tmp_path, monkeypatch, knobs, frame_buffer_size):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # cold: nothing from earlier runs

@@ -37,35 +37,46 @@ SD15 = ("--arch sd15 --random-weights --width 512 --height 512 --t-index-list 0,
         "--guidance 1.4 --device cuda --backend compiled")
 SMOKE_TURBO = "--arch tiny --width 64 --height 64 --t-index-list 35 --device cpu --backend eager"
 SMOKE_SD15 = "--arch tiny --width 64 --height 64 --t-index-list 0,16,32,45 --cfg-type self --guidance 1.4 --device cpu --backend eager"
-KNOB_FLAGS = ("--fuse-qkv", "--inductor", "--compile-scope", "--compile-mode", "--no-cuda-graph", "--overlap-stages")
+KNOB_FLAGS = ("--fuse-qkv", "--inductor", "--compile-scope", "--compile-mode", "--no-cuda-graph", "--overlap-stages",
+              "--fp8-linear", "--cudnn-exhaustive")
 KNOB_VALUE_FLAGS = ("--inductor", "--compile-scope", "--compile-mode")  # the knob flags that take a value
 RECIPE = "--fuse-qkv --inductor tuned"
 
 # name -> (model, extra flags, what the row decides), in priority order: the first --jobs start at once
-# (the order after the 2026-11-26 H200 runs: the stage overlap first, the targets beside it; the
-# autotune rows, which did not finish then, last)
+# (the order after the 2026-11-26 H200 runs: the stage overlap and FP8 first, the targets beside them;
+# the autotune rows, which did not finish then, last)
 ROWS: dict[str, tuple[str, str, str]] = {
     "base": ("turbo", "--peer --loop",
             "the 512x512 1-step target (250 fps, 7x peer, p99 8 ms) and the live loop"),
     "stages": ("turbo", "--overlap-stages --loop",
               "TAESD of the neighbouring frames beside the UNet: two-deep fps vs base"),
+    "stages_fp8": ("turbo", "--overlap-stages --fp8-linear",
+                  "FP8 transformer projections (static scales) on top of the overlap: UNet-bound two-deep fps"),
     "sd15x4": ("sd15", "--peer",
               "the sd15 4-step target (100 fps, 4x peer)"),
     "sd15x4_stages": ("sd15", "--overlap-stages",
                      "the sd15 target with the stages overlapped"),
-    "w768": ("turbo", "--width 768 --height 448",
-            "the 768x448 target (150 fps)"),
+    "sd15x4_stages_fp8": ("sd15", "--overlap-stages --fp8-linear",
+                         "the sd15 target with the overlap and FP8 projections"),
     "w768_stages": ("turbo", "--width 768 --height 448 --overlap-stages",
                    "the 768x448 target with the stages overlapped"),
+    "fp8": ("turbo", "--fp8-linear",
+           "FP8 projections alone: one-frame (sync) latency and fps"),
+    "stages_cudnn": ("turbo", "--overlap-stages --cudnn-exhaustive",
+                    "every cuDNN convolution algorithm tried, not the first 10"),
+    "w768": ("turbo", "--width 768 --height 448",
+            "the 768x448 target (150 fps)"),
+    "profile_fp8": ("turbo", "--fp8-linear --no-cuda-graph --frames 30 --profile 20",
+                   "where the ms go with FP8 projections"),
     "fb2_stages": ("turbo", "--frame-buffer 2 --overlap-stages",
                   "two frames per call with the stages overlapped"),
-    "stages_fuse": ("turbo", "--overlap-stages --fuse-qkv",
-                   "the stages overlapped with the fused projections"),
-    "profile": ("turbo", "--no-cuda-graph --frames 30 --profile 20",
-               "where the ms go: per stage and top kernels"),
     "base_warm": ("turbo", "",
                  ("second start: base's compile cache in engines/torch_compile is found and used (starts once "
                   "base has ended; its startup carries the contention of the rows still compiling)")),
+    "profile": ("turbo", "--no-cuda-graph --frames 30 --profile 20",
+               "where the ms go: per stage and top kernels"),
+    "stages_fuse": ("turbo", "--overlap-stages --fuse-qkv",
+                   "the stages overlapped with the fused projections"),
     "fb2": ("turbo", "--frame-buffer 2",
            "throughput at 2 frames per UNet call (one frame more latency)"),
     "fuse": ("turbo", "--fuse-qkv",
@@ -95,7 +106,7 @@ ROWS: dict[str, tuple[str, str, str]] = {
 WARM_OF = {"base_warm": "base"}
 GPU_TESTS = ("tests/test_setters_gpu.py tests/test_pipeline_backends.py tests/test_gpu_review_step.py "
              "tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py "
-             "tests/test_staged_step.py")
+             "tests/test_staged_step.py tests/test_fp8.py")
 
 
 @dataclass

@@ -24,6 +24,10 @@ Speed knobs (`StepModules`, which also runs on a CPU engine so the knobs are tes
   compiles each repeated block (`BLOCK_CLASSES`) separately (regional compilation): blocks of
   the same shape share one compiled graph, so the first start compiles far less, while the
   glue between blocks runs eager (still inside the one CUDA graph, so it costs no launches).
+- `fp8_linear`: the UNet's transformer-block projections as FP8 matmuls with static scales
+  calibrated at start (backends/fp8.py; Ada/Hopper; frames differ from fp16 by a few levels).
+- `cudnn_exhaustive`: cuDNN's benchmark tries every convolution algorithm, not its first 10
+  (`torch.backends.cudnn.benchmark_limit = 0`, process-wide); a longer first frame.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 
 import torch
 
+from dreamcam.backends.fp8 import Fp8Linears, check_fp8_device
 from dreamcam.backends.knobs import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
 from dreamcam.backends.staged import StagedStep
 from dreamcam.backends.step import (
@@ -101,15 +106,16 @@ class StepModules:
         engine: a prepared StreamEngine with a tiny VAE, on any device (CPU too: that is how
             the knobs are tested without a GPU).
         compile: torch.compile the modules; False leaves them eager (fuse_qkv still applies).
-        fuse_qkv, inductor, compile_mode, compile_scope: see the module docstring.
+        fuse_qkv, inductor, compile_mode, compile_scope, fp8_linear: see the module docstring
+            (fp8_linear calibrates here, running a few frames through the engine eagerly).
 
     `unet` and `vae` are the callables to swap into the engine. Compilation itself happens at the
-    first call: run it inside `compiling()`. fuse_qkv and the "blocks" scope change the shared
-    pipeline modules while open; `close()` (idempotent) puts them back.
+    first call: run it inside `compiling()`. fuse_qkv, fp8_linear and the "blocks" scope change
+    the shared pipeline modules while open; `close()` (idempotent) puts them back.
     """
 
     def __init__(self, engine: Any, *, compile: bool = True, fuse_qkv: bool = False, inductor: str = "default",
-                 compile_mode: str = "default", compile_scope: str = "whole") -> None:
+                 compile_mode: str = "default", compile_scope: str = "whole", fp8_linear: bool = False) -> None:
         # 1. Check inputs
         options = inductor_options(compile_mode, inductor)
         _choice("--compile-scope", compile_scope, COMPILE_SCOPES)
@@ -117,10 +123,13 @@ class StepModules:
             raise ConfigError("--inductor, --compile-mode and --compile-scope tune torch.compile; "
                               "drop them or drop --no-compile")
         self.knobs = {"compile": compile, "fuse_qkv": fuse_qkv, "inductor": inductor,
-                      "compile_mode": compile_mode, "compile_scope": compile_scope}
+                      "compile_mode": compile_mode, "compile_scope": compile_scope, "fp8_linear": fp8_linear}
+        if fp8_linear:
+            check_fp8_device(engine.device)
         self._unet_module, self._vae = engine.unet, engine.vae
         self._swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
         self._fused = False
+        self._fp8: Fp8Linears | None = None
         self._closed = False
         self.compiled_blocks = 0
 
@@ -128,6 +137,15 @@ class StepModules:
         if fuse_qkv:
             self._unet_module.fuse_qkv_projections()
             self._fused = True
+
+        # 2b. FP8 projections, calibrated on the eager modules (after fusing: to_qkv goes FP8 too)
+        if fp8_linear:
+            self._fp8 = Fp8Linears(self._unet_module)
+            try:
+                self._fp8.calibrate(engine)
+            except BaseException:
+                self.close()
+                raise
 
         # 3. Compile: whole modules (new wrappers) or each repeated block in place
         unet, enc, dec = self._unet_module, self._vae.encoder, self._vae.decoder
@@ -171,6 +189,8 @@ class StepModules:
         for parent, name, child in reversed(self._swapped):
             setattr(parent, name, child)
         self._swapped.clear()
+        if self._fp8 is not None:
+            self._fp8.close()
         if self._fused:
             from diffusers.models.attention_processor import Attention
 
@@ -203,13 +223,16 @@ class CompiledBackend(FramePipeline):
         compile_scope: "whole" (default) or "blocks" (regional compilation, shorter first start).
         overlap_stages: run the frame step as three graphs on three streams (`StagedStep`), so the
             TAESD encode and decode of neighbouring frames overlap the UNet; same results.
+        fp8_linear: FP8 transformer-block projections (compute capability 8.9+; see backends/fp8.py).
+        cudnn_exhaustive: cuDNN tries every convolution algorithm once per shape (process-wide).
     """
 
     name = "compiled"
 
     def __init__(self, engine: Any, *, compile: bool = True, cuda_graph: bool = True, warmup: int = 3,
                  cache_dir: str | None = None, fuse_qkv: bool = False, inductor: str = "default",
-                 compile_mode: str = "default", compile_scope: str = "whole", overlap_stages: bool = False) -> None:
+                 compile_mode: str = "default", compile_scope: str = "whole", overlap_stages: bool = False,
+                 fp8_linear: bool = False, cudnn_exhaustive: bool = False) -> None:
         # 1. Check inputs
         if engine.device.type != "cuda":
             raise DeviceError(f"the compiled backend needs a CUDA device; the engine is on {engine.device}: "
@@ -228,13 +251,15 @@ class CompiledBackend(FramePipeline):
 
         # 2. Kernels: fp16 weights in channels-last; convolutions autotuned once per shape
         torch.backends.cudnn.benchmark = True
+        if cudnn_exhaustive:
+            torch.backends.cudnn.benchmark_limit = 0
         for module in (engine.unet, engine.vae):
             module.to(memory_format=torch.channels_last)
         if compile:
             self.cache_dir = use_compile_cache(cache_dir)
         self._modules = StepModules(engine, compile=compile, fuse_qkv=fuse_qkv, inductor=inductor,
-                                    compile_mode=compile_mode, compile_scope=compile_scope)
-        self.knobs = {**self._modules.knobs, "overlap_stages": overlap_stages}
+                                    compile_mode=compile_mode, compile_scope=compile_scope, fp8_linear=fp8_linear)
+        self.knobs = {**self._modules.knobs, "overlap_stages": overlap_stages, "cudnn_exhaustive": cudnn_exhaustive}
         self._swap = swap_modules(engine, self._modules.unet, self._modules.vae)
         self._swap.__enter__()
 

@@ -23,11 +23,13 @@ INDUCTOR_PRESETS: dict[str, dict[str, bool]] = {
 }
 # the knobs as CompiledBackend keyword arguments, with their defaults
 KNOB_DEFAULTS: dict[str, Any] = {"fuse_qkv": False, "inductor": "default", "compile_mode": "default",
-                                 "compile_scope": "whole", "overlap_stages": False}
+                                 "compile_scope": "whole", "overlap_stages": False,
+                                 "fp8_linear": False, "cudnn_exhaustive": False}
 
 
 def add_knob_arguments(p: argparse.ArgumentParser) -> None:
-    """--fuse-qkv, --inductor, --compile-mode, --compile-scope, --overlap-stages (compiled backend only)."""
+    """--fuse-qkv, --inductor, --compile-mode, --compile-scope, --overlap-stages, --fp8-linear,
+    --cudnn-exhaustive (compiled backend only)."""
     p.add_argument("--fuse-qkv", action="store_true", help="compiled backend: fused attention q/k/v projections")
     p.add_argument("--inductor", default="default", choices=tuple(INDUCTOR_PRESETS),
                    help="compiled backend: Inductor preset (tuned: conv_1x1_as_mm, coordinate descent, no epilogue "
@@ -39,6 +41,11 @@ def add_knob_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap-stages", action="store_true",
                    help="compiled backend: TAESD encode/decode of the neighbouring frames run beside the UNet on "
                         "streams of their own (two-deep throughput; same results)")
+    p.add_argument("--fp8-linear", action="store_true",
+                   help="compiled backend: UNet transformer projections as FP8 matmuls, scales calibrated at start "
+                        "(Ada/Hopper GPUs; frames differ from fp16 by a few levels)")
+    p.add_argument("--cudnn-exhaustive", action="store_true",
+                   help="compiled backend: cuDNN tries every convolution algorithm, not its first 10 (longer start)")
 
 
 def changed_knobs(args: argparse.Namespace) -> list[str]:
