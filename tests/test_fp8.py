@@ -9,13 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from dreamcam import StreamEngine, tiny_pipeline
 from dreamcam.backends.compiled import StepModules
-from dreamcam.backends.fp8 import FP8_MAX, MARGIN, Fp8Linear, Fp8Linears, check_fp8_device
+from dreamcam.backends.fp8 import (
+    FP8_MAX,
+    MARGIN,
+    Fp8Linear,
+    Fp8Linears,
+    check_fp8_device,
+)
 from dreamcam.backends.step import GraphedStep, swap_modules
 from dreamcam.errors import DeviceError
+from torch import nn
 
 
 def _engine(pipe, steps=(0, 16, 32, 45), device="cpu", dtype=torch.float32):
