@@ -138,3 +138,26 @@ def test_compiled_fp8_backend_follows_fp16_on_a_gpu():
         for frame in _frames(4):
             d = np.abs(b.process(frame).astype(int) - ref.img2img(frame).astype(int))
             assert d.max() <= 32 and d.mean() < 4, (d.max(), d.mean())
+
+
+def test_a_permuted_input_reaches_the_fp8_matmul_row_major(monkeypatch):
+    """SD2's linear proj_in gets (1, H*W, C) as a permuted view of (1, C, H, W): reshaped, it is
+    column-major, which CUDA's _scaled_mm refuses ("self must be row_major"; the CPU's takes it)."""
+    layer = Fp8Linear(nn.Linear(64, 32))
+    x = torch.randn(1, 64, 50).transpose(1, 2)  # (1, 50, 64), channels-first memory
+    assert x.reshape(-1, 64).stride() == (1, 50)
+    with torch.no_grad():
+        want = layer(x)
+        layer.freeze()
+        real = torch._scaled_mm
+        seen = []
+
+        def row_major_only(a, b, **kw):
+            seen.append(a.stride())
+            assert a.is_contiguous(), f"mat1 strides {a.stride()}"
+            return real(a, b, **kw)
+
+        monkeypatch.setattr(torch, "_scaled_mm", row_major_only)
+        got = layer(x)
+    assert seen == [(64, 1)]
+    assert float((got - want).norm() / want.norm()) < 0.08

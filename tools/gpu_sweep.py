@@ -60,6 +60,8 @@ ROWS: dict[str, tuple[str, str, str]] = {
                          "the sd15 target with the overlap and FP8 projections"),
     "w768_stages": ("turbo", "--width 768 --height 448 --overlap-stages",
                    "the 768x448 target with the stages overlapped"),
+    "fp8_fuse": ("turbo", "--fp8-linear --fuse-qkv",
+                "FP8 with fused projections: one input scale and one quantization for q/k/v (vs fuse)"),
     "fp8": ("turbo", "--fp8-linear",
            "FP8 projections alone: one-frame (sync) latency and fps"),
     "stages_cudnn": ("turbo", "--overlap-stages --cudnn-exhaustive",

@@ -81,7 +81,8 @@ class Fp8Linear(nn.Module):
                 torch.maximum(self.amax, x.detach().abs().amax().float(), out=self.amax)
             return self.linear(x)
         lead = x.shape[:-1]
-        q = (x.reshape(-1, self.in_features).float() / self.in_scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+        # row-major for _scaled_mm: SD2's proj_in gets a permuted (column-major) view of the features
+        q = (x.reshape(-1, self.in_features).float() / self.in_scale).clamp(-FP8_MAX, FP8_MAX).to(FP8).contiguous()
         bias = self.linear.bias
         y = torch._scaled_mm(q, self.w_fp8.t(), scale_a=self.in_scale, scale_b=self.w_scale,
                              bias=None if bias is None else bias.to(x.dtype), out_dtype=x.dtype,
