@@ -172,6 +172,12 @@ class _Slot:
         self.out_np = self.out_host.numpy()
         # uploaded (copy stream) -> computed (compute stream) -> downloaded (download stream)
         self.uploaded, self.computed, self.downloaded = (torch.cuda.Event() if cuda else None for _ in range(3))
+        # StagedStep's hand-over between its stages (allocated by StagedStep; unused by GraphedStep):
+        # encode's latents and denoise's output for this frame, and the events after encode and decode
+        self.lat: torch.Tensor | None = None
+        self.x0: torch.Tensor | None = None
+        self.encoded: torch.cuda.Event | None = None
+        self.decoded: torch.cuda.Event | None = None
 
     def hold(self, shape: tuple[int, ...], copy_stream: torch.cuda.Stream | None = None) -> None:
         """Raw buffers of `shape`. The slot is idle here (its last frame was collected, which
