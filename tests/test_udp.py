@@ -142,3 +142,30 @@ def test_bad_udp_specs_are_one_clear_line(spec, match):
 def test_mpeg2_fallback_opens_at_any_rate(fps):
     with open_sink("udp://127.0.0.1:9?codec=mpeg2", width=64, height=48, fps=fps) as sink:
         assert sink._enc.codec == "mpeg2video" and 1 / sink._enc.time_base >= fps * 0.999
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg2video"])
+def test_a_stream_running_past_the_33_bit_timestamp_wrap_still_decodes_in_order(tmp_path, codec):
+    """MPEG-TS timestamps are 33 bits of a 90 kHz clock: they wrap after 26.5 hours of streaming.
+    The stream goes on across the wrap, and an FFmpeg-based receiver (OBS's Media Source is one)
+    reads every frame with evenly increasing timestamps."""
+    from dreamcam.encoders import _AvEncoder
+
+    if codec not in av.codecs_available:
+        pytest.skip(f"this PyAV has no {codec}")
+    path = tmp_path / "wrap.ts"
+    container = av.open(str(path), "w", format="mpegts")
+    enc = _AvEncoder(container, codec, 128, 96, FPS, 1_000_000)
+    enc._t0 = -(2**33 / 90000 - 2.0)  # the first frame 2 s before the wrap, as after 26.5 h running
+    n = 120  # 4 s: across the wrap
+    for i in range(n):
+        enc.encode(np.full((96, 128, 3), (i * 2) % 256, np.uint8), i / FPS)
+    enc.close()
+    with av.open(str(path)) as reader:
+        frames = list(reader.decode(video=0))
+        ticks = [round(f.pts * f.time_base * 90000) for f in frames]
+    assert len(frames) == n
+    steps = set(np.diff(ticks).tolist())
+    assert steps in ({3000}, {3003}), steps  # one frame at 30 (MPEG-2: 29.97) fps, no jump at the wrap
+    levels = [int(f.to_ndarray(format="rgb24")[48, 64, 0]) for f in frames]
+    assert all(abs(got - (i * 2) % 256) <= 6 for i, got in enumerate(levels))  # in order, none lost
