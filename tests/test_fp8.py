@@ -29,6 +29,18 @@ def _engine(pipe, steps=(0, 16, 32, 45), device="cpu", dtype=torch.float32):
     return e
 
 
+def _sd2_style(pipe):
+    """The tiny pipeline with SD 2.x's linear proj_in/proj_out (sd-turbo's layout: the proj_in
+    input is a permuted view), same weights for the same seed."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        unet = UNet2DConditionModel.from_config(pipe.unet.config, use_linear_projection=True)
+    pipe.unet = unet.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
+    return pipe
+
+
 def _frames(n, seed=0):
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(n)]
@@ -88,8 +100,12 @@ def test_calibration_leaves_no_trace_in_the_engine_state():
     assert not any(isinstance(m, Fp8Linear) for m in pipe.unet.modules())
 
 
-def test_the_fp8_frame_path_follows_eager_within_a_few_levels():
-    ref, eng = _engine(tiny_pipeline(0)), _engine(tiny_pipeline(0))
+@pytest.mark.parametrize("layout", ["sd1", "sd2"])
+def test_the_fp8_frame_path_follows_eager_within_a_few_levels(layout):
+    make = (lambda: tiny_pipeline(0)) if layout == "sd1" else (lambda: _sd2_style(tiny_pipeline(0)))
+    ref, eng = _engine(make()), _engine(make())
+    if layout == "sd2":
+        assert isinstance(eng.pipe.unet.down_blocks[2].attentions[0].proj_in, nn.Linear)
     diffs = []
     with StepModules(eng, compile=False, fp8_linear=True) as mods, swap_modules(eng, mods.unet, mods.vae):
         run = GraphedStep(eng, warmup=2)
@@ -125,12 +141,16 @@ def test_a_gpu_without_fp8_is_refused_in_one_line(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
                     reason="needs a CUDA GPU with FP8 (compute capability 8.9+; none on this machine)")
-def test_compiled_fp8_backend_follows_fp16_on_a_gpu():
+@pytest.mark.parametrize("layout", ["sd1", "sd2"])
+def test_compiled_fp8_backend_follows_fp16_on_a_gpu(layout):
+    """sd2: the linear proj_in whose permuted input CUDA's _scaled_mm refused (2026-11-26 H100)."""
     from dreamcam.backends import make_backend
 
     def engine():
-        return _engine(tiny_pipeline(0, device="cuda", dtype=torch.float16), steps=(20, 40), device="cuda",
-                       dtype=torch.float16)
+        pipe = tiny_pipeline(0, device="cuda", dtype=torch.float16)
+        if layout == "sd2":
+            pipe = _sd2_style(pipe)
+        return _engine(pipe, steps=(20, 40), device="cuda", dtype=torch.float16)
 
     ref = engine()
     with make_backend("compiled", engine(), fp8_linear=True) as b:
