@@ -19,7 +19,7 @@ from dreamcam.backends.fp8 import (
     check_fp8_device,
 )
 from dreamcam.backends.step import GraphedStep, swap_modules
-from dreamcam.errors import DeviceError
+from dreamcam.errors import ConfigError, DeviceError
 from torch import nn
 
 
@@ -127,6 +127,14 @@ def test_fp8_with_fused_projections_quantizes_the_fused_self_attention_layer():
         names = {n.rsplit(".", 1)[-1] for n, m in pipe.unet.named_modules() if isinstance(m, Fp8Linear)}
         assert "to_qkv" in names and "to_kv" not in names
     assert not any(isinstance(m, Fp8Linear) or hasattr(m, "to_qkv") for m in pipe.unet.modules())
+
+
+def test_a_unet_without_transformer_projections_is_refused_in_one_line():
+    unet = nn.Sequential(nn.Conv2d(4, 16, 3), nn.Linear(16, 16))  # a Linear, but outside any transformer block
+    with pytest.raises(ConfigError, match=r"^--fp8-linear found no linear layer in the UNet's transformer blocks "
+                                          r"\(this model has none to convert\): drop --fp8-linear$"):
+        Fp8Linears(unet)
+    assert type(unet[1]) is nn.Linear  # nothing swapped
 
 
 def test_a_gpu_without_fp8_is_refused_in_one_line(monkeypatch):

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dreamcam.errors import DeviceError
+from dreamcam.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ class Fp8Linear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.linear = linear
-        self.in_features, self.out_features = linear.in_features, linear.out_features
         self.observing = True
         dev = linear.weight.device
         self.register_buffer("amax", torch.zeros((), dtype=torch.float32, device=dev))
@@ -84,14 +83,14 @@ class Fp8Linear(nn.Module):
             with torch.no_grad():
                 torch.maximum(self.amax, x.detach().abs().amax().float(), out=self.amax)
             return self.linear(x)
-        lead = x.shape[:-1]
+        lead, lin = x.shape[:-1], self.linear
         # row-major for _scaled_mm: SD2's proj_in gets a permuted (column-major) view of the features
-        q = (x.reshape(-1, self.in_features).float() / self.in_scale).clamp(-FP8_MAX, FP8_MAX).to(FP8).contiguous()
-        bias = self.linear.bias
+        q = (x.reshape(-1, lin.in_features).float() / self.in_scale).clamp(-FP8_MAX, FP8_MAX).to(FP8).contiguous()
+        bias = lin.bias
         y = torch._scaled_mm(q, self.w_fp8.t(), scale_a=self.in_scale, scale_b=self.w_scale,
                              bias=None if bias is None else bias.to(x.dtype), out_dtype=x.dtype,
                              use_fast_accum=True)  # inference: Hopper's faster FP8 accumulation
-        return y.reshape(*lead, self.out_features)
+        return y.reshape(*lead, lin.out_features)
 
 
 def _eligible(name: str, module: nn.Module) -> bool:
@@ -106,14 +105,15 @@ class Fp8Linears:
     def __init__(self, unet: nn.Module) -> None:
         self._swapped: list[tuple[nn.Module, str, nn.Linear]] = []
         for container in [m for m in unet.modules() if type(m).__name__ in CONTAINERS]:
-            for parent_name, parent in list(container.named_modules()):
-                for name, child in list(parent.named_children()):
-                    full = f"{parent_name}.{name}" if parent_name else name
-                    if _eligible(full, child):
-                        setattr(parent, name, Fp8Linear(child))
-                        self._swapped.append((parent, name, child))
+            for full, child in list(container.named_modules()):
+                if _eligible(full, child):
+                    parent_name, _, name = full.rpartition(".")
+                    parent = container.get_submodule(parent_name)
+                    setattr(parent, name, Fp8Linear(child))
+                    self._swapped.append((parent, name, child))
         if not self._swapped:
-            raise DeviceError("--fp8-linear found no linear layer in the UNet's transformer blocks: drop --fp8-linear")
+            raise ConfigError("--fp8-linear found no linear layer in the UNet's transformer blocks (this model has "
+                              "none to convert): drop --fp8-linear")
 
     @property
     def layers(self) -> list[Fp8Linear]:
