@@ -30,6 +30,18 @@ def test_stats_json_in_a_missing_folder_is_said_before_the_run(tmp_path):
     assert "does not exist" in _one_error(r) and "loading model" not in r.stderr
 
 
+def test_stats_json_under_a_literal_tilde_is_written_in_the_home_folder(tmp_path):
+    # cmd.exe, PowerShell and --stats-json=~/x leave ~ to the program; it was read as a folder named "~"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "PYTHONPATH": PLUGIN, "HF_HUB_OFFLINE": "1", "HOME": str(home), "USERPROFILE": str(home)}
+    cmd = [sys.executable, "-m", "dreamcam", "run", "--model", "tiny", "--width", "64", "--height", "64",
+           "--source", "testpattern", "--sink", "null", "--no-osc", "--frames", "2", "--stats-json=~/stats.json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (home / "stats.json").is_file() and not (tmp_path / "~").exists()
+
+
 def test_stats_json_that_cannot_be_written_at_the_end_is_one_line(tmp_path):
     folder = tmp_path / "stats.json"
     folder.mkdir()  # a folder where the file should go: open() fails when the run ends

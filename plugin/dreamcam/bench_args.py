@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from dreamcam.backends.knobs import add_knob_arguments
 
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="time OSC update -> engine parameter latency, and frame timing under a 10,000-message burst")
     p.add_argument("--seconds", type=float, default=5.0, help="--bypass: how long to run (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", default=None, help="also write the JSON object to this file")
+    p.add_argument("--out", default=None, type=os.path.expanduser, help="also write the JSON object to this file")
     p.add_argument("--timing-gate", default=None, metavar="PREFIX",
                    help="wait for PREFIX.goN before each timed stretch (see dreamcam.bench_gate; used by "
                         "tools/gpu_sweep.py to compile rows side by side and time them one at a time)")

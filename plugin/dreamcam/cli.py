@@ -93,7 +93,8 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     add_knob_arguments(run)
     run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     run.add_argument("--frames", type=int, default=0, help="stop after N frames (default: run until Ctrl-C)")
-    run.add_argument("--stats-json", help="write frames, fps and p50/p99 frame ms here at exit")
+    run.add_argument("--stats-json", type=os.path.expanduser,  # cmd.exe, PowerShell and --x=~/.. leave ~ as is
+                     help="write frames, fps and p50/p99 frame ms here at exit")
     _add_param_flags(run)
 
     from dreamcam import devices
@@ -166,8 +167,8 @@ def cmd_run(args) -> int:
     store, presets, mapping = _live_control(args)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
-    stats_dir = os.path.dirname(os.path.abspath(args.stats_json or "."))
-    if not os.path.isdir(stats_dir):  # said now, not when the run ends
+    stats_dir = os.path.dirname(os.path.abspath(args.stats_json)) if args.stats_json else None
+    if stats_dir is not None and not os.path.isdir(stats_dir):  # said now, not when the run ends
         raise ConfigError(f"--stats-json {args.stats_json}: folder {stats_dir} does not exist")
     check_size("width", args.width)
     check_size("height", args.height)
