@@ -111,7 +111,7 @@ def test_a_long_backend_start_counts_seconds_on_a_terminal(monkeypatch):
     import io
     import time as _time
 
-    from dreamcam import cli
+    from dreamcam import console
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -119,14 +119,14 @@ def test_a_long_backend_start_counts_seconds_on_a_terminal(monkeypatch):
 
     err = Tty()
     monkeypatch.setattr(sys, "stderr", err)
-    with cli._elapsed("backend compiled: compiling"):
+    with console.elapsed("backend compiled: compiling"):
         _time.sleep(2.3)
     out = err.getvalue()
     assert out.startswith("dreamcam: backend compiled: compiling ...")
     assert "\rdreamcam: backend compiled: compiling ... 1 s" in out and "... 2 s" in out and out.endswith("\n")
     err = io.StringIO()  # not a terminal (a log file): one line, no counter
     monkeypatch.setattr(sys, "stderr", err)
-    with cli._elapsed("backend eager: warming up"):
+    with console.elapsed("backend eager: warming up"):
         pass
     assert err.getvalue() == "dreamcam: backend eager: warming up ...\n"
 

@@ -16,7 +16,7 @@ from diffusers import StableDiffusionPipeline  # noqa: F401 - so timings below m
 
 from dreamcam import load_pipeline
 from dreamcam.errors import ConfigError, ModelLoadError
-from dreamcam.loading import hub_reachable
+from dreamcam.hub import hub_reachable
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,8 @@ import math
 
 import pytest
 from dreamcam.errors import ConfigError
-from dreamcam.osc import DEFAULT_PORT, REJECT_KINDS, OscServer, addresses, listen_address
+from dreamcam.osc import DEFAULT_PORT, OscServer, listen_address
+from dreamcam.osc_dispatch import REJECT_KINDS, addresses
 from dreamcam.params import PARAMS, ParamStore
 from dreamcam.presets import PresetLibrary
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder

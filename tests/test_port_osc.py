@@ -8,6 +8,7 @@ import sys
 import time
 
 from dreamcam import osc
+from dreamcam.osc_dispatch import build_message
 from dreamcam.params import ParamStore
 
 
@@ -43,7 +44,7 @@ def test_osc_host_localhost_listens_on_ipv4_where_the_resolver_prefers_ipv6(monk
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
     store = ParamStore()
     with osc.OscServer(store, host="localhost", port=0) as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-        tx.sendto(osc._build("/dreamcam/strength", 0.25), ("127.0.0.1", server.port))
+        tx.sendto(build_message("/dreamcam/strength", 0.25), ("127.0.0.1", server.port))
         deadline = time.monotonic() + 2.0
         while store.get("strength") != 0.25 and time.monotonic() < deadline:
             time.sleep(0.01)

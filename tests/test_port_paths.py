@@ -10,7 +10,8 @@ import pytest
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame
 from dreamcam.sinks import open_sink
-from dreamcam.sources import WebcamSource, open_source
+from dreamcam.source_specs import open_source
+from dreamcam.sources import WebcamSource
 
 
 def _photo(path):

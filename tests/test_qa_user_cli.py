@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from dreamcam import cli
+from dreamcam import cli, run_options
 from dreamcam.oscmap import parse_feedback
 from dreamcam.errors import ConfigError
 
@@ -68,12 +68,12 @@ def test_steps_that_disagree_with_the_index_list_are_refused(capsys):
 
 def test_steps_matching_the_index_list_and_an_empty_list(capsys):
     args = cli.build_parser("run").parse_args([*BASE, "--steps", "2", "--t-index-list", "32,45"])
-    assert cli._t_index_list(args, 0.5) == [32, 45]
+    assert run_options.t_index_list(args, 0.5) == [32, 45]
     args = cli.build_parser("run").parse_args([*BASE, "--steps", "3"])
-    assert len(cli._t_index_list(args, 0.5)) == 3
+    assert len(run_options.t_index_list(args, 0.5)) == 3
     args = cli.build_parser("run").parse_args([*BASE, "--t-index-list", ""])
     with pytest.raises(ConfigError, match="--t-index-list takes whole numbers"):
-        cli._t_index_list(args, 0.5)
+        run_options.t_index_list(args, 0.5)
 
 
 @pytest.mark.parametrize("fps", ["0", "-5"])

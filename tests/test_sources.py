@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 from dreamcam.errors import ConfigError, DeviceError, DreamcamError
-from dreamcam.sources import TestPatternSource, WebcamSource, open_source, parse_size
+from dreamcam.source_specs import open_source, parse_size
+from dreamcam.sources import TestPatternSource, WebcamSource
 from dreamcam.sources_media import ImageSource, VideoFileSource
 
 W, H = 64, 48

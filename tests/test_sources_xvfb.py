@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 from dreamcam.errors import ConfigError, DeviceError
-from dreamcam.sources import open_source
+from dreamcam.source_specs import open_source
 from dreamcam.sources_media import ScreenSource
 
 SCREEN_W, SCREEN_H = 320, 240

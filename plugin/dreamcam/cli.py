@@ -15,16 +15,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from dreamcam.backends.knobs import add_knob_arguments
-from dreamcam.console import elapsed as _elapsed
-from dreamcam.console import say as _say
-from dreamcam.console import status_printer as _status_printer
+from dreamcam.console import elapsed, say, status_printer
 from dreamcam.errors import ConfigError, DeviceError, DreamcamError
 from dreamcam.params import PARAMS
-from dreamcam.run_options import check_model_flags as _check_model_flags
-from dreamcam.run_options import cpu_fallback_hint, parse_lora, resolve_device
-from dreamcam.run_options import live_control as _live_control
-from dreamcam.run_options import similarity_filter as _similarity_filter
-from dreamcam.run_options import t_index_list as _t_index_list
+from dreamcam.run_options import (
+    check_model_flags,
+    cpu_fallback_hint,
+    live_control,
+    parse_lora,
+    resolve_device,
+    similarity_filter,
+    t_index_list,
+)
 
 log = logging.getLogger("dreamcam")
 
@@ -138,7 +140,7 @@ def _load_model(args, device, dtype):
     from dreamcam.models import load_pipeline, tiny_pipeline
 
     t0 = time.perf_counter()
-    _say(f"loading model {args.model} on {device} ...")
+    say(f"loading model {args.model} on {device} ...")
     if args.model == "tiny":
         pipe = tiny_pipeline(seed=0, device=device, dtype=dtype)
     else:
@@ -147,7 +149,7 @@ def _load_model(args, device, dtype):
             args.model, config=args.model_config, vae=args.vae, lcm_lora=args.lcm_lora, loras=loras,
             device=device, dtype=dtype, progress=sys.stderr.isatty(),
         )
-    _say(f"model ready in {time.perf_counter() - t0:.1f} s")
+    say(f"model ready in {time.perf_counter() - t0:.1f} s")
     return pipe
 
 
@@ -161,10 +163,10 @@ def cmd_run(args) -> int:
     from dreamcam.schedule import check_size
     from dreamcam.sinks import open_sink, parse_bitrate
     from dreamcam.sinks import parse_size as parse_output_size
-    from dreamcam.sources import open_source, parse_size
+    from dreamcam.source_specs import open_source, parse_size
 
     # 1. Check inputs before anything slow
-    store, presets, mapping = _live_control(args)
+    store, presets, mapping = live_control(args)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
     stats_dir = os.path.dirname(os.path.abspath(args.stats_json)) if args.stats_json else None
@@ -172,9 +174,9 @@ def cmd_run(args) -> int:
         raise ConfigError(f"--stats-json {args.stats_json}: folder {stats_dir} does not exist")
     check_size("width", args.width)
     check_size("height", args.height)
-    t_index = _t_index_list(args, store.get("strength"))
-    similarity = _similarity_filter(args)
-    _check_model_flags(args)
+    t_index = t_index_list(args, store.get("strength"))
+    similarity = similarity_filter(args)
+    check_model_flags(args)
     cam_w, cam_h = parse_size(args.camera_size)
     source = open_source(
         args.source, width=cam_w, height=cam_h, fps=args.fps, mirror=args.mirror, fourcc="MJPG" if args.mjpg else None
@@ -198,7 +200,7 @@ def cmd_run(args) -> int:
         import torch
 
         mps = getattr(torch.backends, "mps", None)
-        _say(cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available())))
+        say(cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available())))
     chosen = choose_backend(args.backend, device.type)
     if chosen in ("compiled", "tensorrt") and device.type != "cuda":  # said before the slow model load
         raise DeviceError(f"the {chosen} backend needs a CUDA device; this run is on {device}: use --backend eager (or auto) on a CPU")
@@ -221,7 +223,7 @@ def cmd_run(args) -> int:
                     presets=presets, feedback=args.osc_feedback, mapping=mapping,
                 )
             )
-            _say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
+            say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
 
         # 3. Model, engine and backend
         pipe = _load_model(args, device, dtype)
@@ -229,10 +231,10 @@ def cmd_run(args) -> int:
         s = store.snapshot()
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
         t0 = time.perf_counter()
-        with _elapsed(f"backend {chosen}: {BACKEND_START[chosen]}"):
+        with elapsed(f"backend {chosen}: {BACKEND_START[chosen]}"):
             backend = stack.enter_context(make_backend(args.backend, engine, **backend_options))
             backend.process(np.zeros((args.height, args.width, 3), dtype=np.uint8))  # compiles / captures here, not live
-        _say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}; "
+        say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}; "
              f"warm in {time.perf_counter() - t0:.1f} s")
 
         # 4. The input last (nothing captured waits on an unopened output); all closed in reverse
@@ -240,15 +242,15 @@ def cmd_run(args) -> int:
         stack.enter_context(source)
         runner = Runner(
             source, backend, sinks, width=args.width, height=args.height, controller=controller,
-            frames=args.frames, fit_mode=args.fit, on_status=_status_printer(), similarity=similarity,
+            frames=args.frames, fit_mode=args.fit, on_status=status_printer(), similarity=similarity,
         )
         _install_signal_handlers(runner)
-        _say(f"live: {args.source} -> {', '.join(args.sink or ['virtualcam'])} (Ctrl-C to stop)")
+        say(f"live: {args.source} -> {', '.join(args.sink or ['virtualcam'])} (Ctrl-C to stop)")
         summary = runner.run()
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     summary["t_index_list"] = engine.t_index_list
-    _say(
+    say(
         f"done: {summary['frames']} frames, {summary['fps']:.1f} fps, "
         f"frame p50 {summary['p50_ms']:.1f} ms / p99 {summary['p99_ms']:.1f} ms, dropped {summary['dropped_input']}"
     )
@@ -262,7 +264,7 @@ def cmd_run(args) -> int:
         if sink.error is not None:
             raise DreamcamError(f"output {sink_specs[i]} failed: {sink.error}")
         if sink.outages:
-            _say(f"output {sink_specs[i]} was down {sink.outages} time(s) and came back each time")
+            say(f"output {sink_specs[i]} was down {sink.outages} time(s) and came back each time")
     return 0
 
 

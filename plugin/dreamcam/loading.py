@@ -4,7 +4,7 @@
 scheduler, no safety checker, optional tiny VAE, LCM-LoRA and LoRAs fused into the weights (the
 UNet then runs at full speed, with no LoRA layers left in it), on the requested device and dtype.
 
-The hub is only contacted when it answers within `HUB_PROBE_TIMEOUT_S`; otherwise (or with
+The hub is only contacted when it answers within `hub.HUB_PROBE_TIMEOUT_S`; otherwise (or with
 `HF_HUB_OFFLINE=1`) everything loads from the local Hugging Face cache, and a model that is not
 there fails at once with a `ModelLoadError` saying how to pass a local folder or file instead.
 Every failure a user can cause is a `ModelLoadError` (one line, cause chained).
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from dreamcam.errors import ConfigError, ModelLoadError
-from dreamcam.hub import HUB_PROBE_TIMEOUT_S, Hub, hub_reachable  # noqa: F401  (re-exported: moved to hub.py)
+from dreamcam.hub import Hub
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from dreamcam.errors import ModelLoadError
+from dreamcam.hub import Hub
 from dreamcam.loading import (  # load_pipeline: the loader for real models lives in loading.py
     CHECKPOINT_SUFFIXES,
-    Hub,
     check_checkpoint_file,
     check_exists,
     load_pipeline,  # noqa: F401

@@ -17,7 +17,7 @@ Ints are accepted where floats are expected. Bundles are applied as one store up
 they arrive (time tags are not waited for). A message that is malformed, unknown, of the wrong
 type or argument count, not finite, out of range (rejected, never clamped), too long, names an
 unknown preset or comes from a sender outside `allow` changes nothing: it is counted under its
-kind (`REJECT_KINDS`), the first of each kind is logged, and the server keeps serving. No
+kind (`osc_dispatch.REJECT_KINDS`), the first of each kind is logged, and the server keeps serving. No
 message reads or writes a file, loads a model or runs code: values only go to the store.
 
 The checks and the store writes are `OscDispatcher`'s (osc_dispatch.py, no socket); this module
@@ -38,8 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dreamcam.errors import ConfigError
-from dreamcam.osc_dispatch import PREFIX, REJECT_KINDS, OscDispatcher, addresses  # noqa: F401  (re-exported)
-from dreamcam.osc_dispatch import build_message as _build
+from dreamcam.osc_dispatch import PREFIX, OscDispatcher, build_message
 from dreamcam.oscmap import OscMapping, parse_allow, parse_feedback
 from dreamcam.params import ParamStore
 
@@ -238,7 +237,7 @@ class OscServer(OscDispatcher):
                 pending, self._fb_pending = self._fb_pending, {}
             for name, value in pending.items():
                 for address, v in self._feedback_messages(name, value):
-                    self._send(_build(address, v), self.feedback)
+                    self._send(build_message(address, v), self.feedback)
             self._stop.wait(FEEDBACK_INTERVAL_S)
 
     def _feedback_messages(self, name: str, value: Any) -> list[tuple[str, Any]]:

@@ -1,7 +1,7 @@
 """`--source` values: parsing a spec (webcam:0, screen:1, file:clip.mp4, ...) into the capture
 source it names, built but not started. The capture classes live in sources.py and
-sources_media.py, imported when a source is built: sources.py re-exports `open_source` and
-`parse_size`, so importing it here at the top would be circular."""
+sources_media.py, imported only when a source is built, so checking a spec or a size loads no
+OpenCV or mss."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Capture sources. Each runs in its own named thread and exposes only its newest frame.
 
-`open_source(spec, ...)` (source_specs.py, re-exported here) parses a `--source` value. Every source:
+`source_specs.open_source(spec, ...)` parses a `--source` value. Every source:
 
 - `start()` opens the device and starts the capture thread (errors at open are DreamcamError:
   one line that says what is wrong and how to fix it);
@@ -29,7 +29,6 @@ import numpy as np
 
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame, LatestSlot
-from dreamcam.source_specs import SOURCE_SPECS, open_source, parse_size  # noqa: F401  (re-exported: spec parsing moved there)
 
 log = logging.getLogger(__name__)
 
