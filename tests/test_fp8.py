@@ -137,6 +137,21 @@ def test_a_unet_without_transformer_projections_is_refused_in_one_line():
     assert type(unet[1]) is nn.Linear  # nothing swapped
 
 
+def test_a_failed_fp8_swap_leaves_the_fused_unet_as_it_was(monkeypatch):
+    import dreamcam.backends.compiled as compiled
+
+    def refuse(unet):
+        raise ConfigError("no layers")
+
+    pipe = tiny_pipeline(0)
+    processors = {k: type(v) for k, v in pipe.unet.attn_processors.items()}
+    monkeypatch.setattr(compiled, "Fp8Linears", refuse)
+    with pytest.raises(ConfigError, match="no layers"):
+        StepModules(_engine(pipe), compile=False, fuse_qkv=True, fp8_linear=True)
+    assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == processors  # unfused again
+    assert not any(hasattr(m, "to_qkv") for m in pipe.unet.modules())
+
+
 def test_a_gpu_without_fp8_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce RTX 3090")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dreamcam.backends.knobs import check_knobs, knob_options
-from dreamcam.bench_args import ARCH_CHOICES, add_arguments  # noqa: F401 - the flags live there; cli calls bench.add_arguments
+from dreamcam.bench_args import add_arguments  # noqa: F401 - the flags live there; cli calls bench.add_arguments
 from dreamcam.bench_gate import TimingGate
 from dreamcam.errors import ConfigError
 

@@ -74,7 +74,6 @@ class EngineState:
         self._beta_next = torch.ones_like(self.alpha_prod_t_sqrt)
         self._unet_t = torch.zeros(self.unet_batch_size, dtype=torch.long, device=dev)
         self.scheduler.set_timesteps(num_inference_steps, dev)
-        self.timesteps = self.scheduler.timesteps.to(dev)
         self._timesteps_host = self.scheduler.timesteps.cpu()  # schedule math on the host: no GPU sync per change
 
         # live values as tensors, so a change never alters the computation's structure

@@ -27,7 +27,7 @@ Speed knobs (`StepModules`, which also runs on a CPU engine so the knobs are tes
 - `fp8_linear`: the UNet's transformer-block projections as FP8 matmuls with static scales
   calibrated at start (backends/fp8.py; Ada/Hopper; frames differ from fp16 by a few levels).
 - `cudnn_exhaustive`: cuDNN's benchmark tries every convolution algorithm, not its first 10
-  (`torch.backends.cudnn.benchmark_limit = 0`, process-wide); a longer first frame.
+  (`torch.backends.cudnn.benchmark_limit = 0`, process-wide until close); a longer first frame.
 """
 
 from __future__ import annotations
@@ -132,7 +132,16 @@ class StepModules:
         self._fp8: Fp8Linears | None = None
         self._closed = False
         self.compiled_blocks = 0
+        self._scope = compile_scope if compile else None
 
+        try:
+            self.unet, self.vae = self._prepare(engine, compile, fuse_qkv, fp8_linear, compile_scope, options)
+        except BaseException:  # the shared UNet may already be fused, FP8 or block-compiled: put it back
+            self.close()
+            raise
+
+    def _prepare(self, engine: Any, compile: bool, fuse_qkv: bool, fp8_linear: bool, compile_scope: str,
+                 options: dict[str, bool]) -> tuple[Any, TinyVaeCalls]:
         # 2. Fused projections (before compiling: the graph must see the fused layers)
         if fuse_qkv:
             self._unet_module.fuse_qkv_projections()
@@ -141,15 +150,10 @@ class StepModules:
         # 2b. FP8 projections, calibrated on the eager modules (after fusing: to_qkv goes FP8 too)
         if fp8_linear:
             self._fp8 = Fp8Linears(self._unet_module)
-            try:
-                self._fp8.calibrate(engine)
-            except BaseException:
-                self.close()
-                raise
+            self._fp8.calibrate(engine)
 
         # 3. Compile: whole modules (new wrappers) or each repeated block in place
         unet, enc, dec = self._unet_module, self._vae.encoder, self._vae.decoder
-        self._scope = compile_scope if compile else None
         if compile and compile_scope == "whole":
             unet, enc, dec = (torch.compile(m, dynamic=False, options=options) for m in (unet, enc, dec))
         elif compile:
@@ -158,8 +162,7 @@ class StepModules:
             if not self.compiled_blocks:
                 raise ConfigError(f"--compile-scope blocks found none of {', '.join(BLOCK_CLASSES)} in the model: "
                                   "use --compile-scope whole")
-        self.unet = unet
-        self.vae = TinyVaeCalls(self._vae, enc, dec)
+        return unet, TinyVaeCalls(self._vae, enc, dec)
 
     def _compile_blocks(self, root: torch.nn.Module, options: dict[str, bool]) -> None:
         for parent in list(root.modules()):
@@ -224,7 +227,8 @@ class CompiledBackend(FramePipeline):
         overlap_stages: run the frame step as three graphs on three streams (`StagedStep`), so the
             TAESD encode and decode of neighbouring frames overlap the UNet; same results.
         fp8_linear: FP8 transformer-block projections (compute capability 8.9+; see backends/fp8.py).
-        cudnn_exhaustive: cuDNN tries every convolution algorithm once per shape (process-wide).
+        cudnn_exhaustive: cuDNN tries every convolution algorithm once per shape (a process-wide
+            setting while the backend is open; close() puts the previous limit back).
     """
 
     name = "compiled"
@@ -251,6 +255,7 @@ class CompiledBackend(FramePipeline):
 
         # 2. Kernels: fp16 weights in channels-last; convolutions autotuned once per shape
         torch.backends.cudnn.benchmark = True
+        self._cudnn_limit = torch.backends.cudnn.benchmark_limit  # process-wide: given back on close
         if cudnn_exhaustive:
             torch.backends.cudnn.benchmark_limit = 0
         for module in (engine.unet, engine.vae):
@@ -279,3 +284,4 @@ class CompiledBackend(FramePipeline):
     def _release(self) -> None:
         self._swap.__exit__(None, None, None)
         self._modules.close()
+        torch.backends.cudnn.benchmark_limit = self._cudnn_limit

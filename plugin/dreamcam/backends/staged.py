@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.backends.step import DeviceFrameStep, GraphedStep, StateSnapshot, _on, capture_graph
+from dreamcam.backends.step import DeviceFrameStep, GraphedStep, StateSnapshot, _on, _Slot, capture_graph
 from dreamcam.engine import to_uint8
 from dreamcam.framing_gpu import fit_torch
 
@@ -54,11 +54,23 @@ class _StageBuffers:
         self.x0_in = torch.zeros_like(x0)  # decode's input
 
 
+class _StagedSlot(_Slot):
+    """A slot plus the frame's hand-over between stages: encode's latents, denoise's output, and
+    the events after encode and decode (allocated once the stage buffers' shapes are known)."""
+
+    lat: torch.Tensor
+    x0: torch.Tensor
+    encoded: torch.cuda.Event | None
+    decoded: torch.cuda.Event | None
+
+
 class StagedStep(GraphedStep):
     """GraphedStep's API (submit / collect / fence / process / close) with the stages overlapped.
 
     Args as GraphedStep. On a CPU engine the stages run one after another at submit, like
     GraphedStep's, so the order, buffers and results are testable without a GPU."""
+
+    slot_class = _StagedSlot
 
     def __init__(self, engine: Any, *, warmup: int = 1, cuda_graph: bool = True) -> None:
         super().__init__(engine, warmup=warmup, cuda_graph=False)  # warm-up (compiles), streams, slots
@@ -68,7 +80,7 @@ class StagedStep(GraphedStep):
         snapshot = StateSnapshot(engine)
         with _on(self.stream):
             self.buf = _StageBuffers(self.step)
-        for slot in self._slots:  # the hand-over buffers between stages (declared in _Slot), and their events
+        for slot in self._slots:  # the hand-over buffers between stages (_StagedSlot), and their events
             slot.lat = torch.zeros_like(self.buf.lat)
             slot.x0 = torch.zeros_like(self.buf.x0)
             slot.encoded, slot.decoded = (torch.cuda.Event() if cuda else None for _ in range(2))

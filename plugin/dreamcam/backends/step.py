@@ -172,12 +172,6 @@ class _Slot:
         self.out_np = self.out_host.numpy()
         # uploaded (copy stream) -> computed (compute stream) -> downloaded (download stream)
         self.uploaded, self.computed, self.downloaded = (torch.cuda.Event() if cuda else None for _ in range(3))
-        # StagedStep's hand-over between its stages (allocated by StagedStep; unused by GraphedStep):
-        # encode's latents and denoise's output for this frame, and the events after encode and decode
-        self.lat: torch.Tensor | None = None
-        self.x0: torch.Tensor | None = None
-        self.encoded: torch.cuda.Event | None = None
-        self.decoded: torch.cuda.Event | None = None
 
     def hold(self, shape: tuple[int, ...], copy_stream: torch.cuda.Stream | None = None) -> None:
         """Raw buffers of `shape`. The slot is idle here (its last frame was collected, which
@@ -221,6 +215,8 @@ class GraphedStep:
     computes at once, so the slot logic, order and results are testable without a GPU.
     """
 
+    slot_class = _Slot  # a subclass's slots may carry more (StagedStep's hand-over buffers)
+
     def __init__(self, engine: Any, *, warmup: int = 1, cuda_graph: bool = True) -> None:
         self.engine = engine
         self.step = DeviceFrameStep(engine)
@@ -229,7 +225,7 @@ class GraphedStep:
         self.copy_stream = torch.cuda.Stream(device=engine.device) if cuda else None
         self.download_stream = torch.cuda.Stream(device=engine.device) if cuda else None
         self.overlaps = cuda  # submit returns before the frame is done (False: it computes at once)
-        self._slots = [_Slot(self.step, cuda) for _ in range(DEPTH)]
+        self._slots = [self.slot_class(self.step, cuda) for _ in range(DEPTH)]
         self._in_flight: deque[_Slot] = deque()
         self._next = 0
         self.graph: torch.cuda.CUDAGraph | None = None
