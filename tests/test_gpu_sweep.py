@@ -40,6 +40,17 @@ def test_no_gate_is_a_no_op_and_a_missing_folder_is_named(tmp_path):
         TimingGate(str(tmp_path / "nope" / "row"))
 
 
+def test_a_gate_with_no_driver_says_what_it_waits_for_and_gives_up_in_one_line(tmp_path, caplog):
+    gate = TimingGate(str(tmp_path / "row"), poll_s=0.01, max_wait_s=0.2)
+    with caplog.at_level("INFO", logger="dreamcam.bench_gate"), pytest.raises(
+            ConfigError, match=r"^--timing-gate: no row.go1 after 0 s; the flag is for tools/gpu_sweep.py, which "
+                               r"writes it: run the bench without --timing-gate$"):
+        with gate.timing():
+            pytest.fail("timed without a go")
+    assert "waiting for" in caplog.text and "row.go1" in caplog.text
+    assert not (tmp_path / "row.done1").exists()
+
+
 def test_sweep_rows_compile_side_by_side_and_time_one_at_a_time(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "plugin"), HF_HUB_OFFLINE="1")
@@ -63,3 +74,34 @@ def test_sweep_rows_compile_side_by_side_and_time_one_at_a_time(tmp_path):
         assert end <= start + 0.05, f"{a} still timing when {b} started"
     assert sum(r["paused_s"] for r in rows.values()) > 0  # the others stood still meanwhile
     assert "sweep done" in (out / "log.txt").read_text()
+
+
+def test_a_sweep_killed_midway_leaves_no_row_behind(tmp_path):
+    """SIGTERM (the device tool's time limit, a Ctrl-C) ends the driver; rows it had started, and
+    paused with SIGSTOP, run in sessions of their own, so they must be killed by the driver itself."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "plugin"), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, str(ROOT / "tools" / "gpu_sweep.py"), "--smoke", "--rows", "base,fb2", "--jobs", "2",
+           "--frames", "4", "--budget", "240", "--out", str(out), "--caches", str(tmp_path / "caches")]
+    sweep = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def rows_alive():
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and str(out) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
+    deadline = time.monotonic() + 60
+    while len(rows_alive()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(rows_alive()) >= 2, "the rows never started"
+    sweep.terminate()
+    assert sweep.wait(timeout=30) == 143
+    time.sleep(0.3)
+    assert rows_alive() == []
+    rows = {r["row"]: r["status"] for r in json.loads((out / "sweep.json").read_text())["rows"]}
+    assert "killed: the sweep ended" in rows.values(), rows

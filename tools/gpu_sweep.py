@@ -8,11 +8,12 @@ mostly CPU work, which 16 cores share well. Each timed stretch of a row is gated
 group, lets the row time, then SIGCONTs the others. So no figure is taken while another row
 compiles or tests (the peer is Python-bound, so a compile on the next core would slow it and flatter
 the ratio), and the GPU-only tests never overlap a timed stretch. Seconds a row spent paused are
-recorded (`paused_s`) and taken off its startup figure (`startup_s_unpaused`), which still carries
-the CPU contention of the other compiles: compare startups between rows of one sweep only.
+recorded (`paused_s`); its startup figure includes them and the CPU contention of the other
+compiles: compare startups between rows of one sweep only.
 
-After each row ends, `sweep.json` and the table in `log.txt` are rewritten, so a call cut short by
-the device time still brings back every finished row.
+After each row ends, `sweep.json` is rewritten (the table goes into `log.txt` at the end), so a call
+cut short by the device time still brings back every finished row. However the driver ends (an
+error, Ctrl-C, SIGTERM), it first kills the rows still running, paused ones included.
 
     bash .gpurun/tools/gpu_sweep.sh              # on the lent GPU (wheels, PYTHONPATH), results in $OUT
     SMOKE=1 OUT=/tmp/sweep bash tools/gpu_sweep.sh   # on a CPU: tiny shapes, eager, checks the driver
@@ -32,84 +33,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-TURBO = "--arch sd-turbo --random-weights --width 512 --height 512 --t-index-list 35 --device cuda --backend compiled"
-SD15 = ("--arch sd15 --random-weights --width 512 --height 512 --t-index-list 0,16,32,45 --cfg-type self "
-        "--guidance 1.4 --device cuda --backend compiled")
-SMOKE_TURBO = "--arch tiny --width 64 --height 64 --t-index-list 35 --device cpu --backend eager"
-SMOKE_SD15 = "--arch tiny --width 64 --height 64 --t-index-list 0,16,32,45 --cfg-type self --guidance 1.4 --device cpu --backend eager"
-KNOB_FLAGS = ("--fuse-qkv", "--inductor", "--compile-scope", "--compile-mode", "--no-cuda-graph", "--overlap-stages",
-              "--fp8-linear", "--cudnn-exhaustive")
-KNOB_VALUE_FLAGS = ("--inductor", "--compile-scope", "--compile-mode")  # the knob flags that take a value
-RECIPE = "--fuse-qkv --inductor tuned"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))  # the checkout's dreamcam (torch-free part)
+from dreamcam.backends.knobs import KNOB_DEFAULTS  # noqa: E402
 
-# name -> (model, extra flags, what the row decides), in priority order: the first --jobs start at once
-# (the order after the 2026-11-26 H100 runs: the live loop of the best two-deep knobs first, the targets
-# beside it; FP8 and cuDNN's exhaustive search, which gained nothing there, and the autotune rows, which
-# never finished, last)
-ROWS: dict[str, tuple[str, str, str]] = {
-    "base": ("turbo", "--peer --loop",
-            "the 512x512 1-step target (250 fps, 7x peer, p99 8 ms) and the live loop"),
-    "stages_fuse": ("turbo", "--overlap-stages --fuse-qkv --loop",
-                   "the best two-deep pair on the H100 (183.0 vs 173.0 fps): does the live loop keep it?"),
-    "w768": ("turbo", "--width 768 --height 448 --loop",
-            "the 768x448 target (150 fps), engine and live loop"),
-    "w768_stages": ("turbo", "--width 768 --height 448 --overlap-stages --loop",
-                   "the 768x448 target with the stages overlapped (met two deep on the H100 only so): the loop too"),
-    "sd15x4": ("sd15", "--peer",
-              "the sd15 4-step target (100 fps, 4x peer)"),
-    "stages": ("turbo", "--overlap-stages --loop",
-              "TAESD of the neighbouring frames beside the UNet: two-deep fps vs base"),
-    "sd15x4_stages": ("sd15", "--overlap-stages",
-                     "the sd15 target with the stages overlapped"),
-    "fb2_stages": ("turbo", "--frame-buffer 2 --overlap-stages",
-                  "two frames per call with the stages overlapped"),
-    "profile": ("turbo", "--no-cuda-graph --frames 30 --profile 20",
-               "where the ms go: per stage and top kernels"),
-    "base_warm": ("turbo", "",
-                 ("second start: base's compile cache in engines/torch_compile is found and used (starts once "
-                  "base has ended; its startup carries the contention of the rows still compiling)")),
-    "fuse": ("turbo", "--fuse-qkv",
-            "splits the recipe: the fused projections alone (no longer compile)"),
-    "fuse_tuned": ("turbo", RECIPE,
-                  "diffusers' recipe: fused q/k/v + tuned Inductor settings"),
-    "fb2": ("turbo", "--frame-buffer 2",
-           "throughput at 2 frames per UNet call (one frame more latency)"),
-    "fb2_peer": ("turbo", "--frame-buffer 2 --peer",
-                "two frames per call against the peer at two frames per call"),
-    "fp8_fuse": ("turbo", "--fp8-linear --fuse-qkv",
-                "FP8 with fused projections: one input scale and one quantization for q/k/v (vs fuse)"),
-    "stages_fp8": ("turbo", "--overlap-stages --fp8-linear",
-                  "FP8 transformer projections (static scales) on top of the overlap: UNet-bound two-deep fps"),
-    "sd15x4_stages_fp8": ("sd15", "--overlap-stages --fp8-linear",
-                         "the sd15 target with the overlap and FP8 projections"),
-    "fp8": ("turbo", "--fp8-linear",
-           "FP8 projections alone: one-frame (sync) latency and fps"),
-    "profile_fp8": ("turbo", "--fp8-linear --no-cuda-graph --frames 30 --profile 20",
-                   "where the ms go with FP8 projections"),
-    "stages_cudnn": ("turbo", "--overlap-stages --cudnn-exhaustive",
-                    "every cuDNN convolution algorithm tried, not the first 10"),
-    "sd15x4_fuse_tuned": ("sd15", RECIPE,
-                         "the sd15 target with the recipe"),
-    "w768_fuse_tuned": ("turbo", f"--width 768 --height 448 {RECIPE}",
-                       "the 768x448 target with the recipe"),
-    "fb2_fuse_tuned": ("turbo", f"--frame-buffer 2 {RECIPE}",
-                      "two frames per call with the recipe"),
-    "fuse_tuned_freeze": ("turbo", f"{RECIPE}-freeze",
-                         "constant-folded weights on top"),
-    "tuned": ("turbo", "--inductor tuned",
-             "splits the recipe: the Inductor settings alone"),
-    "blocks": ("turbo", "--compile-scope blocks",
-              "regional compile: much shorter first start at the same fps?"),
-    "blocks_autotune": ("turbo", "--compile-scope blocks --compile-mode max-autotune-no-cudagraphs",
-                       "Inductor autotuning, affordable when each block shape is tuned once?"),
-    "autotune": ("turbo", "--compile-mode max-autotune-no-cudagraphs",
-                "whole-model autotune (did not finish in 8 min alone)"),
-}
-# rows that reuse another row's compile cache (a warm start), and start only once that row has ended
-WARM_OF = {"base_warm": "base"}
-GPU_TESTS = ("tests/test_setters_gpu.py tests/test_pipeline_backends.py tests/test_gpu_review_step.py "
-             "tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py "
-             "tests/test_staged_step.py tests/test_fp8.py")
+from sweep_rows import GPU_TESTS, ROWS, SD15, SMOKE_SD15, SMOKE_TURBO, TURBO, WARM_OF  # noqa: E402
+
+# the compiled backend's flags, dropped from SMOKE rows (eager); the non-bool ones take a value
+KNOB_FLAGS = ("--no-cuda-graph", *(f"--{k.replace('_', '-')}" for k in KNOB_DEFAULTS))
+KNOB_VALUE_FLAGS = tuple(f"--{k.replace('_', '-')}" for k, v in KNOB_DEFAULTS.items() if not isinstance(v, bool))
 
 
 @dataclass
@@ -264,6 +195,15 @@ class Sweep:
     # ------------------------------------------------------------------ main loop
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:  # an error or a signal must not leave rows behind, stopped ones holding the GPU
+            for job in self.jobs:
+                if job.status == "running":
+                    self.kill(job, "killed: the sweep ended")
+                    self.finish(job, time.monotonic())  # recorded in sweep.json like any other end
+
+    def _run(self) -> None:
         a = self.args
         self.make_jobs()
         pending = list(self.jobs)
@@ -409,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown rows {unknown}; known: gputests, {', '.join(ROWS)}")
     args.frames = args.frames or (20 if args.smoke else 150)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so run()'s clean-up runs on a kill too
     Sweep(args).run()
     return 0
 
