@@ -275,8 +275,13 @@ def _interrupt_on_sigterm() -> None:
     def handler(signum, _frame):
         raise KeyboardInterrupt
 
-    for sig in (signal.SIGTERM, *_WINDOWS_BREAK):
-        with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+    _set_handlers(dict.fromkeys((signal.SIGTERM, *_WINDOWS_BREAK), handler))
+
+
+def _set_handlers(handlers: dict) -> None:
+    """signal.signal for each (signal, handler); a no-op off the main thread (embedded use)."""
+    for sig, handler in handlers.items():
+        with contextlib.suppress(ValueError):
             signal.signal(sig, handler)
 
 
@@ -289,9 +294,7 @@ def _install_signal_handlers(runner) -> None:
     def handler(signum, _frame):
         runner.stop()
 
-    for sig in (signal.SIGINT, signal.SIGTERM, *_WINDOWS_BREAK):
-        with contextlib.suppress(ValueError):  # not the main thread (embedded use)
-            signal.signal(sig, handler)
+    _set_handlers(dict.fromkeys((signal.SIGINT, signal.SIGTERM, *_WINDOWS_BREAK), handler))
 
 
 # what a backend's start does, said before it (the compiled backend's first start is silent work of a minute)
@@ -320,10 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:  # a run's handlers (see cmd_run) end with it: embedded callers get theirs back
-        for sig, handler in handlers.items():
-            if handler is not None:
-                with contextlib.suppress(ValueError):  # not the main thread
-                    signal.signal(sig, handler)
+        _set_handlers({sig: h for sig, h in handlers.items() if h is not None})
 
 
 def console_main() -> None:

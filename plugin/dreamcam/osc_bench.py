@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 import numpy as np
-from pythonosc.osc_message_builder import OscMessageBuilder
 
 from dreamcam.osc import OscServer
+from dreamcam.osc_dispatch import build_message
 from dreamcam.params import ParamStore
 
 _SENDER = r"""
@@ -92,10 +92,8 @@ def osc_latency(samples: int = 1000, *, host: str = "127.0.0.1") -> dict[str, An
 
     store.subscribe(on_change)
     dgrams = []
-    for i in range(samples):
-        b = OscMessageBuilder("/dreamcam/strength")
-        b.add_arg(0.25 if i % 2 else 0.75)  # alternate, so every message is a change
-        dgrams.append(b.build().dgram)
+    for i in range(samples):  # alternate, so every message is a change
+        dgrams.append(build_message("/dreamcam/strength", 0.25 if i % 2 else 0.75))
     lat, lost = [], 0
     with OscServer(store, host=host, port=0) as srv, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for d in dgrams:

@@ -17,12 +17,11 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from dreamcam.errors import ConfigError
-from dreamcam.oscmap import OscMapping, Rejected, check_packet, checked_value, param_arg
+from dreamcam.oscmap import PREFIX, OscMapping, Rejected, check_packet, checked_value, param_arg
 from dreamcam.params import PARAMS, ParamStore
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/dreamcam/"
 REJECT_KINDS = (
     "garbage",  # not an OSC packet
     "unknown_address",

@@ -50,7 +50,7 @@ from dreamcam.prompts import parse_prompt
 
 log = logging.getLogger(__name__)
 
-RESERVED_PREFIX = "/dreamcam/"
+PREFIX = "/dreamcam/"  # dreamcam's own addresses (osc_dispatch answers them); a mapping may not bind under it
 
 
 class Rejected(Exception):
@@ -324,9 +324,9 @@ def _binding(entry: Any, i: int, source: str) -> Binding:
     address = entry.get("address")
     if not isinstance(address, str) or not address.startswith("/") or len(address) > 256:
         raise ConfigError(f'{at}: address must be an OSC address such as "/1/fader1", got {address!r}')
-    if address.startswith(RESERVED_PREFIX):
+    if address.startswith(PREFIX):
         raise ConfigError(
-            f"{at}: {address} is under {RESERVED_PREFIX}, which dreamcam answers itself; bind another address"
+            f"{at}: {address} is under {PREFIX}, which dreamcam answers itself; bind another address"
         )
     param, preset = entry.get("param"), entry.get("preset")
     if (param is None) == (preset is None):
