@@ -18,10 +18,12 @@ from dreamcam import devices, sinks
 def test_run_and_devices_name_the_obs_version_pyvirtualcam_needs(monkeypatch, system, plat, version):
     monkeypatch.setattr(platform, "system", lambda: system)
     monkeypatch.setattr(sys, "platform", plat)
-    assert version in sinks._install_hint()
-    assert version in devices._virtualcam_hint()
+    assert version in sinks.install_hint()
+    report = {"cameras": [], "screen": {"display": None, "monitors": [], "error": None},
+              "virtualcam": [{"name": "obs", "usable": False, "device": None, "error": "not found", "hint": None}]}
+    assert f"to get one: {sinks.install_hint()}" in devices.format_report(report)
 
 
 def test_macos_hint_keeps_the_older_obs_for_older_macos(monkeypatch):
     monkeypatch.setattr(platform, "system", lambda: "Darwin")
-    assert "28+ on macOS 12 and older" in sinks._install_hint()
+    assert "28+ on macOS 12 and older" in sinks.install_hint()

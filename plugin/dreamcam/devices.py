@@ -16,6 +16,7 @@ import sys
 import cv2
 
 from dreamcam.errors import DeviceError
+from dreamcam.sinks import install_hint
 from dreamcam.sources import open_camera, present_cameras, quiet_opencv
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,6 @@ def find_monitors() -> dict:
     return {"display": display, "monitors": monitors, "error": None}
 
 
-def _virtualcam_hint() -> str:
-    if sys.platform.startswith("linux"):
-        return "install v4l2loopback (apt install v4l2loopback-dkms) and run: sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=dreamcam"
-    from dreamcam.sinks import _install_hint
-
-    return _install_hint()  # the same line `dreamcam run --sink virtualcam` gives
-
-
 def find_virtualcam_backends(width: int = 64, height: int = 48, fps: float = 30.0) -> list[dict]:
     """Each registered pyvirtualcam backend: {name, usable, device, error, hint}.
 
@@ -113,7 +106,7 @@ def find_virtualcam_backends(width: int = 64, height: int = 48, fps: float = 30.
             with pyvirtualcam.Camera(width, height, fps, backend=name) as cam:
                 entry.update(usable=True, device=cam.device)
         except Exception as e:
-            entry.update(error=str(e).splitlines()[0] if str(e) else type(e).__name__, hint=_virtualcam_hint())
+            entry.update(error=str(e).splitlines()[0] if str(e) else type(e).__name__, hint=install_hint())
         result.append(entry)
     return result
 
@@ -148,7 +141,7 @@ def format_report(report: dict) -> str:
     if not report["virtualcam"]:
         lines.append("  none registered on this OS")
     if report["virtualcam"] and not any(b["usable"] for b in report["virtualcam"]):
-        lines.append(f"  to get one: {_virtualcam_hint()}")
+        lines.append(f"  to get one: {install_hint()}")
     return "\n".join(lines)
 
 

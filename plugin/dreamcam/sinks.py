@@ -185,7 +185,8 @@ class NullSink(Sink):
         pass
 
 
-def _install_hint() -> str:
+def install_hint() -> str:
+    """How to get a virtual camera on this OS (`dreamcam run` and `dreamcam devices` say the same)."""
     system = platform.system()
     if system == "Linux":
         return (
@@ -232,7 +233,7 @@ class VirtualCamSink(Sink):
         except Exception as e:
             reasons = "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
             what = f"virtual camera backend {self.backend!r} failed" if self.backend else "no virtual camera backend is usable"
-            raise DeviceError(f"{what} ({reasons}); to fix: {_install_hint()}") from e
+            raise DeviceError(f"{what} ({reasons}); to fix: {install_hint()}") from e
         log.info("virtual camera %s (%s backend), %dx%d at %.3g fps", self._cam.device, self._cam.backend, self.width, self.height, self.fps)
 
     @property
