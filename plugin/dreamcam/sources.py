@@ -84,9 +84,11 @@ class Source:
         pass
 
     def check(self) -> None:
-        """Cheap checks of what `start()` would fail on (a missing file or device node, no
-        display), raising the same one-line DreamcamError; run before the slow model load so a
-        typo is said at once. Opens nothing that stays open."""
+        """What `start()` would fail on (a missing file or device node, no display), raising the
+        same one-line DreamcamError; run before the slow model load so a typo is said at once.
+        Opens the source and releases it again (a camera overrides this: opening one is slow)."""
+        self._open()
+        self._release_quietly()
 
     def _grab(self) -> np.ndarray | None:
         raise NotImplementedError

@@ -91,9 +91,6 @@ class ScreenSource(Source):
         finally:
             sct.close()
 
-    def check(self) -> None:
-        self._open()  # a display check with a grabber of its own, closed again
-
     def _pick_box(self, monitors: list[dict]) -> dict[str, int]:
         desk = monitors[0]
         if self.region is None:
@@ -169,12 +166,6 @@ class VideoFileSource(Source):
         rate = self.file_fps if 1.0 <= self.file_fps <= 1000.0 else FILE_FPS_FALLBACK
         self.target_fps = self.target_fps or rate
 
-    def check(self) -> None:
-        _check_file(self.path, "video file")
-        self._connect()
-        self._release()
-        self._first = None
-
     def _connect(self) -> None:
         with quiet_opencv():
             cap = cv2.VideoCapture(self.path)
@@ -212,7 +203,7 @@ class VideoFileSource(Source):
         return to_rgb(image)
 
     def _release(self) -> None:
-        cap, self._cap = self._cap, None
+        cap, self._cap, self._first = self._cap, None, None
         if cap is not None:
             cap.release()
 
@@ -226,9 +217,6 @@ class ImageSource(Source):
         super().__init__(fps=fps, mirror=mirror)
         self.path = path
         self.image: np.ndarray | None = None
-
-    def check(self) -> None:
-        self._open()
 
     def _open(self) -> None:
         _check_file(self.path, "image")
