@@ -24,7 +24,7 @@ def test_missing_tensorrt_says_what_to_install():
     from dreamcam.backends.tensorrt import import_tensorrt
     from dreamcam.errors import DeviceError
 
-    with pytest.raises(DeviceError, match=r"TensorRT 10\+: pip install 'dreamcam\[tensorrt\]'"):
+    with pytest.raises(DeviceError, match=r"TensorRT 10 or 11: pip install 'dreamcam\[tensorrt\]'"):
         import_tensorrt()
 
 
@@ -46,7 +46,7 @@ def test_plan_name_encodes_model_shapes_precision_version_and_gpu(engine):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not (HAS_TRT and torch.cuda.is_available()),
-                    reason="needs the tensorrt package (10+) and a CUDA GPU; neither can be installed here")
+                    reason="needs the tensorrt package (10 or 11) and a CUDA GPU; neither can be installed here")
 def test_tensorrt_backend_follows_eager(tmp_path):
     import numpy as np
 

@@ -16,7 +16,7 @@ Which backend where:
 - "compiled": CUDA; torch.compile'd UNet and tiny VAE, the whole frame step captured in one
   CUDA graph (fp16, channels-last). First start compiles (about a minute for sd-turbo on an
   H100/H200), later starts reuse the cache under `engines/`.
-- "tensorrt": CUDA with the `tensorrt` package (10+); ONNX export and engine build on first
+- "tensorrt": CUDA with the `tensorrt` package (10 or 11); ONNX export and engine build on first
   use, cached under `engines/`.
 - "auto": tensorrt where importable on CUDA, else compiled on CUDA, else eager.
 """

@@ -1,20 +1,26 @@
-"""The TensorRT backend and `dreamcam build-engines`: ONNX export, FP16 engine build, cached plans.
+"""The TensorRT backend and `dreamcam build-engines`: ONNX export, engine build, cached plans.
 
 Three engines per model (UNet, TAESD encoder, TAESD decoder), each built once from the graphs of
 `onnx_export` with one optimisation profile over a batch range (steps x frame buffer, RCFG rows
 included) and a resolution range, so changing steps, strength, prompt or size inside the range
 needs no rebuild. Plans are cached in `engines/` under a name that encodes the model hash, the
 profile ranges, the precision, the TensorRT version and the GPU; a cached plan skips export and
-build. Inference uses TensorRT 10's name-based I/O: `set_input_shape`, `set_tensor_address` on
-pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA stream; the whole frame
-step is then captured in one CUDA graph, as in the compiled backend.
+build. Inference uses the name-based I/O of TensorRT 10 and 11: `set_input_shape`,
+`set_tensor_address` on pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA
+stream; the whole frame step is then captured in one CUDA graph, as in the compiled backend.
 
-Requires the `tensorrt` package (10 or newer) and a CUDA GPU.
+Precision comes from the graph, not from a builder flag: the networks are built strongly typed,
+so an fp16 export (the modules' dtype on a GPU) gives an FP16 engine. TensorRT 11 builds only
+strongly typed networks and has no `BuilderFlag.FP16` any more (checked against the
+tensorrt_cu12_bindings 11.4.0.106 wheel); TensorRT 10 has both modes and takes the flag.
+
+Requires the `tensorrt` package (10 or 11) and a CUDA GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import logging
 import re
@@ -24,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dreamcam.backends.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
@@ -37,11 +42,20 @@ def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise DeviceError("the tensorrt backend needs TensorRT 10+: pip install 'dreamcam[tensorrt]' "
+        raise DeviceError("the tensorrt backend needs TensorRT 10 or 11: pip install 'dreamcam[tensorrt]' "
                           "(or use --backend compiled)") from e
-    if int(trt.__version__.split(".")[0]) < 10:
-        raise DeviceError(f"TensorRT {trt.__version__} is too old: the tensorrt backend needs 10 or newer")
+    major = int(trt.__version__.split(".")[0])
+    if major < 10:
+        raise DeviceError(f"TensorRT {trt.__version__} is too old: the tensorrt backend needs 10 or 11")
+    if major > 11:
+        _warn_newer(trt.__version__)
     return trt
+
+
+@functools.cache
+def _warn_newer(version: str) -> None:  # once per process, not at every import_tensorrt()
+    log.warning("TensorRT %s is newer than the 10 and 11 the tensorrt backend is written for; if a build "
+                "or run fails: pip install 'tensorrt<12'", version)
 
 
 @dataclass(frozen=True)
@@ -84,9 +98,32 @@ def model_hash(*modules: torch.nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def plan_name(part: str, mhash: str, profile: Profile, trt_version: str, gpu: str) -> str:
+PRECISIONS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def plan_name(part: str, mhash: str, profile: Profile, trt_version: str, gpu: str, precision: str = "fp16") -> str:
     gpu_tag = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-")
-    return f"{part}_{mhash}_{profile.tag()}_fp16_trt{trt_version}_{gpu_tag}.plan"
+    return f"{part}_{mhash}_{profile.tag()}_{precision}_trt{trt_version}_{gpu_tag}.plan"
+
+
+def network_flags(trt) -> int:
+    """Strongly typed: each layer runs in the type the ONNX graph gives it (TensorRT 11 ignores the
+    flag, every network is strongly typed there; TensorRT 10 needs it)."""
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+# TensorRT's DataType member names -> torch dtypes (trt.nptype has no bfloat16)
+_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT8": torch.int8,
+                 "UINT8": torch.uint8, "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool}
+
+
+def torch_dtype(trt_dtype: Any) -> torch.dtype:
+    """A TensorRT DataType (`DataType.HALF`) -> the torch dtype of a buffer for it."""
+    name = str(trt_dtype).rsplit(".", 1)[-1]
+    if name not in _TORCH_DTYPES:
+        raise DeviceError(f"a TensorRT engine tensor of type {trt_dtype} has no torch buffer type; "
+                          f"dreamcam binds {', '.join(_TORCH_DTYPES)}")
+    return _TORCH_DTYPES[name]
 
 
 def _progress_monitor(trt):
@@ -117,17 +154,18 @@ def _progress_monitor(trt):
 
 def build_plan(onnx_path: Path, plan_path: Path, inputs: dict[str, tuple[tuple[int, ...], ...]], *,
                workspace_gib: float = 8.0) -> Path:
-    """ONNX -> serialized FP16 TensorRT engine with one optimisation profile (min, opt, max per input)."""
+    """ONNX -> serialized TensorRT engine with one optimisation profile (min, opt, max per input).
+
+    Strongly typed, so the engine's precision is the graph's (fp16 for an fp16 export)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise DeviceError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
-    config.set_flag(trt.BuilderFlag.FP16)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
     monitor = _progress_monitor(trt)
     config.progress_monitor = monitor
@@ -162,9 +200,6 @@ class TrtEngine:
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.buffers: dict[str, torch.Tensor] = {}
 
-    def _torch_dtype(self, name: str) -> torch.dtype:
-        return torch.from_numpy(np.empty(0, dtype=self._trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
-
     def allocate(self, input_shapes: dict[str, tuple[int, ...]], device: torch.device) -> None:
         """Set input shapes, allocate every I/O buffer once and bind it by name."""
         for name in self.names:
@@ -174,7 +209,7 @@ class TrtEngine:
                                       "rebuild with dreamcam build-engines for this size")
         for name in self.names:
             shape = tuple(self.context.get_tensor_shape(name))
-            self.buffers[name] = torch.empty(shape, dtype=self._torch_dtype(name), device=device)
+            self.buffers[name] = torch.empty(shape, dtype=torch_dtype(self.engine.get_tensor_dtype(name)), device=device)
             self.context.set_tensor_address(name, self.buffers[name].data_ptr())
 
     def infer(self, stream: torch.cuda.Stream) -> None:
@@ -209,6 +244,7 @@ def ensure_plans(engine: Any, folder: Path | None = None) -> dict[str, Path]:
     mhash = model_hash(engine.unet, engine.vae)
     profiles = default_profiles(engine)
     gpu = torch.cuda.get_device_name(engine.device)
+    precision = PRECISIONS[engine.dtype]  # the export's dtype, which a strongly typed build keeps
     d = engine.unet.config.cross_attention_dim
     specs = {
         "unet": ({"sample": (4, True), "timestep": None, "encoder_hidden_states": None}, export_unet, engine.unet),
@@ -218,7 +254,7 @@ def ensure_plans(engine: Any, folder: Path | None = None) -> dict[str, Path]:
     plans = {}
     for part, (inputs, export, module) in specs.items():
         prof = profiles[part]
-        plan = folder / plan_name(part, mhash, prof, trt.__version__, gpu)
+        plan = folder / plan_name(part, mhash, prof, trt.__version__, gpu, precision)
         if not plan.exists():
             onnx_path = folder / "onnx" / f"{part}_{mhash}.onnx"
             if not onnx_path.exists():
@@ -236,7 +272,7 @@ def ensure_plans(engine: Any, folder: Path | None = None) -> dict[str, Path]:
 
 
 class TensorRTBackend(FramePipeline):
-    """CUDA + TensorRT 10. Same contract and frame path as the compiled backend."""
+    """CUDA + TensorRT 10 or 11. Same contract and frame path as the compiled backend."""
 
     name = "tensorrt"
 
