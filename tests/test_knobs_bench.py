@@ -85,6 +85,7 @@ def test_knob_flags_reach_the_compiled_backend_constructor(tiny_pipe):
     opts = bench.backend_options(args, engine)
     assert opts == {"compile": True, "cuda_graph": False, "fuse_qkv": True, "inductor": "tuned-freeze",
                     "compile_mode": "max-autotune-no-cudagraphs", "compile_scope": "blocks", "overlap_stages": True,
+                    "parallel_frames": False,
                     "fp8_linear": True, "cudnn_exhaustive": True}
     inspect.signature(CompiledBackend).bind(engine, **opts)  # every option is a constructor keyword
     assert bench.backend_options(_args(*TINY, "--backend", "eager"), engine) == {}

@@ -8,18 +8,24 @@ SMOKE_SD15 = "--arch tiny --width 64 --height 64 --t-index-list 0,16,32,45 --cfg
 RECIPE = "--fuse-qkv --inductor tuned"
 
 # name -> (model, extra flags, what the row decides), in priority order: the first --jobs start at once
-# (the order after the 2026-11-26 H100 runs: the live loop of the best two-deep knobs first, the targets
-# beside it; FP8 and cuDNN's exhaustive search, which gained nothing there, and the autotune rows, which
+# (the order after the 2026-11-26 H100 runs: --parallel-frames, never measured, and the live loop of the
+# best two-deep knobs first, the targets beside them; FP8 and cuDNN's exhaustive search, which gained nothing there, and the autotune rows, which
 # never finished, last)
 ROWS: dict[str, tuple[str, str, str]] = {
     "base": ("turbo", "--peer --loop",
             "the 512x512 1-step target (250 fps, 7x peer, p99 8 ms) and the live loop"),
+    "par": ("turbo", "--parallel-frames --loop",
+           "the two frames in flight side by side on two streams (1 step, cfg none: no state): two deep vs base"),
     "stages_fuse": ("turbo", "--overlap-stages --fuse-qkv --loop",
                    "the best two-deep pair on the H100 (183.0 vs 173.0 fps): does the live loop keep it?"),
+    "par_fuse": ("turbo", "--parallel-frames --fuse-qkv --loop",
+                "parallel frames with the fused projections, against stages_fuse"),
     "w768": ("turbo", "--width 768 --height 448 --loop",
             "the 768x448 target (150 fps), engine and live loop"),
     "w768_stages": ("turbo", "--width 768 --height 448 --overlap-stages --loop",
                    "the 768x448 target with the stages overlapped (met two deep on the H100 only so): the loop too"),
+    "w768_par": ("turbo", "--width 768 --height 448 --parallel-frames --loop",
+                "the 768x448 target with parallel frames"),
     "sd15x4": ("sd15", "--peer",
               "the sd15 4-step target (100 fps, 4x peer)"),
     "stages": ("turbo", "--overlap-stages --loop",
@@ -74,4 +80,4 @@ ROWS: dict[str, tuple[str, str, str]] = {
 WARM_OF = {"base_warm": "base"}
 GPU_TESTS = ("tests/test_setters_gpu.py tests/test_pipeline_backends.py tests/test_gpu_review_step.py "
              "tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py "
-             "tests/test_staged_step.py tests/test_fp8.py")
+             "tests/test_staged_step.py tests/test_fp8.py tests/test_parallel_step.py")

@@ -44,6 +44,7 @@ import torch
 
 from dreamcam.backends.fp8 import Fp8Linears, check_fp8_device
 from dreamcam.backends.knobs import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
+from dreamcam.backends.parallel import ParallelStep, check_parallel
 from dreamcam.backends.staged import StagedStep
 from dreamcam.backends.step import (
     FramePipeline,
@@ -226,6 +227,9 @@ class CompiledBackend(FramePipeline):
         compile_scope: "whole" (default) or "blocks" (regional compilation, shorter first start).
         overlap_stages: run the frame step as three graphs on three streams (`StagedStep`), so the
             TAESD encode and decode of neighbouring frames overlap the UNet; same results.
+        parallel_frames: the two frames in flight run at once, each on its own stream and graph
+            (`ParallelStep`); only for frames that carry no state (1 step, cfg none or full); same
+            results. Not with overlap_stages.
         fp8_linear: FP8 transformer-block projections (compute capability 8.9+; see backends/fp8.py).
         cudnn_exhaustive: cuDNN tries every convolution algorithm once per shape (a process-wide
             setting while the backend is open; close() puts the previous limit back).
@@ -236,7 +240,7 @@ class CompiledBackend(FramePipeline):
     def __init__(self, engine: Any, *, compile: bool = True, cuda_graph: bool = True, warmup: int = 3,
                  cache_dir: str | None = None, fuse_qkv: bool = False, inductor: str = "default",
                  compile_mode: str = "default", compile_scope: str = "whole", overlap_stages: bool = False,
-                 fp8_linear: bool = False, cudnn_exhaustive: bool = False) -> None:
+                 parallel_frames: bool = False, fp8_linear: bool = False, cudnn_exhaustive: bool = False) -> None:
         # 1. Check inputs
         if engine.device.type != "cuda":
             raise DeviceError(f"the compiled backend needs a CUDA device; the engine is on {engine.device}: "
@@ -249,6 +253,10 @@ class CompiledBackend(FramePipeline):
                               "case on Windows): use --backend eager or tensorrt, or install a Windows build of "
                               "Triton (pip install triton-windows)")
         check_capturable(engine, self.name)
+        if parallel_frames:
+            if overlap_stages:
+                raise ConfigError("overlap_stages and parallel_frames do not combine: pick one")
+            check_parallel(engine)  # before minutes of compiling
         self.engine = engine
         self._closed = False
         t0 = time.perf_counter()
@@ -264,14 +272,15 @@ class CompiledBackend(FramePipeline):
             self.cache_dir = use_compile_cache(cache_dir)
         self._modules = StepModules(engine, compile=compile, fuse_qkv=fuse_qkv, inductor=inductor,
                                     compile_mode=compile_mode, compile_scope=compile_scope, fp8_linear=fp8_linear)
-        self.knobs = {**self._modules.knobs, "overlap_stages": overlap_stages, "cudnn_exhaustive": cudnn_exhaustive}
+        self.knobs = {**self._modules.knobs, "overlap_stages": overlap_stages,
+                      "parallel_frames": parallel_frames, "cudnn_exhaustive": cudnn_exhaustive}
         self._swap = swap_modules(engine, self._modules.unet, self._modules.vae)
         self._swap.__enter__()
 
         # 3. Warm up (compiles), capture, undo the warm-up frames' effect on the stream state
         try:
             with self._modules.compiling():
-                step_class = StagedStep if overlap_stages else GraphedStep
+                step_class = StagedStep if overlap_stages else ParallelStep if parallel_frames else GraphedStep
                 self._run = step_class(engine, warmup=warmup, cuda_graph=cuda_graph)
         except BaseException:
             self._release()

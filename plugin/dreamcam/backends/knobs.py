@@ -23,13 +23,13 @@ INDUCTOR_PRESETS: dict[str, dict[str, bool]] = {
 }
 # the knobs as CompiledBackend keyword arguments, with their defaults
 KNOB_DEFAULTS: dict[str, Any] = {"fuse_qkv": False, "inductor": "default", "compile_mode": "default",
-                                 "compile_scope": "whole", "overlap_stages": False,
+                                 "compile_scope": "whole", "overlap_stages": False, "parallel_frames": False,
                                  "fp8_linear": False, "cudnn_exhaustive": False}
 
 
 def add_knob_arguments(p: argparse.ArgumentParser) -> None:
-    """--fuse-qkv, --inductor, --compile-mode, --compile-scope, --overlap-stages, --fp8-linear,
-    --cudnn-exhaustive (compiled backend only)."""
+    """--fuse-qkv, --inductor, --compile-mode, --compile-scope, --overlap-stages, --parallel-frames,
+    --fp8-linear, --cudnn-exhaustive (compiled backend only)."""
     p.add_argument("--fuse-qkv", action="store_true", help="compiled backend: fused attention q/k/v projections")
     p.add_argument("--inductor", default="default", choices=tuple(INDUCTOR_PRESETS),
                    help="compiled backend: Inductor preset (tuned: conv_1x1_as_mm, coordinate descent, no epilogue "
@@ -41,6 +41,9 @@ def add_knob_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap-stages", action="store_true",
                    help="compiled backend: TAESD encode/decode of the neighbouring frames run beside the UNet on "
                         "streams of their own (two-deep throughput; same results)")
+    p.add_argument("--parallel-frames", action="store_true",
+                   help="compiled backend: the two frames in flight run at once on two streams, where frames carry "
+                        "no state (1 step, --cfg none or full; two-deep throughput; same results)")
     p.add_argument("--fp8-linear", action="store_true",
                    help="compiled backend: UNet transformer projections as FP8 matmuls, scales calibrated at start "
                         "(Ada/Hopper GPUs; frames differ from fp16 by a few levels)")
@@ -59,6 +62,9 @@ def check_knobs(args: argparse.Namespace, chosen: str) -> None:
     if chosen != "compiled" and changed:
         raise ConfigError(f"{', '.join(changed)} tune the compiled backend; this run uses {chosen}: "
                           "add --backend compiled (CUDA) or drop them")
+    if args.overlap_stages and args.parallel_frames:
+        raise ConfigError("--overlap-stages and --parallel-frames are two ways to use the frames in flight and "
+                          "do not combine: pick one")
 
 
 def knob_options(args: argparse.Namespace) -> dict[str, Any]:
