@@ -22,14 +22,13 @@ frames cannot share one. Not measured on a GPU yet (`--parallel-frames`, sweep r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from dreamcam.backends.step import DEPTH, DeviceFrameStep, GraphedStep, StateSnapshot, _on, capture_graph
 from dreamcam.errors import ConfigError
-from dreamcam.framing_gpu import fit_torch
 
 
 def carries_state(engine: Any) -> str | None:
@@ -88,22 +87,8 @@ class ParallelStep(GraphedStep):
             if s is not None:
                 s.synchronize()
 
-    def _enqueue(self, frames: np.ndarray, fit_mode: str) -> None:
-        k = self._next
-        slot = self._upload(frames)  # 1. upload on the copy stream
-        stream, step, e = self.streams[k], self.steps[k], self.engine
-        # 2. Compute on the slot's stream, after the upload and the setters issued so far
-        if stream is not None:
-            stream.wait_event(slot.uploaded)
-            stream.wait_stream(torch.cuda.current_stream(e.device))
-        with _on(stream):
-            for i in range(e.frame_buffer_size):
-                step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
-            self._runs[k]()
-            slot.out_dev.copy_(step.frames_out)
-            if slot.computed is not None:
-                slot.computed.record()
-        self._download(slot, slot.computed)  # 3. download on its own stream
+    def _lane(self, k: int) -> tuple[torch.cuda.Stream | None, DeviceFrameStep, Callable[[], Any]]:
+        return self.streams[k], self.steps[k], self._runs[k]
 
     def fence(self) -> None:
         """The default stream waits for both compute streams (no host wait)."""

@@ -292,21 +292,25 @@ class GraphedStep:
         self._in_flight.append(slot)
         self._next = (self._next + 1) % DEPTH
 
+    def _lane(self, k: int) -> tuple[torch.cuda.Stream | None, DeviceFrameStep, Callable[[], Any]]:
+        """The compute stream, step buffers and runner (graph replay or the step) of slot k's frame:
+        here one lane for both slots (ParallelStep gives each slot its own)."""
+        return self.stream, self.step, (self.graph.replay if self.graph is not None else self.step)
+
     def _enqueue(self, frames: np.ndarray, fit_mode: str) -> None:
         """`submit` for a checked (F, h, w, 3) uint8 array."""
+        stream, step, run = self._lane(self._next)
         slot = self._upload(frames)  # 1. upload on the copy stream
         # 2. Compute, after the upload and after the setters issued so far on the default stream
-        if self.stream is not None:
-            self.stream.wait_event(slot.uploaded)
-        with self._on_stream():
-            e = self.engine
+        e = self.engine
+        if stream is not None:
+            stream.wait_event(slot.uploaded)
+            stream.wait_stream(torch.cuda.current_stream(e.device))
+        with _on(stream):
             for i in range(e.frame_buffer_size):
-                self.step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
-            if self.graph is not None:
-                self.graph.replay()
-            else:
-                self.step()
-            slot.out_dev.copy_(self.step.frames_out)
+                step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
+            run()
+            slot.out_dev.copy_(step.frames_out)
             if slot.computed is not None:
                 slot.computed.record()
         self._download(slot, slot.computed)  # 3. download on its own stream
