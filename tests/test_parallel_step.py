@@ -12,9 +12,10 @@ import torch
 from dreamcam import StreamEngine, tiny_pipeline
 from dreamcam.backends.knobs import add_knob_arguments, check_knobs
 from dreamcam.backends.parallel import ParallelStep, carries_state
-from dreamcam.backends.step import GraphedStep, TinyVaeCalls, swap_modules
+from dreamcam.backends.step import GraphedStep
 from dreamcam.errors import ConfigError
 from test_pipeline_backends import camera, pipelined
+from test_staged_step import counting_compiles
 
 
 def _engine(pipe, *, t_index=(35,), cfg="none", frame_buffer_size=1, device="cpu", dtype=torch.float32):
@@ -107,15 +108,8 @@ def test_parallel_frames_and_overlap_stages_do_not_combine():
 
 
 def test_both_slots_run_the_compiled_modules_without_recompiling(tiny_pipe):
-    from torch._dynamo.testing import CompileCounter
-
     e = _engine(tiny_pipe)
-    counter = CompileCounter()
-    unet = torch.compile(e.unet, backend=counter, dynamic=False)
-    enc = torch.compile(e.vae.encoder, backend=counter, dynamic=False)
-    dec = torch.compile(e.vae.decoder, backend=counter, dynamic=False)
-    torch._dynamo.reset()
-    with swap_modules(e, unet, TinyVaeCalls(e.vae, enc, dec)):
+    with counting_compiles(e) as counter:
         run = ParallelStep(e, warmup=1, cuda_graph=False)
         pipelined(run, camera(4, [(80, 64), (64, 96)]))
     assert counter.frame_count == 3, f"{counter.frame_count} compiles for 3 modules: a slot recompiled one"

@@ -5,6 +5,8 @@ itself is in the GPU test at the end (run by the sweep's gputests row)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -54,18 +56,26 @@ def test_staged_with_a_frame_buffer_of_two_and_its_synchronous_process(tiny_pipe
         assert np.array_equal(with_process.process(f), ref.process(f))
 
 
-def test_each_stage_runs_the_compiled_modules_without_recompiling(tiny_pipe):
-    """A compiled module guards on its input's layout: a stage fed a buffer with other strides than
-    the whole step feeds it would compile a second version (minutes on a real UNet)."""
+@contextlib.contextmanager
+def counting_compiles(e):
+    """The engine's UNet, TAESD encoder and decoder torch.compile'd with a backend that counts
+    compilations (the counter is yielded); the engine's own modules come back on exit."""
     from torch._dynamo.testing import CompileCounter
 
-    e = engine(tiny_pipe)
     counter = CompileCounter()
     unet = torch.compile(e.unet, backend=counter, dynamic=False)
     enc = torch.compile(e.vae.encoder, backend=counter, dynamic=False)
     dec = torch.compile(e.vae.decoder, backend=counter, dynamic=False)
     torch._dynamo.reset()
     with swap_modules(e, unet, TinyVaeCalls(e.vae, enc, dec)):
+        yield counter
+
+
+def test_each_stage_runs_the_compiled_modules_without_recompiling(tiny_pipe):
+    """A compiled module guards on its input's layout: a stage fed a buffer with other strides than
+    the whole step feeds it would compile a second version (minutes on a real UNet)."""
+    e = engine(tiny_pipe)
+    with counting_compiles(e) as counter:
         run = StagedStep(e, warmup=1, cuda_graph=False)
         run.process(camera(1, [(64, 64)])[0])
         pipelined(run, camera(3, [(80, 64), (64, 96)]))
