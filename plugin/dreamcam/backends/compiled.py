@@ -28,6 +28,10 @@ Speed knobs (`StepModules`, which also runs on a CPU engine so the knobs are tes
   calibrated at start (backends/fp8.py; Ada/Hopper; frames differ from fp16 by a few levels).
 - `cudnn_exhaustive`: cuDNN's benchmark tries every convolution algorithm, not its first 10
   (`torch.backends.cudnn.benchmark_limit = 0`, process-wide until close); a longer first frame.
+
+Frame paths (`CompiledBackend`): `GraphedStep` by default; `overlap_stages` runs the step as
+three graphs on three streams (backends/staged.py); `parallel_frames` gives each of the two frames
+in flight its own graph and stream where frames carry no state (backends/parallel.py).
 """
 
 from __future__ import annotations
