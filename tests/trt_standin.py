@@ -9,8 +9,8 @@ placeholder bytes.
 
 The enums follow the real bindings: the BuilderFlag members of TensorRT 11 are those of the
 tensorrt_cu12_bindings 11.4.0.106 wheel (no FP16, BF16, INT8 or FP8: TensorRT 11 builds only
-strongly typed networks, and keeps NetworkDefinitionCreationFlag.STRONGLY_TYPED but ignores it);
-TensorRT 10 still has the precision flags and both network modes.
+strongly typed networks, and keeps NetworkDefinitionCreationFlag.STRONGLY_TYPED, renumbered to 0,
+but ignores it); TensorRT 10 still has the precision flags and both network modes.
 """
 
 from __future__ import annotations
@@ -30,11 +30,16 @@ _TRT10_PRECISION_FLAGS = ("FP16", "BF16", "INT8", "FP8", "INT4", "FP4", "OBEY_PR
                           "PREFER_PRECISION_CONSTRAINTS")
 
 
-class NetworkDefinitionCreationFlag(enum.IntEnum):
+class NetworkDefinitionCreationFlag(enum.IntEnum):  # TensorRT 10's numbering
     EXPLICIT_BATCH = 0
     STRONGLY_TYPED = 1
     PREFER_AOT_PYTHON_PLUGINS = 2
     PREFER_JIT_PYTHON_PLUGINS = 3
+
+
+# TensorRT 11 renumbered them (NvInfer.h of 11.1): STRONGLY_TYPED is 0 (kept, ignored), no EXPLICIT_BATCH
+NetworkDefinitionCreationFlag11 = enum.IntEnum("NetworkDefinitionCreationFlag", {
+    "STRONGLY_TYPED": 0, "PREFER_JIT_PYTHON_PLUGINS": 1, "PREFER_AOT_PYTHON_PLUGINS": 2})
 
 
 class DataType(enum.Enum):
@@ -60,7 +65,7 @@ def make(version: str) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", flags, start=0)
-    trt.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
+    trt.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag if major < 11 else NetworkDefinitionCreationFlag11
     trt.DataType = DataType
     trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ("WORKSPACE", "DLA_MANAGED_SRAM"), start=0)
     trt.builds = []  # one record per build_serialized_network call
@@ -136,7 +141,7 @@ def make(version: str) -> types.ModuleType:
             return _Profile()
 
         def build_serialized_network(self, network: _Network, config: _Config) -> bytes:
-            strongly_typed = major >= 11 or network.flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+            strongly_typed = major >= 11 or network.flags & (1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
             precision = {f.name for f in config.flags} & set(_TRT10_PRECISION_FLAGS)
             if strongly_typed and precision:
                 raise BuildRefused(f"precision flags {sorted(precision)} on a strongly typed network")

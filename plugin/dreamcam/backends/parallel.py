@@ -65,8 +65,9 @@ class ParallelStep(GraphedStep):
                                         for _ in range(DEPTH - 1)]
         snapshot = StateSnapshot(engine)  # nothing to undo for such an engine; kept as a guard
         for step, stream in zip(self.steps[1:], self.streams[1:]):  # same layouts: no recompile
-            if stream is not None:
+            if stream is not None:  # after slot 0's warm-up and the zero-fill of this slot's buffers
                 stream.wait_stream(self.stream)
+                stream.wait_stream(torch.cuda.current_stream(engine.device))
             with _on(stream):
                 step()
         self._sync()

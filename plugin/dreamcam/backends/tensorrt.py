@@ -12,7 +12,10 @@ stream; the whole frame step is then captured in one CUDA graph, as in the compi
 Precision comes from the graph, not from a builder flag: the networks are built strongly typed,
 so an fp16 export (the modules' dtype on a GPU) gives an FP16 engine. TensorRT 11 builds only
 strongly typed networks and has no `BuilderFlag.FP16` any more (checked against the
-tensorrt_cu12_bindings 11.4.0.106 wheel); TensorRT 10 has both modes and takes the flag.
+tensorrt_cu12_bindings 11.4.0.106 wheel); TensorRT 10 still has weak typing and the FP16 flag, and
+dreamcam builds strongly typed there too (as NVIDIA's TensorRT 11 diffusion demo does). One change
+from a weakly typed FP16 build: GroupNorm (exported as InstanceNormalization) now computes in fp16,
+where TensorRT 10's weakly typed default was fp32; unmeasured until TensorRT runs on a lent GPU.
 
 Requires the `tensorrt` package (10 or 11) and a CUDA GPU.
 """
@@ -119,7 +122,7 @@ _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bf
 
 def torch_dtype(trt_dtype: Any) -> torch.dtype:
     """A TensorRT DataType (`DataType.HALF`) -> the torch dtype of a buffer for it."""
-    name = str(trt_dtype).rsplit(".", 1)[-1]
+    name = getattr(trt_dtype, "name", None) or str(trt_dtype).rsplit(".", 1)[-1]
     if name not in _TORCH_DTYPES:
         raise DeviceError(f"a TensorRT engine tensor of type {trt_dtype} has no torch buffer type; "
                           f"dreamcam binds {', '.join(_TORCH_DTYPES)}")
