@@ -48,13 +48,27 @@ def test_auto_backend_on_cpu_is_eager_and_closes_twice(pipe):
     b.close()
 
 
-def test_auto_falls_back_to_eager_when_the_fast_backend_cannot_run(pipe, monkeypatch, caplog):
+def test_auto_tries_tensorrt_then_compiled_then_eager_saying_why(pipe, monkeypatch, caplog):
+    """A TensorRT that cannot run (too old, a failed build) falls back to compiled, not straight to
+    eager; the knob options go to the backend auto picked first only."""
     import dreamcam.backends as backends
 
-    monkeypatch.setattr(backends, "choose_backend", lambda name, device_type: "compiled")
+    monkeypatch.setattr(backends, "auto_candidates", lambda device_type: ["tensorrt", "compiled", "eager"])
+    built = []
+    real_build = backends._build
+
+    def spy(name, engine, options):
+        built.append((name, options))
+        return real_build(name, engine, options)
+
+    monkeypatch.setattr(backends, "_build", spy)
     with caplog.at_level("WARNING"):
-        b = make_backend("auto", _engine(pipe, (35,), "none"))
-    assert b.name == "eager" and "using eager" in caplog.text
+        b = make_backend("auto", _engine(pipe, (35,), "none"), cuda_graph=False)
+    assert b.name == "eager"
+    assert built == [("tensorrt", {"cuda_graph": False}), ("compiled", {}), ("eager", {})]
+    assert "backend tensorrt cannot run this set-up (the tensorrt backend needs a CUDA device" in caplog.text
+    assert "; using compiled" in caplog.text and "backend compiled cannot run" in caplog.text
+    assert "; using eager" in caplog.text
     with pytest.raises(DeviceError):  # asked for by name: the reason, not a silent fallback
         make_backend("compiled", _engine(pipe, (35,), "none"))
 

@@ -1,8 +1,10 @@
-"""`dreamcam devices`: the cameras that open, the monitors, and the usable virtual cameras.
+"""`dreamcam devices`: the cameras that open, the monitors, the usable virtual cameras, and the
+GPUs and backends that can run the model here.
 
 Each probe is quiet and quick: cameras are opened (not read) with OpenCV's logging silenced,
-monitors come from mss, and each registered pyvirtualcam backend is opened at 64x48 and
-closed at once, its error line kept when it fails.
+monitors come from mss, each registered pyvirtualcam backend is opened at 64x48 and closed at
+once, its error line kept when it fails, and the backends are checked for what they need (a
+CUDA GPU, Triton, a supported TensorRT) without building anything.
 """
 
 from __future__ import annotations
@@ -111,9 +113,61 @@ def find_virtualcam_backends(width: int = 64, height: int = 48, fps: float = 30.
     return result
 
 
+def _tensorrt_problem() -> tuple[str | None, str | None]:
+    """(TensorRT version, None) where the tensorrt backend's TensorRT imports and is supported,
+    else (version or None, why not)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return None, "TensorRT is not installed: pip install 'dreamcam[tensorrt]'"
+    from dreamcam.backends.tensorrt import import_tensorrt
+
+    try:
+        return import_tensorrt().__version__, None
+    except DeviceError as e:
+        return None, str(e)
+    except Exception as e:  # a broken install (missing libraries) fails at import in many ways
+        return None, f"TensorRT does not import: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+
+
+def find_compute() -> dict:
+    """{"torch": version, "gpus": [{index, name, capability, memory_gib}], "no_gpu": why or None,
+    "backends": [{name, usable, why, version}], "auto": what `--backend auto` runs here}."""
+    import importlib.util
+
+    import torch
+
+    from dreamcam.backends import auto_candidates
+    from dreamcam.run_options import cpu_fallback_hint
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append({"index": i, "name": props.name, "capability": f"{props.major}.{props.minor}",
+                         "memory_gib": round(props.total_memory / 2**30, 1)})
+    no_gpu = None
+    if not gpus:
+        mps = getattr(torch.backends, "mps", None)
+        no_gpu = cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available()))
+    need_gpu = "needs a CUDA GPU (none here)" if not gpus else None
+    no_triton = None if importlib.util.find_spec("triton") else (
+        "torch.compile needs Triton and this torch has none (the usual case on Windows): pip install triton-windows")
+    trt_version, trt_why = _tensorrt_problem()
+    backends = [
+        {"name": "eager", "usable": True, "why": None, "version": None},
+        {"name": "compiled", "usable": not (need_gpu or no_triton), "why": need_gpu or no_triton, "version": None},
+        {"name": "tensorrt", "usable": not (need_gpu or trt_why), "why": need_gpu or trt_why, "version": trt_version},
+    ]
+    usable = {b["name"] for b in backends if b["usable"]}
+    auto = next(c for c in auto_candidates("cuda" if gpus else "cpu") if c in usable)
+    return {"torch": torch.__version__, "gpus": gpus, "no_gpu": no_gpu, "backends": backends, "auto": auto}
+
+
 def probe() -> dict:
     """Everything `dreamcam devices` reports, as plain data."""
-    return {"cameras": find_cameras(), "screen": find_monitors(), "virtualcam": find_virtualcam_backends()}
+    return {"cameras": find_cameras(), "screen": find_monitors(), "virtualcam": find_virtualcam_backends(),
+            "compute": find_compute()}
 
 
 def format_report(report: dict) -> str:
@@ -142,6 +196,17 @@ def format_report(report: dict) -> str:
         lines.append("  none registered on this OS")
     if report["virtualcam"] and not any(b["usable"] for b in report["virtualcam"]):
         lines.append(f"  to get one: {install_hint()}")
+    compute = report["compute"]
+    lines.append(f"GPUs (torch {compute['torch']}):")
+    for g in compute["gpus"]:
+        lines.append(f"  {g['index']}: {g['name']}, compute capability {g['capability']}, {g['memory_gib']:g} GiB")
+    if compute["no_gpu"]:
+        lines.append(f"  none: {compute['no_gpu']}")
+    lines.append("backends:")
+    for b in compute["backends"]:
+        version = f" (TensorRT {b['version']})" if b["version"] else ""
+        lines.append(f"  {b['name']}: usable{version}" if b["usable"] else f"  {b['name']}: unusable: {b['why']}")
+    lines.append(f"  --backend auto runs {compute['auto']} here")
     return "\n".join(lines)
 
 

@@ -18,7 +18,9 @@ Which backend where:
   H100/H200), later starts reuse the cache under `engines/`.
 - "tensorrt": CUDA with the `tensorrt` package (10 or 11); ONNX export and engine build on first
   use, cached under `engines/`.
-- "auto": tensorrt where importable on CUDA, else compiled on CUDA, else eager.
+- "auto": tensorrt where importable on CUDA, else compiled on CUDA, else eager; where the one it
+  picks cannot run (an unsupported TensorRT, no Triton, a model the fast path cannot take) it
+  says why and tries the next: tensorrt, then compiled, then eager.
 """
 
 from __future__ import annotations
@@ -35,40 +37,52 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "eager", "compiled", "tensorrt")
 
 
+def auto_candidates(device_type: str) -> list[str]:
+    """What "auto" tries on a device type, in order: on CUDA tensorrt (where the package is
+    importable), compiled, then eager; on anything else eager."""
+    if device_type != "cuda":
+        return ["eager"]
+    return (["tensorrt"] if importlib.util.find_spec("tensorrt") is not None else []) + ["compiled", "eager"]
+
+
 def choose_backend(name: str, device_type: str) -> str:
-    """Resolve "auto" for a device type ("cuda" or "cpu"); other names pass through."""
+    """Resolve "auto" for a device type ("cuda" or "cpu") to its first candidate; other names pass through."""
     if name not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}; got {name!r}")
-    if name != "auto":
-        return name
-    if device_type != "cuda":
-        return "eager"
-    return "tensorrt" if importlib.util.find_spec("tensorrt") is not None else "compiled"
+    return auto_candidates(device_type)[0] if name == "auto" else name
+
+
+def _build(name: str, engine: Any, options: dict[str, Any]):
+    if name == "eager":
+        from dreamcam.backends.eager import EagerBackend
+
+        return EagerBackend(engine)
+    if name == "compiled":
+        from dreamcam.backends.compiled import CompiledBackend
+
+        return CompiledBackend(engine, **options)
+    from dreamcam.backends.tensorrt import TensorRTBackend
+
+    return TensorRTBackend(engine, **options)
 
 
 def make_backend(name: str, engine: Any, **options: Any):
-    """Build the named backend around a prepared engine (options go to its constructor)."""
+    """Build the named backend around a prepared engine (options go to its constructor; with
+    "auto", to the first candidate only: they are the options for the backend it picks)."""
     chosen = choose_backend(name, engine.device.type)
-    if name == "auto":
-        log.info("backend auto -> %s (device %s)", chosen, engine.device)
-    from dreamcam.backends.eager import EagerBackend
-
-    if chosen == "eager":
-        return EagerBackend(engine)
-    try:
-        if chosen == "compiled":
-            from dreamcam.backends.compiled import CompiledBackend
-
-            return CompiledBackend(engine, **options)
-        from dreamcam.backends.tensorrt import TensorRTBackend
-
-        return TensorRTBackend(engine, **options)
-    except DreamcamError as e:
-        if name != "auto":
-            raise
-        # auto promised a working camera: a model the fast path cannot take still runs, slower
-        log.warning("backend %s cannot run this set-up (%s); using eager", chosen, e)
-        return EagerBackend(engine)
+    if name != "auto":
+        return _build(chosen, engine, options)
+    log.info("backend auto -> %s (device %s)", chosen, engine.device)
+    candidates = auto_candidates(engine.device.type)
+    for i, candidate in enumerate(candidates):
+        try:
+            return _build(candidate, engine, options if i == 0 else {})
+        except DreamcamError as e:
+            if candidate == candidates[-1]:
+                raise
+            # auto promised a working camera: what the faster path cannot take still runs, slower
+            log.warning("backend %s cannot run this set-up (%s); using %s", candidate, e, candidates[i + 1])
+    raise AssertionError("unreachable: the last candidate returns or raises")
 
 
 def engines_dir() -> Path:
