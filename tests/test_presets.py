@@ -67,8 +67,8 @@ def test_apply_is_one_atomic_update(lib):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ('[a]\nprompt = "x"\n[b]\nstrength = 1.5\n', r"line 3: preset 'b': strength must be between 0 and 1"),
-        ('[a]\nstrength = "high"\n', r"line 1: preset 'a': strength must be a number"),
+        ('[a]\nprompt = "x"\n[b]\nstrength = 1.5\n', r"line 4: preset 'b': strength must be between 0 and 1"),
+        ('[a]\nstrength = "high"\n', r"line 2: preset 'a': strength must be a number"),
         ('[a]\nmodel = "x"\n', r"unknown key 'model'"),
         ('[a]\nprompt = "x"\nprompt = "y"\n', r"line 3, column"),
         ('[a\nprompt = "x"\n', r"line 1, column"),
@@ -88,7 +88,7 @@ def test_missing_or_broken_file_at_start_is_config_error(tmp_path):
         PresetLibrary(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[a]\nstrength = 2\n")
-    with pytest.raises(ConfigError, match=r"bad.toml: line 1: preset 'a'"):
+    with pytest.raises(ConfigError, match=r"bad.toml: line 2: preset 'a'"):
         PresetLibrary(bad)
 
 

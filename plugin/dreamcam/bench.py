@@ -34,7 +34,7 @@ import torch
 from dreamcam.backends.knobs import check_knobs, knob_options
 from dreamcam.bench_args import add_arguments  # noqa: F401 - the flags live there; cli calls bench.add_arguments
 from dreamcam.bench_gate import TimingGate
-from dreamcam.errors import ConfigError
+from dreamcam.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,11 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device == "cuda" else torch.float32
-    check_knobs(args, choose_backend(args.backend, device))
+    chosen = choose_backend(args.backend, device)
+    if chosen in ("compiled", "tensorrt") and device != "cuda":  # said before the slow build and the peer's frames
+        raise DeviceError(f"the {chosen} backend needs a CUDA device; this benchmark is on {device}: "
+                          "use --backend eager (or auto) on a CPU")
+    check_knobs(args, chosen)
     if args.t_index_list:
         t_index = check_t_index_list(args.t_index_list.split(","), 50)
     else:
@@ -329,12 +333,19 @@ def format_text(r: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark the flags ask for; print it; exit status 0."""
+    from dreamcam.run_options import check_output_file
+
     mode = mode_of(args)
+    if args.out:  # said now, not after minutes of benchmark
+        check_output_file(args.out, "--out")
     result = MODES[mode](args)
     text = json.dumps(result, sort_keys=False)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+        try:
+            with open(args.out, "w") as fh:
+                fh.write(text + "\n")
+        except OSError as e:
+            raise DeviceError(f"cannot write --out {args.out}: {e.strerror or e}; choose a writable path") from e
     if args.json:
         print(text)
     elif mode == "engine":

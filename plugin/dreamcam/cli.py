@@ -20,6 +20,7 @@ from dreamcam.errors import ConfigError, DeviceError, DreamcamError
 from dreamcam.params import PARAMS
 from dreamcam.run_options import (
     check_model_flags,
+    check_output_file,
     cpu_fallback_hint,
     live_control,
     parse_lora,
@@ -169,9 +170,8 @@ def cmd_run(args) -> int:
     store, presets, mapping = live_control(args)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
-    stats_dir = os.path.dirname(os.path.abspath(args.stats_json)) if args.stats_json else None
-    if stats_dir is not None and not os.path.isdir(stats_dir):  # said now, not when the run ends
-        raise ConfigError(f"--stats-json {args.stats_json}: folder {stats_dir} does not exist")
+    if args.stats_json:  # said now, not when the run ends
+        check_output_file(args.stats_json, "--stats-json")
     check_size("width", args.width)
     check_size("height", args.height)
     t_index = t_index_list(args, store.get("strength"))

@@ -63,19 +63,23 @@ def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, A
             raise ConfigError(f"{at}: preset names must be 1..{MAX_NAME_CHARS} characters, got {len(name)}")
         values = {}
         for key, value in table.items():
+            key_line = _key_line(text, line, key)
+            at_key = f"{source}: line {key_line}" if key_line else at
             if key not in PRESET_KEYS:
-                raise ConfigError(f"{at}: preset {name!r} has unknown key {key!r}; known: {', '.join(PRESET_KEYS)}")
+                raise ConfigError(f"{at_key}: preset {name!r} has unknown key {key!r}; known: {', '.join(PRESET_KEYS)}")
             try:
                 values[key] = PARAMS[key].validate(value)
             except ConfigError as e:
-                raise ConfigError(f"{at}: preset {name!r}: {e}") from None
+                raise ConfigError(f"{at_key}: preset {name!r}: {e}") from None
         if "prompt" in values:
             from dreamcam.prompts import parse_prompt
 
             try:
                 parse_prompt(values["prompt"])
             except ConfigError as e:
-                raise ConfigError(f"{at}: preset {name!r}: {e}") from None
+                prompt_line = _key_line(text, line, "prompt")
+                at_prompt = f"{source}: line {prompt_line}" if prompt_line else at
+                raise ConfigError(f"{at_prompt}: preset {name!r}: {e}") from None
         presets[name] = values
     return presets
 
@@ -114,6 +118,22 @@ def _header_line(text: str, name: str) -> int | None:
     for i, line in enumerate(text.splitlines(), 1):
         if pattern.match(line):
             return i
+    return None
+
+
+def _key_line(text: str, header: int | None, key: str) -> int | None:
+    """1-based line of `key = ...` in the table whose header is on line `header` (the line
+    that is wrong, not just its preset's header), if it can be found before the next table."""
+    if header is None:
+        return None
+    variants = {re.escape(key), re.escape(f'"{key}"'), re.escape(f"'{key}'")}
+    pattern = re.compile(r"^\s*(?:" + "|".join(variants) + r")\s*=")
+    lines = text.splitlines()
+    for i in range(header, len(lines)):  # lines[header] is the line after the header
+        if lines[i].lstrip().startswith("["):
+            return None
+        if pattern.match(lines[i]):
+            return i + 1
     return None
 
 

@@ -3,6 +3,8 @@ each turns flags into checked values or raises ConfigError, one line saying how 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -115,3 +117,21 @@ def similarity_filter(args):
     if args.max_skip_frames < 0:
         raise ConfigError(f"--max-skip-frames must be >= 0, got {args.max_skip_frames}")
     return SimilarityFilter(args.similarity_filter, args.max_skip_frames)
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Say at start, not when a long run ends, that `flag PATH` cannot be written: a missing
+    folder, a folder given as the file, a read-only folder or disk (ConfigError). Opens the
+    file for appending to find out; a file that was not there before is removed again."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{flag} {path}: folder {folder} does not exist")
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write {flag} {path}: {e.strerror or e}; choose a writable path") from e
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.remove(path)
