@@ -80,7 +80,9 @@ def test_knob_flags_reach_the_compiled_backend_constructor(tiny_pipe):
     args = _args(*TINY, "--backend", "compiled", "--fuse-qkv", "--inductor", "tuned-freeze",
                  "--compile-mode", "max-autotune-no-cudagraphs", "--compile-scope", "blocks", "--no-cuda-graph",
                  "--overlap-stages", "--fp8-linear", "--cudnn-exhaustive")
-    cfg = bench.resolve(args)  # the knobs are for the backend asked for, so resolve accepts them
+    # resolve refuses a GPU backend on this CPU (before building anything), so the engine comes from
+    # the same flags without the backend; the knobs then go where --backend compiled sends them
+    cfg = bench.resolve(_args(*TINY))
     engine = bench.make_engine(tiny_pipe, cfg, args)
     opts = bench.backend_options(args, engine)
     assert opts == {"compile": True, "cuda_graph": False, "fuse_qkv": True, "inductor": "tuned-freeze",
@@ -92,10 +94,10 @@ def test_knob_flags_reach_the_compiled_backend_constructor(tiny_pipe):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (("--fuse-qkv",), r"--fuse-qkv tune the compiled backend; this run uses eager"),
+    (("--fuse-qkv",), r"--fuse-qkv tunes the compiled backend; this run uses eager"),
     (("--backend", "eager", "--inductor", "tuned", "--compile-scope", "blocks"),
      r"--inductor, --compile-scope tune the compiled backend; this run uses eager: add --backend compiled"),
-    (("--overlap-stages",), r"--overlap-stages tune the compiled backend; this run uses eager"),
+    (("--overlap-stages",), r"--overlap-stages tunes the compiled backend; this run uses eager"),
     (("--fp8-linear", "--cudnn-exhaustive"),
      r"--fp8-linear, --cudnn-exhaustive tune the compiled backend; this run uses eager"),
     (("--frame-buffer", "0"), r"--frame-buffer must be >= 1 \(frames per UNet call\), got 0"),
@@ -114,7 +116,7 @@ def test_knob_choices_are_checked_by_the_parser(capsys):
 def test_main_names_the_knob_on_a_cpu(capsys):
     assert bench.main([*TINY, "--compile-mode", "max-autotune-no-cudagraphs"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("dreamcam bench: --compile-mode tune the compiled backend; this run uses eager")
+    assert err[-1].startswith("dreamcam bench: --compile-mode tunes the compiled backend; this run uses eager")
 
 
 def test_frame_buffer_two_runs_on_the_cpu_engine_it_builds(tiny_pipe):

@@ -103,7 +103,7 @@ def test_parallel_frames_and_overlap_stages_do_not_combine():
     add_knob_arguments(p)
     with pytest.raises(ConfigError, match="--overlap-stages and --parallel-frames .* pick one"):
         check_knobs(p.parse_args(["--overlap-stages", "--parallel-frames"]), "compiled")
-    with pytest.raises(ConfigError, match=r"--parallel-frames tune the compiled backend; this run uses eager"):
+    with pytest.raises(ConfigError, match=r"--parallel-frames tunes the compiled backend; this run uses eager"):
         check_knobs(p.parse_args(["--parallel-frames"]), "eager")
 
 

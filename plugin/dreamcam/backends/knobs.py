@@ -60,7 +60,8 @@ def check_knobs(args: argparse.Namespace, chosen: str) -> None:
     """Knobs given for a run whose backend is not `compiled`: one clear line, never ignored."""
     changed = changed_knobs(args)
     if chosen != "compiled" and changed:
-        raise ConfigError(f"{', '.join(changed)} tune the compiled backend; this run uses {chosen}: "
+        verb = "tunes" if len(changed) == 1 else "tune"
+        raise ConfigError(f"{', '.join(changed)} {verb} the compiled backend; this run uses {chosen}: "
                           "add --backend compiled (CUDA) or drop them")
     if args.overlap_stages and args.parallel_frames:
         raise ConfigError("--overlap-stages and --parallel-frames are two ways to use the frames in flight and "
