@@ -196,8 +196,14 @@ def format_report(report: dict) -> str:
         lines.append("  none registered on this OS")
     if report["virtualcam"] and not any(b["usable"] for b in report["virtualcam"]):
         lines.append(f"  to get one: {install_hint()}")
-    compute = report["compute"]
-    lines.append(f"GPUs (torch {compute['torch']}):")
+    if "compute" in report:  # a report of the I/O probes alone has none
+        lines.extend(format_compute(report["compute"]))
+    return "\n".join(lines)
+
+
+def format_compute(compute: dict) -> list[str]:
+    """The GPUs and backends of `find_compute()`, as report lines."""
+    lines = [f"GPUs (torch {compute['torch']}):"]
     for g in compute["gpus"]:
         lines.append(f"  {g['index']}: {g['name']}, compute capability {g['capability']}, {g['memory_gib']:g} GiB")
     if compute["no_gpu"]:
@@ -207,7 +213,7 @@ def format_report(report: dict) -> str:
         version = f" (TensorRT {b['version']})" if b["version"] else ""
         lines.append(f"  {b['name']}: usable{version}" if b["usable"] else f"  {b['name']}: unusable: {b['why']}")
     lines.append(f"  --backend auto runs {compute['auto']} here")
-    return "\n".join(lines)
+    return lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
