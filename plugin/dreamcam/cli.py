@@ -137,7 +137,12 @@ def _command(name: str):
     return tensorrt.run
 
 
-def _load_model(args, device, dtype):
+DEFAULT_TINY_VAE = "madebyollin/taesd"  # TAESD for SD 1.x/2.x latents, what StreamDiffusion uses by default
+
+
+def _load_model(args, device, dtype, backend: str = "eager"):
+    """The pipeline the flags name; a GPU backend without --vae gets the tiny VAE it needs, or,
+    where that cannot be loaded, the model's own (auto then runs eager, and says so)."""
     from dreamcam.models import load_pipeline, tiny_pipeline
 
     t0 = time.perf_counter()
@@ -145,10 +150,14 @@ def _load_model(args, device, dtype):
     if args.model == "tiny":
         pipe = tiny_pipeline(seed=0, device=device, dtype=dtype)
     else:
+        vae, optional = args.vae, False
+        if vae is None and backend in ("compiled", "tensorrt"):
+            vae, optional = DEFAULT_TINY_VAE, True
+            say(f"VAE: {vae} (the {backend} backend runs a tiny VAE; --vae to choose another)")
         loras = [parse_lora(s) for s in (args.lora or [])]
         pipe = load_pipeline(
-            args.model, config=args.model_config, vae=args.vae, lcm_lora=args.lcm_lora, loras=loras,
-            device=device, dtype=dtype, progress=sys.stderr.isatty(),
+            args.model, config=args.model_config, vae=vae, lcm_lora=args.lcm_lora, loras=loras,
+            device=device, dtype=dtype, progress=sys.stderr.isatty(), vae_optional=optional,
         )
     say(f"model ready in {time.perf_counter() - t0:.1f} s")
     return pipe
@@ -226,7 +235,7 @@ def cmd_run(args) -> int:
             say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
 
         # 3. Model, engine and backend
-        pipe = _load_model(args, device, dtype)
+        pipe = _load_model(args, device, dtype, chosen)
         engine = StreamEngine(pipe, t_index, args.width, args.height, cfg_type=args.cfg, device=device, dtype=dtype)
         s = store.snapshot()
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])

@@ -55,6 +55,7 @@ def load_pipeline(
     dtype: torch.dtype | str | None = None,
     scheduler: str = "lcm",
     progress: bool = True,
+    vae_optional: bool = False,
 ):
     """Load a Stable Diffusion 1.x/2.x-style pipeline for `StreamEngine`.
 
@@ -77,6 +78,8 @@ def load_pipeline(
     scheduler: "lcm" (an LCMScheduler built from the model's scheduler config, what the
         engine runs) or "keep" (leave the model's own scheduler on the pipeline).
     progress: show diffusers / hub progress bars while loading and downloading.
+    vae_optional: a `vae` that cannot be loaded (a hub id not cached while offline, say) is
+        skipped with a warning and the model's own VAE kept, instead of failing the load.
 
     Raises ModelLoadError (model cannot be found or read, LoRA does not fit) or ConfigError
     (bad argument).
@@ -97,11 +100,17 @@ def load_pipeline(
     from dreamcam.models import fuse_loras, load_vae, move_pipeline
 
     with _progress_bars(progress), hub.guard():
-        # 2. Base pipeline
-        pipe = _load_base(str(id_or_path), config=config, vae=vae, hub=hub, dtype=dtype)
-        # 3. VAE (passed to the single-file loader already, so only swapped in here otherwise)
-        if vae is not None and not _is_checkpoint_path(str(id_or_path)):
-            pipe.vae = load_vae(vae, hub=hub, dtype=dtype)
+        # 2. Base pipeline (a single-file checkpoint loads a required VAE with it)
+        in_base = vae is not None and _is_checkpoint_path(str(id_or_path)) and not vae_optional
+        pipe = _load_base(str(id_or_path), config=config, vae=vae if in_base else None, hub=hub, dtype=dtype)
+        # 3. VAE swapped in
+        if vae is not None and not in_base:
+            try:
+                pipe.vae = load_vae(vae, hub=hub, dtype=dtype)
+            except ModelLoadError as e:
+                if not vae_optional:
+                    raise
+                log.warning("%s; keeping the model's own VAE", e)
         # 4. LoRAs, fused into the weights on the target device (faster there, same result)
         move_pipeline(pipe, device, dtype)
         adapters = ([(lcm_lora, 1.0)] if lcm_lora else []) + lora_list
