@@ -76,3 +76,19 @@ def test_build_engines_without_tensorrt_is_one_clear_error():
     tensorrt.add_arguments(p)
     with pytest.raises(DeviceError, match="needs TensorRT 10"):
         tensorrt.run(p.parse_args(["--model", "tiny", "--width", "256", "--height", "256"]))
+
+
+def test_build_engines_takes_the_tiny_vae_dreamcam_run_loads():
+    """The plans are cached per model hash, VAE included: build-engines loads the same TAESD that
+    `dreamcam run` loads for the tensorrt backend without --vae, so run finds what was built."""
+    import argparse
+
+    from dreamcam.backends import tensorrt
+    from dreamcam.errors import ConfigError
+    from dreamcam.run_options import DEFAULT_TINY_VAE
+
+    p = argparse.ArgumentParser()
+    tensorrt.add_arguments(p)
+    assert p.parse_args([]).vae is None and DEFAULT_TINY_VAE in p.format_help()
+    with pytest.raises(ConfigError, match="--vae is for --model ID|PATH"):
+        tensorrt.run(p.parse_args(["--model", "tiny", "--vae", "madebyollin/taesd"]))

@@ -19,6 +19,7 @@ from dreamcam.console import elapsed, say, status_printer
 from dreamcam.errors import ConfigError, DeviceError, DreamcamError
 from dreamcam.params import PARAMS
 from dreamcam.run_options import (
+    DEFAULT_TINY_VAE,
     check_model_flags,
     check_output_file,
     cpu_fallback_hint,
@@ -135,9 +136,6 @@ def _command(name: str):
     from dreamcam.backends import tensorrt
 
     return tensorrt.run
-
-
-DEFAULT_TINY_VAE = "madebyollin/taesd"  # TAESD for SD 1.x/2.x latents, what StreamDiffusion uses by default
 
 
 def _load_model(args, device, dtype, backend: str = "eager"):

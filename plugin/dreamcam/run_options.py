@@ -12,6 +12,10 @@ from dreamcam.console import say
 from dreamcam.errors import ConfigError
 from dreamcam.params import PARAMS
 
+# TAESD for SD 1.x/2.x latents: the tiny VAE the compiled and TensorRT backends run when no --vae
+# is given (StreamDiffusion's default too)
+DEFAULT_TINY_VAE = "madebyollin/taesd"
+
 
 def resolve_device(name: str):
     import torch

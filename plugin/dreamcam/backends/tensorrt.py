@@ -37,6 +37,7 @@ import torch
 
 from dreamcam.backends.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
 from dreamcam.errors import ConfigError, DeviceError
+from dreamcam.run_options import DEFAULT_TINY_VAE
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +324,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=("sd-turbo", "sd15"), default=None,
                         help="instead of --model: a real architecture with --random-weights (for benchmarks)")
     parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--vae", default=None,
+                        help=f"the tiny VAE (AutoencoderTiny) the engines are built for: hub id or folder "
+                             f"(default {DEFAULT_TINY_VAE}, the one dreamcam run loads without --vae)")
     parser.add_argument("--steps", type=int, default=1, help="denoising steps (sets the profile's batch)")
     parser.add_argument("--cfg-type", default="none", choices=("none", "self", "initialize", "full"))
     parser.add_argument("--width", type=int, default=512)
@@ -334,6 +338,8 @@ def run(args: argparse.Namespace) -> int:
     """Export and build (or find cached) the UNet, TAESD encoder and decoder plans; print their paths."""
     from dreamcam.engine import StreamEngine, strength_to_t_index_list
 
+    if args.vae and (args.arch or args.model == "tiny"):
+        raise ConfigError("--vae is for --model ID|PATH: the tiny model and --arch come with their own tiny VAE")
     import_tensorrt()
     if not torch.cuda.is_available():
         raise DeviceError("build-engines needs a CUDA GPU: TensorRT builds for the GPU it runs on")
@@ -350,10 +356,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         from dreamcam.models import load_pipeline
 
-        pipe = load_pipeline(args.model, device="cuda", dtype=torch.float16)
+        # the tiny VAE dreamcam run loads for this backend, so the cached plans are the ones it finds
+        pipe = load_pipeline(args.model, vae=args.vae or DEFAULT_TINY_VAE, device="cuda", dtype=torch.float16)
     engine = StreamEngine(pipe, strength_to_t_index_list(0.5, args.steps), args.width, args.height,
                           cfg_type=args.cfg_type, device="cuda", dtype=torch.float16)
     engine.prepare("")
+    check_capturable(engine, "tensorrt")  # a full VAE: said before minutes of export and build
     for part, path in ensure_plans(engine, Path(args.engines_dir) if args.engines_dir else None).items():
         print(f"{part}: {path}")
     return 0
