@@ -118,9 +118,14 @@ def test_bad_mapping_files(text, match):
         OscMapping.parse(text, "m.toml")
 
 
-def test_missing_mapping_file(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read OSC mapping file .*--osc-map"):
+def test_missing_or_unreadable_mapping_file_is_one_plain_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
         OscMapping.load(tmp_path / "nope.toml")
+    assert str(info.value) == (f"cannot read OSC mapping file {tmp_path / 'nope.toml'}: No such file or directory; "
+                               "pass a TOML file to --osc-map")  # said once, as --presets says it, no [Errno 2]
+    (tmp_path / "latin1.toml").write_bytes(b'[[bind]]\naddress = "/caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text; pass a TOML file to --osc-map"):
+        OscMapping.load(tmp_path / "latin1.toml")
 
 
 def test_server_uses_the_mapping(mapping, tmp_path):

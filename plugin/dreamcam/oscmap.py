@@ -274,7 +274,8 @@ class OscMapping:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read OSC mapping file {path}: {e}; pass a TOML file to --osc-map") from e
+            why = (e.strerror or str(e)) if isinstance(e, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read OSC mapping file {path}: {why}; pass a TOML file to --osc-map") from e
         return cls.parse(text, str(path))
 
     @classmethod
