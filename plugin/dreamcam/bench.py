@@ -94,7 +94,7 @@ def input_frames(width: int, height: int, n: int = 8, seed: int = 0) -> list[np.
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the flags and settle device, dtype, architecture and t_index_list."""
-    from dreamcam.backends import choose_backend
+    from dreamcam.backends import check_backend_device, choose_backend
     from dreamcam.engine import check_t_index_list, strength_to_t_index_list
 
     arch = args.arch or args.model or "tiny"
@@ -111,9 +111,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device == "cuda" else torch.float32
     chosen = choose_backend(args.backend, device)
-    if chosen in ("compiled", "tensorrt") and device != "cuda":  # said before the slow build and the peer's frames
-        raise DeviceError(f"the {chosen} backend needs a CUDA device; this benchmark is on {device}: "
-                          "use --backend eager (or auto) on a CPU")
+    check_backend_device(chosen, device, "benchmark")  # said before the slow build and the peer's frames
     check_knobs(args, chosen)
     if args.t_index_list:
         t_index = check_t_index_list(args.t_index_list.split(","), 50)

@@ -16,7 +16,7 @@ import numpy as np
 
 from dreamcam.backends.knobs import add_knob_arguments
 from dreamcam.console import elapsed, say, status_printer
-from dreamcam.errors import ConfigError, DeviceError, DreamcamError
+from dreamcam.errors import ConfigError, DreamcamError
 from dreamcam.params import PARAMS
 from dreamcam.run_options import (
     DEFAULT_TINY_VAE,
@@ -162,7 +162,7 @@ def _load_model(args, device, dtype, backend: str = "eager"):
 
 
 def cmd_run(args) -> int:
-    from dreamcam.backends import choose_backend, make_backend
+    from dreamcam.backends import check_backend_device, choose_backend, make_backend
     from dreamcam.backends.knobs import check_knobs, knob_options
     from dreamcam.controls import Controller
     from dreamcam.engine import StreamEngine
@@ -209,8 +209,7 @@ def cmd_run(args) -> int:
         mps = getattr(torch.backends, "mps", None)
         say(cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available())))
     chosen = choose_backend(args.backend, device.type)
-    if chosen in ("compiled", "tensorrt") and device.type != "cuda":  # said before the slow model load
-        raise DeviceError(f"the {chosen} backend needs a CUDA device; this run is on {device}: use --backend eager (or auto) on a CPU")
+    check_backend_device(chosen, device.type)  # said before the slow model load
     check_knobs(args, chosen)
     backend_options = knob_options(args) if chosen == "compiled" else {}
 

@@ -133,11 +133,10 @@ def _tensorrt_problem() -> tuple[str | None, str | None]:
 def find_compute() -> dict:
     """{"torch": version, "gpus": [{index, name, capability, memory_gib}], "no_gpu": why or None,
     "backends": [{name, usable, why, version}], "auto": what `--backend auto` runs here}."""
-    import importlib.util
 
     import torch
 
-    from dreamcam.backends import auto_candidates
+    from dreamcam.backends import auto_candidates, triton_problem
     from dreamcam.run_options import cpu_fallback_hint
 
     gpus = []
@@ -151,8 +150,7 @@ def find_compute() -> dict:
         mps = getattr(torch.backends, "mps", None)
         no_gpu = cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available()))
     need_gpu = "needs a CUDA GPU (none here)" if not gpus else None
-    no_triton = None if importlib.util.find_spec("triton") else (
-        "torch.compile needs Triton and this torch has none (the usual case on Windows): pip install triton-windows")
+    no_triton = triton_problem()
     trt_version, trt_why = _tensorrt_problem()
     backends = [
         {"name": "eager", "usable": True, "why": None, "version": None},

@@ -30,7 +30,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dreamcam.errors import ConfigError, DreamcamError
+from dreamcam.errors import ConfigError, DeviceError, DreamcamError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,21 @@ def auto_candidates(device_type: str) -> list[str]:
     if device_type != "cuda":
         return ["eager"]
     return (["tensorrt"] if importlib.util.find_spec("tensorrt") is not None else []) + ["compiled", "eager"]
+
+
+def check_backend_device(chosen: str, device_type: str, what: str = "run") -> None:
+    """A GPU backend on a CPU said in one line, before anything slow (model load, benchmark)."""
+    if chosen in ("compiled", "tensorrt") and device_type != "cuda":
+        raise DeviceError(f"the {chosen} backend needs a CUDA device; this {what} is on {device_type}: "
+                          "use --backend eager (or auto) on a CPU")
+
+
+def triton_problem() -> str | None:
+    """Why torch.compile cannot make CUDA kernels here, or None: PyTorch's Windows wheels come
+    without Triton (pytorch/pytorch#136361), and Inductor writes its CUDA kernels in Triton."""
+    if importlib.util.find_spec("triton") is not None:
+        return None
+    return "torch.compile needs Triton and this torch has none (the usual case on Windows): pip install triton-windows"
 
 
 def choose_backend(name: str, device_type: str) -> str:
@@ -74,15 +89,14 @@ def make_backend(name: str, engine: Any, **options: Any):
         return _build(chosen, engine, options)
     log.info("backend auto -> %s (device %s)", chosen, engine.device)
     candidates = auto_candidates(engine.device.type)
-    for i, candidate in enumerate(candidates):
+    for candidate, fallback in zip(candidates, candidates[1:]):
         try:
-            return _build(candidate, engine, options if i == 0 else {})
+            return _build(candidate, engine, options)
         except DreamcamError as e:
-            if candidate == candidates[-1]:
-                raise
             # auto promised a working camera: what the faster path cannot take still runs, slower
-            log.warning("backend %s cannot run this set-up (%s); using %s", candidate, e, candidates[i + 1])
-    raise AssertionError("unreachable: the last candidate returns or raises")
+            log.warning("backend %s cannot run this set-up (%s); using %s", candidate, e, fallback)
+        options = {}  # they were the first candidate's
+    return _build(candidates[-1], engine, options)
 
 
 def engines_dir() -> Path:

@@ -37,7 +37,6 @@ in flight its own graph and stream where frames carry no state (backends/paralle
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import time
@@ -46,6 +45,7 @@ from typing import Any
 
 import torch
 
+from dreamcam.backends import triton_problem
 from dreamcam.backends.fp8 import Fp8Linears, check_fp8_device
 from dreamcam.backends.knobs import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
 from dreamcam.backends.parallel import ParallelStep, check_parallel
@@ -249,13 +249,9 @@ class CompiledBackend(FramePipeline):
         if engine.device.type != "cuda":
             raise DeviceError(f"the compiled backend needs a CUDA device; the engine is on {engine.device}: "
                               "use --backend eager on a CPU")
-        if compile and importlib.util.find_spec("triton") is None:
-            # Inductor writes its CUDA kernels in Triton; PyTorch's Windows wheels come without it
-            # (pytorch/pytorch#136361: "expected, there is no Triton for Windows"), and the failure
-            # would come only at the first frame, as a long BackendCompilerFailed trace
-            raise DeviceError("the compiled backend's torch.compile needs Triton and this torch has none (the usual "
-                              "case on Windows): use --backend eager or tensorrt, or install a Windows build of "
-                              "Triton (pip install triton-windows)")
+        no_triton = triton_problem() if compile else None
+        if no_triton:  # else it would fail only at the first frame, as a long BackendCompilerFailed trace
+            raise DeviceError(f"the compiled backend's {no_triton}; or use --backend eager or tensorrt")
         check_capturable(engine, self.name)
         if parallel_frames:
             if overlap_stages:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from dreamcam.backends.step import DEPTH, DeviceFrameStep, GraphedStep, StateSnapshot, _on, capture_graph
+from dreamcam.backends.step import DEPTH, DeviceFrameStep, GraphedStep, _on, capture_graph
 from dreamcam.errors import ConfigError
 
 
@@ -63,7 +63,6 @@ class ParallelStep(GraphedStep):
         self.steps = [self.step] + [DeviceFrameStep(engine) for _ in range(DEPTH - 1)]
         self.streams = [self.stream] + [torch.cuda.Stream(device=engine.device) if cuda else None
                                         for _ in range(DEPTH - 1)]
-        snapshot = StateSnapshot(engine)  # nothing to undo for such an engine; kept as a guard
         for step, stream in zip(self.steps[1:], self.streams[1:]):  # same layouts: no recompile
             if stream is not None:  # after slot 0's warm-up and the zero-fill of this slot's buffers
                 stream.wait_stream(self.stream)
@@ -79,7 +78,6 @@ class ParallelStep(GraphedStep):
             self._runs = [g.replay for g in self.graphs]
             self._sync()
             self.graph = self.graphs[0]  # callers of GraphedStep check that a graph was captured
-        snapshot.restore()
         if cuda:
             torch.cuda.synchronize(engine.device)
 
@@ -93,10 +91,11 @@ class ParallelStep(GraphedStep):
 
     def fence(self) -> None:
         """The default stream waits for both compute streams (no host wait)."""
-        default = torch.cuda.current_stream(self.engine.device) if self.stream is not None else None
+        if self.stream is None:
+            return
+        default = torch.cuda.current_stream(self.engine.device)
         for s in self.streams:
-            if s is not None:
-                default.wait_stream(s)
+            default.wait_stream(s)
 
     def close(self) -> None:
         super().close()
