@@ -146,3 +146,46 @@ def test_tensorrt_versions_outside_10_and_11(monkeypatch, caplog):
         trt_backend.import_tensorrt()
     warned = [r for r in caplog.records if "newer than the 10 and 11" in r.getMessage()]
     assert len(warned) == 1 and "pip install 'tensorrt<12'" in warned[0].getMessage()
+
+
+def test_builds_share_one_timing_cache_per_tensorrt_and_gpu(fp16_engine, pipes, tmp_path, monkeypatch, caplog):
+    """A second model of the same architecture (a fine-tune, a fused LoRA) times none of its layers
+    again; a damaged cache, or one from another GPU, is replaced with a warning, never fatal."""
+    version, gpu = "11.4.0.106", "NVIDIA H100 80GB HBM3"
+    trt = trt_standin.make(version, gpu)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+    cache = tmp_path / "timing_trt11.4.0.106_NVIDIA-H100-80GB-HBM3.cache"
+    assert trt_backend.timing_cache_name(version, gpu) == cache.name
+
+    trt_backend.ensure_plans(fp16_engine, tmp_path)
+    first = trt.builds[:]
+    assert first[0]["timed"] == first[0]["layers"] > 0  # a new cache: the UNet times every layer
+    assert all(b["timed"] < b["layers"] for b in first[1:])  # the VAE's convolutions were timed for the UNet
+    assert cache.exists()
+
+    other = StreamEngine(tiny_pipeline(1, dtype=torch.float16), [0, 32], 256, 192, cfg_type="self", device="cpu",
+                         dtype=torch.float16)  # other weights: other plans, the same layers
+    plans = trt_backend.ensure_plans(other, tmp_path)
+    assert len(trt.builds) == 6 and len(list(tmp_path.glob("*.plan"))) == 6
+    assert [b["timed"] for b in trt.builds[3:]] == [0, 0, 0]
+
+    cache.write_bytes(b"\x00 not a timing cache")
+    for p in plans.values():
+        p.unlink()
+    with caplog.at_level(logging.WARNING, logger="dreamcam.backends.tensorrt"):
+        trt_backend.ensure_plans(other, tmp_path)
+    assert any("could not read the timing cache" in r.getMessage() for r in caplog.records)
+    assert trt.builds[6]["timed"] == trt.builds[6]["layers"]
+    assert trt.Builder(None).create_builder_config().create_timing_cache(cache.read_bytes()) is not None
+
+    elsewhere = trt_standin.make(version, "NVIDIA H200").Builder(None).create_builder_config()
+    cache.write_bytes(elsewhere.create_timing_cache(b"").serialize())  # same name, another GPU's header
+    for p in plans.values():
+        p.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dreamcam.backends.tensorrt"):
+        trt_backend.ensure_plans(other, tmp_path)
+    assert any("from another TensorRT or GPU" in r.getMessage() for r in caplog.records)
+    assert trt.builds[9]["timed"] == trt.builds[9]["layers"]
+    assert not list(tmp_path.glob("*.partial"))

@@ -16,6 +16,7 @@ but ignores it); TensorRT 10 still has the precision flags and both network mode
 from __future__ import annotations
 
 import enum
+import json
 import types
 from pathlib import Path
 
@@ -58,8 +59,17 @@ class BuildRefused(RuntimeError):
     """What the real builder reports (and returns None for) when the network and profile disagree."""
 
 
-def make(version: str) -> types.ModuleType:
-    """A `tensorrt` stand-in of the given version ("10.13.0.35", "11.4.0.106", ...)."""
+_CACHE_MAGIC = b"trt-standin timing cache\n"
+
+
+def make(version: str, gpu: str = "NVIDIA H100 80GB HBM3") -> types.ModuleType:
+    """A `tensorrt` stand-in of the given version ("10.13.0.35", "11.4.0.106", ...) on the named GPU.
+
+    Its timing cache works as the real one is documented to: `create_timing_cache(b"")` is a new
+    cache, damaged bytes give None (the real call logs an error and returns a null cache),
+    `set_timing_cache` returns False for a cache of another version or GPU (its header), and a
+    build times only the layers the attached cache lacks and adds them to it. A layer's key here
+    is its op type and attributes; TensorRT's also holds shapes and formats."""
     major = int(version.split(".")[0])
     flags = _TRT11_BUILDER_FLAGS + (_TRT10_PRECISION_FLAGS if major < 11 else ())
     trt = types.ModuleType("tensorrt")
@@ -80,11 +90,29 @@ def make(version: str) -> types.ModuleType:
         def __init__(self) -> None:
             pass
 
+    class ITimingCache:
+        def __init__(self, header: dict, keys: set[str]) -> None:
+            self.header, self.keys = header, set(keys)
+
+        def serialize(self) -> bytes:
+            return _CACHE_MAGIC + json.dumps({**self.header, "keys": sorted(self.keys)}).encode()
+
+        def combine(self, other: ITimingCache, ignore_mismatch: bool) -> bool:
+            if other.header != self.header and not ignore_mismatch:
+                return False
+            self.keys |= other.keys
+            return True
+
+        def reset(self) -> bool:
+            self.keys.clear()
+            return True
+
     class _Network:
         def __init__(self, flags: int) -> None:
             self.flags = flags
             self.inputs: dict[str, tuple[int | None, ...]] = {}
             self.input_types: dict[str, str] = {}
+            self.layer_keys: list[str] = []
 
     class OnnxParser:
         def __init__(self, network: _Network, logger: Logger) -> None:
@@ -98,6 +126,9 @@ def make(version: str) -> types.ModuleType:
                 self.network.inputs[i.name] = tuple(d.dim_value if d.HasField("dim_value") else None
                                                     for d in t.shape.dim)
                 self.network.input_types[i.name] = onnx.TensorProto.DataType.Name(t.elem_type)
+            self.network.layer_keys = [n.op_type + str(sorted((a.name, str(onnx.helper.get_attribute_value(a)))
+                                                               for a in n.attribute))
+                                       for n in model.graph.node if n.op_type != "Constant"]
             return True
 
         def get_error(self, i: int) -> str:
@@ -116,6 +147,29 @@ def make(version: str) -> types.ModuleType:
             self.pools: dict = {}
             self.profiles: list[_Profile] = []
             self.progress_monitor = None
+            self.timing_cache: ITimingCache | None = None
+
+        def create_timing_cache(self, data: bytes) -> ITimingCache | None:
+            data = bytes(data)
+            if not data:
+                return ITimingCache({"version": version, "gpu": gpu}, set())
+            if not data.startswith(_CACHE_MAGIC):
+                return None
+            try:
+                fields = json.loads(data[len(_CACHE_MAGIC):])
+            except ValueError:
+                return None
+            keys = fields.pop("keys")
+            return ITimingCache(fields, set(keys))
+
+        def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+            if cache.header != {"version": version, "gpu": gpu} and not ignore_mismatch:
+                return False
+            self.timing_cache = cache
+            return True
+
+        def get_timing_cache(self) -> ITimingCache | None:
+            return self.timing_cache
 
         def set_flag(self, flag) -> None:
             self.flags.add(flag)
@@ -169,11 +223,18 @@ def make(version: str) -> types.ModuleType:
                 monitor.phase_finish("Tactic selection")
                 assert monitor.step_complete("Building engine", step) is True
             monitor.phase_finish("Building engine")
+            cache = config.timing_cache
+            layers = set(network.layer_keys)
+            timed = layers - cache.keys if cache is not None else layers
+            if cache is not None:
+                cache.keys |= timed
             trt.builds.append({"flags": network.flags, "config_flags": set(config.flags), "shapes": dict(shapes),
-                               "input_types": dict(network.input_types)})
+                               "input_types": dict(network.input_types), "layers": len(layers),
+                               "timed": len(timed)})
             return b"stand-in plan, not an engine"
 
     trt.Logger, trt.IProgressMonitor, trt.OnnxParser, trt.Builder = Logger, IProgressMonitor, OnnxParser, Builder
+    trt.ITimingCache = ITimingCache
     return trt
 
 

@@ -5,7 +5,8 @@ Three engines per model (UNet, TAESD encoder, TAESD decoder), each built once fr
 included) and a resolution range, so changing steps, strength, prompt or size inside the range
 needs no rebuild. Plans are cached in `engines/` under a name that encodes the model hash, the
 profile ranges, the precision, the TensorRT version and the GPU; a cached plan skips export and
-build. Inference uses the name-based I/O of TensorRT 10 and 11: `set_input_shape`,
+build. Builds share one timing cache per TensorRT version and GPU (`timing_trt*_GPU.cache`), so a
+second model of the same architecture is built without timing its kernels again. Inference uses the name-based I/O of TensorRT 10 and 11: `set_input_shape`,
 `set_tensor_address` on pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA
 stream; the whole frame step is then captured in one CUDA graph, as in the compiled backend.
 
@@ -26,6 +27,7 @@ import argparse
 import functools
 import hashlib
 import logging
+import os
 import re
 import sys
 import time
@@ -105,9 +107,12 @@ def model_hash(*modules: torch.nn.Module) -> str:
 PRECISIONS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
+def _gpu_tag(gpu: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-")
+
+
 def plan_name(part: str, mhash: str, profile: Profile, trt_version: str, gpu: str, precision: str = "fp16") -> str:
-    gpu_tag = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-")
-    return f"{part}_{mhash}_{profile.tag()}_{precision}_trt{trt_version}_{gpu_tag}.plan"
+    return f"{part}_{mhash}_{profile.tag()}_{precision}_trt{trt_version}_{_gpu_tag(gpu)}.plan"
 
 
 def network_flags(trt) -> int:
@@ -156,11 +161,49 @@ def _progress_monitor(trt):
     return Progress()
 
 
+def timing_cache_name(trt_version: str, gpu: str) -> str:
+    """One timing cache per TensorRT version and GPU: TensorRT refuses another's (its header says which)."""
+    return f"timing_trt{trt_version}_{_gpu_tag(gpu)}.cache"
+
+
+def _attach_timing_cache(config: Any, path: Path | None) -> Any:
+    """The builder's kernel timings from earlier builds on this GPU (another model, another size, a
+    LoRA fused in): layers already timed are not timed again, which is most of a rebuild's minutes.
+    A cache that is unreadable or from another TensorRT/GPU is replaced by a new one, with a warning."""
+    data = b""
+    if path is not None and path.exists():
+        data = path.read_bytes()
+    cache, why = None, "TensorRT returned no cache"
+    try:
+        cache = config.create_timing_cache(data)
+    except Exception as e:  # noqa: BLE001 - TensorRT raises its own errors for a damaged file
+        why = str(e)
+    if cache is None and data:
+        log.warning("TensorRT could not read the timing cache %s (%s); starting a new one", path, why)
+    if cache is not None and not config.set_timing_cache(cache, False):
+        log.warning("the timing cache %s is from another TensorRT or GPU; starting a new one", path)
+        cache = None
+    if cache is None:
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    return cache  # the cache must outlive the build
+
+
+def _save_timing_cache(config: Any, path: Path) -> None:
+    cache = config.get_timing_cache()
+    if cache is None:
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    tmp.write_bytes(bytes(cache.serialize()))
+    tmp.replace(path)  # a build beside this one reads the old cache or the new, never half of one
+
+
 def build_plan(onnx_path: Path, plan_path: Path, inputs: dict[str, tuple[tuple[int, ...], ...]], *,
-               workspace_gib: float = 8.0) -> Path:
+               workspace_gib: float = 8.0, timing_cache: Path | None = None) -> Path:
     """ONNX -> serialized TensorRT engine with one optimisation profile (min, opt, max per input).
 
-    Strongly typed, so the engine's precision is the graph's (fp16 for an fp16 export)."""
+    Strongly typed, so the engine's precision is the graph's (fp16 for an fp16 export). With
+    `timing_cache`, the builder starts from the kernel timings saved there and saves its own back."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -177,12 +220,15 @@ def build_plan(onnx_path: Path, plan_path: Path, inputs: dict[str, tuple[tuple[i
     for name, (lo, opt, hi) in inputs.items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
+    cache = _attach_timing_cache(config, timing_cache)  # noqa: F841 - kept alive through the build
     log.info("building %s (this takes minutes once; cached afterwards)", plan_path.name)
     t0 = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise DeviceError(f"TensorRT failed to build {plan_path.name}; see the TensorRT messages above")
     plan_path.parent.mkdir(parents=True, exist_ok=True)
+    if timing_cache is not None:
+        _save_timing_cache(config, timing_cache)
     tmp = plan_path.with_suffix(".partial")
     tmp.write_bytes(bytes(plan))
     tmp.replace(plan_path)
@@ -270,7 +316,7 @@ def ensure_plans(engine: Any, folder: Path | None = None) -> dict[str, Path]:
             if part == "unet":
                 shapes["timestep"] = tuple((prof.batch[i],) for i in range(3))
                 shapes["encoder_hidden_states"] = tuple((prof.batch[i], 77, d) for i in range(3))
-            build_plan(onnx_path, plan, shapes)
+            build_plan(onnx_path, plan, shapes, timing_cache=folder / timing_cache_name(trt.__version__, gpu))
         plans[part] = plan
     return plans
 
