@@ -261,7 +261,9 @@ class Runner:
 
     def summary(self) -> dict:
         out = self.stats.summary()
-        sink_lat = [x for sink in self.sinks for x in sink.latencies_ms]
+        # list() copies each deque in one C call: iterating it here would race the sink thread's
+        # appends ("deque mutated during iteration") while a recorder writes out its buffer
+        sink_lat = [x for sink in self.sinks for x in list(sink.latencies_ms)]
         if sink_lat:
             out["glass_to_glass_p50_ms"] = round(float(np.percentile(sink_lat, 50)), 3)
             out["glass_to_glass_p99_ms"] = round(float(np.percentile(sink_lat, 99)), 3)
