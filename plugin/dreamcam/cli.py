@@ -253,6 +253,7 @@ def cmd_run(args) -> int:
         _install_signal_handlers(runner)
         say(f"live: {args.source} -> {', '.join(args.sink or ['virtualcam'])} (Ctrl-C to stop)")
         summary = runner.run()
+    summary.update(runner.output_counts())  # the outputs are closed: a recorder's buffer is written out
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     summary["t_index_list"] = engine.t_index_list

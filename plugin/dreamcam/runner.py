@@ -272,11 +272,19 @@ class Runner:
                 "input_fps": round(self.source.fps, 3),
                 "dropped_input": int(self.source.dropped),
                 "reconnects": int(getattr(self.source, "reconnects", 0)),
-                "dropped_output": int(sum(sink.dropped for sink in self.sinks)),
+                "dropped_output": 0,  # output_counts() below
                 "backend": getattr(self.backend, "name", type(self.backend).__name__),
                 "pipelined_frames": self.submitted,
                 "overlapped_frames": self.overlapped,
-                "sinks": {f"{i}:{sink.kind}": sink.written for i, sink in enumerate(self.sinks)},
             }
         )
+        out.update(self.output_counts())
         return out
+
+    def output_counts(self) -> dict:
+        """`dropped_output` and `sinks` (frames each output wrote) as they stand now. A recorder
+        writes out its buffer while it closes, so read these again once the sinks are closed."""
+        return {
+            "dropped_output": int(sum(sink.dropped for sink in self.sinks)),
+            "sinks": {f"{i}:{sink.kind}": sink.written for i, sink in enumerate(self.sinks)},
+        }
