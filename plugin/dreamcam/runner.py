@@ -272,7 +272,6 @@ class Runner:
                 "input_fps": round(self.source.fps, 3),
                 "dropped_input": int(self.source.dropped),
                 "reconnects": int(getattr(self.source, "reconnects", 0)),
-                "dropped_output": 0,  # output_counts() below
                 "backend": getattr(self.backend, "name", type(self.backend).__name__),
                 "pipelined_frames": self.submitted,
                 "overlapped_frames": self.overlapped,
