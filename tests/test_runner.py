@@ -78,13 +78,22 @@ def test_silent_source_repeats_last_frame_then_no_signal(tiny_pipe):
         t = threading.Thread(target=runner.run)
         t.start()
         time.sleep(0.5)
+        live = runner.status()
         src.live.clear()
         time.sleep(1.5)
+        silent = runner.status()
+        deadline = time.monotonic() + 3  # a loaded machine: the last frames may have been slow
+        while (silent["fps"] or silent["input_fps"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            silent = runner.status()
         src.live.set()
         time.sleep(0.6)
         runner.stop()
         t.join(5)
     assert not t.is_alive()
+    assert live["fps"] > 0 and live["input_fps"] > 0
+    # the status line / OBS script read 0 fps in and out while nothing comes, not the last rates
+    assert silent["fps"] == 0 and silent["input_fps"] == 0, silent
     repeats = [f for f in sink.frames if f.index == -1]
     assert runner.stats.repeats == len(repeats) >= 5
     cards = [f for f in repeats if f.image.std() < 40 and f.image.mean() < 60]
@@ -132,3 +141,19 @@ def test_similarity_filter_skips_the_engine_for_a_still_picture(tiny_pipe):
     # identical frames are always skipped, but at most 4 in a row (max_skip_frame 3 + 1)
     assert summary["skipped_similar"] == 12 - 1 - (12 - 1) // 5
     assert all(np.array_equal(f.image, sink.frames[0].image) for f in sink.frames)
+
+
+def test_rates_read_zero_once_events_stop():
+    from dreamcam.stats import RateMeter, recent_rate
+
+    ticks = [i / 30 for i in range(31)]  # 30 fps for a second
+    assert recent_rate(ticks, now=1.0) == 30.0
+    assert recent_rate(ticks, now=1.9) == 30.0  # under a second without one: still running
+    assert recent_rate(ticks, now=2.1) == 0.0
+    slow = [0.0, 5.0, 10.0]  # a CPU engine at 5 s a frame is not stale after 1 s
+    assert recent_rate(slow, now=20.0) == 0.2 and recent_rate(slow, now=26.0) == 0.0
+    assert recent_rate([], now=1.0) == recent_rate([1.0], now=1.0) == 0.0
+    meter = RateMeter(window=10)
+    for t in ticks:
+        meter.tick(time.perf_counter() - 2 + t)  # stopped a second ago
+    assert meter.rate == 0.0

@@ -29,6 +29,7 @@ import numpy as np
 
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame, LatestSlot
+from dreamcam.stats import recent_rate
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +192,8 @@ class Source:
 
     @property
     def fps(self) -> float:
-        t = self._times[-30:]
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+        """Frames per second over the last 30 captured; 0 once frames stop coming (`recent_rate`)."""
+        return recent_rate(self._times[-30:])
 
     def close(self) -> None:
         self._stop.set()

@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
+
+
+STALE_AFTER_S = 1.0  # with no event for this long (and 3 mean intervals), a rate reads 0
 
 
 def percentile(values, q: float) -> float:
     return float(np.percentile(np.fromiter(values, dtype=np.float64), q)) if len(values) else 0.0
 
 
+def recent_rate(times: Sequence[float], now: float | None = None) -> float:
+    """Events per second over `times` (ascending `time.perf_counter()` seconds), or 0 once the
+    newest is stale (older than 3 mean intervals and at least STALE_AFTER_S): a source or engine
+    that stopped reads 0 fps, not the rate it had before it stopped."""
+    if len(times) < 2 or times[-1] <= times[0]:
+        return 0.0
+    interval = (times[-1] - times[0]) / (len(times) - 1)
+    now = time.perf_counter() if now is None else now
+    if now - times[-1] > max(STALE_AFTER_S, 3 * interval):
+        return 0.0
+    return 1.0 / interval
+
+
 class RateMeter:
-    """Events per second over the last `window` events."""
+    """Events per second over the last `window` events (0 once they stop: `recent_rate`)."""
 
     def __init__(self, window: int = 60) -> None:
         self._t: deque[float] = deque(maxlen=window)
@@ -23,8 +40,7 @@ class RateMeter:
 
     @property
     def rate(self) -> float:
-        t = self._t
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+        return recent_rate(self._t)
 
 
 class RunStats:
