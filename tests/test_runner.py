@@ -54,6 +54,27 @@ def test_bypass_passes_the_framed_input_through(tiny_pipe):
     assert summary["frames"] == 10 and len(sink.frames) == 10
     for f in sink.frames:
         np.testing.assert_array_equal(f.image, fit(src.pattern(f.index), 64, 64, "crop"))
+    # the model ran for none of them: no "frame p50 0.0 ms" in the exit line
+    assert len(runner.stats.engine_ms) == 0 and runner.stats.frames == 10
+
+
+def test_frame_ms_percentiles_count_only_frames_the_model_ran(tiny_pipe):
+    engine, backend = engine_backend(tiny_pipe, 64)
+    store = ParamStore({"bypass": False})
+    src = PausableTestPattern(64, 64, fps=60)
+    sink = RecordingSink(64, 64)
+    with sink, src:
+        runner = Runner(src, backend, [sink], width=64, height=64, controller=Controller(engine, store), frames=12)
+        t = threading.Thread(target=runner.run)
+        t.start()
+        while runner.stats.frames < 4 and t.is_alive():
+            time.sleep(0.01)
+        store.set("bypass", True)
+        t.join(30)
+    assert not t.is_alive()
+    ran = len(runner.stats.engine_ms)
+    assert 4 <= ran < 12 and runner.stats.frames == 12
+    assert min(runner.stats.engine_ms) > 0.5  # the tiny model's real step, not a bypass's framing copy
 
 
 def test_slow_engine_drops_frames_instead_of_queueing(tiny_pipe):

@@ -24,7 +24,8 @@ never reaches a frame already running: it applies from the next frame submitted.
 
 Stats: engine_ms is, per frame, the wall time the backend held it: `process` in the synchronous
 path; from `submit` to the end of `collect` in the pipelined path, which includes the time it
-queued behind the frame ahead (so it can exceed 1000/fps; fps is the throughput).
+queued behind the frame ahead (so it can exceed 1000/fps; fps is the throughput). Frames the
+model did not run for (bypass, similarity skip) count in frames, fps and latency, not in engine_ms.
 The summary's `pipelined_frames` counts frames that took the pipelined path, `overlapped_frames`
 those submitted while the frame ahead was still in flight.
 """
@@ -162,6 +163,7 @@ class Runner:
     def _process(self, frame: Frame) -> np.ndarray:
         img = fit(frame.image, self.width, self.height, self.fit_mode)
         t0 = time.perf_counter()
+        ran = False
         if self.bypass:
             out = img
         elif self._similar(img):
@@ -169,9 +171,10 @@ class Runner:
             self.stats.skipped_similar += 1
         else:
             out = self._last_out = self.backend.process(img)
+            ran = True
         t1 = time.perf_counter()
         self._emit(Frame(out, frame.t_capture, frame.index))
-        self.stats.record((t1 - t0) * 1000.0, frame.t_capture, t1)
+        self.stats.record((t1 - t0) * 1000.0 if ran else None, frame.t_capture, t1)
         return out
 
     def _pipelined(self, frame: Frame) -> np.ndarray:

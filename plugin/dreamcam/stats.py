@@ -56,9 +56,12 @@ class RunStats:
         self.t_first: float | None = None
         self.t_last: float | None = None
 
-    def record(self, engine_ms: float, t_capture: float, t_out: float) -> None:
+    def record(self, engine_ms: float | None, t_capture: float, t_out: float) -> None:
+        """One frame out. `engine_ms` None: the model did not run for it (bypass, similarity skip),
+        so it counts in frames, fps and latency but not in the frame-ms percentiles."""
         self.frames += 1
-        self.engine_ms.append(engine_ms)
+        if engine_ms is not None:
+            self.engine_ms.append(engine_ms)
         self.latency_ms.append((t_out - t_capture) * 1000.0)
         self.out_rate.tick(t_out)
         if self.t_first is None:
