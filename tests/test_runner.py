@@ -43,13 +43,19 @@ def engine_backend(pipe, size):
     return engine, make_backend("eager", engine)
 
 
-def test_bypass_passes_the_framed_input_through(tiny_pipe):
-    engine, backend = engine_backend(tiny_pipe, 64)
-    store = ParamStore({"bypass": True})
-    src = PausableTestPattern(160, 120, fps=60)
+def controlled_runner(pipe, *, bypass, frames, source_size=(64, 64)):
+    """A 64x64 runner over the pausable test pattern whose bypass a test can switch (`store`)."""
+    engine, backend = engine_backend(pipe, 64)
+    store = ParamStore({"bypass": bypass})
+    src = PausableTestPattern(*source_size, fps=60)
     sink = RecordingSink(64, 64)
+    runner = Runner(src, backend, [sink], width=64, height=64, controller=Controller(engine, store), frames=frames)
+    return runner, store, src, sink
+
+
+def test_bypass_passes_the_framed_input_through(tiny_pipe):
+    runner, _, src, sink = controlled_runner(tiny_pipe, bypass=True, frames=10, source_size=(160, 120))
     with sink, src:
-        runner = Runner(src, backend, [sink], width=64, height=64, controller=Controller(engine, store), frames=10)
         summary = runner.run()
     assert summary["frames"] == 10 and len(sink.frames) == 10
     for f in sink.frames:
@@ -59,12 +65,8 @@ def test_bypass_passes_the_framed_input_through(tiny_pipe):
 
 
 def test_frame_ms_percentiles_count_only_frames_the_model_ran(tiny_pipe):
-    engine, backend = engine_backend(tiny_pipe, 64)
-    store = ParamStore({"bypass": False})
-    src = PausableTestPattern(64, 64, fps=60)
-    sink = RecordingSink(64, 64)
+    runner, store, src, sink = controlled_runner(tiny_pipe, bypass=False, frames=12)
     with sink, src:
-        runner = Runner(src, backend, [sink], width=64, height=64, controller=Controller(engine, store), frames=12)
         t = threading.Thread(target=runner.run)
         t.start()
         while runner.stats.frames < 4 and t.is_alive():

@@ -162,19 +162,19 @@ class Runner:
 
     def _process(self, frame: Frame) -> np.ndarray:
         img = fit(frame.image, self.width, self.height, self.fit_mode)
-        t0 = time.perf_counter()
-        ran = False
+        engine_ms = None  # the model did not run: bypass or a similar frame
         if self.bypass:
             out = img
         elif self._similar(img):
             out = self._last_out
             self.stats.skipped_similar += 1
         else:
+            t0 = time.perf_counter()
             out = self._last_out = self.backend.process(img)
-            ran = True
+            engine_ms = (time.perf_counter() - t0) * 1000.0
         t1 = time.perf_counter()
         self._emit(Frame(out, frame.t_capture, frame.index))
-        self.stats.record((t1 - t0) * 1000.0 if ran else None, frame.t_capture, t1)
+        self.stats.record(engine_ms, frame.t_capture, t1)
         return out
 
     def _pipelined(self, frame: Frame) -> np.ndarray:

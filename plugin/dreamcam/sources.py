@@ -29,7 +29,7 @@ import numpy as np
 
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame, LatestSlot
-from dreamcam.stats import recent_rate
+from dreamcam.stats import RateMeter
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Source:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._index = 0
-        self._times: list[float] = []
+        self._rate = RateMeter(window=30)  # capture times of the last 30 frames
         self._lost = False
         self._last_t = 0.0
         self.reconnects = 0
@@ -131,9 +131,7 @@ class Source:
                 self._slot.put(Frame(image, now, self._index))
                 self._index += 1
                 self._last_t = now
-                self._times.append(now)
-                if len(self._times) > 60:
-                    del self._times[:-60]
+                self._rate.tick(now)
         except BaseException as e:  # handed to the reader, never lost in the thread
             log.error("%s source failed: %s", self.kind, e)
             self.error = e
@@ -192,8 +190,8 @@ class Source:
 
     @property
     def fps(self) -> float:
-        """Frames per second over the last 30 captured; 0 once frames stop coming (`recent_rate`)."""
-        return recent_rate(self._times[-30:])
+        """Frames per second over the last 30 captured; 0 once frames stop coming."""
+        return self._rate.rate
 
     def close(self) -> None:
         self._stop.set()

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
 STALE_AFTER_S = 1.0  # with no event for this long (and 3 mean intervals), a rate reads 0
 
 

@@ -6,8 +6,9 @@ included) and a resolution range, so changing steps, strength, prompt or size in
 needs no rebuild. Plans are cached in `engines/` under a name that encodes the model hash, the
 profile ranges, the precision, the TensorRT version and the GPU; a cached plan skips export and
 build. Builds share one timing cache per TensorRT version and GPU (`timing_trt*_GPU.cache`), so a
-second model of the same architecture is built without timing its kernels again. Inference uses the name-based I/O of TensorRT 10 and 11: `set_input_shape`,
-`set_tensor_address` on pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA
+second model of the same architecture is built without timing its kernels again. Inference uses
+the name-based I/O of TensorRT 10 and 11: `set_input_shape`, `set_tensor_address` on
+pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA
 stream; the whole frame step is then captured in one CUDA graph, as in the compiled backend.
 
 Precision comes from the graph, not from a builder flag: the networks are built strongly typed,
@@ -166,36 +167,40 @@ def timing_cache_name(trt_version: str, gpu: str) -> str:
     return f"timing_trt{trt_version}_{_gpu_tag(gpu)}.cache"
 
 
-def _attach_timing_cache(config: Any, path: Path | None) -> Any:
-    """The builder's kernel timings from earlier builds on this GPU (another model, another size, a
-    LoRA fused in): layers already timed are not timed again, which is most of a rebuild's minutes.
-    A cache that is unreadable or from another TensorRT/GPU is replaced by a new one, with a warning."""
-    data = b""
-    if path is not None and path.exists():
-        data = path.read_bytes()
-    cache, why = None, "TensorRT returned no cache"
+def _saved_timing_cache(config: Any, path: Path) -> Any | None:
+    """The cache saved at `path`, attached to `config`; None where there is none, or (with a
+    warning) where it is unreadable or from another TensorRT/GPU."""
+    if not path.exists():
+        return None
     try:
-        cache = config.create_timing_cache(data)
-    except Exception as e:  # noqa: BLE001 - TensorRT raises its own errors for a damaged file
-        why = str(e)
-    if cache is None and data:
-        log.warning("TensorRT could not read the timing cache %s (%s); starting a new one", path, why)
-    if cache is not None and not config.set_timing_cache(cache, False):
+        cache = config.create_timing_cache(path.read_bytes())  # a damaged file: None or an error
+    except Exception as e:  # noqa: BLE001 - TensorRT raises its own error types
+        log.warning("TensorRT could not read the timing cache %s (%s); starting a new one", path, e)
+        return None
+    if cache is None:
+        log.warning("TensorRT could not read the timing cache %s; starting a new one", path)
+        return None
+    if not config.set_timing_cache(cache, False):
         log.warning("the timing cache %s is from another TensorRT or GPU; starting a new one", path)
-        cache = None
+        return None
+    return cache
+
+
+def _attach_timing_cache(config: Any, path: Path) -> Any:
+    """The builder's kernel timings from earlier builds on this GPU (another model, another size, a
+    LoRA fused in): layers already timed are not timed again, which is most of a rebuild's minutes."""
+    cache = _saved_timing_cache(config, path)
     if cache is None:
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, False)
     return cache  # the cache must outlive the build
 
 
-def _save_timing_cache(config: Any, path: Path) -> None:
-    cache = config.get_timing_cache()
-    if cache is None:
-        return
+def _write_atomic(path: Path, data: bytes) -> None:
+    """A build beside this one reads the old file or the new, never half of one."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    tmp.write_bytes(bytes(cache.serialize()))
-    tmp.replace(path)  # a build beside this one reads the old cache or the new, never half of one
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def build_plan(onnx_path: Path, plan_path: Path, inputs: dict[str, tuple[tuple[int, ...], ...]], *,
@@ -220,7 +225,8 @@ def build_plan(onnx_path: Path, plan_path: Path, inputs: dict[str, tuple[tuple[i
     for name, (lo, opt, hi) in inputs.items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
-    cache = _attach_timing_cache(config, timing_cache)  # noqa: F841 - kept alive through the build
+    if timing_cache is not None:
+        cache = _attach_timing_cache(config, timing_cache)  # noqa: F841 - must outlive the build
     log.info("building %s (this takes minutes once; cached afterwards)", plan_path.name)
     t0 = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
@@ -228,10 +234,8 @@ def build_plan(onnx_path: Path, plan_path: Path, inputs: dict[str, tuple[tuple[i
         raise DeviceError(f"TensorRT failed to build {plan_path.name}; see the TensorRT messages above")
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     if timing_cache is not None:
-        _save_timing_cache(config, timing_cache)
-    tmp = plan_path.with_suffix(".partial")
-    tmp.write_bytes(bytes(plan))
-    tmp.replace(plan_path)
+        _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    _write_atomic(plan_path, bytes(plan))
     log.info("built %s in %.0f s", plan_path.name, time.perf_counter() - t0)
     return plan_path
 
