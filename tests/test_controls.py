@@ -104,6 +104,52 @@ def test_setters_apply_at_next_frame_without_reallocation(rig):
     assert ptrs == (engine.init_noise.data_ptr(), engine.prompt_embeds.data_ptr(), engine.alpha_prod_t_sqrt.data_ptr())
 
 
+class WriteLog:
+    """Logs `fence` calls and every engine setter call, in order."""
+
+    def __init__(self, engine):
+        self.calls = []
+        for name in ("set_strength", "set_guidance", "set_delta", "set_seed", "set_prompt_embeds"):
+            setattr(engine, name, self._logged(name, getattr(engine, name)))
+
+    def _logged(self, name, setter):
+        def call(*a, **kw):
+            self.calls.append(name)
+            return setter(*a, **kw)
+
+        return call
+
+    def fence(self):
+        self.calls.append("fence")
+
+
+def test_fence_comes_before_each_engine_write_and_only_then(tiny_pipe):
+    """A fence makes the next frame wait for the frames in flight: it is called once before a call
+    that writes to the engine, never on a call with nothing to apply (most frames)."""
+    engine = make_engine(tiny_pipe)
+    log = WriteLog(engine)
+    store = ParamStore({"prompt": "a cat", "transition": 0.2, "seed": 2})
+    t = [0.0]
+    with Controller(engine, store, clock=lambda: t[0]) as ctrl:
+        for _ in range(3):
+            ctrl.apply(log.fence)
+        assert log.calls == []  # nothing changed: no fence
+        store.update({"strength": 0.8, "guidance": 2.0})
+        ctrl.apply(log.fence)
+        assert log.calls == ["fence", "set_strength", "set_guidance"]
+        log.calls.clear()
+        store.set("prompt", "a dog")
+        assert ctrl.wait_encoded(10)
+        ctrl.apply(log.fence)  # the encoding is ready: the fade starts and writes the embeddings
+        t[0] = 0.1
+        ctrl.apply(log.fence)  # half-way through the fade
+        t[0] = 0.3
+        ctrl.apply(log.fence)  # the fade ends
+        ctrl.apply(log.fence)  # nothing left to do
+        assert log.calls == ["fence", "set_prompt_embeds"] * 3
+        assert engine.prompt == "a dog"
+
+
 def test_seed_change_instant_equals_engine_prepared_with_seed(rig):
     engine, store, ctrl = rig
     ptr = engine.init_noise.data_ptr()

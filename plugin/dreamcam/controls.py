@@ -206,9 +206,17 @@ class Controller:
     # ------------------------------------------------------------------ the engine thread
 
     @torch.no_grad()
-    def apply(self) -> None:
-        """Apply pending changes and advance running transitions (engine thread, between frames)."""
+    def apply(self, fence: Callable[[], None] | None = None) -> None:
+        """Apply pending changes and advance running transitions (engine thread, between frames).
+
+        `fence` (the backend's, where frames run on streams of their own) is called first when
+        this call will write to the engine, so no write reaches a frame already running. When
+        nothing changes, as on most frames, it is not called: a fence on every frame would make
+        each frame wait for the one ahead and undo the overlap of frames in flight."""
         changes = self.store.take_changes()
+        ready = self._encoder.take()
+        if fence is not None and (changes or ready is not None or self.transitioning):
+            fence()
         e = self.engine
         if changes:
             if "transition" in changes:
@@ -223,7 +231,6 @@ class Controller:
                 self._encoder.request(values["prompt"], values["negative_prompt"])
             if "seed" in changes:
                 self._start_seed(int(changes["seed"]))
-        ready = self._encoder.take()
         if ready is not None:
             self._start_prompt(ready)
         now = self._clock()
@@ -317,7 +324,7 @@ class Bypass:
 
     bypass = True
 
-    def apply(self) -> None:
+    def apply(self, fence: Callable[[], None] | None = None) -> None:
         pass
 
     def close(self) -> None:

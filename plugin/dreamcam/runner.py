@@ -19,8 +19,11 @@ Two frame paths:
   no latency is added when the source, not the engine, sets the pace. At most two frames are
   in flight and each is still the newest one captured when it was taken.
 
-Before every `controller.apply()` the loop calls the backend's `fence()`, so a parameter change
-never reaches a frame already running: it applies from the next frame submitted.
+The loop hands the backend's `fence()` to `controller.apply(fence)`, which calls it before it
+writes to the engine, so a parameter change never reaches a frame already running: it applies
+from the next frame submitted. Frames with no change are not fenced: a fence makes the next
+frame wait for the ones in flight (the default stream, where setters run, waits for the compute
+streams, and each frame's stream waits for the default stream), which would undo the overlap.
 
 Stats: engine_ms is, per frame, the wall time the backend held it: `process` in the synchronous
 path; from `submit` to the end of `collect` in the pipelined path, which includes the time it
@@ -143,11 +146,8 @@ class Runner:
 
     def _between_frames(self) -> None:
         """Parameter changes, ordered after the frames in flight (they apply to the next one)."""
-        fence = getattr(self.backend, "fence", None)
-        if fence is not None:
-            fence()
         if self.controller is not None:
-            self.controller.apply()
+            self.controller.apply(getattr(self.backend, "fence", None))
 
     def _tick_status(self, now: float) -> None:
         if self.on_status is not None and now >= self._next_status:
