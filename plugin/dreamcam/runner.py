@@ -13,11 +13,12 @@ Two frame paths:
   `process`, and where the backend does not overlap (eager, any CPU backend).
 - pipelined (`submit` / `collect`, see backends.step.GraphedStep): the captured frame goes to the
   backend at its own size and is framed on the device. After submitting frame k the loop looks
-  (without waiting) for a newer captured frame; if there is one, its parameters are applied and
-  it is submitted before k is collected, so the host work on k+1 (copy into the pinned buffer,
-  upload, framing) overlaps the device's work on k. If there is none, k is collected at once:
-  no latency is added when the source, not the engine, sets the pace. At most two frames are
-  in flight and each is still the newest one captured when it was taken.
+  for a newer captured frame; if there is one, its parameters are applied and it is submitted
+  before k is collected, so the host work on k+1 (copy into the pinned buffer, upload, framing)
+  and, with `--parallel-frames`, its compute overlap the device's work on k. While the source
+  outruns the engine the loop waits briefly for that frame (at most 1.5 input intervals); where
+  the source sets the pace it does not wait, and k is collected at once: no latency is added.
+  At most two frames are in flight and each is still the newest one captured when it was taken.
 
 The loop hands the backend's `fence()` to `controller.apply(fence)`, which calls it before it
 writes to the engine, so a parameter change never reaches a frame already running: it applies
@@ -199,14 +200,33 @@ class Runner:
         return out
 
     def _newer(self, in_flight: int) -> Frame | None:
-        """The source's newest frame if one is there now (no wait); None when stopping or when the
-        frames in flight already reach `frames`."""
+        """The source's newest frame; None when stopping or when the frames in flight already reach
+        `frames`. Waits for one only while the engine sets the pace (`_wait_for_newer_s`)."""
         if self._stop.is_set() or (self.max_frames and self.stats.frames + in_flight >= self.max_frames):
             return None
         frame = self.source.read(timeout=0)
+        if frame is None:
+            wait = self._wait_for_newer_s()
+            if wait > 0:
+                frame = self.source.read(timeout=wait)
         if frame is not None:
             self._t_new = time.perf_counter()
         return frame
+
+    def _wait_for_newer_s(self) -> float:
+        """How long to wait for the next captured frame before collecting the one in flight.
+
+        0 unless the source outruns the engine (input rate over 1.1x the output rate). Then the
+        next frame is due within one input interval, well before the frame in flight is done: it
+        is worth a wait, so it can be submitted now and two frames stay in flight. Without it, a
+        frame taken just after a capture finds nothing newer, is collected alone, and the next
+        one again (frames that run side by side, `--parallel-frames`, then ran one at a time).
+        The wait is at most 1.5 input intervals and one output interval, so it never holds the
+        frame in flight past its expected end; where the source sets the pace nothing waits."""
+        src, out = self.source.fps, self.stats.out_rate.rate
+        if src <= 0 or out <= 0 or src <= 1.1 * out:
+            return 0.0
+        return min(1.5 / src, 1.0 / out)
 
     def _submit(self, frame: Frame) -> tuple[Frame, float]:
         t0 = time.perf_counter()
