@@ -8,16 +8,17 @@ SMOKE_SD15 = "--arch tiny --width 64 --height 64 --t-index-list 0,16,32,45 --cfg
 RECIPE = "--fuse-qkv --inductor tuned"
 
 # name -> (model, extra flags, what the row decides), in priority order: the first --jobs start at once
-# (the order after the 2026-11-26 H100 runs: --parallel-frames, never measured, and the live loop of the
-# best two-deep knobs first, the targets beside them; FP8 and cuDNN's exhaustive search, which gained nothing there, and the autotune rows, which
-# never finished, last)
+# (the order after the 2026-11-26 16:05/16:18 H200 runs: --parallel-frames first, whose live loop lost its
+# 213-221 fps two deep to two loop bugs fixed since (a fence on every frame, no wait for the next capture),
+# the targets beside them; FP8 and cuDNN's exhaustive search, which gained nothing, and the autotune
+# rows, which never finished, last)
 ROWS: dict[str, tuple[str, str, str]] = {
     "base": ("turbo", "--peer --loop",
             "the 512x512 1-step target (250 fps, 7x peer, p99 8 ms) and the live loop"),
     "par": ("turbo", "--parallel-frames --loop",
-           "the two frames in flight side by side on two streams (1 step, cfg none: no state): two deep vs base"),
+           "the two frames in flight side by side on two streams: does the live loop now keep its two deep (213 fps on the H200)?"),
     "stages_fuse": ("turbo", "--overlap-stages --fuse-qkv --loop",
-                   "the best two-deep pair on the H100 (183.0 vs 173.0 fps): does the live loop keep it?"),
+                   "the best loop so far (H200: 192.4 fps, 0.991 of two deep, once fenced only on a change)"),
     "par_fuse": ("turbo", "--parallel-frames --fuse-qkv --loop",
                 "parallel frames with the fused projections, against stages_fuse"),
     "w768": ("turbo", "--width 768 --height 448 --loop",
