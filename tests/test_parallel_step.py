@@ -30,17 +30,14 @@ def _run(step_class, pipe, frames, *, cfg="none", fit_mode="crop", frame_buffer_
     e = _engine(pipe, cfg=cfg, frame_buffer_size=frame_buffer_size, device=device, dtype=dtype)
     run = step_class(e, warmup=2, cuda_graph=device == "cuda")
 
-    def change(k):  # live changes between frames, fenced as the runner does
-        if k == 2:
-            e.set_strength(0.8)
-        if k == 3:
-            e.set_prompt("a marble statue")
-        if k == 4:
-            e.set_seed(11)
-            e.set_guidance(1.8)
+    def seed_and_guidance():
+        e.set_seed(11)
+        e.set_guidance(1.8)
 
+    # live changes between frames, fenced only where they happen, as the runner does
+    changes = {2: lambda: e.set_strength(0.8), 3: lambda: e.set_prompt("a marble statue"), 4: seed_and_guidance}
     try:
-        return pipelined(run, frames, fit_mode, between=change)
+        return pipelined(run, frames, fit_mode, changes=changes)
     finally:
         run.close()
 

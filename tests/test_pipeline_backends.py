@@ -43,14 +43,15 @@ def camera(n: int, sizes: list[tuple[int, int]], seed: int = 0) -> list[np.ndarr
     return out
 
 
-def pipelined(backend, frames, fit_mode="crop", between=None) -> list[np.ndarray]:
+def pipelined(backend, frames, fit_mode="crop", changes=None) -> list[np.ndarray]:
     """Submit frame k+1 before collecting frame k, as the runner does when the engine is slower
-    than the source; `between(k)` runs after frame k-1 is submitted and before frame k is."""
+    than the source. `changes[k]()` runs after frame k-1 is submitted and before frame k is, after
+    a fence; as in the runner, frames with no change get no fence."""
     outs = []
     for k, f in enumerate(frames):
-        if between is not None:
+        if changes and k in changes:
             backend.fence()
-            between(k)
+            changes[k]()
         backend.submit(f, fit_mode)
         assert backend.pending == (1 if k == 0 else 2)
         if k:
@@ -86,7 +87,7 @@ def test_eager_pipelined_equals_one_at_a_time_with_any_size_input_and_live_chang
         want.append(ref.img2img(fit(f, SIZE, SIZE, "letterbox")))
     with EagerBackend(eng) as b:
         assert b.overlaps is False
-        got = pipelined(b, frames, "letterbox", between=lambda k: k == 3 and change(eng))
+        got = pipelined(b, frames, "letterbox", changes={3: lambda: change(eng)})
     assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
@@ -205,6 +206,6 @@ def test_compiled_backend_pipelined_follows_its_synchronous_path_and_fenced_sett
         want.append(ref.img2img(fit_torch(torch.from_numpy(f).cuda(), SIZE, SIZE).cpu().numpy()))
     with make_backend("compiled", engine(pipe, device="cuda", dtype=torch.float16), compile=False) as b:
         assert b.overlaps is True
-        got = pipelined(b, frames, between=lambda k: k == 3 and b.engine.set_strength(0.9))
+        got = pipelined(b, frames, changes={3: lambda: b.engine.set_strength(0.9)})
     for g, w in zip(got, want):
         assert np.abs(g.astype(int) - w.astype(int)).max() <= 2

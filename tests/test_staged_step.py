@@ -20,15 +20,14 @@ def _run(step_class, pipe, frames, *, frame_buffer_size=1, fit_mode="crop", devi
     e = engine(pipe, frame_buffer_size=frame_buffer_size, device=device, dtype=dtype)
     run = step_class(e, warmup=2, cuda_graph=device == "cuda")
 
-    def change(k):  # live changes between frames, fenced as the runner does
-        if k == 2:
-            e.set_strength(0.8)
-        if k == 4:
-            e.set_seed(11)
-            e.set_guidance(1.8)
+    def seed_and_guidance():
+        e.set_seed(11)
+        e.set_guidance(1.8)
 
+    # live changes between frames, fenced only where they happen, as the runner does
+    changes = {2: lambda: e.set_strength(0.8), 4: seed_and_guidance}
     try:
-        return pipelined(run, frames, fit_mode, between=change)
+        return pipelined(run, frames, fit_mode, changes=changes)
     finally:
         run.close()
 
