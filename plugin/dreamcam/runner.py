@@ -221,8 +221,9 @@ class Runner:
         is worth a wait, so it can be submitted now and two frames stay in flight. Without it, a
         frame taken just after a capture finds nothing newer, is collected alone, and the next
         one again (frames that run side by side, `--parallel-frames`, then ran one at a time).
-        The wait is at most 1.5 input intervals and one output interval, so it never holds the
-        frame in flight past its expected end; where the source sets the pace nothing waits."""
+        The wait is at most 1.5 input intervals and at most one output interval (about what the
+        frame in flight still needs), so it seldom delays that frame; where the source sets the
+        pace nothing waits."""
         src, out = self.source.fps, self.stats.out_rate.rate
         if src <= 0 or out <= 0 or src <= 1.1 * out:
             return 0.0
