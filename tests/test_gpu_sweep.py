@@ -109,3 +109,33 @@ def test_a_sweep_killed_midway_leaves_no_row_behind(tmp_path):
     assert rows_alive() == []
     rows = {r["row"]: r["status"] for r in json.loads((out / "sweep.json").read_text())["rows"]}
     assert "killed: the sweep ended" in rows.values(), rows
+
+
+def test_a_sigterm_as_a_row_starts_waits_until_the_row_is_recorded(tmp_path, monkeypatch):
+    """A SIGTERM that lands between a row's Popen and its `running` status used to end the driver
+    with that row unrecorded, so the clean-up did not kill it and it ran on (a CI failure of the
+    test above). Here the signal lands at that exact point, every time."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import gpu_sweep
+
+    sweep = gpu_sweep.Sweep(argparse.Namespace(out=str(tmp_path), caches=str(tmp_path / "caches"), cwd=str(tmp_path)))
+    real_popen = subprocess.Popen
+
+    def popen_then_sigterm(*a, **kw):
+        proc = real_popen(*a, **kw)
+        sweep.on_sigterm()  # what the SIGTERM handler does, right after the row's process exists
+        return proc
+
+    monkeypatch.setattr(gpu_sweep.subprocess, "Popen", popen_then_sigterm)
+    job = gpu_sweep.Job("row", [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), "")
+    try:
+        with pytest.raises(SystemExit) as ended:
+            sweep.start(job)
+        assert ended.value.code == 143
+        assert job.status == "running" and job.proc.poll() is None  # recorded: the clean-up will find it
+    finally:
+        if job.proc is not None:
+            sweep.kill(job, "killed: the sweep ended")
+    assert job.proc.returncode == -9

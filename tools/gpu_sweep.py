@@ -23,6 +23,7 @@ error, Ctrl-C, SIGTERM), it first kills the rows still running, paused ones incl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,8 @@ class Sweep:
         self.jobs: list[Job] = []
         self.holder: Job | None = None
         self.t_grant = 0.0  # when the holder got its go
+        self._held = 0  # > 0 while a SIGTERM must wait (`held`)
+        self._term = False  # a SIGTERM came while held
         self.log = open(self.out / "log.txt", "a")  # noqa: SIM115 - open for the sweep's life
 
     def say(self, msg: str) -> None:
@@ -134,15 +138,36 @@ class Sweep:
             job.status = f"skipped ({dep.name}: {dep.status})"
         return dep is None or dep.status == "ok"
 
+    def on_sigterm(self, *_: object) -> None:
+        """SIGTERM ends the sweep with SystemExit(143), so run()'s clean-up kills the rows; while
+        `held` (a row being started, the clean-up itself) it waits for the end of that block."""
+        if self._held:
+            self._term = True
+        else:
+            sys.exit(143)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """A block a SIGTERM must not cut: one cut between a row's Popen and its `running` status
+        left that row out of the clean-up, running on (seen on a loaded CI machine)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held and self._term:
+                self._term = False
+                sys.exit(143)
+
     def start(self, job: Job) -> None:
         if job.name not in WARM_OF:
             shutil.rmtree(self.caches / job.name, ignore_errors=True)
         (self.out / f"{job.name}.bench.json").unlink(missing_ok=True)
         job.t_start = time.monotonic()
-        with open(self.out / f"{job.name}.log", "w") as logf:
+        with self.held(), open(self.out / f"{job.name}.log", "w") as logf:
             job.proc = subprocess.Popen(job.cmd, stdout=logf, stderr=subprocess.STDOUT, env=job.env,
                                         start_new_session=True, cwd=self.args.cwd)
-        job.status = "running"
+            job.status = "running"
         if self.holder is not None:  # never start work beside a timed stretch
             job.pause(time.monotonic())
         self.say(f"start {job.name}: {' '.join(job.cmd[2:])}")
@@ -198,10 +223,11 @@ class Sweep:
         try:
             self._run()
         finally:  # an error or a signal must not leave rows behind, stopped ones holding the GPU
-            for job in self.jobs:
-                if job.status == "running":
-                    self.kill(job, "killed: the sweep ended")
-                    self.finish(job, time.monotonic())  # recorded in sweep.json like any other end
+            with self.held():
+                for job in self.jobs:
+                    if job.status == "running":
+                        self.kill(job, "killed: the sweep ended")
+                        self.finish(job, time.monotonic())  # recorded in sweep.json like any other end
 
     def _run(self) -> None:
         a = self.args
@@ -349,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown rows {unknown}; known: gputests, {', '.join(ROWS)}")
     args.frames = args.frames or (20 if args.smoke else 150)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so run()'s clean-up runs on a kill too
-    Sweep(args).run()
+    sweep = Sweep(args)
+    signal.signal(signal.SIGTERM, sweep.on_sigterm)  # so run()'s clean-up runs on a kill too
+    sweep.run()
     return 0
 
 
