@@ -59,11 +59,18 @@ def test_time_pipelined_falls_back_to_process(tiny_pipe):
 
 
 @pytest.mark.parametrize("pipeline", [None, True])
-def test_live_loop_bench_runs_the_runner(tiny_pipe, pipeline):
-    """Auto on a CPU: eager does not overlap, so the synchronous path; forced: submit/collect."""
+def test_live_loop_bench_runs_the_runner(tiny_pipe, pipeline, monkeypatch):
+    """Auto on a CPU: eager does not overlap, so the synchronous path; forced: submit/collect. A
+    controller checks for parameter changes before every frame, as in `dreamcam run`."""
+    from dreamcam.controls import Controller
+
+    applies = []
+    real_apply = Controller.apply
+    monkeypatch.setattr(Controller, "apply", lambda self, fence=None: (applies.append(fence), real_apply(self, fence)))
     r = bench_live_loop(EagerBackend(engine(tiny_pipe)), width=SIZE, height=SIZE, frames=4, warmup=1,
                         input_size=(160, 120), source_fps=200.0, pipeline=pipeline)
     assert r["frames"] == 4 and r["fps"] > 0 and r["p50_ms"] > 0 and r["latency_p50_ms"] > 0
     assert r["pipelined"] is bool(pipeline)
     assert (r["overlapped_frames"] > 0) is bool(pipeline), r
     assert r["input"] == "160x120 @ 200 fps"
+    assert len(applies) >= 5  # warm-up and timed frames

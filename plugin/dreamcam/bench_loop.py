@@ -179,7 +179,9 @@ def bench_live_loop(
 ) -> dict:
     """The live loop as `dreamcam run` runs it: a moving test pattern of `input_size` (w, h)
     captured at `source_fps` (faster than the engine, so the engine sets the pace) -> `Runner`
-    (framing to width x height, `backend`, pipelined where it overlaps) -> a null sink.
+    (framing to width x height, `backend`, pipelined where it overlaps, and where the backend has
+    an engine, a `Controller` over a parameter store nobody writes to, so each frame pays the
+    same parameter check as in `dreamcam run`) -> a null sink.
 
     `warmup` frames run first, then `frames` are timed. Returns frames, fps (frames / wall
     seconds), p50_ms / p99_ms (the runner's engine_ms: per frame, the time the backend held
@@ -193,10 +195,20 @@ def bench_live_loop(
     if frames < 1 or warmup < 0:
         raise ValueError(f"need frames >= 1 and warmup >= 0; got {frames} and {warmup}")
     source = TestPatternSource(*input_size, fps=source_fps)
-    with NullSink(width, height) as sink, source:
+    engine = getattr(backend, "engine", None)
+    with contextlib.ExitStack() as stack:
+        controller = None
+        if engine is not None:
+            from dreamcam.controls import Controller
+            from dreamcam.params import ParamStore
+
+            controller = stack.enter_context(Controller(engine, ParamStore({"prompt": engine.prompt})))
+        sink = stack.enter_context(NullSink(width, height))
+        stack.enter_context(source)
+        kw = dict(width=width, height=height, pipeline=pipeline, controller=controller)
         if warmup:
-            Runner(source, backend, [sink], width=width, height=height, frames=warmup, pipeline=pipeline).run()
-        runner = Runner(source, backend, [sink], width=width, height=height, frames=frames, pipeline=pipeline)
+            Runner(source, backend, [sink], frames=warmup, **kw).run()
+        runner = Runner(source, backend, [sink], frames=frames, **kw)
         dropped0 = source.dropped
         t0 = time.perf_counter()
         summary = runner.run()
