@@ -205,7 +205,7 @@ def bench_live_loop(
             controller = stack.enter_context(Controller(engine, ParamStore({"prompt": engine.prompt})))
         sink = stack.enter_context(NullSink(width, height))
         stack.enter_context(source)
-        kw = dict(width=width, height=height, pipeline=pipeline, controller=controller)
+        kw = {"width": width, "height": height, "pipeline": pipeline, "controller": controller}
         if warmup:
             Runner(source, backend, [sink], frames=warmup, **kw).run()
         runner = Runner(source, backend, [sink], frames=frames, **kw)
