@@ -16,7 +16,7 @@ ROWS: dict[str, tuple[str, str, str]] = {
     "base": ("turbo", "--peer --loop",
             "the 512x512 1-step target (250 fps, 7x peer, p99 8 ms) and the live loop"),
     "par": ("turbo", "--parallel-frames --loop",
-           "the two frames in flight side by side on two streams: does the live loop now keep its two deep (213 fps on the H200)?"),
+           "two frames side by side on two streams: does the live loop now keep its two deep (H200: 213 fps)?"),
     "stages_fuse": ("turbo", "--overlap-stages --fuse-qkv --loop",
                    "the best loop so far (H200: 192.4 fps, 0.991 of two deep, once fenced only on a change)"),
     "par_fuse": ("turbo", "--parallel-frames --fuse-qkv --loop",

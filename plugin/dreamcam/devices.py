@@ -133,7 +133,6 @@ def _tensorrt_problem() -> tuple[str | None, str | None]:
 def find_compute() -> dict:
     """{"torch": version, "gpus": [{index, name, capability, memory_gib}], "no_gpu": why or None,
     "backends": [{name, usable, why, version}], "auto": what `--backend auto` runs here}."""
-
     import torch
 
     from dreamcam.backends import auto_candidates, triton_problem

@@ -205,10 +205,8 @@ class Runner:
         if self._stop.is_set() or (self.max_frames and self.stats.frames + in_flight >= self.max_frames):
             return None
         frame = self.source.read(timeout=0)
-        if frame is None:
-            wait = self._wait_for_newer_s()
-            if wait > 0:
-                frame = self.source.read(timeout=wait)
+        if frame is None and (wait := self._wait_for_newer_s()) > 0:
+            frame = self.source.read(timeout=wait)
         if frame is not None:
             self._t_new = time.perf_counter()
         return frame
