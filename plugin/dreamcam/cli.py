@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from dreamcam.backends.knobs import add_knob_arguments
-from dreamcam.console import elapsed, say, status_printer
+from dreamcam.console import elapsed, say, say_live, status_printer
 from dreamcam.errors import ConfigError, DreamcamError
+from dreamcam.pace import PaceWatch, advice, tee
 from dreamcam.params import PARAMS
 from dreamcam.run_options import (
     DEFAULT_TINY_VAE,
@@ -248,7 +249,8 @@ def cmd_run(args) -> int:
         stack.enter_context(source)
         runner = Runner(
             source, backend, sinks, width=args.width, height=args.height, controller=controller,
-            frames=args.frames, fit_mode=args.fit, on_status=status_printer(), similarity=similarity,
+            frames=args.frames, fit_mode=args.fit, similarity=similarity,
+            on_status=tee(status_printer(), PaceWatch(say_live, lambda: advice(backend, engine))),
         )
         _install_signal_handlers(runner)
         say(f"live: {args.source} -> {', '.join(args.sink or ['virtualcam'])} (Ctrl-C to stop)")

@@ -37,6 +37,13 @@ def say(msg: str) -> None:
     print(f"dreamcam: {msg}", file=sys.stderr, flush=True)
 
 
+def say_live(msg: str) -> None:
+    """`say` while the live status line runs: on a terminal, below that line, not over it."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    say(msg)
+
+
 @contextlib.contextmanager
 def elapsed(msg: str):
     """Say `msg ...`; on a terminal, count the seconds on that line until the block ends."""
