@@ -10,6 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+
 from dreamcam.engine import StreamEngine
 from dreamcam.pace import PaceWatch, advice, tee
 
@@ -117,6 +119,28 @@ def test_eager_on_a_cpu_gets_the_size_and_steps(tiny_pipe):
 
     e = _engine(tiny_pipe, t_index=(32, 45))
     assert advice(EagerBackend(e), e) == "a smaller --width/--height (now 64x64) or fewer --steps (now 2)"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_the_real_compiled_backend_gets_the_advice_its_knobs_call_for():
+    """The stand-in above, checked against the real backend: what `advice` reads of it on a GPU."""
+    from dreamcam import tiny_pipeline
+    from dreamcam.backends import make_backend
+
+    pipe = tiny_pipeline(0, device="cuda", dtype=torch.float16)
+
+    def engine(cfg="none"):
+        e = StreamEngine(pipe, [35], 64, 64, cfg_type=cfg, device="cuda", dtype=torch.float16)
+        e.prepare("a cat", seed=3)
+        return e
+
+    for cfg, knobs, starts in [("none", {}, "--parallel-frames --fuse-qkv"), ("self", {}, "--overlap-stages"),
+                               ("none", {"parallel_frames": True}, "a smaller"),
+                               ("none", {"overlap_stages": True}, "a smaller")]:
+        e = engine(cfg)
+        with make_backend("compiled", e, compile=False, **knobs) as b:
+            assert advice(b, e).startswith(starts), (cfg, knobs, advice(b, e))
 
 
 def test_dreamcam_run_says_it_when_the_cpu_engine_falls_behind_the_test_pattern():

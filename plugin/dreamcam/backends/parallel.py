@@ -16,8 +16,9 @@ default stream wait for both compute streams. Results are exactly GraphedStep's
 (tests/test_parallel_step.py).
 
 Compiled backend only: a TensorRT execution context is bound to one set of buffers, so two
-frames cannot share one. On an H200 (docs/PERFORMANCE.md): 213-221 fps two deep against 181 for
-GraphedStep; its live loop is the first row of the next sweep (`--parallel-frames`, rows `par*`).
+frames cannot share one. On an H200 (docs/PERFORMANCE.md, run E): 211 fps two deep against 180 for
+GraphedStep, 204 in the live loop against 178 (218 and 209 with `--fuse-qkv`); one frame at a time,
+0.15-0.35 ms slower, so it is a flag, not the default (dreamcam/pace.py points to it).
 """
 
 from __future__ import annotations
