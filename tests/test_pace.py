@@ -167,3 +167,12 @@ def test_dreamcam_run_says_it_when_the_cpu_engine_falls_behind_the_test_pattern(
     assert len(hint) == 1, "".join(lines)
     assert hint[0].startswith("dreamcam: the engine sets the pace (")
     assert "For more fps: a smaller --width/--height (now 512x512)" in hint[0]
+
+
+def test_eager_on_a_gpu_is_pointed_to_the_compiled_backend(tiny_pipe):
+    """The engine's device is all `advice` reads of it here; a CPU engine claims CUDA for it."""
+    from dreamcam.backends.eager import EagerBackend
+
+    e = _engine(tiny_pipe)
+    e.device = torch.device("cuda")
+    assert advice(EagerBackend, e).startswith("--backend compiled is several times as fast as eager on a GPU")

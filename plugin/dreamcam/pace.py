@@ -43,8 +43,8 @@ def advice(backend: Any, engine: Any) -> str:
                     f"--parallel-frames would need --cfg none or full); else {generic}")
         return generic
     if name == "eager" and getattr(engine.device, "type", "cpu") == "cuda":
-        return (f"--backend compiled (with a tiny VAE, --vae madebyollin/taesd) is several times as fast "
-                f"as eager on a GPU; else {generic}")
+        return (f"--backend compiled is several times as fast as eager on a GPU (where it cannot run, it says "
+                f"why in one line); else {generic}")
     return generic
 
 

@@ -47,6 +47,7 @@ import cv2
 import numpy as np
 
 from dreamcam.frames import Frame, fit
+from dreamcam.pace import ENGINE_BOUND_RATIO
 from dreamcam.stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -214,8 +215,9 @@ class Runner:
     def _wait_for_newer_s(self) -> float:
         """How long to wait for the next captured frame before collecting the one in flight.
 
-        0 unless the source outruns the engine (input rate over 1.1x the output rate). Then the
-        next frame is due within one input interval, well before the frame in flight is done: it
+        0 unless the source outruns the engine (input rate over `ENGINE_BOUND_RATIO`, 1.1, times the
+        output rate: the test that dreamcam/pace.py also uses to say so). Then the next frame is due
+        within one input interval, well before the frame in flight is done: it
         is worth a wait, so it can be submitted now and two frames stay in flight. Without it, a
         frame taken just after a capture finds nothing newer, is collected alone, and the next
         one again (frames that run side by side, `--parallel-frames`, then ran one at a time).
@@ -223,7 +225,7 @@ class Runner:
         frame in flight still needs), so it seldom delays that frame; where the source sets the
         pace nothing waits."""
         src, out = self.source.fps, self.stats.out_rate.rate
-        if src <= 0 or out <= 0 or src <= 1.1 * out:
+        if src <= 0 or out <= 0 or src <= ENGINE_BOUND_RATIO * out:
             return 0.0
         return min(1.5 / src, 1.0 / out)
 
