@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dreamcam.engine import StreamEngine
-from dreamcam.pace import PaceWatch, advice, tee
+from dreamcam.pace import PaceWatch, advice, engine_bound, tee
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,6 +74,12 @@ def test_a_source_bound_run_hears_nothing():
     w, said, clock = watch()
     feed(w, clock, SOURCE_BOUND, 120)
     assert said == [] and w.said is None
+
+
+def test_engine_bound_needs_both_rates_and_more_than_jitter():
+    assert engine_bound(30.0, 20.0) and engine_bound(480.0, 178.0)
+    assert not engine_bound(30.0, 29.0)  # within 10%: the source's own jitter
+    assert not engine_bound(30.0, 0.0) and not engine_bound(0.0, 20.0)  # a start or a stop
 
 
 def test_tee_calls_each_callback_in_turn():
@@ -174,5 +180,6 @@ def test_eager_on_a_gpu_is_pointed_to_the_compiled_backend(tiny_pipe):
     from dreamcam.backends.eager import EagerBackend
 
     e = _engine(tiny_pipe)
+    backend = EagerBackend(e)
     e.device = torch.device("cuda")
-    assert advice(EagerBackend, e).startswith("--backend compiled is several times as fast as eager on a GPU")
+    assert advice(backend, e).startswith("--backend compiled is several times as fast as eager on a GPU")

@@ -1,7 +1,7 @@
 """Which side sets the live loop's pace, and what to change when it is the engine.
 
-While the source delivers frames faster than the engine turns them out (input fps over
-`ENGINE_BOUND_RATIO` x output fps, the runner's own test for waiting on the next capture), frames
+While the source delivers frames faster than the engine turns them out (`engine_bound`, the
+test the runner also uses to decide whether to wait for the next capture), frames
 are dropped and only a faster engine raises the output rate. `PaceWatch` sees this in the status
 that the runner reports every half second and, once it has held for `ENGINE_BOUND_FOR_S`, names
 the flags that help on this backend (`advice`). It says so once a run: a webcam in front of a
@@ -16,6 +16,12 @@ from typing import Any
 
 ENGINE_BOUND_RATIO = 1.1  # input fps over this times the output fps: the engine sets the pace
 ENGINE_BOUND_FOR_S = 5.0  # ... for this long before it is said
+
+
+def engine_bound(input_fps: float, output_fps: float) -> bool:
+    """The engine, not the source, sets the pace: frames come in faster than they go out (by more
+    than the source's own jitter). False while either rate is unknown (0: a start, a stop)."""
+    return input_fps > 0 and output_fps > 0 and input_fps > ENGINE_BOUND_RATIO * output_fps
 
 # measured on an NVIDIA H200, 2026-11-26 (docs/PERFORMANCE.md, run E): the live loop at 512x512, 1 step
 _PARALLEL_GAIN = "on an H200, 209 against 178 fps in the live loop"
@@ -69,8 +75,7 @@ class PaceWatch:
         if self.said is not None:
             return
         out, src = float(st.get("fps") or 0.0), float(st.get("input_fps") or 0.0)
-        bound = (out > 0 and src > ENGINE_BOUND_RATIO * out and not st.get("bypass")
-                 and not st.get("signal_lost"))
+        bound = engine_bound(src, out) and not st.get("bypass") and not st.get("signal_lost")
         now = self._clock()
         if not bound:
             self._since = None

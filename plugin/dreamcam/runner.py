@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 
 from dreamcam.frames import Frame, fit
-from dreamcam.pace import ENGINE_BOUND_RATIO
+from dreamcam.pace import engine_bound
 from dreamcam.stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -215,19 +215,17 @@ class Runner:
     def _wait_for_newer_s(self) -> float:
         """How long to wait for the next captured frame before collecting the one in flight.
 
-        0 unless the source outruns the engine (input rate over `ENGINE_BOUND_RATIO`, 1.1, times the
-        output rate: the test that dreamcam/pace.py also uses to say so). Then the next frame is due
-        within one input interval, well before the frame in flight is done: it
-        is worth a wait, so it can be submitted now and two frames stay in flight. Without it, a
-        frame taken just after a capture finds nothing newer, is collected alone, and the next
-        one again (frames that run side by side, `--parallel-frames`, then ran one at a time).
+        0 unless the source outruns the engine (`pace.engine_bound`: input rate over 1.1 times the
+        output rate, the test `dreamcam run` also uses to say so). Then the next frame is due within
+        one input interval, well before the frame in flight is done: it is worth a wait, so it can
+        be submitted now and two frames stay in flight. Without it, a frame taken just after a
+        capture finds nothing newer, is collected alone, and the next one again (frames that run
+        side by side, `--parallel-frames`, then ran one at a time).
         The wait is at most 1.5 input intervals and at most one output interval (about what the
         frame in flight still needs), so it seldom delays that frame; where the source sets the
         pace nothing waits."""
         src, out = self.source.fps, self.stats.out_rate.rate
-        if src <= 0 or out <= 0 or src <= ENGINE_BOUND_RATIO * out:
-            return 0.0
-        return min(1.5 / src, 1.0 / out)
+        return min(1.5 / src, 1.0 / out) if engine_bound(src, out) else 0.0
 
     def _submit(self, frame: Frame) -> tuple[Frame, float]:
         t0 = time.perf_counter()
