@@ -28,7 +28,7 @@ OSC_PREFIX = "/dreamcam/"
 
 Param = namedtuple("Param", "name kind default lo hi label step")
 
-# Mirror of dreamcam.params.PARAMS (OBS's Python cannot import dreamcam); tests check they
+# Mirror of dreamcam.knobs.PARAMS (OBS's Python cannot import dreamcam); tests check they
 # agree. "preset" comes first so that explicit values sent with it win over the preset's.
 # Slider ranges may be narrower than what dreamcam accepts (guidance: OBS 0..5, dreamcam 0..20).
 PARAMS = (

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dreamcam.archs import ARCHS, build_text_encoder, build_unet, check_arch, count_params
+from dreamcam.models.archs import ARCHS, build_text_encoder, build_unet, check_arch, count_params
 from dreamcam.errors import ConfigError
 
 

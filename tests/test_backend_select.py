@@ -8,7 +8,7 @@ import torch
 
 from dreamcam import StreamEngine, tiny_pipeline
 from dreamcam.backends import choose_backend, make_backend
-from dreamcam.backends.step import (
+from dreamcam.backends.compiled.step import (
     DeviceFrameStep,
     GraphedStep,
     StateSnapshot,

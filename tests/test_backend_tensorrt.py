@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dreamcam import StreamEngine, tiny_pipeline
-from dreamcam.backends.tensorrt import Profile, default_profiles, model_hash, plan_name
+from dreamcam.backends.tensorrt.backend import Profile, default_profiles, model_hash, plan_name
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -21,7 +21,7 @@ def engine():
 
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here")
 def test_missing_tensorrt_says_what_to_install():
-    from dreamcam.backends.tensorrt import import_tensorrt
+    from dreamcam.backends.tensorrt.backend import import_tensorrt
     from dreamcam.errors import DeviceError
 
     with pytest.raises(DeviceError, match=r"TensorRT 10 or 11: pip install 'dreamcam\[tensorrt\]'"):
@@ -69,7 +69,7 @@ def test_tensorrt_backend_follows_eager(tmp_path):
 def test_build_engines_without_tensorrt_is_one_clear_error():
     import argparse
 
-    from dreamcam.backends import tensorrt
+    from dreamcam.backends.tensorrt import backend as tensorrt
     from dreamcam.errors import DeviceError
 
     p = argparse.ArgumentParser()
@@ -83,9 +83,9 @@ def test_build_engines_takes_the_tiny_vae_dreamcam_run_loads():
     `dreamcam run` loads for the tensorrt backend without --vae, so run finds what was built."""
     import argparse
 
-    from dreamcam.backends import tensorrt
+    from dreamcam.backends.tensorrt import backend as tensorrt
     from dreamcam.errors import ConfigError
-    from dreamcam.run_options import DEFAULT_TINY_VAE
+    from dreamcam.cli.run_options import DEFAULT_TINY_VAE
 
     p = argparse.ArgumentParser()
     tensorrt.add_arguments(p)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamcam import bench
+from dreamcam.bench import engine as bench
 from dreamcam.errors import ConfigError
 
 
@@ -78,7 +78,7 @@ def test_gpu_profile_counts_each_kernel_once():
     (ms for 1 frame): a convolution op and its kernel, a matmul op and its kernel, an Inductor
     kernel with its record_function marker (named after what it fuses: a bias add and SiLU after a
     convolution, which is not convolution work), and a CPU-only op."""
-    from dreamcam.bench_profile import summarize_profile
+    from dreamcam.bench.profile import summarize_profile
 
     rows = [("aten::cudnn_convolution", 136, 2400.0, False), ("sm90_xmma_fprop_implicit_gemm", 136, 2400.0, True),
             ("aten::addmm", 104, 800.0, False), ("nvjet_sm90_hsh_bias_TNN", 104, 800.0, True),
@@ -95,7 +95,7 @@ def test_gpu_profile_counts_each_kernel_once():
 def test_stage_times_leave_the_stream_state_as_it_was(tiny_pipe):
     """Profiling stages must not change the live picture: the carried latents and noise are restored."""
     from dreamcam import StreamEngine
-    from dreamcam.bench_profile import stage_times
+    from dreamcam.bench.profile import stage_times
 
     e = StreamEngine(tiny_pipe, [20, 35], 64, 64, cfg_type="self", device="cpu", dtype=torch.float32)
     e.prepare("a cat", num_inference_steps=50, guidance_scale=1.4, seed=2)

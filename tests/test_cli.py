@@ -68,11 +68,11 @@ def test_help_starts_without_torch():
     from pathlib import Path
 
     env = {**os.environ, "DISPLAY": "", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "plugin")}
-    code = "import sys; from dreamcam.cli import build_parser; build_parser(None).format_help(); print('torch' in sys.modules)"
+    code = "import sys; from dreamcam.cli.main import build_parser; build_parser(None).format_help(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
-    code = "import sys; from dreamcam.cli import build_parser; build_parser('bench'); print('torch' in sys.modules)"
+    code = "import sys; from dreamcam.cli.main import build_parser; build_parser('bench'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.stdout.strip() == "True"  # the check above can fail: bench's flags do import torch
 
@@ -80,7 +80,7 @@ def test_help_starts_without_torch():
 def test_compiled_knobs_on_a_cpu_run_are_refused_with_one_line(capsys, tmp_path):
     """--fuse-qkv etc. tune the compiled backend only: on a CPU (auto -> eager) they are named and
     refused before the model loads, never silently ignored."""
-    from dreamcam.cli import main
+    from dreamcam.cli.main import main
 
     code = main(["run", "--model", "tiny", "--device", "cpu", "--source", "testpattern", "--sink", "null",
                  "--no-osc", "--frames", "1", "--fuse-qkv", "--compile-scope", "blocks"])
@@ -91,7 +91,7 @@ def test_compiled_knobs_on_a_cpu_run_are_refused_with_one_line(capsys, tmp_path)
 
 
 def test_a_real_model_falling_back_to_the_cpu_says_why_and_what_to_install(tmp_path, tiny_pipe):
-    from dreamcam.cli import cpu_fallback_hint
+    from dreamcam.cli.main import cpu_fallback_hint
 
     assert "CPU-only build" in cpu_fallback_hint(cuda_build=None, mps=False)
     assert "download.pytorch.org/whl/cu" in cpu_fallback_hint(cuda_build=None, mps=False)
@@ -111,7 +111,7 @@ def test_a_long_backend_start_counts_seconds_on_a_terminal(monkeypatch):
     import io
     import time as _time
 
-    from dreamcam import console
+    from dreamcam.cli import console
 
     class Tty(io.StringIO):
         def isatty(self):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from dreamcam import StreamEngine
-from dreamcam.controls import Controller
-from dreamcam.prompts import parse_prompt
+from dreamcam.control.controller import Controller
+from dreamcam.engine.prompts import parse_prompt
 from dreamcam.errors import ConfigError
-from dreamcam.params import ParamStore
+from dreamcam.knobs import ParamStore
 
 SIZE = 64
 

@@ -15,14 +15,14 @@ import time
 import numpy as np
 import pytest
 from dreamcam.backends import make_backend
-from dreamcam.controls import Controller
-from dreamcam.engine import StreamEngine, strength_to_t_index_list
+from dreamcam.control.controller import Controller
+from dreamcam.engine.stream import StreamEngine, strength_to_t_index_list
 from dreamcam.frames import fit
-from dreamcam.osc import OscServer
-from dreamcam.params import ParamStore
-from dreamcam.runner import Runner
-from dreamcam.sinks import Sink
-from dreamcam.sources import TestPatternSource
+from dreamcam.control.osc.server import OscServer
+from dreamcam.knobs import ParamStore
+from dreamcam.runtime.runner import Runner
+from dreamcam.sinks.devices import Sink
+from dreamcam.sources.capture import TestPatternSource
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 

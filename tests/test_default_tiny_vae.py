@@ -11,9 +11,11 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
 
-from dreamcam import cli, tiny_pipeline
+from dreamcam import tiny_pipeline
+
+from dreamcam.cli import main as cli
 from dreamcam.errors import ModelLoadError
-from dreamcam.loading import load_pipeline
+from dreamcam.models.loading import load_pipeline
 
 
 @pytest.fixture(scope="module")

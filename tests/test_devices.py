@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 import pytest
-from dreamcam import devices
-from dreamcam.sources import present_cameras
+from dreamcam.cli import devices
+from dreamcam.sources.capture import present_cameras
 from test_sources_xvfb import SCREEN_H, SCREEN_W, Xvfb
 
 

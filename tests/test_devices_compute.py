@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import trt_standin
-from dreamcam import devices
+from dreamcam.cli import devices
 from test_devices import _run
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None

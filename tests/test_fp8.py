@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 from dreamcam import StreamEngine, tiny_pipeline
-from dreamcam.backends.compiled import StepModules
-from dreamcam.backends.fp8 import (
+from dreamcam.backends.compiled.backend import StepModules
+from dreamcam.backends.compiled.fp8 import (
     FP8_MAX,
     MARGIN,
     Fp8Linear,
     Fp8Linears,
     check_fp8_device,
 )
-from dreamcam.backends.step import GraphedStep, swap_modules
+from dreamcam.backends.compiled.step import GraphedStep, swap_modules
 from dreamcam.errors import ConfigError, DeviceError
 from torch import nn
 
@@ -139,7 +139,7 @@ def test_a_unet_without_transformer_projections_is_refused_in_one_line():
 
 
 def test_a_failed_fp8_swap_leaves_the_fused_unet_as_it_was(monkeypatch):
-    import dreamcam.backends.compiled as compiled
+    import dreamcam.backends.compiled.backend as compiled
 
     def refuse(unet):
         raise ConfigError("no layers")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from dreamcam.errors import ConfigError
 from dreamcam.frames import FIT_MODES, fit
-from dreamcam.framing_gpu import fit_to_engine, fit_torch
+from dreamcam.engine.framing import fit_to_engine, fit_torch
 
 SIZES = [(640, 480), (1280, 720), (480, 640), (101, 77)]  # input (w, h): landscape, 16:9, portrait, odd
 TARGETS = [(512, 512), (64, 48), (300, 200), (1280, 720)]  # engine (w, h): down and up

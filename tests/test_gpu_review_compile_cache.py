@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-from dreamcam.backends.compiled import use_compile_cache
+from dreamcam.backends.compiled.backend import use_compile_cache
 
 
 def test_the_compile_cache_goes_under_the_engines_folder_after_torch_set_its_default(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dreamcam import StreamEngine
-from dreamcam.backends.step import DeviceFrameStep, GraphedStep, TinyVaeCalls, swap_modules
+from dreamcam.backends.compiled.step import DeviceFrameStep, GraphedStep, TinyVaeCalls, swap_modules
 
 
 def _engine(pipe, device: str = "cpu", dtype=torch.float32) -> StreamEngine:
@@ -26,7 +26,7 @@ def test_stage_times_feed_the_compiled_encoder_what_the_frame_step_feeds_it(tiny
     inside the lent GPU's profile row) and the stage timed is not the one the frames run."""
     from torch._dynamo.testing import CompileCounter
 
-    from dreamcam.bench_profile import stage_times
+    from dreamcam.bench.profile import stage_times
 
     e = _engine(tiny_pipe)
     torch._dynamo.reset()

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from dreamcam import StreamEngine
-from dreamcam.backends import tensorrt as trt_backend
+from dreamcam.backends.tensorrt import backend as trt_backend
 from dreamcam.errors import DeviceError
 
 

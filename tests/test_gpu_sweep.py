@@ -1,6 +1,6 @@
 """tools/gpu_sweep.py, the driver of the one device call per GPU session, on the CPU (SMOKE: tiny
 model, eager): rows run side by side, but their timed stretches never overlap, and every other row
-is paused while one times. Also the bench's side of the hand-shake (dreamcam.bench_gate)."""
+is paused while one times. Also the bench's side of the hand-shake (dreamcam.bench.gate)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dreamcam.bench_gate import TimingGate
+from dreamcam.bench.gate import TimingGate
 from dreamcam.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def test_no_gate_is_a_no_op_and_a_missing_folder_is_named(tmp_path):
 
 def test_a_gate_with_no_driver_says_what_it_waits_for_and_gives_up_in_one_line(tmp_path, caplog):
     gate = TimingGate(str(tmp_path / "row"), poll_s=0.01, max_wait_s=0.2)
-    with caplog.at_level("INFO", logger="dreamcam.bench_gate"), pytest.raises(
+    with caplog.at_level("INFO", logger="dreamcam.bench.gate"), pytest.raises(
             ConfigError, match=r"^--timing-gate: no row.go1 after 0 s; the flag is for tools/gpu_sweep.py, which "
                                r"writes it: run the bench without --timing-gate$"):
         with gate.timing():

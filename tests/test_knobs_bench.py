@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from dreamcam import bench
-from dreamcam.backends.compiled import CompiledBackend
+from dreamcam.bench import engine as bench
+from dreamcam.backends.compiled.backend import CompiledBackend
 from dreamcam.backends.eager import EagerBackend
-from dreamcam.bench_peer import PeerRunner
+from dreamcam.bench.peer import PeerRunner
 from dreamcam.errors import ConfigError
 
 

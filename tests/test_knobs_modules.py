@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from dreamcam import StreamEngine, tiny_pipeline
-from dreamcam.backends.compiled import (
+from dreamcam.backends.compiled.backend import (
     BLOCK_CLASSES,
     INDUCTOR_PRESETS,
     CompiledBackend,
     StepModules,
     inductor_options,
 )
-from dreamcam.backends.step import GraphedStep, swap_modules
+from dreamcam.backends.compiled.step import GraphedStep, swap_modules
 from dreamcam.errors import ConfigError, DeviceError
 
 SLOW = pytest.mark.skipif(os.environ.get("DREAMCAM_SLOW_TESTS") != "1",

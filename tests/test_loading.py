@@ -74,7 +74,7 @@ def test_folder_round_trip_same_weights_and_output(saved):
 
 def test_dtype_and_logging(saved, caplog):
     _, root = saved
-    with caplog.at_level(logging.INFO, logger="dreamcam.loading"):
+    with caplog.at_level(logging.INFO, logger="dreamcam.models.loading"):
         loaded = load_pipeline(str(root / "tiny"), dtype=torch.bfloat16, progress=False)
     assert loaded.unet.dtype == torch.bfloat16 and loaded.text_encoder.dtype == torch.bfloat16
     assert "loading diffusers pipeline from" in caplog.text and "model ready" in caplog.text

@@ -16,7 +16,7 @@ from diffusers import StableDiffusionPipeline  # noqa: F401 - so timings below m
 
 from dreamcam import load_pipeline
 from dreamcam.errors import ConfigError, ModelLoadError
-from dreamcam.hub import hub_reachable
+from dreamcam.models.hub import hub_reachable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,7 +182,7 @@ def test_bad_arguments_are_config_errors():
 
 
 def test_missing_lora_and_vae_paths_are_said_before_the_base_model_loads(monkeypatch, tmp_path):
-    from dreamcam import loading
+    from dreamcam.models import loading
 
     def base_loaded(*a, **k):
         raise AssertionError("the base model was loaded before the VAE/LoRA paths were checked")
@@ -197,7 +197,7 @@ def test_missing_lora_and_vae_paths_are_said_before_the_base_model_loads(monkeyp
 
 
 def test_lora_flag_scale_must_be_a_number(tmp_path):
-    from dreamcam.cli import parse_lora
+    from dreamcam.cli.main import parse_lora
 
     assert parse_lora("ink.safetensors:0.8") == ("ink.safetensors", 0.8)
     assert parse_lora("ink.safetensors") == ("ink.safetensors", 1.0)
@@ -212,7 +212,7 @@ def test_a_corrupt_or_truncated_ckpt_is_named_as_such(tmp_path):
 
     import torch
 
-    from dreamcam.loading import check_checkpoint_file
+    from dreamcam.models.loading import check_checkpoint_file
 
     good = tmp_path / "good.ckpt"
     torch.save({"state_dict": {"w": torch.ones(64, 64)}}, good)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from obs_harness import OBS_MARKS, ObsStudio
 
-from dreamcam.osc import OscServer
-from dreamcam.params import ParamStore
-from dreamcam.presets import PresetLibrary
+from dreamcam.control.osc.server import OscServer
+from dreamcam.knobs import ParamStore
+from dreamcam.control.presets import PresetLibrary
 
 pytestmark = OBS_MARKS
 

@@ -152,7 +152,7 @@ def test_pure_helpers():
 
 def test_script_parameters_mirror_dreamcam_params():
     """OBS's Python cannot import dreamcam, so the script mirrors its table: they must agree."""
-    params = pytest.importorskip("dreamcam.params", reason="dreamcam.params is not in this checkout yet")
+    params = pytest.importorskip("dreamcam.knobs", reason="dreamcam.knobs is not in this checkout yet")
     kinds = {str: "text", float: "float", int: "int", bool: "bool"}
     assert set(dl.PARAM_BY_NAME) == set(params.PARAMS)
     for name, ours in dl.PARAM_BY_NAME.items():

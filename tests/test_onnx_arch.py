@@ -20,8 +20,8 @@ pytestmark = [
 
 
 def test_sd15_unet_onnx_matches_torch_at_small_latents(tmp_path):
-    from dreamcam.archs import build_unet
-    from dreamcam.backends.onnx_export import export_unet, unet_example_inputs
+    from dreamcam.models.archs import build_unet
+    from dreamcam.backends.tensorrt.onnx_export import export_unet, unet_example_inputs
 
     torch.manual_seed(0)
     unet = build_unet("sd15").eval()
@@ -44,8 +44,8 @@ def test_sd_turbo_unet_fp16_export_is_fp16_and_matches_fp32_like_torch_fp16(tmp_
     batch 2 / latent 16x8, traced at batch 1 / 8x8 (the dynamic axes hold)."""
     import onnx
 
-    from dreamcam.archs import build_unet
-    from dreamcam.backends.onnx_export import export_unet, unet_example_inputs
+    from dreamcam.models.archs import build_unet
+    from dreamcam.backends.tensorrt.onnx_export import export_unet, unet_example_inputs
 
     torch.manual_seed(0)
     unet = build_unet("sd-turbo").eval()

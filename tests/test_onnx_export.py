@@ -6,8 +6,8 @@ import torch
 
 ort = pytest.importorskip("onnxruntime")
 
-from dreamcam.backends.onnx_export import export_all, unet_example_inputs  # noqa: E402
-from dreamcam.models import tiny_pipeline  # noqa: E402
+from dreamcam.backends.tensorrt.onnx_export import export_all, unet_example_inputs  # noqa: E402
+from dreamcam.models.pipelines import tiny_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import math
 
 import pytest
 from dreamcam.errors import ConfigError
-from dreamcam.osc import DEFAULT_PORT, OscServer, listen_address
-from dreamcam.osc_dispatch import REJECT_KINDS, addresses
-from dreamcam.params import PARAMS, ParamStore
-from dreamcam.presets import PresetLibrary
+from dreamcam.control.osc.server import DEFAULT_PORT, OscServer, listen_address
+from dreamcam.control.osc.dispatch import REJECT_KINDS, addresses
+from dreamcam.knobs import PARAMS, ParamStore
+from dreamcam.control.presets import PresetLibrary
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -120,7 +120,7 @@ def test_prompt_at_the_limit_is_accepted(server):
 
 
 def test_each_kind_logged_once(server, caplog):
-    with caplog.at_level(logging.WARNING, logger="dreamcam.osc"):
+    with caplog.at_level(logging.WARNING, logger="dreamcam.control.osc.server"):
         for _ in range(3):
             for _, dgram in BAD:
                 server.handle_datagram(dgram, ME)
@@ -216,7 +216,7 @@ def test_arguments_are_checked():
 
 
 def test_packet_check_accepts_what_python_osc_builds_and_nothing_cut_short():
-    from dreamcam.oscmap import check_packet
+    from dreamcam.control.osc.maps import check_packet
 
     messages = [msg("/a", 1, 2.5, "text", b"blob!", True, False, None), msg("/a", 0.5, types="d"), msg("/a")]
     b = bundle(msg("/a", 1), msg("/b", "x"))

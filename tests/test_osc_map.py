@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from dreamcam.errors import ConfigError
-from dreamcam.osc import OscServer
-from dreamcam.oscmap import OscMapping, Rejected
-from dreamcam.params import ParamStore
-from dreamcam.presets import PresetLibrary
+from dreamcam.control.osc.server import OscServer
+from dreamcam.control.osc.maps import OscMapping, Rejected
+from dreamcam.knobs import ParamStore
+from dreamcam.control.presets import PresetLibrary
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 MAPPING = """\
@@ -157,7 +157,7 @@ def test_preset_bindings_are_checked_against_the_presets_at_start(mapping, tmp_p
         OscServer(ParamStore(), port=0, mapping=mapping)
     presets_path = tmp_path / "presets.toml"
     presets_path.write_text('[watercolor]\nstrength = 0.4\n')
-    with caplog.at_level(logging.WARNING, logger="dreamcam.oscmap"):
+    with caplog.at_level(logging.WARNING, logger="dreamcam.control.osc.maps"):
         OscServer(ParamStore(), port=0, mapping=mapping, presets=PresetLibrary(presets_path))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "'ink', which the presets file does not have (it has: watercolor)" in warnings[0]

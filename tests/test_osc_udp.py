@@ -14,9 +14,9 @@ import time
 
 import pytest
 from dreamcam.errors import ConfigError
-from dreamcam.osc import RCVBUF_ENOUGH, OscServer
-from dreamcam.oscmap import OscMapping
-from dreamcam.params import PARAMS, ParamStore
+from dreamcam.control.osc.server import RCVBUF_ENOUGH, OscServer
+from dreamcam.control.osc.maps import OscMapping
+from dreamcam.knobs import PARAMS, ParamStore
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
@@ -254,7 +254,7 @@ def test_lifecycle(server):
 def test_listening_beyond_this_machine_warns_with_what_applies(allow, says, caplog):
     import logging
 
-    with caplog.at_level(logging.WARNING, logger="dreamcam.osc"):
+    with caplog.at_level(logging.WARNING, logger="dreamcam.control.osc.server"):
         with OscServer(ParamStore(), host="0.0.0.0", port=0, allow=allow):
             pass
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

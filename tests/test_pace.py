@@ -1,5 +1,5 @@
 """When the engine, not the source, sets the live loop's pace, `dreamcam run` says so once and names
-the flags that help (dreamcam/pace.py)."""
+the flags that help (dreamcam/runtime/pace.py)."""
 
 import os
 import signal
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dreamcam.engine import StreamEngine
-from dreamcam.pace import PaceWatch, advice, engine_bound, tee
+from dreamcam.engine.stream import StreamEngine
+from dreamcam.runtime.pace import PaceWatch, advice, engine_bound, tee
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from dreamcam import StreamEngine, tiny_pipeline
-from dreamcam.backends.knobs import add_knob_arguments, check_knobs
-from dreamcam.backends.parallel import ParallelStep, carries_state
-from dreamcam.backends.step import GraphedStep
+from dreamcam.backends.options import add_knob_arguments, check_knobs
+from dreamcam.backends.compiled.parallel import ParallelStep, carries_state
+from dreamcam.backends.compiled.step import GraphedStep
 from dreamcam.errors import ConfigError
 from test_pipeline_backends import camera, pipelined
 from test_staged_step import counting_compiles
@@ -132,7 +132,7 @@ def test_parallel_on_a_gpu_uses_two_streams_and_still_equals_graphed():
 
 def test_the_compiled_backend_refuses_before_it_compiles(tiny_pipe, monkeypatch):
     """The check runs before torch.compile (minutes on a real UNet), on the engine as configured."""
-    from dreamcam.backends.compiled import CompiledBackend
+    from dreamcam.backends.compiled.backend import CompiledBackend
 
     for kwargs, match in [({"t_index": (20, 40)}, "2 steps keep each frame's latents"), ({}, "do not combine")]:
         e = _engine(tiny_pipe, **kwargs)

@@ -15,10 +15,10 @@ import pytest
 import torch
 from dreamcam import StreamEngine
 from dreamcam.backends.eager import EagerBackend
-from dreamcam.backends.step import DEPTH, FramePipeline, GraphedStep
+from dreamcam.backends.compiled.step import DEPTH, FramePipeline, GraphedStep
 from dreamcam.errors import ConfigError
 from dreamcam.frames import FIT_MODES, fit
-from dreamcam.framing_gpu import fit_torch
+from dreamcam.engine.framing import fit_torch
 
 SIZE = 64
 

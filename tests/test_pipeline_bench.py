@@ -7,7 +7,7 @@ import pytest
 import torch
 from dreamcam import StreamEngine
 from dreamcam.backends.eager import EagerBackend
-from dreamcam.bench_loop import bench_live_loop, time_pipelined
+from dreamcam.bench.loop import bench_live_loop, time_pipelined
 from test_pipeline_runner import LoggedGraphed, ProcessOnly
 
 SIZE = 64
@@ -62,7 +62,7 @@ def test_time_pipelined_falls_back_to_process(tiny_pipe):
 def test_live_loop_bench_runs_the_runner(tiny_pipe, pipeline, monkeypatch):
     """Auto on a CPU: eager does not overlap, so the synchronous path; forced: submit/collect. A
     controller checks for parameter changes before every frame, as in `dreamcam run`."""
-    from dreamcam.controls import Controller
+    from dreamcam.control.controller import Controller
 
     applies = []
     real_apply = Controller.apply

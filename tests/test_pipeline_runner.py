@@ -19,12 +19,12 @@ import pytest
 import torch
 from dreamcam import StreamEngine
 from dreamcam.backends.eager import EagerBackend
-from dreamcam.backends.step import FramePipeline, GraphedStep
+from dreamcam.backends.compiled.step import FramePipeline, GraphedStep
 from dreamcam.frames import fit
-from dreamcam.framing_gpu import fit_torch
-from dreamcam.runner import Runner
-from dreamcam.sources import TestPatternSource
-from dreamcam.sources_media import VideoFileSource
+from dreamcam.engine.framing import fit_torch
+from dreamcam.runtime.runner import Runner
+from dreamcam.sources.capture import TestPatternSource
+from dreamcam.sources.media import VideoFileSource
 from recording import RecordingSink
 
 SIZE = 64
@@ -338,7 +338,7 @@ def test_video_file_through_each_kind_of_backend(tiny_pipe, tmp_path, kind):
 
 
 def test_similarity_filter_keeps_the_synchronous_path(tiny_pipe):
-    from dreamcam.similarity import SimilarityFilter
+    from dreamcam.engine.similarity import SimilarityFilter
 
     backend = LoggedGraphed(engine(tiny_pipe))
     src = TestPatternSource(SIZE, SIZE, fps=100)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import codecs
 
-from dreamcam.oscmap import OscMapping
-from dreamcam.presets import PresetLibrary
+from dreamcam.control.osc.maps import OscMapping
+from dreamcam.control.presets import PresetLibrary
 
 PRESETS = '[watercolor]\nprompt = "aquarelle, café"\nstrength = 0.45\n'
 MAPPING = '[[bind]]\naddress = "/1/fader1"\nparam = "strength"\n'

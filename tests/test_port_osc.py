@@ -7,16 +7,16 @@ import socket
 import sys
 import time
 
-from dreamcam import osc
-from dreamcam.osc_dispatch import build_message
-from dreamcam.params import ParamStore
+from dreamcam.control.osc import server as osc
+from dreamcam.control.osc.dispatch import build_message
+from dreamcam.knobs import ParamStore
 
 
 def _warning_for(monkeypatch, caplog, platform: str) -> str:
     # a receive buffer below what a burst needs (forced here: as root this Linux grants 16 MiB)
     monkeypatch.setattr(osc, "RCVBUF_ENOUGH", 1 << 40)
     monkeypatch.setattr(sys, "platform", platform)
-    with caplog.at_level(logging.WARNING, logger="dreamcam.osc"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with caplog.at_level(logging.WARNING, logger="dreamcam.control.osc.server"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         osc._grow_rcvbuf(s, osc.RCVBUF_BYTES)
     return " ".join(r.getMessage() for r in caplog.records)
 

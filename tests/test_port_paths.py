@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame
-from dreamcam.sinks import open_sink
-from dreamcam.source_specs import open_source
-from dreamcam.sources import WebcamSource
+from dreamcam.sinks.devices import open_sink
+from dreamcam.sources.specs import open_source
+from dreamcam.sources.capture import WebcamSource
 
 
 def _photo(path):
@@ -66,7 +66,7 @@ def test_camera_that_does_not_open_on_macos_names_the_camera_permission(monkeypa
 
 def test_windows_drive_letter_paths_in_specs_keep_their_colon():
     # guards the spec parsing (split at the first ':' for sources/sinks, the last for --lora)
-    from dreamcam.cli import parse_lora
+    from dreamcam.cli.main import parse_lora
 
     assert open_source(r"file:C:\Videos\clip.mp4").path == r"C:\Videos\clip.mp4"
     assert open_source(r"image:D:\photo.png").path == r"D:\photo.png"

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from dreamcam import cli
+from dreamcam.cli import main as cli
 
 
 class _Runner:

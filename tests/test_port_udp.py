@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 from av.error import err_check
-from dreamcam import encoders
+from dreamcam.sinks import encoders
 from dreamcam.frames import Frame
 
 

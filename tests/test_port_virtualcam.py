@@ -11,7 +11,8 @@ import platform
 import sys
 
 import pytest
-from dreamcam import devices, sinks
+from dreamcam.cli import devices
+from dreamcam.sinks import devices as sinks
 
 
 @pytest.mark.parametrize(("system", "plat", "version"), [("Darwin", "darwin", "OBS Studio 30+"), ("Windows", "win32", "OBS Studio 26+")])

@@ -8,8 +8,8 @@ import time
 
 import pytest
 from dreamcam.errors import ConfigError
-from dreamcam.params import ParamStore
-from dreamcam.presets import PresetLibrary, parse_presets
+from dreamcam.knobs import ParamStore
+from dreamcam.control.presets import PresetLibrary, parse_presets
 
 GOOD = """\
 [watercolor]
@@ -97,7 +97,7 @@ def test_reload_on_change_and_broken_edit_keeps_last_good(lib, caplog):
     write(lib.path, GOOD + '\n[sketch]\nprompt = "a pencil sketch"\n')
     assert lib.maybe_reload()
     assert lib.names() == ["watercolor", "neon city", "sketch"]
-    with caplog.at_level(logging.WARNING, logger="dreamcam.presets"):
+    with caplog.at_level(logging.WARNING, logger="dreamcam.control.presets"):
         write(lib.path, GOOD + '\n[sketch]\nprompt = "unterminated\n')
         assert not lib.maybe_reload()
         assert not lib.maybe_reload()  # the same broken version is reported once
@@ -115,7 +115,7 @@ def test_reload_on_change_and_broken_edit_keeps_last_good(lib, caplog):
 
 def test_deleted_file_keeps_presets(lib, caplog):
     lib.path.unlink()
-    with caplog.at_level(logging.WARNING, logger="dreamcam.presets"):
+    with caplog.at_level(logging.WARNING, logger="dreamcam.control.presets"):
         assert not lib.maybe_reload()
         assert not lib.maybe_reload()
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1

@@ -12,10 +12,10 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from dreamcam.errors import ConfigError
-from dreamcam.osc import OscServer
-from dreamcam.oscmap import OscMapping
-from dreamcam.params import ParamStore
-from dreamcam.presets import PresetLibrary
+from dreamcam.control.osc.server import OscServer
+from dreamcam.control.osc.maps import OscMapping
+from dreamcam.knobs import ParamStore
+from dreamcam.control.presets import PresetLibrary
 
 DEEP = "[" * 3000 + "]" * 3000  # tomllib recurses once per level: past Python's recursion limit
 

@@ -16,8 +16,8 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from dreamcam import encoders  # noqa: E402
-from dreamcam.encoders import UdpSink, video_codec  # noqa: E402
+from dreamcam.sinks import encoders  # noqa: E402
+from dreamcam.sinks.encoders import UdpSink, video_codec  # noqa: E402
 from dreamcam.frames import Frame  # noqa: E402
 
 PLUGIN = str(Path(__file__).resolve().parents[1] / "plugin")
@@ -41,9 +41,9 @@ def test_a_recording_that_fills_the_disk_reports_it_and_the_other_outputs_still_
         f"""
         import contextlib, resource, signal, time
         import numpy as np
-        from dreamcam.encoders import FileSink
+        from dreamcam.sinks.encoders import FileSink
         from dreamcam.frames import Frame
-        from dreamcam.sinks import NullSink
+        from dreamcam.sinks.devices import NullSink
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (12 << 10, 12 << 10))
         rng = np.random.default_rng(0)
@@ -78,7 +78,7 @@ def test_a_recording_that_cannot_be_written_fails_at_start(tmp_path):
         f"""
         import time
         import numpy as np
-        from dreamcam.encoders import FileSink
+        from dreamcam.sinks.encoders import FileSink
         from dreamcam.errors import DeviceError
         from dreamcam.frames import Frame
         sink = FileSink({str(full)!r}, 64, 64)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from dreamcam import cli, run_options
-from dreamcam.oscmap import parse_feedback
+from dreamcam.cli import main as cli
+
+from dreamcam.cli import run_options
+from dreamcam.control.osc.maps import parse_feedback
 from dreamcam.errors import ConfigError
 
 BASE = ["run", "--model", "tiny", "--width", "64", "--height", "64", "--sink", "null", "--frames", "1", "--no-osc"]

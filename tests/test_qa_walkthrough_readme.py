@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dreamcam import bench
+from dreamcam.bench import engine as bench
 from dreamcam.errors import ConfigError, DeviceError
-from dreamcam.presets import parse_presets
+from dreamcam.control.presets import parse_presets
 
 PLUGIN = str(Path(__file__).resolve().parents[1] / "plugin")
 
@@ -70,7 +70,7 @@ def test_stats_json_that_is_a_folder_is_said_before_the_model_loads(tmp_path):
 
 
 def test_stats_json_check_leaves_no_file_behind(tmp_path):
-    from dreamcam.run_options import check_output_file
+    from dreamcam.cli.run_options import check_output_file
 
     target = tmp_path / "stats.json"
     check_output_file(str(target), "--stats-json")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from dreamcam import cli
+from dreamcam.cli import main as cli
 
 BASE = ["run", "--model", "tiny", "--width", "64", "--height", "64", "--sink", "null", "--frames", "1"]
 

@@ -13,11 +13,11 @@ import numpy as np
 
 from dreamcam import StreamEngine
 from dreamcam.backends import make_backend
-from dreamcam.controls import Controller
+from dreamcam.control.controller import Controller
 from dreamcam.frames import fit
-from dreamcam.params import ParamStore
-from dreamcam.runner import Runner
-from dreamcam.sources import TestPatternSource
+from dreamcam.knobs import ParamStore
+from dreamcam.runtime.runner import Runner
+from dreamcam.sources.capture import TestPatternSource
 from recording import RecordingSink
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_sigterm_stops_within_a_second(tmp_path):
 
 
 def test_similarity_filter_skips_the_engine_for_a_still_picture(tiny_pipe):
-    from dreamcam.similarity import SimilarityFilter
+    from dreamcam.engine.similarity import SimilarityFilter
 
     engine, backend = engine_backend(tiny_pipe, 64)
     src = PausableTestPattern(64, 64, fps=60)
@@ -167,7 +167,7 @@ def test_similarity_filter_skips_the_engine_for_a_still_picture(tiny_pipe):
 
 
 def test_rates_read_zero_once_events_stop():
-    from dreamcam.stats import RateMeter, recent_rate
+    from dreamcam.runtime.stats import RateMeter, recent_rate
 
     ticks = [i / 30 for i in range(31)]  # 30 fps for a second
     assert recent_rate(ticks, now=1.0) == 30.0

@@ -36,8 +36,8 @@ def test_live_setters_do_not_synchronise_and_write_what_the_cpu_engine_writes():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 def test_the_prompt_encoder_runs_on_a_stream_of_its_own_and_its_result_lands():
-    from dreamcam.controls import Controller
-    from dreamcam.params import ParamStore
+    from dreamcam.control.controller import Controller
+    from dreamcam.knobs import ParamStore
 
     e = StreamEngine(tiny_pipeline(seed=0, device="cuda", dtype=torch.float16), [35], 64, 64, cfg_type="none",
                      device="cuda", dtype=torch.float16)

@@ -9,8 +9,8 @@ import torch
 
 from dreamcam import StreamEngine, tiny_pipeline
 from dreamcam.backends import make_backend
-from dreamcam.controls import Controller
-from dreamcam.params import ParamStore
+from dreamcam.control.controller import Controller
+from dreamcam.knobs import ParamStore
 
 WORDS = "cat dog neon city rain forest marble statue watercolor portrait oil glitch".split()
 

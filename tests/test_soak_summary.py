@@ -8,9 +8,9 @@ import time
 import numpy as np
 
 from dreamcam.frames import Frame
-from dreamcam.runner import Runner
-from dreamcam.sinks import NullSink
-from dreamcam.sources import TestPatternSource
+from dreamcam.runtime.runner import Runner
+from dreamcam.sinks.devices import NullSink
+from dreamcam.sources.capture import TestPatternSource
 
 
 def test_summary_while_sinks_write_never_raises():

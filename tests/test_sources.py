@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 from dreamcam.errors import ConfigError, DeviceError, DreamcamError
-from dreamcam.source_specs import open_source, parse_size
-from dreamcam.sources import TestPatternSource, WebcamSource
-from dreamcam.sources_media import ImageSource, VideoFileSource
+from dreamcam.sources.specs import open_source, parse_size
+from dreamcam.sources.capture import TestPatternSource, WebcamSource
+from dreamcam.sources.media import ImageSource, VideoFileSource
 
 W, H = 64, 48
 
@@ -70,7 +70,7 @@ def test_webcam_source_reads_through_videocapture_bgr_to_rgb(tmp_path):
 def test_webcam_source_survives_device_loss_and_resumes(tmp_path, caplog):
     clip = write_clip(tmp_path / "cam.mp4", frames=5)
     gone = str(tmp_path / "unplugged.mp4")
-    caplog.set_level(logging.DEBUG, logger="dreamcam.sources")
+    caplog.set_level(logging.DEBUG, logger="dreamcam.sources.capture")
     src = WebcamSource(clip, retry_first_s=0.2, retry_max_s=0.4)
     with src:
         os.rename(clip, gone)  # the open capture still reads its 5 frames, then the device is gone
@@ -104,7 +104,7 @@ def test_webcam_source_survives_device_loss_and_resumes(tmp_path, caplog):
 
 def test_silence_counts_as_signal_lost(tmp_path, monkeypatch):
     """No failure, just no frame for STALL_S (as when a driver read blocks): still reported lost."""
-    from dreamcam import sources
+    from dreamcam.sources import capture as sources
 
     monkeypatch.setattr(sources, "STALL_S", 0.3)
     clip = write_clip(tmp_path / "slow.mp4", frames=3)

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 from dreamcam.errors import ConfigError, DeviceError
-from dreamcam.source_specs import open_source
-from dreamcam.sources_media import ScreenSource
+from dreamcam.sources.specs import open_source
+from dreamcam.sources.media import ScreenSource
 
 SCREEN_W, SCREEN_H = 320, 240
 BACKGROUND = (200, 40, 40)  # RGB of the full-screen window

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from dreamcam import tiny_pipeline
-from dreamcam.backends.staged import StagedStep
-from dreamcam.backends.step import GraphedStep, TinyVaeCalls, swap_modules
+from dreamcam.backends.compiled.staged import StagedStep
+from dreamcam.backends.compiled.step import GraphedStep, TinyVaeCalls, swap_modules
 from test_pipeline_backends import camera, engine, pipelined
 
 

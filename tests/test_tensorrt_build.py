@@ -18,8 +18,8 @@ import torch
 
 import trt_standin
 from dreamcam import StreamEngine, tiny_pipeline
-from dreamcam.backends import tensorrt as trt_backend
-from dreamcam.backends.onnx_export import export_unet, export_vae_decoder, export_vae_encoder, unet_example_inputs
+from dreamcam.backends.tensorrt import backend as trt_backend
+from dreamcam.backends.tensorrt.onnx_export import export_unet, export_vae_decoder, export_vae_encoder, unet_example_inputs
 from dreamcam.errors import DeviceError
 
 ort = pytest.importorskip("onnxruntime")
@@ -141,7 +141,7 @@ def test_tensorrt_versions_outside_10_and_11(monkeypatch, caplog):
         trt_backend.import_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt_standin.make("12.0.0"))
     trt_backend._warn_newer.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="dreamcam.backends.tensorrt"):
+    with caplog.at_level(logging.WARNING, logger="dreamcam.backends.tensorrt.backend"):
         trt_backend.import_tensorrt()
         trt_backend.import_tensorrt()
     warned = [r for r in caplog.records if "newer than the 10 and 11" in r.getMessage()]
@@ -173,7 +173,7 @@ def test_builds_share_one_timing_cache_per_tensorrt_and_gpu(fp16_engine, pipes, 
     cache.write_bytes(b"\x00 not a timing cache")
     for p in plans.values():
         p.unlink()
-    with caplog.at_level(logging.WARNING, logger="dreamcam.backends.tensorrt"):
+    with caplog.at_level(logging.WARNING, logger="dreamcam.backends.tensorrt.backend"):
         trt_backend.ensure_plans(other, tmp_path)
     assert any("could not read the timing cache" in r.getMessage() for r in caplog.records)
     assert trt.builds[6]["timed"] == trt.builds[6]["layers"]
@@ -184,7 +184,7 @@ def test_builds_share_one_timing_cache_per_tensorrt_and_gpu(fp16_engine, pipes, 
     for p in plans.values():
         p.unlink()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="dreamcam.backends.tensorrt"):
+    with caplog.at_level(logging.WARNING, logger="dreamcam.backends.tensorrt.backend"):
         trt_backend.ensure_plans(other, tmp_path)
     assert any("from another TensorRT or GPU" in r.getMessage() for r in caplog.records)
     assert trt.builds[9]["timed"] == trt.builds[9]["layers"]

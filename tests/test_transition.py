@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from dreamcam import StreamEngine
-from dreamcam.controls import Controller, slerp
-from dreamcam.params import ParamStore
+from dreamcam.control.controller import Controller, slerp
+from dreamcam.knobs import ParamStore
 
 SIZE = 64
 

@@ -11,10 +11,10 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from dreamcam.encoders import TS_PACKET, video_codec  # noqa: E402
+from dreamcam.sinks.encoders import TS_PACKET, video_codec  # noqa: E402
 from dreamcam.errors import ConfigError  # noqa: E402
 from dreamcam.frames import Frame, fit  # noqa: E402
-from dreamcam.sinks import open_sink  # noqa: E402
+from dreamcam.sinks.devices import open_sink  # noqa: E402
 
 FPS = 30.0
 
@@ -149,7 +149,7 @@ def test_a_stream_running_past_the_33_bit_timestamp_wrap_still_decodes_in_order(
     """MPEG-TS timestamps are 33 bits of a 90 kHz clock: they wrap after 26.5 hours of streaming.
     The stream goes on across the wrap, and an FFmpeg-based receiver (OBS's Media Source is one)
     reads every frame with evenly increasing timestamps."""
-    from dreamcam.encoders import _AvEncoder
+    from dreamcam.sinks.encoders import _AvEncoder
 
     if codec not in av.codecs_available:
         pytest.skip(f"this PyAV has no {codec}")

@@ -10,7 +10,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from dreamcam.encoders import FileSink, video_codec  # noqa: E402
+from dreamcam.sinks.encoders import FileSink, video_codec  # noqa: E402
 from dreamcam.errors import DeviceError  # noqa: E402
 from dreamcam.frames import Frame  # noqa: E402
 

@@ -18,8 +18,8 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from dreamcam import encoders  # noqa: E402
-from dreamcam.encoders import UdpSink, video_codec  # noqa: E402
+from dreamcam.sinks import encoders  # noqa: E402
+from dreamcam.sinks.encoders import UdpSink, video_codec  # noqa: E402
 from dreamcam.frames import Frame  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on Linux loopback send errors")

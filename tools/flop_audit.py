@@ -15,9 +15,9 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dreamcam.archs import arch_pipeline
-from dreamcam.backends.step import DeviceFrameStep
-from dreamcam.engine import StreamEngine
+from dreamcam.models.archs import arch_pipeline
+from dreamcam.backends.compiled.step import DeviceFrameStep
+from dreamcam.engine.stream import StreamEngine
 
 
 def gflop(fn) -> tuple[float, dict[str, float]]:

@@ -28,11 +28,11 @@ bench() {  # name, flags...
   local name=$1; shift
   echo "== $name: dreamcam bench $*" | tee -a "$OUT/log.txt"
   set -o pipefail
-  timeout "$T" $PY -m dreamcam.bench --device $DEV --backend $BK --frames $N --json --out "$OUT/$name.json" $KNOBS "$@" \
+  timeout "$T" $PY -m dreamcam.bench.engine --device $DEV --backend $BK --frames $N --json --out "$OUT/$name.json" $KNOBS "$@" \
     2>&1 | tee -a "$OUT/log.txt" && return 0
   if [ "$BK" = compiled ]; then  # keep a figure even if torch.compile breaks: CUDA graph of eager kernels
     echo "== $name failed with torch.compile${KNOBS:+ $KNOBS}; again with --no-compile, no knobs" | tee -a "$OUT/log.txt"
-    timeout "$T" $PY -m dreamcam.bench --device $DEV --backend $BK --no-compile --frames $N --json \
+    timeout "$T" $PY -m dreamcam.bench.engine --device $DEV --backend $BK --no-compile --frames $N --json \
       --out "$OUT/$name.json" "$@" 2>&1 | tee -a "$OUT/log.txt"
   fi
 }

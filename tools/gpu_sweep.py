@@ -4,7 +4,7 @@ and are timed one at a time on an otherwise paused machine.
 Each row is one `dreamcam bench` process with its own fresh compile cache (every startup is a cold
 first start). Up to --jobs rows (and the GPU-only tests) run at once: their torch.compile runs are
 mostly CPU work, which 16 cores share well. Each timed stretch of a row is gated
-(`dreamcam.bench_gate`): when a row is ready to time, this driver SIGSTOPs every other process
+(`dreamcam.bench.gate`): when a row is ready to time, this driver SIGSTOPs every other process
 group, lets the row time, then SIGCONTs the others. So no figure is taken while another row
 compiles or tests (the peer is Python-bound, so a compile on the next core would slow it and flatter
 the ratio), and the GPU-only tests never overlap a timed stretch. Seconds a row spent paused are
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))  # the checkout's dreamcam (torch-free part)
-from dreamcam.backends.knobs import KNOB_DEFAULTS  # noqa: E402
+from dreamcam.backends.options import KNOB_DEFAULTS  # noqa: E402
 
 from sweep_rows import GPU_TESTS, ROWS, SD15, SMOKE_SD15, SMOKE_TURBO, TURBO, WARM_OF  # noqa: E402
 
@@ -125,7 +125,7 @@ class Sweep:
             env = dict(os.environ, DREAMCAM_ENGINES_DIR=str(cache), TRITON_CACHE_DIR=str(cache / "triton"),
                        TORCHINDUCTOR_COMPILE_THREADS=threads)
             env.pop("TORCHINDUCTOR_CACHE_DIR", None)
-            cmd = [a.python, "-m", "dreamcam.bench", *arch.split(), *frames, "--json",
+            cmd = [a.python, "-m", "dreamcam.bench.engine", *arch.split(), *frames, "--json",
                    "--out", str(self.out / f"{name}.bench.json"), "--timing-gate", str(self.gates / name), *words]
             self.jobs.append(Job(name, cmd, env, " ".join(words)))
 

@@ -11,10 +11,10 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "StreamEngine": "dreamcam.engine",
-    "strength_to_t_index_list": "dreamcam.schedule",
-    "tiny_pipeline": "dreamcam.models",
-    "load_pipeline": "dreamcam.models",
+    "StreamEngine": "dreamcam.engine.stream",
+    "strength_to_t_index_list": "dreamcam.engine.schedule",
+    "tiny_pipeline": "dreamcam.models.pipelines",
+    "load_pipeline": "dreamcam.models.pipelines",
     "ConfigError": "dreamcam.errors",
     "DreamcamError": "dreamcam.errors",
 }

@@ -1,3 +1,3 @@
-from dreamcam.cli import console_main
+from dreamcam.cli.main import console_main
 
 console_main()

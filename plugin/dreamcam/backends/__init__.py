@@ -73,10 +73,10 @@ def _build(name: str, engine: Any, options: dict[str, Any]):
 
         return EagerBackend(engine)
     if name == "compiled":
-        from dreamcam.backends.compiled import CompiledBackend
+        from dreamcam.backends.compiled.backend import CompiledBackend
 
         return CompiledBackend(engine, **options)
-    from dreamcam.backends.tensorrt import TensorRTBackend
+    from dreamcam.backends.tensorrt.backend import TensorRTBackend
 
     return TensorRTBackend(engine, **options)
 

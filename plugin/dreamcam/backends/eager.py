@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamcam.backends.step import check_room, check_source_frame
+from dreamcam.backends.compiled.step import check_room, check_source_frame
 from dreamcam.frames import fit
 
 

@@ -1,0 +1,417 @@
+"""The TensorRT backend and `dreamcam build-engines`: ONNX export, engine build, cached plans.
+
+Three engines per model (UNet, TAESD encoder, TAESD decoder), each built once from the graphs of
+`onnx_export` with one optimisation profile over a batch range (steps x frame buffer, RCFG rows
+included) and a resolution range, so changing steps, strength, prompt or size inside the range
+needs no rebuild. Plans are cached in `engines/` under a name that encodes the model hash, the
+profile ranges, the precision, the TensorRT version and the GPU; a cached plan skips export and
+build. Builds share one timing cache per TensorRT version and GPU (`timing_trt*_GPU.cache`), so a
+second model of the same architecture is built without timing its kernels again. Inference uses
+the name-based I/O of TensorRT 10 and 11: `set_input_shape`, `set_tensor_address` on
+pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA
+stream; the whole frame step is then captured in one CUDA graph, as in the compiled backend.
+
+Precision comes from the graph, not from a builder flag: the networks are built strongly typed,
+so an fp16 export (the modules' dtype on a GPU) gives an FP16 engine. TensorRT 11 builds only
+strongly typed networks and has no `BuilderFlag.FP16` any more (checked against the
+tensorrt_cu12_bindings 11.4.0.106 wheel); TensorRT 10 still has weak typing and the FP16 flag, and
+dreamcam builds strongly typed there too (as NVIDIA's TensorRT 11 diffusion demo does). One change
+from a weakly typed FP16 build: GroupNorm (exported as InstanceNormalization) now computes in fp16,
+where TensorRT 10's weakly typed default was fp32; unmeasured until TensorRT runs on a lent GPU.
+
+Requires the `tensorrt` package (10 or 11) and a CUDA GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamcam.backends.compiled.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
+from dreamcam.errors import ConfigError, DeviceError
+from dreamcam.cli.run_options import DEFAULT_TINY_VAE
+
+log = logging.getLogger(__name__)
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise DeviceError("the tensorrt backend needs TensorRT 10 or 11: pip install 'dreamcam[tensorrt]' "
+                          "(or use --backend compiled)") from e
+    major = int(trt.__version__.split(".")[0])
+    if major < 10:
+        raise DeviceError(f"TensorRT {trt.__version__} is too old: the tensorrt backend needs 10 or 11")
+    if major > 11:
+        _warn_newer(trt.__version__)
+    return trt
+
+
+@functools.cache
+def _warn_newer(version: str) -> None:  # once per process, not at every import_tensorrt()
+    log.warning("TensorRT %s is newer than the 10 and 11 the tensorrt backend is written for; if a build "
+                "or run fails: pip install 'tensorrt<12'", version)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Ranges one engine serves: batch rows and image size in pixels (multiples of 8)."""
+
+    batch: tuple[int, int, int]          # min, opt, max
+    height: tuple[int, int, int]
+    width: tuple[int, int, int]
+
+    def tag(self) -> str:
+        b, h, w = self.batch, self.height, self.width
+        return f"b{b[0]}-{b[2]}_h{h[0]}-{h[2]}_w{w[0]}-{w[2]}"
+
+    def shapes(self, name: str, channels: int, latent: bool) -> tuple[tuple[int, ...], ...]:
+        s = 8 if latent else 1
+        return tuple((self.batch[i], channels, self.height[i] // s, self.width[i] // s) for i in range(3))
+
+
+def default_profiles(engine: Any, *, min_px: int = 256, max_px: int = 1024) -> dict[str, Profile]:
+    """Batch 1..max(8, UNet batch) around the engine's own; sizes min_px..max_px around its own."""
+    h, w = engine.height, engine.width
+    lo, hi = min(min_px, h, w), max(max_px, h, w)
+    rows = engine.unet_batch_size
+    f = engine.frame_buffer_size
+    return {
+        "unet": Profile((1, rows, max(8, rows)), (lo, h, hi), (lo, w, hi)),
+        "vae_encoder": Profile((1, f, max(4, f)), (lo, h, hi), (lo, w, hi)),
+        "vae_decoder": Profile((1, f, max(4, f)), (lo, h, hi), (lo, w, hi)),
+    }
+
+
+def model_hash(*modules: torch.nn.Module) -> str:
+    """sha1 over every parameter and buffer (names, shapes, dtypes, bytes): 12 hex digits."""
+    h = hashlib.sha1()
+    for m in modules:
+        for name, t in list(m.state_dict().items()):
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+PRECISIONS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def _gpu_tag(gpu: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-")
+
+
+def plan_name(part: str, mhash: str, profile: Profile, trt_version: str, gpu: str, precision: str = "fp16") -> str:
+    return f"{part}_{mhash}_{profile.tag()}_{precision}_trt{trt_version}_{_gpu_tag(gpu)}.plan"
+
+
+def network_flags(trt) -> int:
+    """Strongly typed: each layer runs in the type the ONNX graph gives it (TensorRT 11 ignores the
+    flag, every network is strongly typed there; TensorRT 10 needs it)."""
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+# TensorRT's DataType member names -> torch dtypes (trt.nptype has no bfloat16)
+_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT8": torch.int8,
+                 "UINT8": torch.uint8, "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool}
+
+
+def torch_dtype(trt_dtype: Any) -> torch.dtype:
+    """A TensorRT DataType (`DataType.HALF`) -> the torch dtype of a buffer for it."""
+    name = getattr(trt_dtype, "name", None) or str(trt_dtype).rsplit(".", 1)[-1]
+    if name not in _TORCH_DTYPES:
+        raise DeviceError(f"a TensorRT engine tensor of type {trt_dtype} has no torch buffer type; "
+                          f"dreamcam binds {', '.join(_TORCH_DTYPES)}")
+    return _TORCH_DTYPES[name]
+
+
+def _progress_monitor(trt):
+    class Progress(trt.IProgressMonitor):
+        """Prints the builder's phases as indented progress lines on stderr."""
+
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._steps: dict[str, int] = {}
+            self._depth: dict[str, int] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self._depth[phase_name] = self._depth.get(parent_phase, -1) + 1 if parent_phase else 0
+            self._steps[phase_name] = num_steps
+
+        def step_complete(self, phase_name, step):
+            n = self._steps.get(phase_name, 1)
+            bar = "#" * int(20 * (step + 1) / max(n, 1))
+            sys.stderr.write(f"\r{'  ' * self._depth.get(phase_name, 0)}{phase_name[:40]:40s} [{bar:20s}] {step + 1}/{n}")
+            sys.stderr.flush()
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            sys.stderr.write("\n" if self._depth.get(phase_name, 0) == 0 else "")
+
+    return Progress()
+
+
+def timing_cache_name(trt_version: str, gpu: str) -> str:
+    """One timing cache per TensorRT version and GPU: TensorRT refuses another's (its header says which)."""
+    return f"timing_trt{trt_version}_{_gpu_tag(gpu)}.cache"
+
+
+def _saved_timing_cache(config: Any, path: Path) -> Any | None:
+    """The cache saved at `path`, attached to `config`; None where there is none, or (with a
+    warning) where it is unreadable or from another TensorRT/GPU."""
+    if not path.exists():
+        return None
+    try:
+        cache = config.create_timing_cache(path.read_bytes())  # a damaged file: None or an error
+    except Exception as e:  # noqa: BLE001 - TensorRT raises its own error types
+        log.warning("TensorRT could not read the timing cache %s (%s); starting a new one", path, e)
+        return None
+    if cache is None:
+        log.warning("TensorRT could not read the timing cache %s; starting a new one", path)
+        return None
+    if not config.set_timing_cache(cache, False):
+        log.warning("the timing cache %s is from another TensorRT or GPU; starting a new one", path)
+        return None
+    return cache
+
+
+def _attach_timing_cache(config: Any, path: Path) -> Any:
+    """The builder's kernel timings from earlier builds on this GPU (another model, another size, a
+    LoRA fused in): layers already timed are not timed again, which is most of a rebuild's minutes."""
+    cache = _saved_timing_cache(config, path)
+    if cache is None:
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    return cache  # the cache must outlive the build
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """A build beside this one reads the old file or the new, never half of one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def build_plan(onnx_path: Path, plan_path: Path, inputs: dict[str, tuple[tuple[int, ...], ...]], *,
+               workspace_gib: float = 8.0, timing_cache: Path | None = None) -> Path:
+    """ONNX -> serialized TensorRT engine with one optimisation profile (min, opt, max per input).
+
+    Strongly typed, so the engine's precision is the graph's (fp16 for an fp16 export). With
+    `timing_cache`, the builder starts from the kernel timings saved there and saves its own back."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise DeviceError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    monitor = _progress_monitor(trt)
+    config.progress_monitor = monitor
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in inputs.items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    if timing_cache is not None:
+        cache = _attach_timing_cache(config, timing_cache)  # noqa: F841 - must outlive the build
+    log.info("building %s (this takes minutes once; cached afterwards)", plan_path.name)
+    t0 = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise DeviceError(f"TensorRT failed to build {plan_path.name}; see the TensorRT messages above")
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    if timing_cache is not None:
+        _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    _write_atomic(plan_path, bytes(plan))
+    log.info("built %s in %.0f s", plan_path.name, time.perf_counter() - t0)
+    return plan_path
+
+
+class TrtEngine:
+    """One plan file: load, bind pre-allocated buffers by tensor name, run on a stream."""
+
+    def __init__(self, plan_path: Path) -> None:
+        trt = import_tensorrt()
+        self._trt = trt
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        if self.engine is None:
+            raise DeviceError(f"TensorRT could not load {plan_path}: delete it to rebuild")
+        self.context = self.engine.create_execution_context()
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def allocate(self, input_shapes: dict[str, tuple[int, ...]], device: torch.device) -> None:
+        """Set input shapes, allocate every I/O buffer once and bind it by name."""
+        for name in self.names:
+            if self.engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT:
+                if not self.context.set_input_shape(name, input_shapes[name]):
+                    raise ConfigError(f"shape {input_shapes[name]} of {name} is outside the engine's profile: "
+                                      "rebuild with dreamcam build-engines for this size")
+        for name in self.names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            self.buffers[name] = torch.empty(shape, dtype=torch_dtype(self.engine.get_tensor_dtype(name)), device=device)
+            self.context.set_tensor_address(name, self.buffers[name].data_ptr())
+
+    def infer(self, stream: torch.cuda.Stream) -> None:
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise DeviceError("TensorRT execute_async_v3 failed; see the TensorRT messages above")
+
+
+class _TrtCall:
+    """Callable with the engine's UNet / encoder / decoder call signature, backed by a TrtEngine."""
+
+    def __init__(self, trt_engine: TrtEngine, inputs: list[str], output: str) -> None:
+        self.trt, self.inputs, self.output = trt_engine, inputs, output
+
+    def __call__(self, *args: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 return_dict: bool = False):
+        values = list(args) + ([encoder_hidden_states] if encoder_hidden_states is not None else [])
+        for name, value in zip(self.inputs, values):
+            buf = self.trt.buffers[name]
+            buf.copy_(value)
+        self.trt.infer(torch.cuda.current_stream())
+        out = self.trt.buffers[self.output]
+        return (out,) if "encoder_hidden_states" in self.inputs else out
+
+
+def ensure_plans(engine: Any, folder: Path | None = None) -> dict[str, Path]:
+    """Export and build any plan missing from the cache for this engine's model; returns the paths."""
+    from dreamcam.backends import engines_dir
+    from dreamcam.backends.tensorrt.onnx_export import export_unet, export_vae_decoder, export_vae_encoder
+
+    trt = import_tensorrt()
+    folder = Path(folder or engines_dir() / "tensorrt")
+    mhash = model_hash(engine.unet, engine.vae)
+    profiles = default_profiles(engine)
+    gpu = torch.cuda.get_device_name(engine.device)
+    precision = PRECISIONS[engine.dtype]  # the export's dtype, which a strongly typed build keeps
+    d = engine.unet.config.cross_attention_dim
+    specs = {
+        "unet": ({"sample": (4, True), "timestep": None, "encoder_hidden_states": None}, export_unet, engine.unet),
+        "vae_encoder": ({"images": (3, False)}, export_vae_encoder, engine.vae),
+        "vae_decoder": ({"latents": (4, True)}, export_vae_decoder, engine.vae),
+    }
+    plans = {}
+    for part, (inputs, export, module) in specs.items():
+        prof = profiles[part]
+        plan = folder / plan_name(part, mhash, prof, trt.__version__, gpu, precision)
+        if not plan.exists():
+            onnx_path = folder / "onnx" / f"{part}_{mhash}.onnx"
+            if not onnx_path.exists():
+                export(module, onnx_path)
+            shapes = {}
+            for name, spec in inputs.items():
+                if spec is not None:
+                    shapes[name] = prof.shapes(name, *spec)
+            if part == "unet":
+                shapes["timestep"] = tuple((prof.batch[i],) for i in range(3))
+                shapes["encoder_hidden_states"] = tuple((prof.batch[i], 77, d) for i in range(3))
+            build_plan(onnx_path, plan, shapes, timing_cache=folder / timing_cache_name(trt.__version__, gpu))
+        plans[part] = plan
+    return plans
+
+
+class TensorRTBackend(FramePipeline):
+    """CUDA + TensorRT 10 or 11. Same contract and frame path as the compiled backend."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine: Any, *, cuda_graph: bool = True, folder: str | None = None) -> None:
+        if engine.device.type != "cuda":
+            raise DeviceError(f"the tensorrt backend needs a CUDA device; the engine is on {engine.device}")
+        check_capturable(engine, self.name)
+        self.engine = engine
+        self._closed = False
+        t0 = time.perf_counter()
+        plans = ensure_plans(engine, Path(folder) if folder else None)
+        dev, f = engine.device, engine.frame_buffer_size
+        h, w = engine.latent_height, engine.latent_width
+        rows = engine.unet_batch_size
+        unet, enc, dec = (TrtEngine(plans[p]) for p in ("unet", "vae_encoder", "vae_decoder"))
+        unet.allocate({"sample": (rows, 4, h, w), "timestep": (rows,),
+                       "encoder_hidden_states": tuple(engine.prompt_embeds.shape)}, dev)
+        enc.allocate({"images": (f, 3, engine.height, engine.width)}, dev)
+        dec.allocate({"latents": (f, 4, h, w)}, dev)
+        self._trt = (unet, enc, dec)
+        unet_call = _TrtCall(unet, ["sample", "timestep", "encoder_hidden_states"], "noise_pred")
+        vae = TinyVaeCalls(engine.vae, _TrtCall(enc, ["images"], "latents"), _TrtCall(dec, ["latents"], "images"))
+        self._swap = swap_modules(engine, unet_call, vae)
+        self._swap.__enter__()
+
+        try:
+            self._run = GraphedStep(engine, warmup=1, cuda_graph=cuda_graph)
+        except BaseException:  # put the engine's own modules back: `auto` falls back to eager on them
+            self._release()
+            raise
+        self.startup_s = round(time.perf_counter() - t0, 2)
+        log.info("tensorrt backend ready in %.1f s", self.startup_s)
+
+    def _release(self) -> None:
+        self._swap.__exit__(None, None, None)
+        self._trt = ()
+
+
+# ---------------------------------------------------------------------------- dreamcam build-engines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `dreamcam build-engines` (the CLI calls this, then `run(args)`)."""
+    parser.add_argument("--model", default="tiny", help="model id or path, or tiny (offline tiny pipeline)")
+    parser.add_argument("--arch", choices=("sd-turbo", "sd15"), default=None,
+                        help="instead of --model: a real architecture with --random-weights (for benchmarks)")
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--vae", default=None,
+                        help=f"the tiny VAE (AutoencoderTiny) the engines are built for: hub id or folder "
+                             f"(default {DEFAULT_TINY_VAE}, the one dreamcam run loads without --vae)")
+    parser.add_argument("--steps", type=int, default=1, help="denoising steps (sets the profile's batch)")
+    parser.add_argument("--cfg-type", default="none", choices=("none", "self", "initialize", "full"))
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--engines-dir", default=None, help="cache folder (default engines/tensorrt)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and build (or find cached) the UNet, TAESD encoder and decoder plans; print their paths."""
+    from dreamcam.engine.stream import StreamEngine, strength_to_t_index_list
+
+    if args.vae and (args.arch or args.model == "tiny"):
+        raise ConfigError("--vae is for --model ID|PATH: the tiny model and --arch come with their own tiny VAE")
+    import_tensorrt()
+    if not torch.cuda.is_available():
+        raise DeviceError("build-engines needs a CUDA GPU: TensorRT builds for the GPU it runs on")
+    if args.arch:
+        if not args.random_weights:
+            raise ConfigError(f"--arch {args.arch} needs --random-weights (no pretrained weights are downloaded)")
+        from dreamcam.models.archs import arch_pipeline
+
+        pipe = arch_pipeline(args.arch, device="cuda", dtype=torch.float16)
+    elif args.model == "tiny":
+        from dreamcam.models.pipelines import tiny_pipeline
+
+        pipe = tiny_pipeline(0, device="cuda", dtype=torch.float16)
+    else:
+        from dreamcam.models.pipelines import load_pipeline
+
+        # the tiny VAE dreamcam run loads for this backend, so the cached plans are the ones it finds
+        pipe = load_pipeline(args.model, vae=args.vae or DEFAULT_TINY_VAE, device="cuda", dtype=torch.float16)
+    engine = StreamEngine(pipe, strength_to_t_index_list(0.5, args.steps), args.width, args.height,
+                          cfg_type=args.cfg_type, device="cuda", dtype=torch.float16)
+    engine.prepare("")
+    check_capturable(engine, "tensorrt")  # a full VAE: said before minutes of export and build
+    for part, path in ensure_plans(engine, Path(args.engines_dir) if args.engines_dir else None).items():
+        print(f"{part}: {path}")
+    return 0

@@ -1,0 +1,1 @@
+"""Benchmarks: one timing core shared by the engine, live-loop, StreamDiffusion, OSC and profile benchmarks."""

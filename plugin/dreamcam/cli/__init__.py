@@ -1,0 +1,1 @@
+"""The `dreamcam` command line: the parser, one module per command, printing and exit codes."""

@@ -1,0 +1,141 @@
+"""Checks of `dreamcam run`'s options, done before anything slow opens (outputs, the model):
+each turns flags into checked values or raises ConfigError, one line saying how to fix it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from dreamcam.cli.console import say
+from dreamcam.errors import ConfigError
+from dreamcam.knobs import PARAMS
+
+# TAESD for SD 1.x/2.x latents: the tiny VAE the compiled and TensorRT backends run when no --vae
+# is given (StreamDiffusion's default too)
+DEFAULT_TINY_VAE = "madebyollin/taesd"
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (slow) or install a CUDA build of torch")
+    dtype = torch.float16 if name == "cuda" else torch.float32
+    return torch.device(name), dtype
+
+
+def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
+    """What to tell a user whose real model is about to run on the CPU because `auto` found no GPU.
+
+    cuda_build is torch.version.cuda (None for a CPU-only build of torch); mps says whether an
+    Apple-silicon GPU is present (dreamcam does not use it yet).
+    """
+    slow = "no CUDA GPU is visible to torch, so the model runs on the CPU (seconds a frame, not frames a second)"
+    if mps:
+        return f"{slow}; Apple-silicon GPUs (MPS) are not used yet"
+    if sys.platform == "darwin":  # no CUDA build of torch exists for macOS: the CUDA advice cannot be followed
+        return f"{slow}; macOS has no CUDA, so this is as fast as dreamcam runs on this Mac"
+    if cuda_build is None:
+        return (
+            f"{slow}: this torch is a CPU-only build; for an NVIDIA GPU install a CUDA build, e.g. "
+            "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128"
+        )
+    return f"{slow}: torch has CUDA {cuda_build} but finds no GPU; check the NVIDIA driver with nvidia-smi"
+
+
+def t_index_list(args, strength: float) -> list[int]:
+    from dreamcam.engine.schedule import check_t_index_list, strength_to_t_index_list
+
+    if args.t_index_list is not None:
+        try:
+            idx = [int(v) for v in args.t_index_list.split(",")]
+        except ValueError as e:
+            raise ConfigError(f"--t-index-list takes whole numbers separated by commas, got {args.t_index_list!r}") from e
+        if args.steps is not None and args.steps != len(idx):
+            raise ConfigError(
+                f"--steps {args.steps} and --t-index-list {args.t_index_list} ({len(idx)} indices) disagree: "
+                f"the list gives one index per step; drop --steps or give {args.steps} indices"
+            )
+        return check_t_index_list(idx, args.num_inference_steps)
+    return strength_to_t_index_list(strength, 1 if args.steps is None else args.steps, args.num_inference_steps)
+
+
+def check_model_flags(args) -> None:
+    """The tiny model is built from random weights: flags that load weights into it are refused
+    rather than silently ignored."""
+    if args.model != "tiny":
+        return
+    given = [flag for flag, value in (("--vae", args.vae), ("--lcm-lora", args.lcm_lora), ("--lora", args.lora),
+                                      ("--model-config", args.model_config)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be used with --model tiny (random weights, nothing is loaded); "
+                          "drop them, or pass a real model to --model")
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """'style.safetensors:0.8' -> ('style.safetensors', 0.8); the scale is optional (1.0)."""
+    path, sep, scale = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(scale)
+        except ValueError:
+            # 'style.safetensors:strong' is a bad scale; 'C:\\loras\\x.safetensors' is a path with a colon
+            if Path(path).suffix.lower() in (".safetensors", ".bin") or Path(path).expanduser().exists():
+                raise ConfigError(f"--lora {text}: the scale after ':' must be a number such as 0.8, got {scale!r}") from None
+    return text, 1.0
+
+
+def live_control(args):
+    """The parameter store from presets and flags (flags win), and the OSC mapping."""
+    from dreamcam.control.osc.maps import OscMapping
+    from dreamcam.knobs import ParamStore
+    from dreamcam.control.presets import PresetLibrary
+
+    store = ParamStore()
+    presets = PresetLibrary(args.presets) if args.presets else None
+    if args.preset:
+        if presets is None:
+            raise ConfigError("--preset NAME needs --presets FILE")
+        presets.apply(args.preset, store)
+    store.update({p: getattr(args, p) for p in PARAMS if getattr(args, p, None) is not None})
+    store.take_changes()  # the engine is prepared with these values
+    if store.get("negative_prompt") and args.cfg not in ("full", "initialize"):
+        say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg} it is unused")
+    mapping = OscMapping.load(args.osc_map) if args.osc_map else None
+    if mapping is not None and presets is None:  # a preset binding with no file: said before any output opens
+        mapping.check_presets(None)
+    return store, presets, mapping
+
+
+def similarity_filter(args):
+    from dreamcam.engine.similarity import SimilarityFilter
+
+    if args.similarity_filter is None:
+        return None
+    if not 0.0 < args.similarity_filter <= 1.0:
+        raise ConfigError(f"--similarity-filter takes a cosine similarity in (0, 1], e.g. 0.98; got {args.similarity_filter}")
+    if args.max_skip_frames < 0:
+        raise ConfigError(f"--max-skip-frames must be >= 0, got {args.max_skip_frames}")
+    return SimilarityFilter(args.similarity_filter, args.max_skip_frames)
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Say at start, not when a long run ends, that `flag PATH` cannot be written: a missing
+    folder, a folder given as the file, a read-only folder or disk (ConfigError). Opens the
+    file for appending to find out; a file that was not there before is removed again."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{flag} {path}: folder {folder} does not exist")
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write {flag} {path}: {e.strerror or e}; choose a writable path") from e
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.remove(path)

@@ -1,0 +1,292 @@
+"""OSC server: validates messages, writes the parameter store, answers status. Nothing else.
+
+Address space (default 127.0.0.1:9000), derived from `params.PARAMS`:
+
+    /dreamcam/prompt s           text, at most 4,096 characters; "a:0.7 | b:0.3" blends prompts
+    /dreamcam/negative_prompt s  text, at most 4,096 characters
+    /dreamcam/strength f         0..1
+    /dreamcam/guidance f         0..20
+    /dreamcam/delta f            0..5
+    /dreamcam/seed i             0..2147483647 (a whole-valued float is accepted)
+    /dreamcam/transition f       seconds, 0..60
+    /dreamcam/bypass i           0 or 1 (T/F and 0.0/1.0 accepted)
+    /dreamcam/preset s           name of a preset in the presets file
+    /dreamcam/status             no arguments: the sender gets /dreamcam/state s (JSON)
+
+Ints are accepted where floats are expected. Bundles are applied as one store update as soon as
+they arrive (time tags are not waited for). A message that is malformed, unknown, of the wrong
+type or argument count, not finite, out of range (rejected, never clamped), too long, names an
+unknown preset or comes from a sender outside `allow` changes nothing: it is counted under its
+kind (`osc_dispatch.REJECT_KINDS`), the first of each kind is logged, and the server keeps serving. No
+message reads or writes a file, loads a model or runs code: values only go to the store.
+
+The checks and the store writes are `OscDispatcher`'s (osc_dispatch.py, no socket); this module
+owns the socket, the serving thread and the feedback thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import selectors
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from dreamcam.errors import ConfigError
+from dreamcam.control.osc.dispatch import PREFIX, OscDispatcher, build_message
+from dreamcam.control.osc.maps import OscMapping, parse_allow, parse_feedback
+from dreamcam.knobs import ParamStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9000
+# A 10,000-message burst on loopback waits in the kernel while the server catches up. Measured
+# on Linux: a 28-byte OSC message takes 832 bytes of receive buffer, so 10,000 take 8.3 MB;
+# with 8 MiB (as getsockopt reports it) and the server reading meanwhile none were lost, with
+# 2 MiB about half. Linux caps SO_RCVBUF at net.core.rmem_max (and reports twice what it
+# grants) unless SO_RCVBUFFORCE is permitted (root / CAP_NET_ADMIN).
+RCVBUF_BYTES = 16 * 1024 * 1024
+RCVBUF_ENOUGH = 8 * 1024 * 1024
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
+FEEDBACK_INTERVAL_S = 0.02  # feedback to controllers is coalesced to at most 50 sends per second
+_POLL_S = 0.2  # how often the serving thread checks for close() and presets changes
+# A burst is handled in slices of OSC work, each followed by a rest 9 times as long: the
+# engine thread needs the GIL for every torch call, and a busy OSC thread would otherwise hold
+# it for the whole burst. Measured on an H200 machine (tiny engine, 512x512, fp16), frame p50
+# during 10,000-message bursts: 108 ms with no rest, 16-20 ms with rest 4, 13.3 ms with rest 9
+# against 12.3 ms without OSC. The server then takes about 1.7 s per 10,000 messages.
+_SLICE_S = 0.0005
+_REST = 9.0
+
+
+class OscServer(OscDispatcher):
+    """A UDP OSC server thread writing to a `ParamStore` (the checks are `OscDispatcher`'s).
+
+    Args:
+        store: the parameter store the engine thread reads between frames.
+        host: interface to listen on; anything but loopback is logged as a warning.
+        port: UDP port (default 9000; 0 picks a free one, see `port` after `start`).
+        allow: sender IP addresses to accept; None accepts every sender.
+        status: callable returning live stats (fps, latency_ms, dropped, ...) for /dreamcam/status.
+        presets: a `PresetLibrary` for /dreamcam/preset (reloaded when its file changes).
+        feedback: (host, port) to push every changed value to, so controllers stay in sync.
+        mapping: an `OscMapping` binding controller addresses to parameters or presets.
+    """
+
+    def __init__(
+        self,
+        store: ParamStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        allow: Iterable[str] | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
+        presets: Any = None,
+        feedback: tuple[str, int] | None = None,
+        mapping: OscMapping | None = None,
+    ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"--osc-port must be a whole number in 0..65535, got {port!r}")
+        allow_set = parse_allow(allow)
+        self.feedback = parse_feedback(feedback)
+        super().__init__(store, allow=allow_set, status=status, presets=presets, mapping=mapping)
+        self.host = host
+        self.port = port
+        self.rcvbuf = 0  # effective receive buffer in bytes, after start()
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._fb_lock = threading.Lock()
+        self._fb_pending: dict[str, Any] = {}
+        self._fb_wake = threading.Event()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> OscServer:
+        """Bind the socket and start serving (and pushing feedback); returns self."""
+        if self._sock is not None:
+            return self
+        if self._closed:
+            raise RuntimeError("this OscServer was closed; make a new one")
+        family, addr, loopback = listen_address(self.host, self.port)
+        if not loopback and self.allow is None:
+            log.warning(
+                "OSC listens on %s:%d, reachable from other machines: anyone there can change prompt "
+                "and settings; use --osc-allow to limit senders",
+                addr[0],
+                self.port,
+            )
+        elif not loopback:
+            log.warning("OSC listens on %s:%d, reachable from other machines; only %s may steer",
+                        addr[0], self.port, ", ".join(sorted(self.allow)))
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.rcvbuf = _grow_rcvbuf(sock, RCVBUF_BYTES)
+            sock.bind(addr)
+        except OSError as e:
+            sock.close()
+            fix = ("is another dreamcam running? choose another --osc-port" if e.errno != errno.EADDRNOTAVAIL else
+                   "this machine has no such address: use --osc-host 127.0.0.1, 0.0.0.0 (all) or one of its own addresses")
+            raise ConfigError(f"cannot listen for OSC on {addr[0]}:{self.port}: {e.strerror or e}; {fix}") from e
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._threads.append(threading.Thread(target=self._serve, name="dreamcam-osc", daemon=True))
+        if self.feedback is not None:
+            self.store.subscribe(self._on_change)
+            with self._fb_lock:
+                self._fb_pending.update(self.store.snapshot())
+            self._fb_wake.set()
+            self._threads.append(
+                threading.Thread(target=self._push_feedback, name="dreamcam-osc-feedback", daemon=True)
+            )
+        for t in self._threads:
+            t.start()
+        log.info("OSC listening on %s:%d (receive buffer %d bytes)", addr[0], self.port, self.rcvbuf)
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def close(self) -> None:
+        """Stop the threads and close the socket; safe to call more than once."""
+        self._closed = True
+        self._stop.set()
+        self._fb_wake.set()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._threads.clear()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> OscServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ network
+
+    def _serve(self) -> None:
+        sock = self._sock
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                if self.presets is not None:
+                    self.presets.maybe_reload()
+                if sel.select(_POLL_S):
+                    t0 = time.perf_counter()
+                    if self._drain(sock, t0 + _SLICE_S):
+                        # a burst is waiting: leave the interpreter (the GIL) to the engine thread
+                        time.sleep((time.perf_counter() - t0) * _REST)
+
+    def _drain(self, sock: socket.socket, deadline: float) -> bool:
+        """Handle what the socket holds until `deadline` and store it in one update; True when
+        the deadline came first (more may be waiting)."""
+        updates: dict[str, Any] = {}
+        more = False
+        while True:
+            if time.perf_counter() > deadline:
+                more = True
+                break
+            try:
+                data, sender = sock.recvfrom(65535)
+            except BlockingIOError:
+                break
+            except OSError as e:  # Windows reports an earlier reply's ICMP "port unreachable" here
+                log.debug("OSC receive error: %s", e)
+                continue
+            try:
+                for reply in self._take(data, sender, updates):
+                    self._send(reply, sender)
+            except Exception:  # a bug must not stop the server; it is logged with its trace
+                log.exception("OSC message from %s failed", sender[0])
+        self._flush(updates)
+        return more
+
+    def _send(self, dgram: bytes, to: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(dgram, to)
+        except (OSError, AttributeError) as e:
+            log.debug("OSC send to %s failed: %s", to, e)
+
+    # ------------------------------------------------------------------ feedback
+
+    def _on_change(self, name: str, value: Any) -> None:
+        if self._closed:
+            return
+        with self._fb_lock:
+            self._fb_pending[name] = value
+        self._fb_wake.set()
+
+    def _push_feedback(self) -> None:
+        while not self._stop.is_set():
+            self._fb_wake.wait()
+            self._fb_wake.clear()
+            if self._stop.is_set():
+                break
+            with self._fb_lock:
+                pending, self._fb_pending = self._fb_pending, {}
+            for name, value in pending.items():
+                for address, v in self._feedback_messages(name, value):
+                    self._send(build_message(address, v), self.feedback)
+            self._stop.wait(FEEDBACK_INTERVAL_S)
+
+    def _feedback_messages(self, name: str, value: Any) -> list[tuple[str, Any]]:
+        out = [(PREFIX + name, int(value) if isinstance(value, bool) else value)]
+        if self.mapping is not None:
+            out += self.mapping.feedback(name, value)
+        return out
+
+
+def listen_address(host: str, port: int) -> tuple[int, tuple, bool]:
+    """(socket family, bind address, is loopback) for --osc-host; ConfigError when unknown.
+
+    "localhost" is 127.0.0.1, where the OBS script sends it: Windows and macOS resolve it to ::1
+    first, and a server on ::1 alone hears no IPv4 sender (most OSC apps)."""
+    try:
+        info = socket.getaddrinfo("127.0.0.1" if host.lower() == "localhost" else host, port, type=socket.SOCK_DGRAM)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"--osc-host {host!r} is not a known address ({e}); the default is 127.0.0.1") from e
+    return info[0], info[4], ipaddress.ip_address(info[4][0]).is_loopback
+
+
+def _grow_rcvbuf(sock: socket.socket, want: int) -> int:
+    """Ask for a `want`-byte receive buffer, halving where refused; returns what the kernel granted."""
+    try:  # Linux with CAP_NET_ADMIN may pass net.core.rmem_max
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, want)
+    except (OSError, TypeError):
+        size = want
+        while size >= 1 << 18:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)  # Linux caps, macOS refuses
+                break
+            except OSError:
+                size //= 2
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if got < RCVBUF_ENOUGH:
+        log.warning(
+            "OSC receive buffer is %d bytes, below the %d that hold a 10,000-message burst: a burst may "
+            "lose messages; %s",
+            got,
+            RCVBUF_ENOUGH,
+            _rcvbuf_fix(),
+        )
+    return got
+
+
+def _rcvbuf_fix() -> str:
+    """How to let the kernel grant RCVBUF_BYTES on this OS."""
+    if sys.platform == "darwin":
+        # macOS caps every socket buffer at kern.ipc.maxsockbuf (8 MiB by default) including its
+        # bookkeeping, so a 16 MiB SO_RCVBUF needs about 19 MB there: 32 MiB leaves room
+        return f"on macOS raise the cap with: sudo sysctl -w kern.ipc.maxsockbuf={2 * RCVBUF_BYTES}"
+    return f"on Linux raise the cap with: sudo sysctl -w net.core.rmem_max={RCVBUF_BYTES}"

@@ -1,0 +1,239 @@
+"""Named presets from a TOML file: load, validate against PARAMS, apply, reload on change.
+
+File format: each top-level table is one preset, its name the table name. A preset holds any
+of `prompt`, `negative_prompt` (text, at most 4,096 characters), `strength` (0..1),
+`guidance` (0..20), `delta` (0..5), `seed` (0..2147483647) and `transition` (seconds,
+0..60); keys left out keep their current value when the preset is applied.
+
+    [watercolor]
+    prompt = "a portrait in the style of a watercolor painting"
+    strength = 0.45
+    transition = 1.5
+
+    ["neon city"]                 # names with spaces are quoted
+    prompt = "a neon city at night:0.7 | rain:0.3"   # weighted blend, see prompts.parse_prompt
+    negative_prompt = "blurry"
+    seed = 7
+
+The file is re-read when its modification time or size changes (`maybe_reload`, cheap to call
+every frame) and has then stayed unchanged for a moment (an editor that saves in several writes is
+not read half-way); a broken file then keeps the last good presets and logs one line naming the
+file and the line. At start-up a missing or broken file is a ConfigError.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dreamcam.errors import ConfigError
+from dreamcam.knobs import PARAMS, ParamStore
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+PRESET_KEYS = ("prompt", "negative_prompt", "strength", "guidance", "delta", "seed", "transition")
+MAX_NAME_CHARS = PARAMS["preset"].max_len
+_MISSING = (-1, -1)  # the stamp of a file that cannot be read
+
+
+def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, Any]]:
+    """Parse and validate presets TOML text; ConfigError names `source`, the line and the fix."""
+    data = load_toml(text, source)
+    presets: dict[str, dict[str, Any]] = {}
+    for name, table in data.items():
+        line = _header_line(text, name)
+        at = f"{source}: line {line}" if line else source
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{at}: {name!r} is a {type(table).__name__}, expected a table: "
+                f'write presets as [name] sections, for example [{_quote(name)}] then prompt = "..."'
+            )
+        if not name or len(name) > MAX_NAME_CHARS:
+            raise ConfigError(f"{at}: preset names must be 1..{MAX_NAME_CHARS} characters, got {len(name)}")
+        values = {}
+        for key, value in table.items():
+            key_line = _key_line(text, line, key)
+            at_key = f"{source}: line {key_line}" if key_line else at
+            if key not in PRESET_KEYS:
+                raise ConfigError(f"{at_key}: preset {name!r} has unknown key {key!r}; known: {', '.join(PRESET_KEYS)}")
+            try:
+                values[key] = PARAMS[key].validate(value)
+            except ConfigError as e:
+                raise ConfigError(f"{at_key}: preset {name!r}: {e}") from None
+        if "prompt" in values:
+            from dreamcam.engine.prompts import parse_prompt
+
+            try:
+                parse_prompt(values["prompt"])
+            except ConfigError as e:
+                prompt_line = _key_line(text, line, "prompt")
+                at_prompt = f"{source}: line {prompt_line}" if prompt_line else at
+                raise ConfigError(f"{at_prompt}: preset {name!r}: {e}") from None
+        presets[name] = values
+    return presets
+
+
+def load_toml(text: str, source: str) -> dict[str, Any]:
+    """tomllib.loads with an error of one line: `SOURCE: line L, column C: what is wrong`.
+
+    A leading UTF-8 byte-order mark is skipped: Windows PowerShell 5.1 (`Set-Content -Encoding
+    UTF8`, `Out-File -Encoding utf8`) and some editors write one, and tomllib rejects it.
+    """
+    try:
+        return tomllib.loads(text.removeprefix("\ufeff"))
+    except RecursionError as e:  # tomllib recurses per nesting level: [[[[...]]]] a thousand deep
+        raise ConfigError(f"{source}: arrays or tables nested too deep to read (fix the TOML syntax there)") from e
+    except tomllib.TOMLDecodeError as e:
+        msg = getattr(e, "msg", None) or str(e)
+        line, col = getattr(e, "lineno", None), getattr(e, "colno", None)
+        m = _AT.search(msg)
+        if line is None and m:  # before Python 3.14 the position is only in the message
+            line, col, msg = int(m[1]), int(m[2]), msg[: m.start()].rstrip()
+        where = f"line {line}, column {col}: " if line is not None else ""
+        raise ConfigError(f"{source}: {where}{msg} (fix the TOML syntax there)") from e
+
+
+_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def _quote(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
+
+
+def _header_line(text: str, name: str) -> int | None:
+    """1-based line of the `[name]` header (bare, "quoted" or 'quoted'), if it can be found."""
+    variants = {re.escape(name), re.escape(f'"{name}"'), re.escape(f"'{name}'")}
+    pattern = re.compile(r"^\s*\[\s*(?:" + "|".join(variants) + r")\s*\]")
+    for i, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return i
+    return None
+
+
+def _key_line(text: str, header: int | None, key: str) -> int | None:
+    """1-based line of `key = ...` in the table whose header is on line `header` (the line
+    that is wrong, not just its preset's header), if it can be found before the next table."""
+    if header is None:
+        return None
+    variants = {re.escape(key), re.escape(f'"{key}"'), re.escape(f"'{key}'")}
+    pattern = re.compile(r"^\s*(?:" + "|".join(variants) + r")\s*=")
+    lines = text.splitlines()
+    for i in range(header, len(lines)):  # lines[header] is the line after the header
+        if lines[i].lstrip().startswith("["):
+            return None
+        if pattern.match(lines[i]):
+            return i + 1
+    return None
+
+
+class PresetLibrary:
+    """The presets of one TOML file, kept current with the file on disk.
+
+    Args:
+        path: the presets file; must exist and parse at construction (else ConfigError).
+        min_interval: seconds between two disk checks of `maybe_reload` (default 0.5).
+        settle: seconds a changed file must stay unchanged before it is read (default 0.2; 0 reads
+            a change at once). With the default interval a save is live 0.5 to 1 s later.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, min_interval: float = 0.5, settle: float = 0.2) -> None:
+        self.path = Path(path).expanduser()  # cmd.exe and PowerShell do not expand ~
+        self.min_interval = float(min_interval)
+        self.settle = float(settle)
+        self._pending: tuple[tuple[int, int], float] | None = None  # a changed stamp, and when it was first seen
+        self._lock = threading.Lock()
+        self._last_check = 0.0
+        self._bad_stamp: tuple[int, int] | None = None
+        self.reloads = 0
+        self.errors = 0
+        try:
+            stamp = self._stamp()
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(
+                f"cannot read presets file {self.path}: {e.strerror or e}; pass an existing TOML file to --presets"
+            ) from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"presets file {self.path} is not UTF-8 text: {e}") from e
+        self._presets = parse_presets(text, str(self.path))
+        self._stamp_loaded = stamp
+        log.info("loaded %d presets from %s", len(self._presets), self.path)
+
+    def _stamp(self) -> tuple[int, int]:
+        st = self.path.stat()
+        return st.st_mtime_ns, st.st_size
+
+    def names(self) -> list[str]:
+        """Preset names in file order."""
+        with self._lock:
+            return list(self._presets)
+
+    def get(self, name: str) -> dict[str, Any]:
+        """The values of preset `name` (a copy); ConfigError when there is none of that name."""
+        with self._lock:
+            values = self._presets.get(name)
+            known = list(self._presets)
+        if values is None:
+            raise ConfigError(f"no preset named {name!r} in {self.path}; known: {', '.join(known) or '(none)'}")
+        return dict(values)
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._presets
+
+    def apply(self, name: str, store: ParamStore) -> dict[str, Any]:
+        """Set the preset's values and `preset=name` in one atomic store update; returns the changes."""
+        return store.update({**self.get(name), "preset": name})
+
+    def maybe_reload(self, *, force: bool = False) -> bool:
+        """Re-read the file when it changed on disk; True when new presets were loaded.
+
+        Checks the disk at most every `min_interval` seconds unless `force`, and reads a changed
+        file only once it has kept the same stamp for `settle` seconds (`force` reads it at once).
+        A file that fails to read or parse keeps the last good presets and logs one warning per
+        broken version.
+        """
+        now = time.monotonic()
+        if not force and now - self._last_check < self.min_interval:
+            return False
+        self._last_check = now
+        try:
+            stamp = self._stamp()
+        except OSError as e:
+            return self._broken(_MISSING, f"cannot read presets file {self.path}: {e.strerror or e}")
+        if stamp == self._stamp_loaded or stamp == self._bad_stamp:
+            self._pending = None
+            return False
+        if self._pending is None or self._pending[0] != stamp:
+            self._pending = (stamp, now)
+        if not force and now - self._pending[1] < self.settle:
+            return False  # still being written, perhaps: read it at a later check
+        self._pending = None
+        try:
+            presets = parse_presets(self.path.read_text(encoding="utf-8"), str(self.path))
+        except (OSError, UnicodeDecodeError, ConfigError) as e:
+            return self._broken(stamp, str(e))
+        with self._lock:
+            self._presets = presets
+        self._stamp_loaded, self._bad_stamp = stamp, None
+        self.reloads += 1
+        log.info("reloaded %d presets from %s", len(presets), self.path)
+        return True
+
+    def _broken(self, stamp: tuple[int, int], why: str) -> bool:
+        if stamp != self._bad_stamp:
+            self.errors += 1
+            log.warning("%s; keeping the last good presets (%s)", why, ", ".join(self.names()) or "none")
+        self._bad_stamp = stamp
+        return False

@@ -1,0 +1,283 @@
+"""The engine's per-prompt state, the base of `StreamEngine` (engine.py owns the frame step).
+
+`prepare` allocates every tensor the frame step reads (the UNet batch and latent buffer, the
+init and residual noise, the schedule columns, the prompt embeddings, the live guidance/delta
+values) and fills them for one prompt, schedule and seed. The live setters (prompt, guidance,
+delta, seed, strength / t_index_list, init_noise) then change those tensors in place between
+frames, never reallocating them: a compiled or captured frame step keeps reading the same buffers.
+
+Shapes and names (S steps, F frames per call, B batch rows) are described in engine.py; the
+fixed structure (device, dtype, scheduler, batch sizes, cfg type) is set by
+`StreamEngine.__init__` before anything here runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from dreamcam.errors import ConfigError
+from dreamcam.models.pipelines import quiet_loggers
+from dreamcam.engine.schedule import check_finite, check_t_index_list, strength_to_t_index_list, t_index_list_to_strength
+from dreamcam.engine.similarity import SimilarityFilter
+
+log = logging.getLogger(__name__)
+
+
+class EngineState:
+    """Allocation (`prepare`) and live changes of the tensors the frame step reads; a base class
+    of `StreamEngine`, whose `__init__` sets the engine structure used here."""
+
+    # ------------------------------------------------------------------ preparation
+
+    @torch.no_grad()
+    def prepare(
+        self,
+        prompt: str = "",
+        negative_prompt: str = "",
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.2,
+        delta: float = 1.0,
+        generator: torch.Generator | None = None,
+        seed: int = 2,
+    ) -> None:
+        """Allocate every per-frame tensor and fill it for this prompt, schedule and seed."""
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ConfigError(f"num_inference_steps must be a whole number >= 1, got {num_inference_steps!r}")
+        check_t_index_list(self.t_index_list, num_inference_steps)
+        self.num_inference_steps = num_inference_steps
+        self.generator = generator if generator is not None else torch.Generator()
+        self.generator.manual_seed(int(seed))
+        self.seed = int(seed)
+
+        dev, dt = self.device, self.dtype
+        s, b = self.denoising_steps_num, self.batch_size
+        lat = (4, self.latent_height, self.latent_width)
+
+        # the UNet's input batch; rows [F:] double as the latent buffer of frames in flight
+        self._x_batch = torch.zeros((b, *lat), dtype=dt, device=dev)
+        self.stock_noise = torch.zeros((b, *lat), dtype=dt, device=dev)
+        self._init_noise = torch.empty((b, *lat), dtype=dt, device=dev)
+        self._draw_noise(self._init_noise, self.generator)
+
+        # schedule tensors: per batch row (stream batch) or per step (sequential)
+        rows = b if self.use_denoising_batch else s
+        self._timesteps = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.alpha_prod_t_sqrt = torch.zeros((rows, 1, 1, 1), dtype=dt, device=dev)
+        self.beta_prod_t_sqrt = torch.zeros_like(self.alpha_prod_t_sqrt)
+        self.c_skip = torch.zeros_like(self.alpha_prod_t_sqrt)
+        self.c_out = torch.zeros_like(self.alpha_prod_t_sqrt)
+        self._alpha_next = torch.ones_like(self.alpha_prod_t_sqrt)
+        self._beta_next = torch.ones_like(self.alpha_prod_t_sqrt)
+        self._unet_t = torch.zeros(self.unet_batch_size, dtype=torch.long, device=dev)
+        self.scheduler.set_timesteps(num_inference_steps, dev)
+        self._timesteps_host = self.scheduler.timesteps.cpu()  # schedule math on the host: no GPU sync per change
+
+        # live values as tensors, so a change never alters the computation's structure
+        self._guidance = torch.ones((), dtype=dt, device=dev)
+        self._cfg_on = torch.zeros((), dtype=torch.bool, device=dev)
+        self._delta = torch.ones((), dtype=dt, device=dev)
+
+        cond, uncond = self.encode_prompt(prompt, negative_prompt)
+        self._embeds = torch.empty((self.unet_batch_size, *cond.shape[1:]), dtype=cond.dtype, device=dev)
+        self.prompt = prompt
+        self.negative_prompt = negative_prompt
+        self.set_prompt_embeds(cond, uncond)
+        self.set_guidance(guidance_scale)
+        self.set_delta(delta)
+        self._write_schedule(self.t_index_list)
+        self._prev_output = None
+        self.prepared = True
+
+    def _draw_noise(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        s, f = self.denoising_steps_num, self.frame_buffer_size
+        lat = (4, self.latent_height, self.latent_width)
+        if self.use_denoising_batch and f > 1:
+            noise = torch.randn((s, *lat), generator=generator).repeat_interleave(f, dim=0)
+        else:
+            noise = torch.randn((out.shape[0], *lat), generator=generator)
+        self._upload(out, noise)
+
+    def _upload(self, dst: torch.Tensor, host: torch.Tensor) -> None:
+        """dst <- host values, without making the host wait for the GPU.
+
+        On CUDA the values go through pinned memory as an async copy on the current stream, which
+        fence() has ordered after the frames in flight; a pageable copy would block the host
+        until those frames finish. torch's pinned allocator keeps the block until the copy is done.
+        """
+        host = host.to(dtype=dst.dtype)
+        if dst.device.type == "cuda":
+            host = host.pin_memory()
+        dst.copy_(host, non_blocking=True)
+
+    def _write_schedule(self, t_index_list: Sequence[int]) -> None:
+        """Fill the schedule tensors in place for these step indices."""
+        sched = self.scheduler
+        # all on the host (timesteps, alphas_cumprod and the scalings are CPU values), then uploaded
+        sub = [self._timesteps_host[t] for t in t_index_list]
+        reps = self.frame_buffer_size if self.use_denoising_batch else 1
+
+        def column(values: list[torch.Tensor]) -> torch.Tensor:
+            col = torch.stack(values).view(len(values), 1, 1, 1).to(dtype=self.dtype)
+            return torch.repeat_interleave(col, reps, dim=0)
+
+        alphas = sched.alphas_cumprod.cpu()
+        self._upload(self.alpha_prod_t_sqrt, column([alphas[t].sqrt() for t in sub]))
+        self._upload(self.beta_prod_t_sqrt, column([(1 - alphas[t]).sqrt() for t in sub]))
+        scalings = [sched.get_scalings_for_boundary_condition_discrete(t) for t in sub]
+        self._upload(self.c_skip, column([torch.as_tensor(c) for c, _ in scalings]))
+        self._upload(self.c_out, column([torch.as_tensor(c) for _, c in scalings]))
+        self._upload(self._timesteps, torch.repeat_interleave(torch.stack(sub).long(), reps))
+        f = self.frame_buffer_size
+        if self.use_denoising_batch:
+            self._alpha_next[:-f].copy_(self.alpha_prod_t_sqrt[f:])
+            self._beta_next[:-f].copy_(self.beta_prod_t_sqrt[f:])
+            n = self.uncond_rows if self.cfg_type == "initialize" else 0
+            if self.cfg_type == "initialize":
+                self._unet_t[:n].copy_(self._timesteps[:f])
+                self._unet_t[n:].copy_(self._timesteps)
+            elif self.cfg_type == "full":
+                self._unet_t[: self.batch_size].copy_(self._timesteps)
+                self._unet_t[self.batch_size :].copy_(self._timesteps)
+            else:
+                self._unet_t.copy_(self._timesteps)
+        self.t_index_list = list(t_index_list)
+
+    # ------------------------------------------------------------------ live parameters
+
+    def _require_prepared(self) -> None:
+        if not self.prepared:
+            raise RuntimeError("call engine.prepare(prompt, ...) before running or changing the engine")
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str, negative_prompt: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Text embeddings (1, tokens, width) for a prompt, and for the negative prompt when the
+        cfg type uses one. A prompt longer than the text encoder takes is truncated (one warning)."""
+        if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
+            raise ConfigError("prompt and negative_prompt must be strings")
+        self._warn_if_truncated(prompt)
+        need_uncond = self.uncond_rows > 0
+        # our own warning above replaces the per-call ones of diffusers and the tokenizer
+        with quiet_loggers(
+            "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion", "transformers.tokenization_utils_base"
+        ):
+            cond, uncond = self.pipe.encode_prompt(
+                prompt=prompt,
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=need_uncond,
+                negative_prompt=negative_prompt if need_uncond else None,
+            )
+        return cond, uncond
+
+    def _warn_if_truncated(self, prompt: str) -> None:
+        tok = self.pipe.tokenizer
+        n = len(tok(prompt, truncation=False, add_special_tokens=True, verbose=False)["input_ids"])
+        if n > tok.model_max_length:
+            log.warning(
+                "prompt is %d tokens; the text encoder takes %d, so the rest is ignored: %r",
+                n,
+                tok.model_max_length,
+                prompt[-60:],
+            )
+
+    @torch.no_grad()
+    def set_prompt_embeds(self, cond: torch.Tensor, uncond: torch.Tensor | None = None) -> None:
+        """Copy (1, tokens, width) embeddings into the engine's buffer; used from the next frame."""
+        u = self.uncond_rows
+        self._embeds[u:].copy_(cond.to(self._embeds.dtype).expand(self.batch_size, -1, -1))
+        if u and uncond is not None:
+            self._embeds[:u].copy_(uncond.to(self._embeds.dtype).expand(u, -1, -1))
+
+    @property
+    def prompt_embeds(self) -> torch.Tensor:
+        """The UNet's encoder_hidden_states: unconditional rows first (full/initialize), then conditional."""
+        return self._embeds
+
+    def set_prompt(self, prompt: str) -> None:
+        self._require_prepared()
+        cond, _ = self.encode_prompt(prompt, "")
+        self.set_prompt_embeds(cond)
+        self.prompt = prompt
+
+    def set_negative_prompt(self, negative_prompt: str) -> None:
+        self._require_prepared()
+        if self.uncond_rows:
+            _, uncond = self.encode_prompt("", negative_prompt)
+            self._embeds[: self.uncond_rows].copy_(uncond.to(self._embeds.dtype).expand(self.uncond_rows, -1, -1))
+        self.negative_prompt = negative_prompt
+
+    @torch.no_grad()
+    def set_guidance(self, guidance_scale: float) -> None:
+        """Guidance > 1 turns RCFG on (for cfg_type other than "none")."""
+        g = check_finite("guidance_scale", guidance_scale)
+        on = g > 1.0 and self.cfg_type != "none"
+        self.guidance_scale = g if self.cfg_type != "none" else 1.0
+        self._guidance.fill_(g if on else 1.0)
+        self._cfg_on.fill_(on)
+
+    @torch.no_grad()
+    def set_delta(self, delta: float) -> None:
+        self.delta = check_finite("delta", delta)
+        self._delta.fill_(self.delta)
+
+    @torch.no_grad()
+    def set_seed(self, seed: int) -> None:
+        """Redraw the per-step noise from `seed` into the same buffer."""
+        self._require_prepared()
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ConfigError(f"seed must be a whole number, got {seed!r}")
+        self.seed = int(seed)
+        self._draw_noise(self._init_noise, torch.Generator().manual_seed(self.seed))
+
+    def noise_for_seed(self, seed: int) -> torch.Tensor:
+        """The init noise `set_seed(seed)` would give, without changing the engine."""
+        out = torch.empty_like(self._init_noise)
+        self._draw_noise(out, torch.Generator().manual_seed(int(seed)))
+        return out
+
+    def set_strength(self, strength: float) -> None:
+        """0..1: how far each frame moves from its input (see `strength_to_t_index_list`)."""
+        self._require_prepared()
+        self.set_t_index_list(strength_to_t_index_list(strength, self.denoising_steps_num, self.num_inference_steps))
+
+    @torch.no_grad()
+    def set_t_index_list(self, t_index_list: Sequence[int]) -> None:
+        self._require_prepared()
+        idx = check_t_index_list(t_index_list, self.num_inference_steps)
+        if len(idx) != self.denoising_steps_num:
+            raise ConfigError(
+                f"the engine runs {self.denoising_steps_num} steps; t_index_list must keep that length, got {idx}"
+            )
+        self._write_schedule(idx)
+
+    @property
+    def strength(self) -> float:
+        return t_index_list_to_strength(self.t_index_list, self.num_inference_steps)
+
+    @property
+    def init_noise(self) -> torch.Tensor:
+        return self._init_noise
+
+    @init_noise.setter
+    def init_noise(self, value: torch.Tensor) -> None:
+        if tuple(value.shape) != tuple(self._init_noise.shape):
+            raise ConfigError(f"init_noise must have shape {tuple(self._init_noise.shape)}, got {tuple(value.shape)}")
+        with torch.no_grad():
+            self._init_noise.copy_(value)
+
+    @property
+    def x_t_latent_buffer(self) -> torch.Tensor | None:
+        """Latents of the frames still in flight (stream batch with more than one step)."""
+        if self.use_denoising_batch and self.denoising_steps_num > 1:
+            return self._x_batch[self.frame_buffer_size :]
+        return None
+
+    def enable_similar_image_filter(self, threshold: float = 0.98, max_skip_frame: int = 10) -> None:
+        self.similarity_filter = SimilarityFilter(threshold, max_skip_frame, seed=getattr(self, "seed", 0))
+
+    def disable_similar_image_filter(self) -> None:
+        self.similarity_filter = None
