@@ -2,7 +2,7 @@
 # The issue-5 figures and the compiled-backend knobs in ONE device call (see tools/gpu_sweep.py:
 # rows compile side by side and are timed one at a time while the others are paused).
 #
-# On the lent GPU (from the repository root that the device tool sends; see docs/PERFORMANCE.md):
+# On the lent GPU (from the repository root that the device tool sends; see docs/performance.md):
 #   bash .gpurun/tools/gpu_sweep.sh        # wheels in .whl/, code in .gpurun/plugin, results in $OUT
 # On a CPU, end to end with tiny shapes and the eager backend (checks the driver itself):
 #   SMOKE=1 OUT=/tmp/sweep bash tools/gpu_sweep.sh

@@ -2,7 +2,7 @@
 
 `dreamcam run` and `dreamcam bench` both take them (`add_knob_arguments`); `CompiledBackend`
 and `StepModules` (backends/compiled.py) apply them. Defaults are today's measured behaviour;
-docs/PERFORMANCE.md and `tools/gpu_sweep.sh` say which knob is worth what on a GPU.
+docs/performance.md and `tools/gpu_sweep.sh` say which knob is worth what on a GPU.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def engine_bound(input_fps: float, output_fps: float) -> bool:
     than the source's own jitter). False while either rate is unknown (0: a start, a stop)."""
     return input_fps > 0 and output_fps > 0 and input_fps > ENGINE_BOUND_RATIO * output_fps
 
-# measured on an NVIDIA H200, 2026-11-26 (docs/PERFORMANCE.md, run E): the live loop at 512x512, 1 step
+# measured on an NVIDIA H200, 2026-11-26 (docs/performance.md, the 18:10 UTC run): the live loop at 512x512, 1 step
 _PARALLEL_GAIN = "on an H200, 209 against 178 fps in the live loop"
 _STAGES_GAIN = "on an H200, 194 against 178 fps in the live loop"
 

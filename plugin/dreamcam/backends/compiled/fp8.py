@@ -17,7 +17,7 @@ Numerics change (e4m3 keeps 3 mantissa bits of each input); on random weights th
 from fp16 by a few uint8 levels (tests/test_fp8.py). The weights are read once at start: a LoRA
 or weight change afterwards is not seen. The layers go back to the original `nn.Linear` on close.
 
-Measured on an H100 (docs/PERFORMANCE.md): no gain at sd-turbo 512 or sd15 4 steps. Each layer's
+Measured on an H100 (docs/performance.md): no gain at sd-turbo 512 or sd15 4 steps. Each layer's
 quantizing kernel costs about what the FP8 tensor cores save at these sizes; TensorRT folds that
 quantization into the previous kernel, which Inductor does not do across a matmul.
 """

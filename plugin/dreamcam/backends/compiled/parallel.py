@@ -5,7 +5,7 @@ carries state from frame to frame (latents in flight, RCFG residual noise). With
 step and `--cfg none` or `full` (sd-turbo's usual set-up) it carries none: `frame_step` writes
 no engine tensor, each frame reads only the prompt, schedule and noise tensors. Then frame N+1
 need not wait for frame N, and the UNet at batch 1, which keeps an H100 far from its peak
-(docs/PERFORMANCE.md: two frames in one batch give 1.33x the frames per second of one), can run
+(docs/performance.md: two frames in one batch give 1.33x the frames per second of one), can run
 two frames at once on two streams.
 
 Each slot gets its own `DeviceFrameStep` buffers, compute stream and CUDA graph (so its own
@@ -16,7 +16,7 @@ default stream wait for both compute streams. Results are exactly GraphedStep's
 (tests/test_parallel_step.py).
 
 Compiled backend only: a TensorRT execution context is bound to one set of buffers, so two
-frames cannot share one. On an H200 (docs/PERFORMANCE.md, run E): 211 fps two deep against 180 for
+frames cannot share one. On an H200 (docs/performance.md, the 18:10 UTC run): 211 fps two deep against 180 for
 GraphedStep, 204 in the live loop against 178 (218 and 209 with `--fuse-qkv`); one frame at a time,
 0.15-0.35 ms slower, so it is a flag, not the default (dreamcam/runtime/pace.py points to it).
 """

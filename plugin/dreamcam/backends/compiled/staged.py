@@ -1,6 +1,6 @@
 """`StagedStep`: the two-deep frame path with the frame step cut into three stages on three streams.
 
-Measured on an H200 (docs/PERFORMANCE.md), sd-turbo at 512x512 spends 5.85 ms of GPU time a frame:
+Measured on an H200 (docs/performance.md), sd-turbo at 512x512 spends 5.85 ms of GPU time a frame:
 TAESD encode 0.69, the UNet at batch 1 4.41, TAESD decode 0.75; the UNet at batch 1 keeps the GPU
 at under a quarter of its peak. `GraphedStep` runs a frame's whole step as one graph on one
 stream, so frame N+1's encode waits for frame N's decode. Here each stage is a graph of its own
@@ -21,7 +21,7 @@ Setters: the encode stream waits for the default stream at every submit (as the 
 does in GraphedStep), and `fence()` makes the default stream wait for the encode and compute
 streams, the two that read the engine's schedule, noise and prompt tensors.
 
-Measured on an H100 (docs/PERFORMANCE.md): two deep +1.9% at 512x512, +4.3% at 768x448, +5.8%
+Measured on an H100 (docs/performance.md): two deep +1.9% at 512x512, +4.3% at 768x448, +5.8%
 with --fuse-qkv; one frame at a time 2-6% slower (three launches and their events instead of one
 graph) and the live loop at 512 3% slower, so it is an option (`--overlap-stages`), not the default.
 """
