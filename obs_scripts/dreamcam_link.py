@@ -1,5 +1,9 @@
 """dreamcam's live parameters as the OBS script sends them, and the UDP link that sends them.
 
+The parameters, their types, defaults, ranges and labels are dreamcam's knob table, read from
+dreamcam_knobs.json next to this file (OBS's Python cannot import dreamcam; the file is written
+by `dreamcam knobs --json > dreamcam_knobs.json` and a test keeps it in sync with the table).
+
 Plain Python (standard library, python-osc when importable), no OBS API: tests use it
 directly. `DreamcamLink` sends only values that changed, polls `/dreamcam/status` and turns
 the `/dreamcam/state` reply into a status line and a preset list. It never blocks: the
@@ -12,6 +16,7 @@ import errno
 import json
 import logging
 import math
+import os
 import socket
 import threading
 import time
@@ -23,27 +28,45 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000  # dreamcam's default --osc-port
 POLL_MS = 500  # status poll period, milliseconds
 NO_ANSWER_S = 2.0  # seconds without a /dreamcam/state reply before "no answer"
-MAX_PROMPT_CHARS = 4096
 OSC_PREFIX = "/dreamcam/"
+KNOBS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dreamcam_knobs.json")
 
-Param = namedtuple("Param", "name kind default lo hi label step")
-
-# Mirror of dreamcam.knobs.PARAMS (OBS's Python cannot import dreamcam); tests check they
-# agree. "preset" comes first so that explicit values sent with it win over the preset's.
-# Slider ranges may be narrower than what dreamcam accepts (guidance: OBS 0..5, dreamcam 0..20).
-PARAMS = (
-    Param("preset", "text", "", None, None, "Preset", None),
-    Param("prompt", "text", "a portrait in the style of a watercolor painting", None, None, "Prompt", None),
-    Param("negative_prompt", "text", "", None, None, "Negative prompt", None),
-    Param("strength", "float", 0.4, 0.0, 1.0, "Strength (0 = input, 1 = all noise)", 0.01),
-    Param("guidance", "float", 1.2, 0.0, 5.0, "Guidance", 0.05),
-    Param("delta", "float", 1.0, 0.0, 5.0, "Delta (RCFG residual weight)", 0.05),
-    Param("seed", "int", 2, 0, 2**31 - 1, "Seed", 1),
-    Param("transition", "float", 0.5, 0.0, 60.0, "Transition (seconds)", 0.1),
-    Param("bypass", "bool", False, None, None, "Bypass (pass the input through)", None),
-)
-PARAM_BY_NAME = {p.name: p for p in PARAMS}
+# kind: "text", "float", "int" or "bool"; lo/hi: the accepted range (None for text and bool)
+Param = namedtuple("Param", "name kind default lo hi label step max_len")
+_KINDS = {"str": "text", "float": "float", "int": "int", "bool": "bool"}
 _OSC_TAG = {"text": "s", "float": "f", "int": "i", "bool": "i"}
+
+
+def params_from_knobs(knobs) -> tuple:
+    """The script's parameters from dreamcam's knob table as data (a list of objects, as
+    `dreamcam knobs --json` prints it). "preset" comes first, so that values sent with a
+    preset win over the preset's own."""
+    if not isinstance(knobs, list):
+        raise ValueError(f"the knob table must be a JSON list of objects, got {type(knobs).__name__}")
+    params = []
+    for k in knobs:
+        try:
+            params.append(Param(k["name"], _KINDS[k["type"]], k["default"], k["min"], k["max"], k["label"],
+                                k["step"], k["max_len"]))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"knob table entry {k!r} is not what dreamcam knobs --json writes ({e!r}); "
+                             "write the file anew with it") from e
+    return tuple(sorted(params, key=lambda p: p.name != "preset"))
+
+
+def read_knobs(path: str = KNOBS_FILE) -> tuple:
+    """`params_from_knobs` of the JSON file at `path`; ValueError saying how to fix it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            knobs = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read dreamcam's knob table {path}: {e}; keep dreamcam_knobs.json next to "
+                         f"dreamcam_link.py, or write it with: dreamcam knobs --json > {path}") from e
+    return params_from_knobs(knobs)
+
+
+PARAMS = read_knobs()
+PARAM_BY_NAME = {p.name: p for p in PARAMS}
 
 _logger = logging.getLogger("dreamcam_obs")
 
@@ -59,9 +82,8 @@ def coerce(name: str, value):
     if p.kind == "text":
         if not isinstance(value, str):
             raise ValueError(f"{name} must be text, got {type(value).__name__}")
-        limit = 256 if name == "preset" else MAX_PROMPT_CHARS
-        if len(value) > limit:
-            raise ValueError(f"{name} is {len(value)} characters; dreamcam accepts at most {limit}")
+        if len(value) > p.max_len:
+            raise ValueError(f"{name} is {len(value)} characters; dreamcam accepts at most {p.max_len}")
         return value
     if p.kind == "bool":
         if isinstance(value, bool) or value in (0, 1):
@@ -77,7 +99,7 @@ def coerce(name: str, value):
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
-    if not p.lo <= value <= p.hi:
+    if (p.lo is not None and value < p.lo) or (p.hi is not None and value > p.hi):
         raise ValueError(f"{name} must be between {p.lo} and {p.hi}, got {value!r}")
     return value
 

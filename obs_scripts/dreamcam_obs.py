@@ -1,11 +1,12 @@
 """dreamcam live control for OBS Studio (Tools -> Scripts -> + -> dreamcam_obs.py).
 
-Sends prompt, strength, guidance, seed, transition, preset and bypass to a running
-`dreamcam run` over OSC/UDP the moment they change, polls `/dreamcam/status` for the status
+Sends dreamcam's live knobs (prompt, strength, guidance, ..., preset, bypass: the knob table in
+dreamcam_knobs.json) to a running `dreamcam run` over OSC/UDP the moment they change, polls `/dreamcam/status` for the status
 line and the preset list, and registers hotkeys for next/previous preset and bypass.
 
 Needs only the Python standard library (OBS embeds its own Python); uses python-osc when it
-is importable. Keep `dreamcam_link.py` and `dreamcam_osc.py` next to this file.
+is importable. Keep `dreamcam_link.py`, `dreamcam_osc.py` and `dreamcam_knobs.json` (dreamcam's
+knob table: which parameters there are, their ranges and labels) next to this file.
 
 This file is only the OBS side: it reads settings and forwards them to `DreamcamLink`
 (dreamcam_link.py), which holds all the logic and is tested outside OBS. Nothing here
@@ -108,10 +109,8 @@ def script_properties():
                                                       obs.OBS_COMBO_FORMAT_STRING))
         elif p.kind == "text":
             obs.obs_properties_add_text(props, p.name, p.label, obs.OBS_TEXT_MULTILINE)
-        elif p.name in ("strength", "guidance", "delta"):
-            obs.obs_properties_add_float_slider(props, p.name, p.label, p.lo, p.hi, p.step)
         elif p.kind == "float":
-            obs.obs_properties_add_float(props, p.name, p.label, p.lo, p.hi, p.step)
+            obs.obs_properties_add_float_slider(props, p.name, p.label, p.lo, p.hi, p.step)
         elif p.kind == "int":
             obs.obs_properties_add_int(props, p.name, p.label, p.lo, p.hi, p.step)
         else:
