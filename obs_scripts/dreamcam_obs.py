@@ -1,8 +1,9 @@
 """dreamcam live control for OBS Studio (Tools -> Scripts -> + -> dreamcam_obs.py).
 
-Sends dreamcam's live knobs (prompt, strength, guidance, ..., preset, bypass: the knob table in
-dreamcam_knobs.json) to a running `dreamcam run` over OSC/UDP the moment they change, polls `/dreamcam/status` for the status
-line and the preset list, and registers hotkeys for next/previous preset and bypass.
+Sends dreamcam's live knobs (prompt, strength, guidance, ..., preset, bypass: the knob table
+in dreamcam_knobs.json) to a running `dreamcam run` over OSC/UDP the moment they change, polls
+`/dreamcam/status` for the status line and the preset list, and registers hotkeys for
+next/previous preset and bypass.
 
 Needs only the Python standard library (OBS embeds its own Python); uses python-osc when it
 is importable. Keep `dreamcam_link.py`, `dreamcam_osc.py` and `dreamcam_knobs.json` (dreamcam's
