@@ -3,6 +3,8 @@
 The parameters, their types, defaults, ranges and labels are dreamcam's knob table, read from
 dreamcam_knobs.json next to this file (OBS's Python cannot import dreamcam; the file is written
 by `dreamcam knobs --json > dreamcam_knobs.json` and a test keeps it in sync with the table).
+Once a dreamcam answers, the link asks it for its own table (/dreamcam/knobs) and uses that, so
+a script beside an older file still sends what the running dreamcam accepts.
 
 Plain Python (standard library, python-osc when importable), no OBS API: tests use it
 directly. `DreamcamLink` sends only values that changed, polls `/dreamcam/status` and turns
@@ -71,14 +73,16 @@ PARAM_BY_NAME = {p.name: p for p in PARAMS}
 _logger = logging.getLogger("dreamcam_obs")
 
 
-def coerce(name: str, value):
+def coerce(name: str, value, by_name=None):
     """`value` as parameter `name` is sent, or ValueError saying expected vs actual.
 
-    Out-of-range values are rejected, not clamped, as dreamcam itself does.
+    Out-of-range values are rejected, not clamped, as dreamcam itself does. `by_name`: the
+    parameters by name (default: those of dreamcam_knobs.json).
     """
-    p = PARAM_BY_NAME.get(name)
+    by_name = PARAM_BY_NAME if by_name is None else by_name
+    p = by_name.get(name)
     if p is None:
-        raise ValueError(f"unknown parameter {name!r}; known: {', '.join(PARAM_BY_NAME)}")
+        raise ValueError(f"unknown parameter {name!r}; known: {', '.join(by_name)}")
     if p.kind == "text":
         if not isinstance(value, str):
             raise ValueError(f"{name} must be text, got {type(value).__name__}")
@@ -104,11 +108,12 @@ def coerce(name: str, value):
     return value
 
 
-def encode_param(name: str, value) -> bytes:
+def encode_param(name: str, value, by_name=None) -> bytes:
     """The OSC datagram that sets parameter `name` (value already coerced)."""
-    if PARAM_BY_NAME[name].kind == "bool":
+    kind = (PARAM_BY_NAME if by_name is None else by_name)[name].kind
+    if kind == "bool":
         value = int(value)
-    return osc.encode_message(OSC_PREFIX + name, [value], _OSC_TAG[PARAM_BY_NAME[name].kind])
+    return osc.encode_message(OSC_PREFIX + name, [value], _OSC_TAG[kind])
 
 
 def next_preset(presets, current: str, step: int):
@@ -184,8 +189,10 @@ class DreamcamLink:
         self._generation = 0
         self.host, self.port = None, None
         self._desired, self._sent = {}, {}
+        self._refused = {}  # values the table refused, checked again against dreamcam's own table
         self.state, self.presets, self.current_preset = None, [], ""
         self._seen = {}
+        self.params, self._by_name, self._knobs_asked = PARAMS, PARAM_BY_NAME, False
         self._last_reply = self._first_poll = None
         self.set_target(host, port)
 
@@ -205,6 +212,8 @@ class DreamcamLink:
             self._generation += 1
             self._sent.clear()
             self.state, self._seen = None, {}
+            # a new target may be another dreamcam: the file's table until it gives its own
+            self.params, self._by_name, self._knobs_asked = PARAMS, PARAM_BY_NAME, False
             self._last_reply = self._first_poll = None
             self._addr = _numeric_address(host, port)
             if self._addr is None:
@@ -252,20 +261,26 @@ class DreamcamLink:
         """Take new values (name -> value; unknown names ignored, bad values logged and
         skipped) and send those that changed. Returns the names sent."""
         with self._lock:
-            for name, value in values.items():
-                if name not in PARAM_BY_NAME:
-                    continue
-                try:
-                    self._desired[name] = coerce(name, value)
-                except ValueError as e:
-                    self._log_once(logging.WARNING, f"not sent: {e}")
+            self._take(values)
             return self.flush()
+
+    def _take(self, values):
+        for name, value in values.items():
+            if name not in self._by_name:
+                self._refused[name] = value  # perhaps a knob of dreamcam's own table, once it answers
+                continue
+            try:
+                self._desired[name] = coerce(name, value, self._by_name)
+                self._refused.pop(name, None)
+            except ValueError as e:
+                self._refused[name] = value
+                self._log_once(logging.WARNING, f"not sent: {e}")
 
     def flush(self) -> list:
         """Send every wanted value that this target has not yet received; names sent."""
         sent = []
         with self._lock:
-            for p in PARAMS:
+            for p in self.params:
                 if p.name not in self._desired:
                     continue
                 value = self._desired[p.name]
@@ -274,7 +289,7 @@ class DreamcamLink:
                 if p.name == "preset" and value == "":
                     self._sent["preset"] = value  # "no preset chosen" is nothing to send
                     continue
-                if self._send(encode_param(p.name, value)):
+                if self._send(encode_param(p.name, value, self._by_name)):
                     self._sent[p.name] = value
                     sent.append(p.name)
                     if p.name == "preset":
@@ -284,7 +299,7 @@ class DreamcamLink:
     def _force(self, name, value) -> bool:
         with self._lock:
             self._desired[name] = value
-            ok = self._send(encode_param(name, value))
+            ok = self._send(encode_param(name, value, self._by_name))
             if ok:
                 self._sent[name] = value
             return ok
@@ -292,7 +307,7 @@ class DreamcamLink:
     def select_preset(self, name: str) -> bool:
         """Apply preset `name` now, even when it was the last one sent from here."""
         with self._lock:
-            self.current_preset = coerce("preset", name)
+            self.current_preset = coerce("preset", name, self._by_name)
             return self._force("preset", self.current_preset)
 
     def step_preset(self, step: int):
@@ -360,11 +375,15 @@ class DreamcamLink:
                 for address, args in messages:
                     if address == OSC_PREFIX + "state":
                         self._take_state(parse_state(args), now)
+                    elif address == OSC_PREFIX + "knobs":
+                        self._take_knobs(args)
             except ValueError as e:
                 self._log_once(logging.WARNING, f"ignored a bad reply from dreamcam: {e}")
 
     def _take_state(self, state, now):
         self.state, self._last_reply = state, now
+        if not self._knobs_asked:  # dreamcam is there: ask once for its own knob table
+            self._knobs_asked = self._send(osc.encode_message(OSC_PREFIX + "knobs"))
         self.presets = list(state.get("presets", []))
         # Adopt a preset or bypass that changed on dreamcam's side (another controller);
         # a reply still carrying the old value must not undo what was just sent from here.
@@ -375,6 +394,18 @@ class DreamcamLink:
                     self.current_preset = state[key]
                 elif key == "bypass" and state[key] in (0, 1):
                     self._desired["bypass"] = self._sent["bypass"] = bool(state[key])
+
+    def _take_knobs(self, args):
+        """Use the knob table of a /dreamcam/knobs reply (one JSON string) from now on."""
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ValueError(f"/dreamcam/knobs must carry one JSON string, got {args!r}")
+        params = params_from_knobs(json.loads(args[0]))
+        if params != self.params:
+            self._log_once(logging.INFO, f"dreamcam at {self.host}:{self.port} has another knob table than "
+                                         f"dreamcam_knobs.json beside the script; using dreamcam's (refresh the "
+                                         f"file with: dreamcam knobs --json > dreamcam_knobs.json)")
+        self.params, self._by_name = params, {p.name: p for p in params}
+        self._take(dict(self._refused))  # what the file's table refused may be accepted now
 
     def _log_once(self, level, msg):
         if msg not in self._logged:

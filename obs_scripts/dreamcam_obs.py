@@ -54,9 +54,17 @@ def _ensure_link():
     return _link
 
 
+def _params():
+    """The knob table: the running dreamcam's once it has answered, else dreamcam_knobs.json's."""
+    return _link.params if _link is not None else PARAMS
+
+
 def _read_settings(settings) -> dict:
     values = {}
-    for p in PARAMS:
+    in_file = {p.name for p in PARAMS}
+    for p in _params():
+        if p.name not in in_file and not obs.obs_data_has_user_value(settings, p.name):
+            continue  # a knob only the running dreamcam has: sent once it is set here, else its default stays
         if p.kind == "text":
             values[p.name] = obs.obs_data_get_string(settings, p.name)
         elif p.kind == "float":
@@ -76,7 +84,11 @@ def script_description():
 def script_defaults(settings):
     obs.obs_data_set_default_string(settings, "host", DEFAULT_HOST)
     obs.obs_data_set_default_int(settings, "port", DEFAULT_PORT)
-    for p in PARAMS:
+    _set_defaults(settings, PARAMS)
+
+
+def _set_defaults(settings, params):
+    for p in params:
         setter = {"text": obs.obs_data_set_default_string, "float": obs.obs_data_set_default_double,
                   "int": obs.obs_data_set_default_int, "bool": obs.obs_data_set_default_bool}[p.kind]
         setter(settings, p.name, p.default)
@@ -104,7 +116,10 @@ def script_properties():
     props = obs.obs_properties_create()
     obs.obs_properties_add_text(props, "host", "OSC host", obs.OBS_TEXT_DEFAULT)
     obs.obs_properties_add_int(props, "port", "OSC port", 1, 65535, 1)
-    for p in PARAMS:
+    params = _params()
+    if _settings:
+        _set_defaults(_settings, params)  # dreamcam's own defaults, for knobs the file lacks
+    for p in params:
         if p.name == "preset":
             _fill_presets(obs.obs_properties_add_list(props, "preset", p.label, obs.OBS_COMBO_TYPE_LIST,
                                                       obs.OBS_COMBO_FORMAT_STRING))
