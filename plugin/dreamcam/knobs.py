@@ -8,7 +8,10 @@ controller's setter map, the `/dreamcam/status` reply and, through `describe()` 
 obs_scripts/dreamcam_knobs.json by `dreamcam knobs --json`), the OBS script's properties.
 
 Adding a knob is one entry here plus the code that uses it: an engine setter named in `setter`
-(for `Apply.FENCE`), or the controller or runner code that reads it.
+(for `Apply.FENCE`), or the controller or runner code that reads it. The OBS script's copy of the
+table as data is then written anew with `dreamcam knobs --json > obs_scripts/dreamcam_knobs.json`
+(a test says when it is out of date; meanwhile the script learns a running dreamcam's table from
+its /dreamcam/knobs reply).
 
 Writers (OSC server, OBS, presets, CLI) only validate and store; the engine thread takes the
 latest values between frames. This module imports no torch: `dreamcam knobs` and the CLI's
