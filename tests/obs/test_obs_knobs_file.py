@@ -4,7 +4,6 @@ in sync here), and the script's parameters are read from it, so it accepts what 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
