@@ -1,5 +1,11 @@
 """dreamcam's live parameters as the OBS script sends them, and the UDP link that sends them.
 
+The parameters, their types, defaults, ranges and labels are dreamcam's knob table, read from
+dreamcam_knobs.json next to this file (OBS's Python cannot import dreamcam; the file is written
+by `dreamcam knobs --json > dreamcam_knobs.json` and a test keeps it in sync with the table).
+Once a dreamcam answers, the link asks it for its own table (/dreamcam/knobs) and uses that, so
+a script beside an older file still sends what the running dreamcam accepts.
+
 Plain Python (standard library, python-osc when importable), no OBS API: tests use it
 directly. `DreamcamLink` sends only values that changed, polls `/dreamcam/status` and turns
 the `/dreamcam/state` reply into a status line and a preset list. It never blocks: the
@@ -12,6 +18,7 @@ import errno
 import json
 import logging
 import math
+import os
 import socket
 import threading
 import time
@@ -23,45 +30,64 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000  # dreamcam's default --osc-port
 POLL_MS = 500  # status poll period, milliseconds
 NO_ANSWER_S = 2.0  # seconds without a /dreamcam/state reply before "no answer"
-MAX_PROMPT_CHARS = 4096
 OSC_PREFIX = "/dreamcam/"
+KNOBS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dreamcam_knobs.json")
 
-Param = namedtuple("Param", "name kind default lo hi label step")
-
-# Mirror of dreamcam.knobs.PARAMS (OBS's Python cannot import dreamcam); tests check they
-# agree. "preset" comes first so that explicit values sent with it win over the preset's.
-# Slider ranges may be narrower than what dreamcam accepts (guidance: OBS 0..5, dreamcam 0..20).
-PARAMS = (
-    Param("preset", "text", "", None, None, "Preset", None),
-    Param("prompt", "text", "a portrait in the style of a watercolor painting", None, None, "Prompt", None),
-    Param("negative_prompt", "text", "", None, None, "Negative prompt", None),
-    Param("strength", "float", 0.4, 0.0, 1.0, "Strength (0 = input, 1 = all noise)", 0.01),
-    Param("guidance", "float", 1.2, 0.0, 5.0, "Guidance", 0.05),
-    Param("delta", "float", 1.0, 0.0, 5.0, "Delta (RCFG residual weight)", 0.05),
-    Param("seed", "int", 2, 0, 2**31 - 1, "Seed", 1),
-    Param("transition", "float", 0.5, 0.0, 60.0, "Transition (seconds)", 0.1),
-    Param("bypass", "bool", False, None, None, "Bypass (pass the input through)", None),
-)
-PARAM_BY_NAME = {p.name: p for p in PARAMS}
+# kind: "text", "float", "int" or "bool"; lo/hi: the accepted range (None for text and bool)
+Param = namedtuple("Param", "name kind default lo hi label step max_len")
+_KINDS = {"str": "text", "float": "float", "int": "int", "bool": "bool"}
 _OSC_TAG = {"text": "s", "float": "f", "int": "i", "bool": "i"}
+
+
+def params_from_knobs(knobs) -> tuple:
+    """The script's parameters from dreamcam's knob table as data (a list of objects, as
+    `dreamcam knobs --json` prints it). "preset" comes first, so that values sent with a
+    preset win over the preset's own."""
+    if not isinstance(knobs, list):
+        raise ValueError(f"the knob table must be a JSON list of objects, got {type(knobs).__name__}")
+    params = []
+    for k in knobs:
+        try:
+            params.append(Param(k["name"], _KINDS[k["type"]], k["default"], k["min"], k["max"], k["label"],
+                                k["step"], k["max_len"]))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"knob table entry {k!r} is not what dreamcam knobs --json writes ({e!r}); "
+                             "write the file anew with it") from e
+    return tuple(sorted(params, key=lambda p: p.name != "preset"))
+
+
+def read_knobs(path: str = KNOBS_FILE) -> tuple:
+    """`params_from_knobs` of the JSON file at `path`; ValueError saying how to fix it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            knobs = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read dreamcam's knob table {path}: {e}; keep dreamcam_knobs.json next to "
+                         f"dreamcam_link.py, or write it with: dreamcam knobs --json > {path}") from e
+    return params_from_knobs(knobs)
+
+
+PARAMS = read_knobs()
+PARAM_BY_NAME = {p.name: p for p in PARAMS}
 
 _logger = logging.getLogger("dreamcam_obs")
 
 
-def coerce(name: str, value):
+def coerce(name: str, value, by_name=None):
     """`value` as parameter `name` is sent, or ValueError saying expected vs actual.
 
-    Out-of-range values are rejected, not clamped, as dreamcam itself does.
+    Out-of-range values are rejected, not clamped, as dreamcam itself does. `by_name`: the
+    parameters by name (default: those of dreamcam_knobs.json).
     """
-    p = PARAM_BY_NAME.get(name)
+    by_name = PARAM_BY_NAME if by_name is None else by_name
+    p = by_name.get(name)
     if p is None:
-        raise ValueError(f"unknown parameter {name!r}; known: {', '.join(PARAM_BY_NAME)}")
+        raise ValueError(f"unknown parameter {name!r}; known: {', '.join(by_name)}")
     if p.kind == "text":
         if not isinstance(value, str):
             raise ValueError(f"{name} must be text, got {type(value).__name__}")
-        limit = 256 if name == "preset" else MAX_PROMPT_CHARS
-        if len(value) > limit:
-            raise ValueError(f"{name} is {len(value)} characters; dreamcam accepts at most {limit}")
+        if len(value) > p.max_len:
+            raise ValueError(f"{name} is {len(value)} characters; dreamcam accepts at most {p.max_len}")
         return value
     if p.kind == "bool":
         if isinstance(value, bool) or value in (0, 1):
@@ -77,16 +103,17 @@ def coerce(name: str, value):
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
-    if not p.lo <= value <= p.hi:
+    if (p.lo is not None and value < p.lo) or (p.hi is not None and value > p.hi):
         raise ValueError(f"{name} must be between {p.lo} and {p.hi}, got {value!r}")
     return value
 
 
-def encode_param(name: str, value) -> bytes:
+def encode_param(name: str, value, by_name=None) -> bytes:
     """The OSC datagram that sets parameter `name` (value already coerced)."""
-    if PARAM_BY_NAME[name].kind == "bool":
+    kind = (PARAM_BY_NAME if by_name is None else by_name)[name].kind
+    if kind == "bool":
         value = int(value)
-    return osc.encode_message(OSC_PREFIX + name, [value], _OSC_TAG[PARAM_BY_NAME[name].kind])
+    return osc.encode_message(OSC_PREFIX + name, [value], _OSC_TAG[kind])
 
 
 def next_preset(presets, current: str, step: int):
@@ -162,8 +189,10 @@ class DreamcamLink:
         self._generation = 0
         self.host, self.port = None, None
         self._desired, self._sent = {}, {}
+        self._refused = {}  # values the table refused, checked again against dreamcam's own table
         self.state, self.presets, self.current_preset = None, [], ""
         self._seen = {}
+        self.params, self._by_name, self._knobs_asked = PARAMS, PARAM_BY_NAME, False
         self._last_reply = self._first_poll = None
         self.set_target(host, port)
 
@@ -183,6 +212,8 @@ class DreamcamLink:
             self._generation += 1
             self._sent.clear()
             self.state, self._seen = None, {}
+            # a new target may be another dreamcam: the file's table until it gives its own
+            self.params, self._by_name, self._knobs_asked = PARAMS, PARAM_BY_NAME, False
             self._last_reply = self._first_poll = None
             self._addr = _numeric_address(host, port)
             if self._addr is None:
@@ -230,20 +261,26 @@ class DreamcamLink:
         """Take new values (name -> value; unknown names ignored, bad values logged and
         skipped) and send those that changed. Returns the names sent."""
         with self._lock:
-            for name, value in values.items():
-                if name not in PARAM_BY_NAME:
-                    continue
-                try:
-                    self._desired[name] = coerce(name, value)
-                except ValueError as e:
-                    self._log_once(logging.WARNING, f"not sent: {e}")
+            self._take(values)
             return self.flush()
+
+    def _take(self, values):
+        for name, value in values.items():
+            if name not in self._by_name:
+                self._refused[name] = value  # perhaps a knob of dreamcam's own table, once it answers
+                continue
+            try:
+                self._desired[name] = coerce(name, value, self._by_name)
+                self._refused.pop(name, None)
+            except ValueError as e:
+                self._refused[name] = value
+                self._log_once(logging.WARNING, f"not sent: {e}")
 
     def flush(self) -> list:
         """Send every wanted value that this target has not yet received; names sent."""
         sent = []
         with self._lock:
-            for p in PARAMS:
+            for p in self.params:
                 if p.name not in self._desired:
                     continue
                 value = self._desired[p.name]
@@ -252,7 +289,7 @@ class DreamcamLink:
                 if p.name == "preset" and value == "":
                     self._sent["preset"] = value  # "no preset chosen" is nothing to send
                     continue
-                if self._send(encode_param(p.name, value)):
+                if self._send(encode_param(p.name, value, self._by_name)):
                     self._sent[p.name] = value
                     sent.append(p.name)
                     if p.name == "preset":
@@ -262,7 +299,7 @@ class DreamcamLink:
     def _force(self, name, value) -> bool:
         with self._lock:
             self._desired[name] = value
-            ok = self._send(encode_param(name, value))
+            ok = self._send(encode_param(name, value, self._by_name))
             if ok:
                 self._sent[name] = value
             return ok
@@ -270,7 +307,7 @@ class DreamcamLink:
     def select_preset(self, name: str) -> bool:
         """Apply preset `name` now, even when it was the last one sent from here."""
         with self._lock:
-            self.current_preset = coerce("preset", name)
+            self.current_preset = coerce("preset", name, self._by_name)
             return self._force("preset", self.current_preset)
 
     def step_preset(self, step: int):
@@ -338,11 +375,15 @@ class DreamcamLink:
                 for address, args in messages:
                     if address == OSC_PREFIX + "state":
                         self._take_state(parse_state(args), now)
+                    elif address == OSC_PREFIX + "knobs":
+                        self._take_knobs(args)
             except ValueError as e:
                 self._log_once(logging.WARNING, f"ignored a bad reply from dreamcam: {e}")
 
     def _take_state(self, state, now):
         self.state, self._last_reply = state, now
+        if not self._knobs_asked:  # dreamcam is there: ask once for its own knob table
+            self._knobs_asked = self._send(osc.encode_message(OSC_PREFIX + "knobs"))
         self.presets = list(state.get("presets", []))
         # Adopt a preset or bypass that changed on dreamcam's side (another controller);
         # a reply still carrying the old value must not undo what was just sent from here.
@@ -353,6 +394,18 @@ class DreamcamLink:
                     self.current_preset = state[key]
                 elif key == "bypass" and state[key] in (0, 1):
                     self._desired["bypass"] = self._sent["bypass"] = bool(state[key])
+
+    def _take_knobs(self, args):
+        """Use the knob table of a /dreamcam/knobs reply (one JSON string) from now on."""
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ValueError(f"/dreamcam/knobs must carry one JSON string, got {args!r}")
+        params = params_from_knobs(json.loads(args[0]))
+        if params != self.params:
+            self._log_once(logging.INFO, f"dreamcam at {self.host}:{self.port} has another knob table than "
+                                         f"dreamcam_knobs.json beside the script; using dreamcam's (refresh the "
+                                         f"file with: dreamcam knobs --json > dreamcam_knobs.json)")
+        self.params, self._by_name = params, {p.name: p for p in params}
+        self._take(dict(self._refused))  # what the file's table refused may be accepted now
 
     def _log_once(self, level, msg):
         if msg not in self._logged:

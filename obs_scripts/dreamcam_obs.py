@@ -1,11 +1,13 @@
 """dreamcam live control for OBS Studio (Tools -> Scripts -> + -> dreamcam_obs.py).
 
-Sends prompt, strength, guidance, seed, transition, preset and bypass to a running
-`dreamcam run` over OSC/UDP the moment they change, polls `/dreamcam/status` for the status
-line and the preset list, and registers hotkeys for next/previous preset and bypass.
+Sends dreamcam's live knobs (prompt, strength, guidance, ..., preset, bypass: the knob table
+in dreamcam_knobs.json) to a running `dreamcam run` over OSC/UDP the moment they change, polls
+`/dreamcam/status` for the status line and the preset list, and registers hotkeys for
+next/previous preset and bypass.
 
 Needs only the Python standard library (OBS embeds its own Python); uses python-osc when it
-is importable. Keep `dreamcam_link.py` and `dreamcam_osc.py` next to this file.
+is importable. Keep `dreamcam_link.py`, `dreamcam_osc.py` and `dreamcam_knobs.json` (dreamcam's
+knob table: which parameters there are, their ranges and labels) next to this file.
 
 This file is only the OBS side: it reads settings and forwards them to `DreamcamLink`
 (dreamcam_link.py), which holds all the logic and is tested outside OBS. Nothing here
@@ -52,9 +54,17 @@ def _ensure_link():
     return _link
 
 
+def _params():
+    """The knob table: the running dreamcam's once it has answered, else dreamcam_knobs.json's."""
+    return _link.params if _link is not None else PARAMS
+
+
 def _read_settings(settings) -> dict:
     values = {}
-    for p in PARAMS:
+    in_file = {p.name for p in PARAMS}
+    for p in _params():
+        if p.name not in in_file and not obs.obs_data_has_user_value(settings, p.name):
+            continue  # a knob only the running dreamcam has: sent once it is set here, else its default stays
         if p.kind == "text":
             values[p.name] = obs.obs_data_get_string(settings, p.name)
         elif p.kind == "float":
@@ -74,7 +84,11 @@ def script_description():
 def script_defaults(settings):
     obs.obs_data_set_default_string(settings, "host", DEFAULT_HOST)
     obs.obs_data_set_default_int(settings, "port", DEFAULT_PORT)
-    for p in PARAMS:
+    _set_defaults(settings, PARAMS)
+
+
+def _set_defaults(settings, params):
+    for p in params:
         setter = {"text": obs.obs_data_set_default_string, "float": obs.obs_data_set_default_double,
                   "int": obs.obs_data_set_default_int, "bool": obs.obs_data_set_default_bool}[p.kind]
         setter(settings, p.name, p.default)
@@ -102,16 +116,17 @@ def script_properties():
     props = obs.obs_properties_create()
     obs.obs_properties_add_text(props, "host", "OSC host", obs.OBS_TEXT_DEFAULT)
     obs.obs_properties_add_int(props, "port", "OSC port", 1, 65535, 1)
-    for p in PARAMS:
+    params = _params()
+    if _settings:
+        _set_defaults(_settings, params)  # dreamcam's own defaults, for knobs the file lacks
+    for p in params:
         if p.name == "preset":
             _fill_presets(obs.obs_properties_add_list(props, "preset", p.label, obs.OBS_COMBO_TYPE_LIST,
                                                       obs.OBS_COMBO_FORMAT_STRING))
         elif p.kind == "text":
             obs.obs_properties_add_text(props, p.name, p.label, obs.OBS_TEXT_MULTILINE)
-        elif p.name in ("strength", "guidance", "delta"):
-            obs.obs_properties_add_float_slider(props, p.name, p.label, p.lo, p.hi, p.step)
         elif p.kind == "float":
-            obs.obs_properties_add_float(props, p.name, p.label, p.lo, p.hi, p.step)
+            obs.obs_properties_add_float_slider(props, p.name, p.label, p.lo, p.hi, p.step)
         elif p.kind == "int":
             obs.obs_properties_add_int(props, p.name, p.label, p.lo, p.hi, p.step)
         else:

@@ -47,7 +47,7 @@ def server(presets):
 
 
 def test_address_table_derives_from_params():
-    assert addresses() == [f"/dreamcam/{n}" for n in PARAMS] + ["/dreamcam/status"]
+    assert addresses() == [f"/dreamcam/{n}" for n in PARAMS] + ["/dreamcam/status", "/dreamcam/knobs"]
     assert DEFAULT_PORT == 9000
 
 

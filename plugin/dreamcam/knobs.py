@@ -1,26 +1,60 @@
-"""The live parameters, declared once, and the store the engine thread reads between frames.
+"""THE table of live knobs, and the store the engine thread reads between frames.
 
-Everything that steers dreamcam while it runs (CLI flags, OSC addresses, the OBS script's
-properties, presets) derives from `PARAMS`. Writers (OSC server, OBS, presets, CLI) only
-validate and store; the engine thread takes the latest values between frames.
+Every knob that steers dreamcam while it runs is one `Param` entry in `PARAMS`: its name, type,
+default, range, help, the OSC address and `dreamcam run` flag that set it, whether a presets file
+may hold it, and how a change reaches the engine (`Apply`). Everything else derives from this
+table: the `dreamcam run` flags, OSC validation and dispatch, controller maps, preset keys, the
+controller's setter map, the `/dreamcam/status` reply and, through `describe()` (written to
+obs_scripts/dreamcam_knobs.json by `dreamcam knobs --json`), the OBS script's properties.
+
+Adding a knob is one entry here plus the code that uses it: an engine setter named in `setter`
+(for `Apply.FENCE`), or the controller or runner code that reads it. The OBS script's copy of the
+table as data is then written anew with `dreamcam knobs --json > obs_scripts/dreamcam_knobs.json`
+(a test says when it is out of date; meanwhile the script learns a running dreamcam's table from
+its /dreamcam/knobs reply).
+
+Writers (OSC server, OBS, presets, CLI) only validate and store; the engine thread takes the
+latest values between frames. This module imports no torch: `dreamcam knobs` and the CLI's
+argument checks stay fast.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from dreamcam.errors import ConfigError
 
 MAX_PROMPT_CHARS = 4096
+OSC_PREFIX = "/dreamcam/"
+TYPE_NAMES = {float: "float", int: "int", bool: "bool", str: "str"}
+
+
+class Apply(enum.Enum):
+    """How a changed value reaches the engine. No live knob needs a re-prepare: what would
+    (size, step count, cfg type, model) is a start-up flag, not a knob."""
+
+    STORE = "store"  # nothing is written to the engine: the controller or runner reads the value (no fence)
+    FENCE = "fence"  # the engine setter `setter` writes it in place between frames, after the backend's fence
+    FADE = "fade"  # cross-faded in over `transition` seconds by the controller, under the fence
+
+
+class KnobError(ConfigError):
+    """A value a knob refuses; `kind` says why: bad_type, not_finite, out_of_range or too_long
+    (the OSC server counts rejections under these kinds)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
 class Param:
-    """One live parameter: its type, default and accepted range (values outside are rejected)."""
+    """One live knob: its type, default and accepted range (values outside are rejected, never clamped)."""
 
     name: str
     kind: type  # str, float, int or bool
@@ -28,40 +62,80 @@ class Param:
     help: str
     lo: float | None = None
     hi: float | None = None
-    max_len: int = MAX_PROMPT_CHARS
+    _: KW_ONLY
+    label: str = ""  # the title OBS shows; the name when empty
+    step: float | None = None  # slider step in the OBS script
+    apply: Apply = Apply.STORE
+    setter: str | None = None  # the engine method taking the value (Apply.FENCE)
+    presettable: bool = True  # a presets file may set it
+    max_len: int = MAX_PROMPT_CHARS  # text knobs: most characters accepted
 
     def validate(self, value: Any) -> Any:
-        """Return the value as this parameter's type, or raise ConfigError saying why not."""
+        """Return the value as this knob's type, or raise KnobError saying why not."""
         if self.kind is str:
             if not isinstance(value, str):
-                raise ConfigError(f"{self.name} must be text, got {type(value).__name__}")
+                raise KnobError("bad_type", f"{self.name} must be text, got {type(value).__name__}")
             if len(value) > self.max_len:
-                raise ConfigError(f"{self.name} is {len(value)} characters; at most {self.max_len} are accepted")
+                raise KnobError("too_long", f"{self.name} is {len(value)} characters; at most {self.max_len} are accepted")
             return value
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, int) and value in (0, 1):
+            if isinstance(value, (int, float)) and value in (0, 1):
                 return bool(value)
-            raise ConfigError(f"{self.name} must be 0 or 1, got {value!r}")
+            raise KnobError("out_of_range", f"{self.name} must be 0 or 1, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{self.name} must be a number, got {type(value).__name__}")
+            raise KnobError("bad_type", f"{self.name} must be a number, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise KnobError("not_finite", f"{self.name} must be finite, got {value!r}")
         if self.kind is int:
             if isinstance(value, float):
                 if not value.is_integer():
-                    raise ConfigError(f"{self.name} must be a whole number, got {value!r}")
+                    raise KnobError("bad_type", f"{self.name} must be a whole number, got {value!r}")
                 value = int(value)
         else:
             value = float(value)
-            if not math.isfinite(value):
-                raise ConfigError(f"{self.name} must be finite, got {value!r}")
         if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            raise ConfigError(f"{self.name} must be between {_num(self.lo)} and {_num(self.hi)}, got {value!r}")
+            raise KnobError(
+                "out_of_range", f"{self.name} must be between {_num(self.lo)} and {_num(self.hi)}, got {value!r}"
+            )
         return value
 
     @property
     def range_text(self) -> str:
         return f"{_num(self.lo)}..{_num(self.hi)}" if self.lo is not None else ""
+
+    @property
+    def osc(self) -> str:
+        """The OSC address that sets it."""
+        return OSC_PREFIX + self.name
+
+    @property
+    def flag(self) -> str:
+        """The `dreamcam run` flag that sets it at start."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def type_name(self) -> str:
+        return TYPE_NAMES[self.kind]
+
+    def describe(self) -> dict[str, Any]:
+        """This knob as plain data (JSON types): what `dreamcam knobs --json` and the OBS script read."""
+        return {
+            "name": self.name,
+            "type": self.type_name,
+            "default": self.default,
+            "min": self.lo,
+            "max": self.hi,
+            "osc": self.osc,
+            "flag": self.flag,
+            "help": self.help,
+            "label": self.label or self.name.replace("_", " ").capitalize(),
+            "step": self.step,
+            "apply": self.apply.value,
+            "preset": self.presettable,
+            "max_len": self.max_len if self.kind is str else None,
+        }
 
 
 def _num(v: float | None) -> str:
@@ -71,22 +145,39 @@ def _num(v: float | None) -> str:
 PARAMS: dict[str, Param] = {
     p.name: p
     for p in (
-        Param("prompt", str, "a portrait in the style of a watercolor painting", "what the camera should look like"),
-        Param("negative_prompt", str, "", "what to steer away from (cfg full/initialize)"),
-        Param("strength", float, 0.4, "how far each frame moves from the input, 0 = least, 1 = all noise", 0.0, 1.0),
-        Param("guidance", float, 1.2, "RCFG guidance scale; > 1 turns guidance on", 0.0, 20.0),
-        Param("delta", float, 1.0, "RCFG delta: weight of the residual noise", 0.0, 5.0),
-        Param("seed", int, 2, "noise seed", 0, 2**31 - 1),
-        Param("transition", float, 0.5, "prompt and seed cross-fade time in seconds", 0.0, 60.0),
-        Param("preset", str, "", "name of the preset last applied", max_len=256),
-        Param("bypass", bool, False, "pass the input through untouched"),
+        Param("prompt", str, "a portrait in the style of a watercolor painting",
+              'what the camera should look like; "a:0.7 | b:0.3" blends prompts', apply=Apply.FADE),
+        Param("negative_prompt", str, "", "what to steer away from (cfg full/initialize)", apply=Apply.FADE),
+        Param("strength", float, 0.4, "how far each frame moves from the input, 0 = least, 1 = all noise", 0.0, 1.0,
+              label="Strength (0 = input, 1 = all noise)", step=0.01, apply=Apply.FENCE, setter="set_strength"),
+        Param("guidance", float, 1.2, "RCFG guidance scale; > 1 turns guidance on", 0.0, 20.0,
+              step=0.05, apply=Apply.FENCE, setter="set_guidance"),
+        Param("delta", float, 1.0, "RCFG delta: weight of the residual noise", 0.0, 5.0,
+              label="Delta (RCFG residual weight)", step=0.05, apply=Apply.FENCE, setter="set_delta"),
+        Param("seed", int, 2, "noise seed", 0, 2**31 - 1, step=1, apply=Apply.FADE, setter="set_seed"),
+        Param("transition", float, 0.5, "prompt and seed cross-fade time in seconds", 0.0, 60.0,
+              label="Transition (seconds)", step=0.1),
+        Param("preset", str, "", "a preset from the presets file (--presets): its values apply, then those given with it",
+              presettable=False, max_len=256),
+        Param("bypass", bool, False, "pass the input through untouched", label="Bypass (pass the input through)",
+              presettable=False),
     )
 }
 
 
+def preset_keys() -> list[str]:
+    """The knobs a presets file may set, in table order."""
+    return [p.name for p in PARAMS.values() if p.presettable]
+
+
+def describe() -> list[dict[str, Any]]:
+    """The whole table as plain data, in table order (`dreamcam knobs --json`)."""
+    return [p.describe() for p in PARAMS.values()]
+
+
 class ParamStore:
     """Thread-safe current values. Writers call `set`/`update`; the engine thread calls
-    `take_changes` between frames and gets only the latest value of each changed parameter."""
+    `take_changes` between frames and gets only the latest value of each changed knob."""
 
     def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
         self._lock = threading.Lock()
@@ -139,7 +230,3 @@ def _param(name: str) -> Param:
         return PARAMS[name]
     except KeyError:
         raise ConfigError(f"unknown parameter {name!r}; known: {', '.join(PARAMS)}") from None
-
-
-def param_names() -> Iterable[str]:
-    return PARAMS.keys()

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from dreamcam.backends.options import add_knob_arguments
+from dreamcam.knobs import PARAMS
 
 ARCH_CHOICES = ("tiny", "sd-turbo", "sd15")
 
@@ -20,9 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="build the real architecture with random weights (no download; needed for sd-turbo/sd15)")
     p.add_argument("--steps", type=int, default=1, help="denoising steps per frame (default 1)")
     p.add_argument("--t-index-list", default=None, help="comma-separated step indices, e.g. 0,16,32,45 (overrides --strength)")
-    p.add_argument("--strength", type=float, default=0.3, help="0..1, mapped onto --steps indices (default 0.3)")
+    strength, guidance, seed = PARAMS["strength"], PARAMS["guidance"], PARAMS["seed"]  # as `dreamcam run` starts
+    p.add_argument("--strength", type=float, default=strength.default,
+                   help=f"{strength.range_text}, mapped onto --steps indices (default {strength.default})")
     p.add_argument("--cfg-type", default="none", choices=("none", "self", "initialize", "full"))
-    p.add_argument("--guidance", type=float, default=1.2, help="guidance scale (default 1.2)")
+    p.add_argument("--guidance", type=float, default=guidance.default,
+                   help=f"guidance scale, {guidance.range_text} (default {guidance.default})")
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--backend", default="auto", choices=("auto", "eager", "compiled", "tensorrt"))
@@ -34,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="frames per UNet call (frame_buffer_size, default 1): more throughput, F-1 frames more latency")
     p.add_argument("--frames", type=int, default=200, help="timed frames per side (default 200)")
     p.add_argument("--warmup", type=int, default=10, help="untimed frames before timing (default 10)")
-    p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--seed", type=int, default=seed.default, help=f"noise seed (default {seed.default})")
     p.add_argument("--peer", action="store_true", help="also time StreamDiffusion 0.1.1 on the same modules")
     p.add_argument("--loop", action="store_true", help="also time the live loop as `dreamcam run` runs it (1280x720 test pattern -> runner -> null sink) and the engine alone pipelined")
     p.add_argument("--profile", type=int, default=0, metavar="N",

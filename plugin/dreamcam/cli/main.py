@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dreamcam.backends.options import add_knob_arguments
+from dreamcam.cli import knobs as knobs_command
 from dreamcam.cli.console import elapsed, say, say_live, status_printer
 from dreamcam.errors import ConfigError, DreamcamError
 from dreamcam.runtime.pace import PaceWatch, advice, tee
@@ -37,16 +38,17 @@ from dreamcam.control.osc.server import DEFAULT_PORT as DEFAULT_OSC_PORT  # noqa
 
 
 def _add_param_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per live parameter, derived from the parameter table."""
+    """One flag per live knob, from the knob table (its range and default in the help)."""
     for param in PARAMS.values():
-        if param.name == "preset":
-            continue
-        flag = "--" + param.name.replace("_", "-")
-        rng = f" ({param.range_text})" if param.range_text else ""
         if param.kind is bool:
-            p.add_argument(flag, action="store_true", default=None, help=param.help)
-        else:
-            p.add_argument(flag, type=param.kind, default=None, help=f"{param.help}{rng}; default {param.default!r}")
+            p.add_argument(param.flag, dest=param.name, action="store_true", default=None,
+                           help=f"{param.help} (default {'on' if param.default else 'off'})")
+            continue
+        shown = [param.range_text] if param.range_text else []
+        if param.default != "":
+            shown.append(f"default {param.default!r}")
+        more = f" ({'; '.join(shown)})" if shown else ""
+        p.add_argument(param.flag, dest=param.name, type=param.kind, default=None, help=f"{param.help}{more}")
 
 
 HEAVY_COMMANDS = ("bench", "build-engines")  # their flags live in modules that import torch
@@ -93,7 +95,6 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     run.add_argument("--osc-map", help="TOML file binding a controller's own addresses (e.g. /1/fader1) to parameters")
     run.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
     run.add_argument("--presets", help="TOML presets file (re-read when it changes)")
-    run.add_argument("--preset", help="start with this preset from --presets (flags given as well win)")
     run.add_argument("--backend", default="auto", help="auto | eager | compiled | tensorrt")
     add_knob_arguments(run)
     run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
@@ -106,6 +107,7 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
 
     bench_p = sub.add_parser("bench", help="engine throughput and latency, optionally beside StreamDiffusion")
     devices.add_arguments(sub.add_parser("devices", help="list cameras, monitors and usable virtual cameras"))
+    knobs_command.add_arguments(sub.add_parser("knobs", help="list the live knobs (flags, OSC addresses, ranges)"))
     trt_p = sub.add_parser("build-engines", help="build TensorRT engines ahead of time, with progress")
     if command in ("*", "bench"):
         from dreamcam.bench import engine as bench
@@ -134,6 +136,8 @@ def _command(name: str):
         from dreamcam.cli import devices
 
         return devices.run
+    if name == "knobs":
+        return knobs_command.run
     from dreamcam.backends.tensorrt import backend as tensorrt
 
     return tensorrt.run

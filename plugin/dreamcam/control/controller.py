@@ -1,10 +1,14 @@
-"""Applies the live parameters to the engine, on the engine thread, between frames.
+"""Applies the live knobs to the engine, on the engine thread, between frames.
 
-- strength, guidance, delta: the engine's setters, at the next frame (tensors filled in place).
-- prompt, negative_prompt: encoded by a worker thread (the text encoder never runs on the frame
-  path), then cross-faded in embedding space over `transition` seconds (0 = at once).
-- seed: the new seed's noise is slerped in over `transition` seconds (variance kept).
-- bypass: `Controller.bypass`, read by whoever runs the frames.
+How each knob applies is the knob table's (`dreamcam.knobs`, `Param.apply`):
+- `Apply.FENCE` knobs (strength, guidance, delta): the engine setter the table names, at the
+  next frame (tensors filled in place).
+- `Apply.FADE` knobs, by code here: prompt and negative_prompt are encoded by a worker thread
+  (the text encoder never runs on the frame path), then cross-faded in embedding space over
+  `transition` seconds (0 = at once); the new seed's noise is slerped in over `transition`
+  seconds (variance kept).
+- `Apply.STORE` knobs write nothing to the engine: `transition` and `bypass` (`Controller.bypass`,
+  read by whoever runs the frames) are kept here; `preset` was expanded into values by its writer.
 
 Prompt blending: a prompt with `|` is a weighted blend of sub-prompts, each optionally ending in
 `:WEIGHT` (a non-negative number; 1 when left out). Weights are relative: they are scaled to
@@ -23,12 +27,11 @@ from typing import Any
 
 import torch
 
-from dreamcam.errors import ConfigError
-from dreamcam.knobs import ParamStore
 from dreamcam.engine.prompts import parse_prompt
+from dreamcam.errors import ConfigError
+from dreamcam.knobs import PARAMS, Apply, ParamStore
 
 log = logging.getLogger(__name__)
-
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -195,13 +198,25 @@ class Controller:
         self._seed_fade: _Fade | None = None
         self._encoder = PromptEncoder(engine.encode_prompt, self._text, device=getattr(engine, "device", None))
         self._closed = False
+        # the knobs applied by code here; the table's other knobs go to the engine setter it names
+        self._appliers: dict[str, Callable[[Any], None]] = {
+            "transition": self._set_transition,
+            "bypass": self._set_bypass,
+            "prompt": self._request_texts,
+            "negative_prompt": self._request_texts,
+            "seed": self._start_seed,
+        }
+        for p in PARAMS.values():
+            if p.apply is not Apply.STORE and p.name not in self._appliers:
+                if not callable(getattr(engine, p.setter or "", None)):
+                    raise TypeError(f"knob {p.name!r} is applied by engine.{p.setter}(), which "
+                                    f"{type(engine).__name__} lacks: name an engine setter in the knob table")
         # encoding starts on the writer's thread as soon as a prompt arrives, not at the next frame
         store.subscribe(self._on_change)
 
     def _on_change(self, name: str, value: Any) -> None:
         if name in ("prompt", "negative_prompt") and not self._closed:
-            values = self.store.snapshot()
-            self._encoder.request(values["prompt"], values["negative_prompt"])
+            self._request_texts(value)
 
     # ------------------------------------------------------------------ the engine thread
 
@@ -215,22 +230,11 @@ class Controller:
         each frame wait for the one ahead and undo the overlap of frames in flight."""
         changes = self.store.take_changes()
         ready = self._encoder.take()
-        if fence is not None and (changes or ready is not None or self.transitioning):
+        writes = any(PARAMS[name].apply is not Apply.STORE for name in changes)
+        if fence is not None and (writes or ready is not None or self.transitioning):
             fence()
-        e = self.engine
         if changes:
-            if "transition" in changes:
-                self.transition = float(changes["transition"])
-            if "bypass" in changes:
-                self.bypass = bool(changes["bypass"])
-            for name, setter in (("strength", e.set_strength), ("guidance", e.set_guidance), ("delta", e.set_delta)):
-                if name in changes:
-                    setter(changes[name])
-            if "prompt" in changes or "negative_prompt" in changes:  # usually asked for already
-                values = self.store.snapshot()
-                self._encoder.request(values["prompt"], values["negative_prompt"])
-            if "seed" in changes:
-                self._start_seed(int(changes["seed"]))
+            self._apply_changes(changes)
         if ready is not None:
             self._start_prompt(ready)
         now = self._clock()
@@ -238,6 +242,29 @@ class Controller:
             self._step_prompt(now)
         if self._seed_fade is not None:
             self._step_seed(now)
+
+    def _apply_changes(self, changes: dict[str, Any]) -> None:
+        # what is kept here first (a seed fade starting in the same change uses the new
+        # transition), then the rest in table order
+        for p in sorted(PARAMS.values(), key=lambda p: p.apply is not Apply.STORE):
+            if p.name not in changes:
+                continue
+            applier = self._appliers.get(p.name)
+            if applier is not None:
+                applier(changes[p.name])
+            elif p.setter is not None:
+                getattr(self.engine, p.setter)(changes[p.name])
+
+    def _set_transition(self, seconds: float) -> None:
+        self.transition = float(seconds)
+
+    def _set_bypass(self, on: bool) -> None:
+        self.bypass = bool(on)
+
+    def _request_texts(self, _text: str) -> None:
+        """Encode the stored prompt pair (usually asked for already, when it was stored)."""
+        values = self.store.snapshot()
+        self._encoder.request(values["prompt"], values["negative_prompt"])
 
     def _start_prompt(self, enc: _Encoded) -> None:
         if enc.error is not None:

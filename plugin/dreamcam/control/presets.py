@@ -1,9 +1,8 @@
-"""Named presets from a TOML file: load, validate against PARAMS, apply, reload on change.
+"""Named presets from a TOML file: load, validate against the knob table, apply, reload on change.
 
 File format: each top-level table is one preset, its name the table name. A preset holds any
-of `prompt`, `negative_prompt` (text, at most 4,096 characters), `strength` (0..1),
-`guidance` (0..20), `delta` (0..5), `seed` (0..2147483647) and `transition` (seconds,
-0..60); keys left out keep their current value when the preset is applied.
+of the knobs the knob table marks presettable (`dreamcam knobs` lists them, with their ranges);
+keys left out keep their current value when the preset is applied.
 
     [watercolor]
     prompt = "a portrait in the style of a watercolor painting"
@@ -32,8 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dreamcam.engine.prompts import parse_prompt
 from dreamcam.errors import ConfigError
-from dreamcam.knobs import PARAMS, ParamStore
+from dreamcam.knobs import PARAMS, ParamStore, preset_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,7 +42,6 @@ else:  # pragma: no cover - Python 3.10
 
 log = logging.getLogger(__name__)
 
-PRESET_KEYS = ("prompt", "negative_prompt", "strength", "guidance", "delta", "seed", "transition")
 MAX_NAME_CHARS = PARAMS["preset"].max_len
 _MISSING = (-1, -1)  # the stamp of a file that cannot be read
 
@@ -50,6 +49,7 @@ _MISSING = (-1, -1)  # the stamp of a file that cannot be read
 def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, Any]]:
     """Parse and validate presets TOML text; ConfigError names `source`, the line and the fix."""
     data = load_toml(text, source)
+    keys = preset_keys()
     presets: dict[str, dict[str, Any]] = {}
     for name, table in data.items():
         line = _header_line(text, name)
@@ -65,15 +65,13 @@ def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, A
         for key, value in table.items():
             key_line = _key_line(text, line, key)
             at_key = f"{source}: line {key_line}" if key_line else at
-            if key not in PRESET_KEYS:
-                raise ConfigError(f"{at_key}: preset {name!r} has unknown key {key!r}; known: {', '.join(PRESET_KEYS)}")
+            if key not in keys:
+                raise ConfigError(f"{at_key}: preset {name!r} has unknown key {key!r}; known: {', '.join(keys)}")
             try:
                 values[key] = PARAMS[key].validate(value)
             except ConfigError as e:
                 raise ConfigError(f"{at_key}: preset {name!r}: {e}") from None
         if "prompt" in values:
-            from dreamcam.engine.prompts import parse_prompt
-
             try:
                 parse_prompt(values["prompt"])
             except ConfigError as e:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dreamcam.errors import ConfigError
+from dreamcam.knobs import PARAMS
 from dreamcam.models.pipelines import quiet_loggers
 from dreamcam.engine.schedule import check_finite, check_t_index_list, strength_to_t_index_list, t_index_list_to_strength
 from dreamcam.engine.similarity import SimilarityFilter
@@ -39,10 +40,10 @@ class EngineState:
         prompt: str = "",
         negative_prompt: str = "",
         num_inference_steps: int = 50,
-        guidance_scale: float = 1.2,
-        delta: float = 1.0,
+        guidance_scale: float = PARAMS["guidance"].default,
+        delta: float = PARAMS["delta"].default,
         generator: torch.Generator | None = None,
-        seed: int = 2,
+        seed: int = PARAMS["seed"].default,
     ) -> None:
         """Allocate every per-frame tensor and fill it for this prompt, schedule and seed."""
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:

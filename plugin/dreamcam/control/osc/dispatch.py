@@ -1,8 +1,11 @@
-"""OSC dispatch: checks each datagram against dreamcam's address space (see osc.py), writes the
-values to the parameter store and builds the replies; counts and logs what it rejects.
+"""OSC dispatch: checks each datagram against dreamcam's address space (see server.py), writes
+the values to the parameter store and builds the replies; counts and logs what it rejects.
+
+The address space is the knob table's (`knobs.PARAMS`: one address per knob, checked as the
+table says) plus two queries: /dreamcam/status and /dreamcam/knobs.
 
 No socket here (as python-osc keeps its dispatcher apart from its servers): `OscServer` in
-osc.py feeds it what it receives, and tests call `handle_datagram` with bytes directly.
+server.py feeds it what it receives, and tests call `handle_datagram` with bytes directly.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from dreamcam.errors import ConfigError
-from dreamcam.control.osc.maps import PREFIX, OscMapping, Rejected, check_packet, checked_value, param_arg
-from dreamcam.knobs import PARAMS, ParamStore
+from dreamcam.control.osc.maps import OscMapping, Rejected, check_packet, checked_value, param_arg
+from dreamcam.knobs import OSC_PREFIX, PARAMS, ParamStore, describe
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,9 @@ REJECT_KINDS = (
     "unknown_preset",
     "not_allowed",  # sender not in the allow list
 )
+STATUS = OSC_PREFIX + "status"  # no arguments: the reply is STATE with one JSON string of values and stats
+STATE = OSC_PREFIX + "state"
+KNOBS = OSC_PREFIX + "knobs"  # no arguments: the reply is KNOBS with one JSON string, the knob table
 
 
 class OscDispatcher:
@@ -95,11 +101,14 @@ class OscDispatcher:
         replies = []
         for msg in messages:
             try:
-                if msg.address == PREFIX + "status":
+                if msg.address in (STATUS, KNOBS):
                     if msg.params:
                         raise Rejected("bad_args", f"{msg.address} takes no arguments, got {len(msg.params)}")
-                    self._flush(updates)  # the reply shows every message before it
-                    replies.append(build_message("/dreamcam/state", self.state_json()))
+                    if msg.address == STATUS:
+                        self._flush(updates)  # the reply shows every message before it
+                        replies.append(build_message(STATE, self.state_json()))
+                    else:
+                        replies.append(build_message(KNOBS, knobs_json()))
                 else:
                     updates.update(self._message_values(msg.address, list(msg.params)))
             except Rejected as r:
@@ -118,8 +127,8 @@ class OscDispatcher:
 
     def _message_values(self, address: str, args: list[Any]) -> dict[str, Any]:
         """The store values one message asks for; raises Rejected."""
-        if address.startswith(PREFIX):
-            name = address[len(PREFIX) :]
+        if address.startswith(OSC_PREFIX):
+            name = address[len(OSC_PREFIX) :]
             if name == "preset":
                 if len(args) != 1 or not isinstance(args[0], str):
                     raise Rejected("bad_args", f"{address} takes 1 string (a preset name)")
@@ -174,8 +183,13 @@ class OscDispatcher:
 
 
 def addresses() -> list[str]:
-    """Every address dreamcam answers, derived from PARAMS."""
-    return [PREFIX + n for n in PARAMS] + [PREFIX + "status"]
+    """Every address dreamcam answers: one per knob in the table, then the queries."""
+    return [p.osc for p in PARAMS.values()] + [STATUS, KNOBS]
+
+
+def knobs_json() -> str:
+    """The knob table as one JSON string (the /dreamcam/knobs reply, as `dreamcam knobs --json`)."""
+    return json.dumps(describe(), ensure_ascii=False)
 
 
 def build_message(address: str, value: Any) -> bytes:

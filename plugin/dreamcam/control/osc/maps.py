@@ -44,13 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from dreamcam.errors import ConfigError
-from dreamcam.knobs import PARAMS
+from dreamcam.knobs import OSC_PREFIX, PARAMS, KnobError
 from dreamcam.control.presets import load_toml
 from dreamcam.engine.prompts import parse_prompt
 
 log = logging.getLogger(__name__)
-
-PREFIX = "/dreamcam/"  # dreamcam's own addresses (osc_dispatch answers them); a mapping may not bind under it
 
 
 class Rejected(Exception):
@@ -132,41 +130,31 @@ def number_arg(args: list[Any], address: str) -> float | int:
 
 
 def param_arg(name: str, args: list[Any], address: str) -> Any:
-    """The argument of a /dreamcam/NAME message as the parameter's type; raises Rejected."""
-    p = PARAMS[name]
-    if p.kind is str:
+    """The single argument of a /dreamcam/NAME message: a string for a text knob, else a finite
+    number (T/F as 1/0); the knob's own checks follow in `checked_value`. Raises Rejected."""
+    if PARAMS[name].kind is str:
         if len(args) != 1 or not isinstance(args[0], str):
             raise Rejected("bad_args", f"{address} takes 1 string")
         return args[0]
-    v = number_arg(args, address)
-    if p.kind is bool:
-        if v not in (0, 1):
-            raise Rejected("out_of_range", f"{address} takes 0 or 1, got {v!r}")
-        return bool(v)
-    if p.kind is int and isinstance(v, float):
-        if not v.is_integer():
-            raise Rejected("bad_args", f"{address} takes a whole number, got {v!r}")
-        return int(v)
-    return v
+    return number_arg(args, address)
+
+
+# The knob table's rejection kinds, as the OSC counters name them (the others keep their name)
+_REJECT_KIND = {"bad_type": "bad_args"}
 
 
 def checked_value(name: str, value: Any, address: str) -> Any:
-    """The value validated against PARAMS (never clamped); raises Rejected with its kind."""
-    p = PARAMS[name]
-    if p.kind is str:
-        if not isinstance(value, str):
-            raise Rejected("bad_args", f"{address} takes 1 string")
-        if len(value) > p.max_len:
-            raise Rejected("too_long", f"{address}: {len(value)} characters, at most {p.max_len} are accepted")
-        if name == "prompt":
-            try:
-                parse_prompt(value)
-            except ConfigError as e:
-                raise Rejected("bad_prompt", f"{address}: {e}") from None
+    """The value as the knob table validates it (never clamped); raises Rejected with its kind."""
     try:
-        return p.validate(value)
-    except ConfigError as e:
-        raise Rejected("out_of_range", f"{address}: {e}") from None
+        value = PARAMS[name].validate(value)
+    except KnobError as e:
+        raise Rejected(_REJECT_KIND.get(e.kind, e.kind), f"{address}: {e}") from None
+    if name == "prompt":
+        try:
+            parse_prompt(value)
+        except ConfigError as e:
+            raise Rejected("bad_prompt", f"{address}: {e}") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -325,9 +313,9 @@ def _binding(entry: Any, i: int, source: str) -> Binding:
     address = entry.get("address")
     if not isinstance(address, str) or not address.startswith("/") or len(address) > 256:
         raise ConfigError(f'{at}: address must be an OSC address such as "/1/fader1", got {address!r}')
-    if address.startswith(PREFIX):
+    if address.startswith(OSC_PREFIX):
         raise ConfigError(
-            f"{at}: {address} is under {PREFIX}, which dreamcam answers itself; bind another address"
+            f"{at}: {address} is under {OSC_PREFIX}, which dreamcam answers itself; bind another address"
         )
     param, preset = entry.get("param"), entry.get("preset")
     if (param is None) == (preset is None):

@@ -1,26 +1,22 @@
-"""OSC server: validates messages, writes the parameter store, answers status. Nothing else.
+"""OSC server: validates messages, writes the parameter store, answers queries. Nothing else.
 
-Address space (default 127.0.0.1:9000), derived from `params.PARAMS`:
+Address space (default 127.0.0.1:9000): one address per knob of the knob table
+(`dreamcam.knobs.PARAMS`; `dreamcam knobs` lists each with its address, type and range; the
+one of `preset` takes a preset's name and applies its values), plus two queries:
 
-    /dreamcam/prompt s           text, at most 4,096 characters; "a:0.7 | b:0.3" blends prompts
-    /dreamcam/negative_prompt s  text, at most 4,096 characters
-    /dreamcam/strength f         0..1
-    /dreamcam/guidance f         0..20
-    /dreamcam/delta f            0..5
-    /dreamcam/seed i             0..2147483647 (a whole-valued float is accepted)
-    /dreamcam/transition f       seconds, 0..60
-    /dreamcam/bypass i           0 or 1 (T/F and 0.0/1.0 accepted)
-    /dreamcam/preset s           name of a preset in the presets file
-    /dreamcam/status             no arguments: the sender gets /dreamcam/state s (JSON)
+    /dreamcam/status             no arguments: the sender gets /dreamcam/state s (JSON of every
+                                 knob's value, the preset names and live stats)
+    /dreamcam/knobs              no arguments: the sender gets /dreamcam/knobs s (JSON: the table)
 
-Ints are accepted where floats are expected. Bundles are applied as one store update as soon as
-they arrive (time tags are not waited for). A message that is malformed, unknown, of the wrong
-type or argument count, not finite, out of range (rejected, never clamped), too long, names an
-unknown preset or comes from a sender outside `allow` changes nothing: it is counted under its
-kind (`osc_dispatch.REJECT_KINDS`), the first of each kind is logged, and the server keeps serving. No
+Ints are accepted where floats are expected, a whole-valued float where an int is, and 0/1 or
+T/F for on/off knobs. Bundles are applied as one store update as soon as they arrive (time tags
+are not waited for). A message that is malformed, unknown, of the wrong type or argument count,
+not finite, out of range (rejected, never clamped), too long, names an unknown preset or comes
+from a sender outside `allow` changes nothing: it is counted under its kind
+(`dispatch.REJECT_KINDS`), the first of each kind is logged, and the server keeps serving. No
 message reads or writes a file, loads a model or runs code: values only go to the store.
 
-The checks and the store writes are `OscDispatcher`'s (osc_dispatch.py, no socket); this module
+The checks and the store writes are `OscDispatcher`'s (dispatch.py, no socket); this module
 owns the socket, the serving thread and the feedback thread.
 """
 
@@ -38,9 +34,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dreamcam.errors import ConfigError
-from dreamcam.control.osc.dispatch import PREFIX, OscDispatcher, build_message
+from dreamcam.control.osc.dispatch import OscDispatcher, build_message
 from dreamcam.control.osc.maps import OscMapping, parse_allow, parse_feedback
-from dreamcam.knobs import ParamStore
+from dreamcam.knobs import PARAMS, ParamStore
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +237,7 @@ class OscServer(OscDispatcher):
             self._stop.wait(FEEDBACK_INTERVAL_S)
 
     def _feedback_messages(self, name: str, value: Any) -> list[tuple[str, Any]]:
-        out = [(PREFIX + name, int(value) if isinstance(value, bool) else value)]
+        out = [(PARAMS[name].osc, int(value) if isinstance(value, bool) else value)]
         if self.mapping is not None:
             out += self.mapping.feedback(name, value)
         return out
