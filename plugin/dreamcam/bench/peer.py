@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamcam.backends import make_backend
+from dreamcam.bench.extras import time_extras
+from dreamcam.bench.timing import make_engine, summarize
 from dreamcam.errors import ConfigError
 
 
@@ -63,9 +66,6 @@ def _timed_start(make: Callable[[], Any], first_frame: np.ndarray) -> tuple[Any,
 
 def bench_interleaved(args, cfg, pipe, frames, result) -> dict[str, Any]:
     """Peer and eager dreamcam timed on alternate calls (which goes first alternates too)."""
-    from dreamcam.backends import make_backend
-    from dreamcam.bench.engine import make_engine, summarize, time_extras
-
     peer, peer_start = _timed_start(lambda: PeerRunner(pipe, cfg, args), frames[0])
     backend, dc_start = _timed_start(lambda: make_backend(args.backend, make_engine(pipe, cfg, args)), frames[0])
     ms: dict[str, list[float]] = {"peer": [], "dreamcam": []}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from dreamcam.backends.compiled.step import StateSnapshot, capture_graph
 
 
 # op names -> the kind of work (first match wins); what no op claims is "other": on a GPU that is
@@ -73,8 +76,6 @@ def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
     with torch.cuda.stream(side):
         fn()
     torch.cuda.current_stream().wait_stream(side)
-    from dreamcam.backends.compiled.step import capture_graph
-
     return capture_graph(fn).replay
 
 
@@ -87,10 +88,6 @@ def stage_times(engine: Any, n: int = 20) -> dict[str, Any]:
     with CUDA events, so the figures are GPU time as the frame's graph spends it (`graphs`: True;
     False if a stage could not be captured and ran kernel by kernel); on a CPU, wall clock.
     The engine's carried state is restored afterwards."""
-    import time
-
-    from dreamcam.backends.compiled.step import StateSnapshot
-
     f, dev = engine.frame_buffer_size, engine.device
     # laid out as the frame step makes it (a permuted (F, H, W, 3) frame): a compiled encoder
     # guards on strides, so an NCHW-contiguous input would recompile it and time other kernels

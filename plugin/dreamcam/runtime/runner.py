@@ -68,10 +68,10 @@ class Runner:
     """The live loop.
 
     Args:
-        source: a started `dreamcam.sources.capture.Source`.
+        source: a started `dreamcam.sources.Source`.
         backend: an object with `process(uint8 (H, W, 3)) -> uint8 (H, W, 3)` (see backends); when it
             also has `submit(image, fit_mode)` / `collect()` (and `fence()`), the pipelined path.
-        sinks: started `dreamcam.sinks.devices.Sink`s.
+        sinks: started `dreamcam.sinks.Sink`s.
         width, height: the engine size frames are fitted to.
         controller: applies live parameters between frames (`apply()`, `bypass`).
         frames: stop after this many engine frames (0 = until `stop()`).
