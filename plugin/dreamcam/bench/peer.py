@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import torch
 
 from dreamcam.backends import make_backend
@@ -29,7 +30,7 @@ class PeerRunner:
 
     def __init__(self, pipe, cfg: dict[str, Any], args: argparse.Namespace) -> None:
         try:
-            from streamdiffusion import StreamDiffusion
+            from streamdiffusion import StreamDiffusion  # lazy: an optional peer, installed only to compare
         except ImportError as e:
             raise ConfigError("--peer needs StreamDiffusion: pip install --no-deps streamdiffusion==0.1.1") from e
         self.frames = args.frame_buffer
@@ -47,8 +48,6 @@ class PeerRunner:
 
     @torch.no_grad()
     def process(self, frame: np.ndarray) -> np.ndarray:
-        import PIL.Image
-
         p = self.peer
         images = [PIL.Image.fromarray(f) for f in (frame if self.frames > 1 else [frame])]
         x = p.image_processor.preprocess(images, p.height, p.width).to(device=p.device, dtype=p.dtype)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from dreamcam.backends.compiled.step import StateSnapshot, capture_graph
 
@@ -22,8 +23,6 @@ def profile_frames(process: Callable, frames: list, n: int, device: str, top: in
     a CPU) by self time, in milliseconds per frame (per call of F frames with --frame-buffer F) and
     as a share of all of it; "kinds": milliseconds per frame of convolution, matmul, attention and
     other work, and their total}."""
-    from torch.profiler import ProfilerActivity, profile
-
     cuda = device == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:

@@ -45,6 +45,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from dreamcam.frames import Frame, fit
 from dreamcam.runtime.pace import engine_bound
@@ -243,8 +244,6 @@ class Runner:
     def _similar(self, img: np.ndarray) -> bool:
         if self.similarity is None:
             return False
-        import torch
-
         # every 4th pixel each way in [-1, 1]: the same similarity, 16x cheaper to measure
         x = torch.from_numpy(np.ascontiguousarray(img[::4, ::4])).float().div_(127.5).sub_(1.0)
         return self.similarity.should_skip(x) and self._last_out is not None

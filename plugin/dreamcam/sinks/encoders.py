@@ -15,11 +15,18 @@ MPEG2_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000
                Fraction(60000, 1001), Fraction(60)]
 
 
+def pyav():
+    """The `av` module, loaded when a stream or a recording first needs it: PyAV loaded before
+    OpenCV's first window makes `cv2.imshow` hang on Linux (PyAV issues 978, 1050), so importing
+    the sinks must not load it, and a preview alone never does."""
+    import av  # lazy: see the docstring
+
+    return av
+
+
 def video_codec() -> str:
     """The encoder PyAV offers here: "libx264" (H.264) if present, else "mpeg2video"."""
-    import av
-
-    return "libx264" if "libx264" in av.codecs_available else "mpeg2video"
+    return "libx264" if "libx264" in pyav().codecs_available else "mpeg2video"
 
 
 class AvEncoder:
@@ -32,9 +39,7 @@ class AvEncoder:
     """
 
     def __init__(self, container, codec: str, width: int, height: int, fps: float, bitrate: int | None) -> None:
-        import av
-
-        self._av, self.container = av, container
+        self._av, self.container = pyav(), container
         gop = str(max(1, round(fps)))  # a keyframe a second: a player joining mid-stream starts fast
         if codec == "libx264":
             opts = {"preset": "ultrafast", "tune": "zerolatency", "bf": "0", "g": gop}
@@ -87,8 +92,7 @@ def open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: 
     """The encoder on `container`, with the output opened and its header written: PyAV opens a
     file or UDP URL only then, so an unwritable folder, a full disk or an unknown host fail here,
     at start, not at the first frame (where a failed header also leaves PyAV unsafe to call again)."""
-    import av
-
+    av = pyav()
     try:
         enc = AvEncoder(container, codec, sink.width, sink.height, sink.fps, bitrate)
     except (av.FFmpegError, ValueError) as e:

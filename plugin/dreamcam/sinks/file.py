@@ -10,7 +10,7 @@ import cv2
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame
 from dreamcam.sinks.base import Framer, Sink
-from dreamcam.sinks.encoders import AvEncoder, open_encoder, video_codec
+from dreamcam.sinks.encoders import AvEncoder, open_encoder, pyav, video_codec
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,7 @@ class FileSink(Sink):
         if not os.path.isdir(folder):
             raise DeviceError(f"cannot record to {self.path}: folder {folder} does not exist")
         if self.codec != "mp4v" and video_codec() == "libx264":
-            import av
-
+            av = pyav()
             try:
                 container = av.open(self.path, "w")  # the format, from the name; this opens no file yet
             except (av.FFmpegError, OSError, ValueError) as e:

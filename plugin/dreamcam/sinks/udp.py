@@ -8,7 +8,7 @@ import time
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame
 from dreamcam.sinks.base import Framer, Sink
-from dreamcam.sinks.encoders import DEFAULT_BITRATE, AvEncoder, open_encoder, video_codec
+from dreamcam.sinks.encoders import DEFAULT_BITRATE, AvEncoder, open_encoder, pyav, video_codec
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ class UdpSink(Sink):
         log.info("streaming MPEG-TS (%s, %d kbit/s) to udp://%s:%d", self._enc.codec, self.bitrate // 1000, self.host, self.port)
 
     def _connect(self) -> None:
-        import av
-
+        av = pyav()
         where = f"udp://{self.host}:{self.port}"
         try:
             container = av.open(self.url, "w", format="mpegts", options={"max_delay": "0", "flush_packets": "1"})

@@ -31,7 +31,7 @@ def install_hint() -> str:
 
 def registered_backends() -> list[str]:
     """The pyvirtualcam backend names here, built-in and registered by a program."""
-    from pyvirtualcam.camera import BACKENDS
+    from pyvirtualcam.camera import BACKENDS  # lazy: as in _open, a missing pyvirtualcam fails only this sink
 
     return list(BACKENDS)
 
@@ -59,7 +59,7 @@ class VirtualCamSink(Sink):
 
     def _open(self) -> None:
         try:
-            import pyvirtualcam
+            import pyvirtualcam  # lazy: without it only this sink fails, saying what to install
         except ImportError as e:
             raise DeviceError("the virtualcam sink needs pyvirtualcam: pip install pyvirtualcam") from e
         try:

@@ -29,7 +29,7 @@ def new_mss():
 
     Raises DeviceError with one line when there is no display to capture.
     """
-    import mss
+    import mss  # lazy: only a screen source loads the capture library
 
     factory = getattr(mss, "MSS", None) or mss.mss  # mss >= 10.2 has the class, older only mss.mss()
     try:
