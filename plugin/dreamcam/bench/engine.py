@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 
 def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
+    """Mode "engine": dreamcam's backend timed alone, or beside the peer (see the module docstring)."""
     cfg = resolve(args)
     device = cfg["device"]
     t0 = time.perf_counter()
