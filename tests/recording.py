@@ -1,6 +1,6 @@
 """A real sink thread that keeps every frame it is given (the runner tests' eyes on the output)."""
 
-from dreamcam.sinks.devices import Sink
+from dreamcam.sinks import Sink
 
 
 class RecordingSink(Sink):

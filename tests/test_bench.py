@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dreamcam.bench import engine as bench
+from dreamcam.bench import timing
 from dreamcam.errors import ConfigError
 
 
@@ -116,7 +117,7 @@ def test_bypass_mode_reports_the_loop_rate(capsys):
 
 
 def test_summary_percentiles():
-    s = bench.summarize([1.0] * 98 + [10.0, 20.0], wall_s=0.5)
+    s = timing.summarize([1.0] * 98 + [10.0, 20.0], wall_s=0.5)
     assert s["fps"] == 200.0 and s["p50_ms"] == 1.0 and s["p99_ms"] > 9.0
 
 

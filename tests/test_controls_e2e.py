@@ -21,8 +21,8 @@ from dreamcam.frames import fit
 from dreamcam.control.osc.server import OscServer
 from dreamcam.knobs import ParamStore
 from dreamcam.runtime.runner import Runner
-from dreamcam.sinks.devices import Sink
-from dreamcam.sources.capture import TestPatternSource
+from dreamcam.sinks import Sink
+from dreamcam.sources import TestPatternSource
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 from dreamcam.cli import devices
-from dreamcam.sources.capture import present_cameras
+from dreamcam.sources.webcam import present_cameras
 from test_sources_xvfb import SCREEN_H, SCREEN_W, Xvfb
 
 

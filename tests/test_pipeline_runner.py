@@ -23,8 +23,7 @@ from dreamcam.backends.compiled.step import FramePipeline, GraphedStep
 from dreamcam.frames import fit
 from dreamcam.engine.framing import fit_torch
 from dreamcam.runtime.runner import Runner
-from dreamcam.sources.capture import TestPatternSource
-from dreamcam.sources.media import VideoFileSource
+from dreamcam.sources import TestPatternSource, VideoFileSource
 from recording import RecordingSink
 
 SIZE = 64

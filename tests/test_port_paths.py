@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame
-from dreamcam.sinks.devices import open_sink
+from dreamcam.sinks import open_sink
 from dreamcam.sources.specs import open_source
-from dreamcam.sources.capture import WebcamSource
+from dreamcam.sources import WebcamSource
 
 
 def _photo(path):

@@ -14,14 +14,14 @@ import time
 
 import numpy as np
 from av.error import err_check
-from dreamcam.sinks import encoders
+from dreamcam.sinks import udp
 from dreamcam.frames import Frame
 
 
 def test_udp_stream_recovers_from_a_windows_connreset(monkeypatch):
-    monkeypatch.setattr(encoders, "RESEND_FIRST_S", 0.1)
-    monkeypatch.setattr(encoders, "RESEND_MAX_S", 0.2)
-    real_encode, first = encoders._AvEncoder.encode, []
+    monkeypatch.setattr(udp, "RESEND_FIRST_S", 0.1)
+    monkeypatch.setattr(udp, "RESEND_MAX_S", 0.2)
+    real_encode, first = udp.AvEncoder.encode, []
 
     def encode(self, image, t_capture):
         if not first:
@@ -30,12 +30,12 @@ def test_udp_stream_recovers_from_a_windows_connreset(monkeypatch):
             err_check(-10054)  # raises av.error.UndefinedError(10054, ...)
         return real_encode(self, image, t_capture)
 
-    monkeypatch.setattr(encoders._AvEncoder, "encode", encode)
+    monkeypatch.setattr(udp.AvEncoder, "encode", encode)
     rng = np.random.default_rng(0)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
         rx.settimeout(0.02)
-        sink = encoders.UdpSink("127.0.0.1", rx.getsockname()[1], 64, 64, 30.0).start()
+        sink = udp.UdpSink("127.0.0.1", rx.getsockname()[1], 64, 64, 30.0).start()
         received = 0
         try:
             deadline = time.monotonic() + 5.0

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from dreamcam.cli import devices
-from dreamcam.sinks import devices as sinks
+from dreamcam.sinks import virtualcam as sinks
 
 
 @pytest.mark.parametrize(("system", "plat", "version"), [("Darwin", "darwin", "OBS Studio 30+"), ("Windows", "win32", "OBS Studio 26+")])

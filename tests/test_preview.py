@@ -17,7 +17,7 @@ import pytest
 
 from dreamcam.errors import DeviceError
 from dreamcam.sinks.preview import check_display, opencv_has_gui
-from dreamcam.sinks.devices import open_sink
+from dreamcam.sinks import open_sink
 
 PLUGIN = str(Path(__file__).resolve().parents[1] / "plugin")
 W, H = 160, 120
@@ -26,7 +26,7 @@ CHILD = r"""
 import json, sys, threading, time
 import numpy as np
 from dreamcam.frames import Frame
-from dreamcam.sinks.devices import open_sink
+from dreamcam.sinks import open_sink
 
 W, H = 160, 120
 img = np.zeros((H, W, 3), np.uint8)

@@ -16,8 +16,9 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from dreamcam.sinks import encoders  # noqa: E402
-from dreamcam.sinks.encoders import UdpSink, video_codec  # noqa: E402
+from dreamcam.sinks import udp  # noqa: E402
+from dreamcam.sinks.encoders import video_codec  # noqa: E402
+from dreamcam.sinks.udp import UdpSink  # noqa: E402
 from dreamcam.frames import Frame  # noqa: E402
 
 PLUGIN = str(Path(__file__).resolve().parents[1] / "plugin")
@@ -41,9 +42,9 @@ def test_a_recording_that_fills_the_disk_reports_it_and_the_other_outputs_still_
         f"""
         import contextlib, resource, signal, time
         import numpy as np
-        from dreamcam.sinks.encoders import FileSink
+        from dreamcam.sinks.file import FileSink
         from dreamcam.frames import Frame
-        from dreamcam.sinks.devices import NullSink
+        from dreamcam.sinks.base import NullSink
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (12 << 10, 12 << 10))
         rng = np.random.default_rng(0)
@@ -78,7 +79,7 @@ def test_a_recording_that_cannot_be_written_fails_at_start(tmp_path):
         f"""
         import time
         import numpy as np
-        from dreamcam.sinks.encoders import FileSink
+        from dreamcam.sinks.file import FileSink
         from dreamcam.errors import DeviceError
         from dreamcam.frames import Frame
         sink = FileSink({str(full)!r}, 64, 64)
@@ -121,8 +122,8 @@ def _free_udp_port() -> int:
 def test_the_udp_stream_comes_back_after_its_sends_failed(monkeypatch):
     # FFmpeg's output keeps its first write error for good: before the fix one failed send (a
     # network blip) ended the stream for the rest of the run.
-    monkeypatch.setattr(encoders, "RESEND_FIRST_S", 0.1)
-    monkeypatch.setattr(encoders, "RESEND_MAX_S", 0.4)
+    monkeypatch.setattr(udp, "RESEND_FIRST_S", 0.1)
+    monkeypatch.setattr(udp, "RESEND_MAX_S", 0.4)
     port = _free_udp_port()
     rng = np.random.default_rng(0)
     rx = None

@@ -17,7 +17,7 @@ from dreamcam.control.controller import Controller
 from dreamcam.frames import fit
 from dreamcam.knobs import ParamStore
 from dreamcam.runtime.runner import Runner
-from dreamcam.sources.capture import TestPatternSource
+from dreamcam.sources import TestPatternSource
 from recording import RecordingSink
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from dreamcam.sinks.encoders import FileSink, video_codec
+from dreamcam.sinks.encoders import video_codec
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame, fit
-from dreamcam.sinks.devices import Framer, NullSink, Sink, open_sink, parse_bitrate, parse_size
+from dreamcam.sinks import FileSink, Framer, NullSink, Sink, open_sink, parse_bitrate, parse_size
 
 
 class SlowSink(Sink):

@@ -9,8 +9,8 @@ import numpy as np
 
 from dreamcam.frames import Frame
 from dreamcam.runtime.runner import Runner
-from dreamcam.sinks.devices import NullSink
-from dreamcam.sources.capture import TestPatternSource
+from dreamcam.sinks import NullSink
+from dreamcam.sources import TestPatternSource
 
 
 def test_summary_while_sinks_write_never_raises():

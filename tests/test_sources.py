@@ -14,9 +14,8 @@ import cv2
 import numpy as np
 import pytest
 from dreamcam.errors import ConfigError, DeviceError, DreamcamError
-from dreamcam.sources.specs import open_source, parse_size
-from dreamcam.sources.capture import TestPatternSource, WebcamSource
-from dreamcam.sources.media import ImageSource, VideoFileSource
+from dreamcam.sinks.base import parse_size
+from dreamcam.sources import ImageSource, TestPatternSource, VideoFileSource, WebcamSource, open_source
 
 W, H = 64, 48
 
@@ -70,7 +69,7 @@ def test_webcam_source_reads_through_videocapture_bgr_to_rgb(tmp_path):
 def test_webcam_source_survives_device_loss_and_resumes(tmp_path, caplog):
     clip = write_clip(tmp_path / "cam.mp4", frames=5)
     gone = str(tmp_path / "unplugged.mp4")
-    caplog.set_level(logging.DEBUG, logger="dreamcam.sources.capture")
+    caplog.set_level(logging.DEBUG, logger="dreamcam.sources.base")
     src = WebcamSource(clip, retry_first_s=0.2, retry_max_s=0.4)
     with src:
         os.rename(clip, gone)  # the open capture still reads its 5 frames, then the device is gone
@@ -104,7 +103,7 @@ def test_webcam_source_survives_device_loss_and_resumes(tmp_path, caplog):
 
 def test_silence_counts_as_signal_lost(tmp_path, monkeypatch):
     """No failure, just no frame for STALL_S (as when a driver read blocks): still reported lost."""
-    from dreamcam.sources import capture as sources
+    from dreamcam.sources import base as sources
 
     monkeypatch.setattr(sources, "STALL_S", 0.3)
     clip = write_clip(tmp_path / "slow.mp4", frames=3)

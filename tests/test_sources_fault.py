@@ -12,14 +12,14 @@ import os
 import threading
 import time
 
-from dreamcam.sources.capture import WebcamSource
+from dreamcam.sources import WebcamSource
 from test_sources import write_clip
 
 
 def test_runner_rides_through_camera_loss(tmp_path):
     from dreamcam.control.controller import Bypass
     from dreamcam.runtime.runner import Runner
-    from dreamcam.sinks.devices import open_sink
+    from dreamcam.sinks import open_sink
 
     clip = write_clip(tmp_path / "cam.mp4", frames=8)
     gone = str(tmp_path / "unplugged.mp4")
@@ -59,8 +59,8 @@ def test_runner_rides_through_camera_loss(tmp_path):
 def test_a_screen_grab_failure_without_a_message_still_names_what_failed():
     import pytest
 
-    from dreamcam.sources.capture import SignalLost
-    from dreamcam.sources.media import ScreenSource
+    from dreamcam.sources import SignalLost
+    from dreamcam.sources import ScreenSource
 
     class Gone:  # an mss grabber whose display vanished and whose error has no text
         def grab(self, box):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.sources.specs import open_source
-from dreamcam.sources.media import ScreenSource
+from dreamcam.sources import ScreenSource
 
 SCREEN_W, SCREEN_H = 320, 240
 BACKGROUND = (200, 40, 40)  # RGB of the full-screen window

@@ -11,10 +11,11 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from dreamcam.sinks.encoders import TS_PACKET, video_codec  # noqa: E402
+from dreamcam.sinks.encoders import video_codec  # noqa: E402
+from dreamcam.sinks.udp import TS_PACKET  # noqa: E402
 from dreamcam.errors import ConfigError  # noqa: E402
 from dreamcam.frames import Frame, fit  # noqa: E402
-from dreamcam.sinks.devices import open_sink  # noqa: E402
+from dreamcam.sinks import open_sink  # noqa: E402
 
 FPS = 30.0
 
@@ -149,13 +150,13 @@ def test_a_stream_running_past_the_33_bit_timestamp_wrap_still_decodes_in_order(
     """MPEG-TS timestamps are 33 bits of a 90 kHz clock: they wrap after 26.5 hours of streaming.
     The stream goes on across the wrap, and an FFmpeg-based receiver (OBS's Media Source is one)
     reads every frame with evenly increasing timestamps."""
-    from dreamcam.sinks.encoders import _AvEncoder
+    from dreamcam.sinks.encoders import AvEncoder
 
     if codec not in av.codecs_available:
         pytest.skip(f"this PyAV has no {codec}")
     path = tmp_path / "wrap.ts"
     container = av.open(str(path), "w", format="mpegts")
-    enc = _AvEncoder(container, codec, 128, 96, FPS, 1_000_000)
+    enc = AvEncoder(container, codec, 128, 96, FPS, 1_000_000)
     enc._t0 = -(2**33 / 90000 - 2.0)  # the first frame 2 s before the wrap, as after 26.5 h running
     n = 120  # 4 s: across the wrap
     for i in range(n):

@@ -10,7 +10,8 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from dreamcam.sinks.encoders import FileSink, video_codec  # noqa: E402
+from dreamcam.sinks.encoders import video_codec  # noqa: E402
+from dreamcam.sinks.file import FileSink  # noqa: E402
 from dreamcam.errors import DeviceError  # noqa: E402
 from dreamcam.frames import Frame  # noqa: E402
 

@@ -26,7 +26,7 @@ from test_udp_reopen_stream import H, W, code_of, coded
 
 av = pytest.importorskip("av")
 
-from dreamcam.sinks.encoders import UdpSink  # noqa: E402
+from dreamcam.sinks.udp import UdpSink  # noqa: E402
 from dreamcam.frames import Frame  # noqa: E402
 
 BLOCKED = "127.0.0.2"

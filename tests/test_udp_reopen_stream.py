@@ -18,8 +18,9 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from dreamcam.sinks import encoders  # noqa: E402
-from dreamcam.sinks.encoders import UdpSink, video_codec  # noqa: E402
+from dreamcam.sinks import udp  # noqa: E402
+from dreamcam.sinks.encoders import video_codec  # noqa: E402
+from dreamcam.sinks.udp import UdpSink  # noqa: E402
 from dreamcam.frames import Frame  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on Linux loopback send errors")
@@ -75,8 +76,8 @@ def test_a_reopened_stream_is_back_only_once_a_packet_went_out(monkeypatch, capl
     # "worked" on that frame although nothing was sent, so an outage logged "failed" / "works
     # again" every 0.5 s for as long as it lasted, never backed off, counted an outage each time,
     # and counted frames as written that went nowhere.
-    monkeypatch.setattr(encoders, "RESEND_FIRST_S", 0.05)
-    monkeypatch.setattr(encoders, "RESEND_MAX_S", 0.2)
+    monkeypatch.setattr(udp, "RESEND_FIRST_S", 0.05)
+    monkeypatch.setattr(udp, "RESEND_MAX_S", 0.2)
     caplog.set_level(logging.WARNING)
     rx = _udp_socket()
     sink = UdpSink(REFUSED_HOST, rx.getsockname()[1], W, H, 30.0, codec=codec).start()
@@ -115,8 +116,8 @@ def test_a_player_that_stays_keeps_decoding_new_frames_after_a_reopen(monkeypatc
     # re-opened stream 2 (its timestamps and continuity counters start again). The bytes demux
     # as one stream; stream 2 starts with a keyframe, so decoding resumes at its first frame and
     # goes on to the last one sent, at the frames' own pace. (A real OBS: test_udp_reopen_obs.py.)
-    monkeypatch.setattr(encoders, "RESEND_FIRST_S", 0.1)
-    monkeypatch.setattr(encoders, "RESEND_MAX_S", 0.2)
+    monkeypatch.setattr(udp, "RESEND_FIRST_S", 0.1)
+    monkeypatch.setattr(udp, "RESEND_MAX_S", 0.2)
     rx = _udp_socket()
     port = rx.getsockname()[1]
     sink = _ConnectedUdpSink("127.0.0.1", port, W, H, 30.0, codec=codec).start()

@@ -15,7 +15,7 @@ from pyvirtualcam.util import encode_fourcc  # noqa: E402
 
 from dreamcam.errors import ConfigError, DeviceError  # noqa: E402
 from dreamcam.frames import Frame, fit  # noqa: E402
-from dreamcam.sinks.devices import VirtualCamSink, open_sink  # noqa: E402
+from dreamcam.sinks import VirtualCamSink, open_sink  # noqa: E402
 
 
 class MemoryCamera:

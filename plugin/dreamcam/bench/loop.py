@@ -24,7 +24,19 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
+import pyvirtualcam
+from pyvirtualcam.camera import BACKENDS
+from pyvirtualcam.util import encode_fourcc
+
+from dreamcam.bench.timing import summarize, time_frames
+from dreamcam.control.controller import Bypass, Controller
+from dreamcam.knobs import ParamStore
+from dreamcam.runtime.runner import Runner
+from dreamcam.sinks.base import NullSink
+from dreamcam.sinks.virtualcam import VirtualCamSink
+from dreamcam.sources.testpattern import TestPatternSource
 
 BENCH_BACKEND = "dreamcam-discard"
 SOURCE_FPS = 240.0
@@ -47,19 +59,12 @@ class DiscardCamera:
         return "discard"
 
     def native_fourcc(self) -> int:
-        from pyvirtualcam.util import encode_fourcc
-
-        import pyvirtualcam
-
         return encode_fourcc(pyvirtualcam.PixelFormat.RGB.value)
 
 
 @contextlib.contextmanager
 def discard_backend() -> Iterator[str]:
     """The discard backend, registered for the benchmark only (it never shows up as a camera)."""
-    import pyvirtualcam
-    from pyvirtualcam.camera import BACKENDS
-
     pyvirtualcam.register_backend(BENCH_BACKEND, DiscardCamera)
     try:
         yield BENCH_BACKEND
@@ -76,13 +81,6 @@ def bench_bypass(
     one_core: bool = True,
 ) -> dict:
     """Run the loop for `seconds`; return loop fps and capture-to-camera latency (ms)."""
-    import cv2
-
-    from dreamcam.control.controller import Bypass
-    from dreamcam.runtime.runner import Runner
-    from dreamcam.sinks.devices import VirtualCamSink
-    from dreamcam.sources.capture import TestPatternSource
-
     pinned = None
     cv_threads = cv2.getNumThreads()
     if one_core and hasattr(os, "sched_setaffinity"):
@@ -136,8 +134,6 @@ def time_pipelined(backend: Any, frames: Sequence[np.ndarray], n: int, warmup: i
     timed run), p50_ms / p99_ms / mean_ms (per call: from its submit to the end of its collect,
     which includes queueing behind the call ahead) and pipelined (False: the backend has only
     `process`, timed one call at a time)."""
-    from dreamcam.bench.engine import summarize, time_frames
-
     if n < 1 or warmup < 0 or not frames:
         raise ValueError(f"need n >= 1, warmup >= 0 and at least one frame; got n={n}, warmup={warmup}, "
                          f"{len(frames)} frames")
@@ -188,10 +184,6 @@ def bench_live_loop(
     it), latency_p50_ms / latency_p99_ms (capture -> handed to the sink), pipelined,
     overlapped_frames and dropped_input (captured frames the loop never took).
     """
-    from dreamcam.runtime.runner import Runner
-    from dreamcam.sinks.devices import NullSink
-    from dreamcam.sources.capture import TestPatternSource
-
     if frames < 1 or warmup < 0:
         raise ValueError(f"need frames >= 1 and warmup >= 0; got {frames} and {warmup}")
     source = TestPatternSource(*input_size, fps=source_fps)
@@ -199,9 +191,6 @@ def bench_live_loop(
     with contextlib.ExitStack() as stack:
         controller = None
         if engine is not None:
-            from dreamcam.control.controller import Controller
-            from dreamcam.knobs import ParamStore
-
             controller = stack.enter_context(Controller(engine, ParamStore({"prompt": engine.prompt})))
         sink = stack.enter_context(NullSink(width, height))
         stack.enter_context(source)

@@ -14,10 +14,14 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
-from dreamcam.control.osc.server import OscServer
+from dreamcam.control.controller import Controller
 from dreamcam.control.osc.dispatch import build_message
+from dreamcam.control.osc.server import OscServer
+from dreamcam.engine.stream import StreamEngine
 from dreamcam.knobs import ParamStore
+from dreamcam.models.pipelines import tiny_pipeline
 
 _SENDER = r"""
 import socket, sys
@@ -129,13 +133,7 @@ def frame_timing_under_burst(
     server was receiving one (at most `max_bursts`). A CPU engine runs with one torch thread here
     (restored after) so that the timing shows the OSC work, not torch threads spin-waiting.
     """
-    import torch
-
-    from dreamcam.control.controller import Controller
-
     if engine is None:
-        from dreamcam import StreamEngine, tiny_pipeline
-
         engine = StreamEngine(tiny_pipeline(0), [35], width, height, cfg_type="self")
         engine.prepare("a watercolor portrait", seed=2)
     threads = torch.get_num_threads()

@@ -13,8 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import torch
 
+from dreamcam.backends import make_backend
+from dreamcam.bench.extras import time_extras
+from dreamcam.bench.timing import make_engine, summarize
 from dreamcam.errors import ConfigError
 
 
@@ -26,7 +30,7 @@ class PeerRunner:
 
     def __init__(self, pipe, cfg: dict[str, Any], args: argparse.Namespace) -> None:
         try:
-            from streamdiffusion import StreamDiffusion
+            from streamdiffusion import StreamDiffusion  # lazy: an optional peer, installed only to compare
         except ImportError as e:
             raise ConfigError("--peer needs StreamDiffusion: pip install --no-deps streamdiffusion==0.1.1") from e
         self.frames = args.frame_buffer
@@ -44,8 +48,6 @@ class PeerRunner:
 
     @torch.no_grad()
     def process(self, frame: np.ndarray) -> np.ndarray:
-        import PIL.Image
-
         p = self.peer
         images = [PIL.Image.fromarray(f) for f in (frame if self.frames > 1 else [frame])]
         x = p.image_processor.preprocess(images, p.height, p.width).to(device=p.device, dtype=p.dtype)
@@ -63,9 +65,6 @@ def _timed_start(make: Callable[[], Any], first_frame: np.ndarray) -> tuple[Any,
 
 def bench_interleaved(args, cfg, pipe, frames, result) -> dict[str, Any]:
     """Peer and eager dreamcam timed on alternate calls (which goes first alternates too)."""
-    from dreamcam.backends import make_backend
-    from dreamcam.bench.engine import make_engine, summarize, time_extras
-
     peer, peer_start = _timed_start(lambda: PeerRunner(pipe, cfg, args), frames[0])
     backend, dc_start = _timed_start(lambda: make_backend(args.backend, make_engine(pipe, cfg, args)), frames[0])
     ms: dict[str, list[float]] = {"peer": [], "dreamcam": []}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+
+from dreamcam.backends.compiled.step import StateSnapshot, capture_graph
 
 
 # op names -> the kind of work (first match wins); what no op claims is "other": on a GPU that is
@@ -19,8 +23,6 @@ def profile_frames(process: Callable, frames: list, n: int, device: str, top: in
     a CPU) by self time, in milliseconds per frame (per call of F frames with --frame-buffer F) and
     as a share of all of it; "kinds": milliseconds per frame of convolution, matmul, attention and
     other work, and their total}."""
-    from torch.profiler import ProfilerActivity, profile
-
     cuda = device == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
@@ -73,8 +75,6 @@ def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
     with torch.cuda.stream(side):
         fn()
     torch.cuda.current_stream().wait_stream(side)
-    from dreamcam.backends.compiled.step import capture_graph
-
     return capture_graph(fn).replay
 
 
@@ -87,10 +87,6 @@ def stage_times(engine: Any, n: int = 20) -> dict[str, Any]:
     with CUDA events, so the figures are GPU time as the frame's graph spends it (`graphs`: True;
     False if a stage could not be captured and ran kernel by kernel); on a CPU, wall clock.
     The engine's carried state is restored afterwards."""
-    import time
-
-    from dreamcam.backends.compiled.step import StateSnapshot
-
     f, dev = engine.frame_buffer_size, engine.device
     # laid out as the frame step makes it (a permuted (F, H, W, 3) frame): a compiled encoder
     # guards on strides, so an NCHW-contiguous input would recompile it and time other kernels

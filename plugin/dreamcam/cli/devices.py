@@ -18,8 +18,10 @@ import sys
 import cv2
 
 from dreamcam.errors import DeviceError
-from dreamcam.sinks.devices import install_hint
-from dreamcam.sources.capture import open_camera, present_cameras, quiet_opencv
+from dreamcam.sinks.virtualcam import install_hint
+from dreamcam.sources.base import quiet_opencv
+from dreamcam.sources.screen import new_mss
+from dreamcam.sources.webcam import open_camera, present_cameras
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,6 @@ def find_monitors() -> dict:
 
     Monitor 0 is all monitors together (mss numbering).
     """
-    from dreamcam.sources.media import new_mss
-
     display = os.environ.get("DISPLAY")
     try:
         sct = new_mss()

@@ -174,9 +174,9 @@ def cmd_run(args) -> int:
     from dreamcam.control.osc.server import OscServer
     from dreamcam.runtime.runner import Runner
     from dreamcam.engine.schedule import check_size
-    from dreamcam.sinks.devices import open_sink, parse_bitrate
-    from dreamcam.sinks.devices import parse_size as parse_output_size
-    from dreamcam.sources.specs import open_source, parse_size
+    from dreamcam.sinks.base import parse_bitrate, parse_size
+    from dreamcam.sinks.specs import open_sink
+    from dreamcam.sources.specs import open_source
 
     # 1. Check inputs before anything slow
     store, presets, mapping = live_control(args)
@@ -189,7 +189,7 @@ def cmd_run(args) -> int:
     t_index = t_index_list(args, store.get("strength"))
     similarity = similarity_filter(args)
     check_model_flags(args)
-    cam_w, cam_h = parse_size(args.camera_size)
+    cam_w, cam_h = parse_size(args.camera_size, "--camera-size", video=False)
     source = open_source(
         args.source, width=cam_w, height=cam_h, fps=args.fps, mirror=args.mirror, fourcc="MJPG" if args.mjpg else None
     )
@@ -199,7 +199,7 @@ def cmd_run(args) -> int:
     sinks = [
         open_sink(
             spec, width=args.width, height=args.height, fps=args.fps or 30.0,
-            output_size=parse_output_size(args.output_size) if args.output_size else None,
+            output_size=parse_size(args.output_size) if args.output_size else None,
             output_fps=args.output_fps, bitrate=parse_bitrate(args.bitrate) if args.bitrate else None,
             fit_mode=args.output_fit,
             on_quit=lambda: runner is not None and runner.stop(),

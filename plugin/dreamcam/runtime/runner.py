@@ -45,6 +45,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from dreamcam.frames import Frame, fit
 from dreamcam.runtime.pace import engine_bound
@@ -68,10 +69,10 @@ class Runner:
     """The live loop.
 
     Args:
-        source: a started `dreamcam.sources.capture.Source`.
+        source: a started `dreamcam.sources.Source`.
         backend: an object with `process(uint8 (H, W, 3)) -> uint8 (H, W, 3)` (see backends); when it
             also has `submit(image, fit_mode)` / `collect()` (and `fence()`), the pipelined path.
-        sinks: started `dreamcam.sinks.devices.Sink`s.
+        sinks: started `dreamcam.sinks.Sink`s.
         width, height: the engine size frames are fitted to.
         controller: applies live parameters between frames (`apply()`, `bypass`).
         frames: stop after this many engine frames (0 = until `stop()`).
@@ -243,8 +244,6 @@ class Runner:
     def _similar(self, img: np.ndarray) -> bool:
         if self.similarity is None:
             return False
-        import torch
-
         # every 4th pixel each way in [-1, 1]: the same similarity, 16x cheaper to measure
         x = torch.from_numpy(np.ascontiguousarray(img[::4, ::4])).float().div_(127.5).sub_(1.0)
         return self.similarity.should_skip(x) and self._last_out is not None

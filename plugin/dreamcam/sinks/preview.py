@@ -27,7 +27,7 @@ import numpy as np
 
 from dreamcam.errors import DeviceError
 from dreamcam.frames import Frame
-from dreamcam.sinks.devices import Framer, Sink
+from dreamcam.sinks.base import Framer, Sink
 
 log = logging.getLogger(__name__)
 

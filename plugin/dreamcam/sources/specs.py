@@ -1,27 +1,21 @@
 """`--source` values: parsing a spec (webcam:0, screen:1, file:clip.mp4, ...) into the capture
-source it names, built but not started. The capture classes live in sources.py and
-sources_media.py, imported only when a source is built, so checking a spec or a size loads no
-OpenCV or mss."""
+source it names, built but not started."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from dreamcam.errors import ConfigError
-
-if TYPE_CHECKING:
-    from dreamcam.sources.capture import Source
+from dreamcam.sources.base import Source
+from dreamcam.sources.file import VideoFileSource
+from dreamcam.sources.image import ImageSource
+from dreamcam.sources.screen import ScreenSource, parse_region
+from dreamcam.sources.testpattern import TestPatternSource
+from dreamcam.sources.webcam import WebcamSource
 
 SOURCE_SPECS = "webcam[:N | :/dev/videoN], screen[:MONITOR | :X,Y,W,H], file:PATH, image:PATH or testpattern"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720); ConfigError for anything else."""
-    w, sep, h = text.lower().partition("x")
-    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
-        raise ConfigError(f"size must be WIDTHxHEIGHT in pixels like 1280x720, got {text!r}")
-    return int(w), int(h)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".gif")
 
 
 def open_source(
@@ -46,9 +40,6 @@ def open_source(
         mirror: flip frames left-right.
         fourcc: camera pixel format, e.g. "MJPG".
     """
-    from dreamcam.sources.capture import TestPatternSource, WebcamSource
-    from dreamcam.sources.media import ImageSource, ScreenSource, VideoFileSource, parse_region
-
     kind, _, arg = spec.partition(":")
     if fps is not None and not fps > 0:  # 0 would otherwise read as "the default"
         raise ConfigError(f"--fps must be > 0 frames/s, got {fps}; leave it out for the source's own rate")
@@ -75,4 +66,17 @@ def open_source(
         if kind == "file":
             return VideoFileSource(path, fps=fps, mirror=mirror)
         return ImageSource(path, fps=fps or 30.0, mirror=mirror)
-    raise ConfigError(f"unknown source {spec!r}; use {SOURCE_SPECS}")
+    raise ConfigError(unknown_source(spec))
+
+
+def unknown_source(spec: str) -> str:
+    """The message for a `--source` of no known kind; a bare path is told to write file:PATH
+    (image:PATH for a picture, webcam:PATH for a video device)."""
+    if spec.startswith("/dev/video"):
+        return f"unknown source {spec!r}: to use that camera write --source webcam:{spec}"
+    lower = spec.lower()
+    if lower.endswith(IMAGE_SUFFIXES):
+        return f"unknown source {spec!r}: to use a picture write --source image:{spec}"
+    if os.sep in spec or "/" in spec or spec.startswith("~") or lower.endswith(VIDEO_SUFFIXES) or os.path.isfile(spec):
+        return f"unknown source {spec!r}: to play a video file write --source file:{spec}"
+    return f"unknown source {spec!r}; use {SOURCE_SPECS}"

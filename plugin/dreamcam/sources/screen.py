@@ -1,9 +1,7 @@
-"""Screen, video-file and still-image sources (the `Source` contract is in `dreamcam.sources.capture`)."""
+"""The screen source: a monitor or a desktop region through mss."""
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 import threading
 
@@ -11,11 +9,7 @@ import cv2
 import numpy as np
 
 from dreamcam.errors import ConfigError, DeviceError
-from dreamcam.sources.capture import SignalLost, Source, quiet_opencv, to_rgb
-
-log = logging.getLogger(__name__)
-
-FILE_FPS_FALLBACK = 30.0  # when a container does not say its rate
+from dreamcam.sources.base import SignalLost, Source
 
 
 def parse_region(text: str) -> tuple[int, int, int, int]:
@@ -35,7 +29,7 @@ def new_mss():
 
     Raises DeviceError with one line when there is no display to capture.
     """
-    import mss
+    import mss  # lazy: only a screen source loads the capture library
 
     factory = getattr(mss, "MSS", None) or mss.mss  # mss >= 10.2 has the class, older only mss.mss()
     try:
@@ -133,103 +127,3 @@ class ScreenSource(Source):
         sct, self._sct = self._sct, None
         if sct is not None:
             sct.close()
-
-
-def _check_file(path: str, what: str) -> None:
-    if not os.path.exists(path):
-        raise DeviceError(f"{what} not found: {path} (check the path; it is relative to {os.getcwd()})")
-    if os.path.isdir(path):
-        raise DeviceError(f"{what} {path} is a folder; give a file")
-
-
-class VideoFileSource(Source):
-    """A video file through OpenCV, looping forever, paced at its own frame rate.
-
-    Args:
-        path: any container/codec OpenCV's FFmpeg backend reads (mp4, mkv, avi, webm, ...).
-        fps: play at this rate instead of the file's (frames/s, > 0).
-    """
-
-    kind = "file"
-
-    def __init__(self, path: str, *, fps: float | None = None, mirror: bool = False, **retry: float) -> None:
-        super().__init__(fps=fps, mirror=mirror, **retry)
-        self.path = path
-        self.file_fps = 0.0
-        self.loops = 0  # times playback wrapped to the start
-        self._cap: cv2.VideoCapture | None = None
-        self._first: np.ndarray | None = None
-
-    def _open(self) -> None:
-        _check_file(self.path, "video file")
-        self._connect()
-        rate = self.file_fps if 1.0 <= self.file_fps <= 1000.0 else FILE_FPS_FALLBACK
-        self.target_fps = self.target_fps or rate
-
-    def _connect(self) -> None:
-        with quiet_opencv():
-            cap = cv2.VideoCapture(self.path)
-            ok, image = cap.read() if cap.isOpened() else (False, None)
-        if not ok or image is None:
-            cap.release()
-            raise DeviceError(
-                f"cannot read video {self.path}: OpenCV found no frame it can decode; "
-                "convert it, e.g. ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p out.mp4"
-            )
-        self.file_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self._cap, self._first = cap, image
-
-    def _reopen(self) -> None:
-        self._connect()
-
-    def _grab(self) -> np.ndarray:
-        if self._first is not None:
-            image, self._first = self._first, None
-            return to_rgb(image)
-        if self._cap is None:
-            raise SignalLost("video not open")
-        ok, image = self._cap.read()
-        if not ok:  # end of file: wrap (seek, or re-open where the container cannot seek)
-            self.loops += 1
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, image = self._cap.read()
-            if not ok:
-                self._release()
-                try:
-                    self._connect()
-                except DeviceError as e:
-                    raise SignalLost(str(e)) from e
-                return self._grab()
-        return to_rgb(image)
-
-    def _release(self) -> None:
-        cap, self._cap, self._first = self._cap, None, None
-        if cap is not None:
-            cap.release()
-
-
-class ImageSource(Source):
-    """A still image repeated at `fps` (frames/s, > 0), each a fresh copy with its own timestamp."""
-
-    kind = "image"
-
-    def __init__(self, path: str, *, fps: float = 30.0, mirror: bool = False) -> None:
-        super().__init__(fps=fps, mirror=mirror)
-        self.path = path
-        self.image: np.ndarray | None = None
-
-    def _open(self) -> None:
-        _check_file(self.path, "image")
-        # read by Python, decoded by OpenCV: cv2.imread opens the file with the narrow C API, which on
-        # Windows cannot open a path with non-ASCII characters (opencv/opencv#4292; returns None)
-        try:
-            data = np.fromfile(self.path, dtype=np.uint8)
-        except OSError as e:
-            raise DeviceError(f"cannot read image {self.path}: {e.strerror or e}") from e
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if image is None:
-            raise DeviceError(f"cannot read image {self.path}: not an image OpenCV decodes (png, jpg, bmp, webp, tiff)")
-        self.image = to_rgb(image)
-
-    def _grab(self) -> np.ndarray:
-        return self.image.copy()

@@ -1,0 +1,126 @@
+"""The file sink: records every frame to a video file (H.264 through PyAV, or OpenCV's MPEG-4)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import cv2
+
+from dreamcam.errors import ConfigError, DeviceError
+from dreamcam.frames import Frame
+from dreamcam.sinks.base import Framer, Sink
+from dreamcam.sinks.encoders import AvEncoder, open_encoder, pyav, video_codec
+
+log = logging.getLogger(__name__)
+
+RECORD_BUFFER_BYTES = 256 << 20  # the recorder's buffer of frames waiting for the encoder
+
+
+class _WholeWrites:
+    """An unbuffered file as PyAV's output: each write writes all its bytes or raises (one raw
+    write may write fewer, which FFmpeg would take as done); seekable as the file is (a pipe is
+    not: then MP4 refuses at start, as with FFmpeg's own file output)."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.name = raw, raw.name
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[self.raw.write(view):]
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def seekable(self) -> bool:
+        return self.raw.seekable()
+
+
+class FileSink(Sink):
+    """Records every frame to a video file at the output size.
+
+    H.264 (libx264, CRF 20 or `bitrate`) through PyAV with capture-time timestamps, so the
+    file lasts as long as the run did; `codec="mp4v"` (or no libx264 in PyAV) falls back to
+    OpenCV's MPEG-4 Part 2 at a constant `fps` (duration = frames / fps).
+    """
+
+    kind = "file"
+
+    def __init__(self, path: str, width: int, height: int, fps: float = 30.0, *,
+                 bitrate: int | None = None, codec: str = "auto", fit_mode: str = "letterbox") -> None:
+        if codec not in ("auto", "h264", "mp4v"):
+            raise ConfigError(f"file sink codec must be auto, h264 or mp4v; got {codec!r}")
+        self.depth = max(16, min(600, RECORD_BUFFER_BYTES // (width * height * 3)))
+        super().__init__(width, height, fps)
+        self.path, self.bitrate, self.codec = path, bitrate, codec
+        self._framer = Framer(width, height, fit_mode)
+        self._enc: AvEncoder | None = None
+        self._file = None  # the recording's file (PyAV writes through it)
+        self._writer: cv2.VideoWriter | None = None
+        self._warned_drop = False
+
+    def _open(self) -> None:
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise DeviceError(f"cannot record to {self.path}: folder {folder} does not exist")
+        if self.codec != "mp4v" and video_codec() == "libx264":
+            av = pyav()
+            try:
+                container = av.open(self.path, "w")  # the format, from the name; this opens no file yet
+            except (av.FFmpegError, OSError, ValueError) as e:
+                raise DeviceError(f"cannot record to {self.path}: {e}; use a .mp4, .mkv or .mov name in a writable folder") from e
+            format_name = container.format.name
+            container.close()
+            # the file is ours, so a failed start closes it: PyAV keeps the descriptor of an output
+            # whose header failed (a full disk) open for good. Unbuffered, so the header's write
+            # fails here, at start.
+            fix = "choose a writable folder with free space"
+            try:
+                self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by _release
+            except OSError as e:
+                raise DeviceError(f"cannot write to {self.path}: {e.strerror or e}; {fix}") from e
+            try:
+                container = av.open(_WholeWrites(self._file), "w", format=format_name)
+                self._enc = open_encoder(container, "libx264", self, self.bitrate, self.path, fix)
+            except BaseException:
+                self._file.close()
+                self._file = None
+                raise
+            return
+        if self.codec == "h264":
+            raise DeviceError("file sink codec h264: this PyAV has no libx264 encoder; use codec=mp4v or a PyAV wheel with libx264")
+        writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (self.width, self.height))
+        if not writer.isOpened():
+            raise DeviceError(f"cannot record to {self.path}: OpenCV could not open an mp4 writer there")
+        self._writer = writer
+
+    def write(self, frame: Frame) -> None:
+        super().write(frame)
+        if self.dropped and not self._warned_drop:
+            self._warned_drop = True
+            log.warning("recorder %s is %d frames behind: dropping the oldest (count in dropped)", self.path, self.depth)
+
+    def _send(self, frame: Frame) -> None:
+        img = self._framer(frame.image)
+        if self._enc is not None:
+            self._enc.encode(img, frame.t_capture)
+        else:
+            self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+    def _release(self) -> None:
+        try:
+            if self._enc is not None:
+                self._enc.close()
+                self._enc = None
+        finally:
+            file, self._file = self._file, None
+            if file is not None:
+                file.close()
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None

@@ -1,0 +1,110 @@
+"""The UDP sink: MPEG-TS over UDP for an OBS Media Source or any player, re-opened after a network failure."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from dreamcam.errors import ConfigError, DeviceError
+from dreamcam.frames import Frame
+from dreamcam.sinks.base import Framer, Sink
+from dreamcam.sinks.encoders import DEFAULT_BITRATE, AvEncoder, open_encoder, pyav, video_codec
+
+log = logging.getLogger(__name__)
+
+TS_PACKET = 1316  # 7 MPEG-TS packets of 188 bytes: one datagram, under any Ethernet MTU
+RESEND_FIRST_S = 0.5  # after a failed UDP send, the stream is re-opened after this long, doubling
+RESEND_MAX_S = 5.0  # ... up to this
+
+
+class UdpSink(Sink):
+    """MPEG-TS over UDP (H.264, or MPEG-2 video where PyAV lacks libx264), for an OBS Media
+    Source or any player: `ffplay -fflags nobuffer udp://127.0.0.1:PORT`.
+
+    Low latency: ultrafast/zerolatency, no B-frames, a keyframe every second, no mux delay, each
+    packet flushed at once in datagrams of 1316 bytes (7 TS packets). When sends fail (no route,
+    the network went away) the stream is re-opened 0.5 s later, then every 1, 2, up to 5 s, until
+    it works; players pick it up again at its next keyframe.
+
+    Args:
+        host, port: where the datagrams go (unicast or multicast).
+        width, height: stream size in pixels (even numbers); the engine image is framed to it.
+        fps: most frames per second sent; bitrate: bits/s (default 4 Mbit/s).
+        codec: auto (H.264 if PyAV has libx264, else MPEG-2), h264 or mpeg2.
+    """
+
+    kind = "udp"
+    recovers = True
+    paced = True
+
+    def __init__(self, host: str, port: int, width: int, height: int, fps: float = 30.0, *,
+                 bitrate: int | None = None, codec: str = "auto", fit_mode: str = "letterbox") -> None:
+        if codec not in ("auto", "h264", "mpeg2"):
+            raise ConfigError(f"udp sink codec must be auto, h264 or mpeg2; got {codec!r}")
+        super().__init__(width, height, fps)
+        self.host, self.port, self.bitrate, self.codec = host, port, bitrate or DEFAULT_BITRATE, codec
+        self._framer = Framer(width, height, fit_mode)
+        self._enc: AvEncoder | None = None
+        self._down: BaseException | None = None  # the failed send, while the stream is down
+        self._retry_in = RESEND_FIRST_S / 2  # doubled before each wait
+        self._retry_at = 0.0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"udp://{host}:{self.port}?pkt_size={TS_PACKET}"
+
+    def _open(self) -> None:
+        self._connect()
+        log.info("streaming MPEG-TS (%s, %d kbit/s) to udp://%s:%d", self._enc.codec, self.bitrate // 1000, self.host, self.port)
+
+    def _connect(self) -> None:
+        av = pyav()
+        where = f"udp://{self.host}:{self.port}"
+        try:
+            container = av.open(self.url, "w", format="mpegts", options={"max_delay": "0", "flush_packets": "1"})
+        except (av.FFmpegError, OSError) as e:
+            raise DeviceError(f"cannot stream to {where}: {e}; check the host name and port") from e
+        codec = {"auto": video_codec(), "h264": "libx264", "mpeg2": "mpeg2video"}[self.codec]
+        self._enc = open_encoder(container, codec, self, self.bitrate, where, "check the host name and port")
+        # what a failed send raises: PyAV's OSError (no route, refused, no buffer space); on Windows
+        # FFmpeg passes most Winsock errors through raw (-WSAECONNRESET when no player listens yet:
+        # the ICMP "port unreachable" of an earlier datagram), which PyAV raises as UndefinedError
+        self._send_errors = (OSError, av.error.UndefinedError)
+
+    def _send(self, frame: Frame) -> None:
+        # FFmpeg's output stays failed after one failed send (its error is sticky), so a network
+        # blip would end the stream for good: drop the broken output and open a new one (a new
+        # stream, starting with a keyframe) RESEND_FIRST_S later, doubling up to RESEND_MAX_S
+        if self._enc is None:
+            if time.monotonic() < self._retry_at:
+                raise DeviceError(f"udp://{self.host}:{self.port} is down ({self._down}); re-opening it")
+            try:
+                self._connect()
+            except DeviceError:
+                self._retry_later()
+                raise
+        try:
+            sent = self._enc.encode(self._framer(frame.image), frame.t_capture)
+        except self._send_errors as e:  # the base logs it once and counts the outage
+            self._down = e
+            self._retry_later()
+            enc, self._enc = self._enc, None
+            try:
+                enc.close()
+            except Exception as close_error:  # the output is broken: flushing it fails too
+                log.debug("udp://%s:%d: close after a failed send: %s", self.host, self.port, close_error)
+            raise
+        if self._down is not None:
+            if not sent:  # a re-opened output is back once a send worked, not when the encoder took a frame
+                raise DeviceError(f"udp://{self.host}:{self.port} is down ({self._down}); re-opening it")
+            self._down, self._retry_in = None, RESEND_FIRST_S / 2
+
+    def _retry_later(self) -> None:
+        self._retry_in = min(self._retry_in * 2, RESEND_MAX_S)
+        self._retry_at = time.monotonic() + self._retry_in
+
+    def _release(self) -> None:
+        enc, self._enc = self._enc, None
+        if enc is not None:
+            enc.close()
