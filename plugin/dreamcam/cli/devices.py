@@ -10,6 +10,7 @@ CUDA GPU, Triton, a supported TensorRT) without building anything.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -17,9 +18,13 @@ import sys
 
 import cv2
 
+from dreamcam.backends import auto_candidates, triton_problem
+from dreamcam.cli.flags import engines_dir_text
+from dreamcam.cli.run_options import cpu_fallback_hint
 from dreamcam.errors import DeviceError
 from dreamcam.sinks.devices import install_hint
 from dreamcam.sources.capture import open_camera, present_cameras, quiet_opencv
+from dreamcam.sources.media import new_mss
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +81,6 @@ def find_monitors() -> dict:
 
     Monitor 0 is all monitors together (mss numbering).
     """
-    from dreamcam.sources.media import new_mss
-
     display = os.environ.get("DISPLAY")
     try:
         sct = new_mss()
@@ -116,11 +119,9 @@ def find_virtualcam_backends(width: int = 64, height: int = 48, fps: float = 30.
 def _tensorrt_problem() -> tuple[str | None, str | None]:
     """(TensorRT version, None) where the tensorrt backend's TensorRT imports and is supported,
     else (version or None, why not)."""
-    import importlib.util
-
     if importlib.util.find_spec("tensorrt") is None:
         return None, "TensorRT is not installed: pip install 'dreamcam[tensorrt]'"
-    from dreamcam.backends.tensorrt.backend import import_tensorrt
+    from dreamcam.backends.tensorrt.backend import import_tensorrt  # lazy: imports torch and TensorRT
 
     try:
         return import_tensorrt().__version__, None
@@ -132,11 +133,9 @@ def _tensorrt_problem() -> tuple[str | None, str | None]:
 
 def find_compute() -> dict:
     """{"torch": version, "gpus": [{index, name, capability, memory_gib}], "no_gpu": why or None,
-    "backends": [{name, usable, why, version}], "auto": what `--backend auto` runs here}."""
-    import torch
-
-    from dreamcam.backends import auto_candidates, triton_problem
-    from dreamcam.cli.run_options import cpu_fallback_hint
+    "backends": [{name, usable, why, version}], "auto": what `--backend auto` runs here,
+    "engines_dir": the engine cache the compiled and tensorrt backends use}."""
+    import torch  # lazy: `dreamcam devices --help` and the I/O probes need no torch
 
     gpus = []
     if torch.cuda.is_available():
@@ -158,7 +157,8 @@ def find_compute() -> dict:
     ]
     usable = {b["name"] for b in backends if b["usable"]}
     auto = next(c for c in auto_candidates("cuda" if gpus else "cpu") if c in usable)
-    return {"torch": torch.__version__, "gpus": gpus, "no_gpu": no_gpu, "backends": backends, "auto": auto}
+    return {"torch": torch.__version__, "gpus": gpus, "no_gpu": no_gpu, "backends": backends, "auto": auto,
+            "engines_dir": engines_dir_text()}
 
 
 def probe() -> dict:
@@ -205,6 +205,7 @@ def format_compute(compute: dict) -> list[str]:
         lines.append(f"  {g['index']}: {g['name']}, compute capability {g['capability']}, {g['memory_gib']:g} GiB")
     if compute["no_gpu"]:
         lines.append(f"  none: {compute['no_gpu']}")
+    lines.append(f"engine cache: {compute['engines_dir']}   (--engines-dir DIR or $DREAMCAM_ENGINES_DIR to move it)")
     lines.append("backends:")
     for b in compute["backends"]:
         version = f" (TensorRT {b['version']})" if b["version"] else ""

@@ -1,0 +1,81 @@
+"""Which model a command runs: the --model family of flags (shared by `run`, `bench` and
+`build-engines`), their checks, and the one loader all three use."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dreamcam.cli.console import say
+from dreamcam.errors import ConfigError
+
+# TAESD for SD 1.x/2.x latents: the tiny VAE the compiled and TensorRT backends run when no --vae
+# is given (StreamDiffusion's default too)
+DEFAULT_TINY_VAE = "madebyollin/taesd"
+GPU_BACKENDS = ("compiled", "tensorrt")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, default: str | None) -> None:
+    """--model (default None: tiny unless the command builds another), --model-config, --vae, --lcm-lora, --lora."""
+    p.add_argument("--model", default=default,
+                   help="hub id, local diffusers folder, single .safetensors/.ckpt file, or 'tiny' (offline random weights)"
+                        + ("" if default else "; default tiny"))
+    p.add_argument("--model-config", help="folder (or hub id) with the configs of a single-file checkpoint, for offline use")
+    p.add_argument("--vae", help=f"a VAE to use instead of the model's: hub id or folder, e.g. {DEFAULT_TINY_VAE} "
+                                 "(tiny, fast; the compiled and tensorrt backends load it when none is given)")
+    p.add_argument("--lcm-lora", help="LCM-LoRA fused into the model, e.g. latent-consistency/lcm-lora-sdv1-5")
+    p.add_argument("--lora", action="append", help="a LoRA fused at a scale: PATH_OR_ID[:SCALE] (repeatable)")
+
+
+def check_model_flags(args: argparse.Namespace) -> None:
+    """The tiny model is built from random weights: flags that load weights into it are refused
+    rather than silently ignored; --lora scales are checked."""
+    for text in args.lora or []:
+        parse_lora(text)
+    if args.model != "tiny":
+        return
+    given = [flag for flag, value in (("--vae", args.vae), ("--lcm-lora", args.lcm_lora), ("--lora", args.lora),
+                                      ("--model-config", args.model_config)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be used with --model tiny (random weights, nothing is loaded); "
+                          "drop them, or pass a real model to --model")
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """'style.safetensors:0.8' -> ('style.safetensors', 0.8); the scale is optional (1.0)."""
+    path, sep, scale = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(scale)
+        except ValueError:
+            # 'style.safetensors:strong' is a bad scale; 'C:\\loras\\x.safetensors' is a path with a colon
+            if Path(path).suffix.lower() in (".safetensors", ".bin") or Path(path).expanduser().exists():
+                raise ConfigError(f"--lora {text}: the scale after ':' must be a number such as 0.8, got {scale!r}") from None
+    return text, 1.0
+
+
+def load_model(args: argparse.Namespace, device: Any, dtype: Any, backend: str = "eager"):
+    """The pipeline the flags name; a GPU backend without --vae gets the tiny VAE it needs, or,
+    where that cannot be loaded, the model's own (auto then runs eager, and says so)."""
+    # lazy: torch and diffusers load only once every flag has been checked
+    from dreamcam.models.pipelines import load_pipeline, tiny_pipeline
+
+    t0 = time.perf_counter()
+    say(f"loading model {args.model} on {device} ...")
+    if args.model == "tiny":
+        pipe = tiny_pipeline(seed=0, device=device, dtype=dtype)
+    else:
+        vae, optional = args.vae, False
+        if vae is None and backend in GPU_BACKENDS:
+            vae, optional = DEFAULT_TINY_VAE, True
+            say(f"VAE: {vae} (the {backend} backend runs a tiny VAE; --vae to choose another)")
+        loras = [parse_lora(s) for s in (args.lora or [])]
+        pipe = load_pipeline(
+            args.model, config=args.model_config, vae=vae, lcm_lora=args.lcm_lora, loras=loras,
+            device=device, dtype=dtype, progress=sys.stderr.isatty(), vae_optional=optional,
+        )
+    say(f"model ready in {time.perf_counter() - t0:.1f} s")
+    return pipe
