@@ -13,7 +13,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 
 from dreamcam import tiny_pipeline
 
-from dreamcam.cli import models as cli
+from dreamcam.cli import model_load as cli
 from dreamcam.errors import ModelLoadError
 from dreamcam.models.loading import load_pipeline
 

@@ -33,7 +33,7 @@ import torch
 
 from dreamcam.backends.options import check_knobs, knob_options
 from dreamcam.cli.bench_args import add_arguments  # noqa: F401 - the flags live there; cli calls bench.add_arguments
-from dreamcam.cli.models import load_model
+from dreamcam.cli.model_load import load_model
 from dreamcam.bench.gate import TimingGate
 from dreamcam.errors import ConfigError, DeviceError
 

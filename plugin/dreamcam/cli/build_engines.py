@@ -13,8 +13,8 @@ from dreamcam.cli.flags import (
     check_sizes,
     use_engines_dir,
 )
-from dreamcam.cli.models import DEFAULT_TINY_VAE, add_model_arguments, check_model_flags, load_model
-from dreamcam.errors import ConfigError, DeviceError
+from dreamcam.cli.models import add_model_arguments, check_model_flags
+from dreamcam.errors import ConfigError
 
 ARCH_CHOICES = ("sd-turbo", "sd15")
 
@@ -48,28 +48,8 @@ def run(args: argparse.Namespace) -> int:
     """Export and build (or find cached) the UNet, TAESD encoder and decoder engines; print their paths."""
     check(args)
     # lazy: torch, diffusers and TensorRT load only once every flag has been checked
-    import torch
+    from dreamcam.cli import tensorrt_build
 
-    from dreamcam.backends.tensorrt.backend import check_capturable, ensure_plans, import_tensorrt
-    from dreamcam.engine.stream import StreamEngine, strength_to_t_index_list
-
-    import_tensorrt()
-    if not torch.cuda.is_available():
-        raise DeviceError("build-engines needs a CUDA GPU: TensorRT builds for the GPU it runs on")
-    device, dtype = torch.device("cuda"), torch.float16
-    if args.arch:
-        from dreamcam.models.archs import arch_pipeline  # lazy: as above
-
-        pipe = arch_pipeline(args.arch, device=device, dtype=dtype)
-    else:
-        # the tiny VAE dreamcam run loads for this backend, so the cached engines are the ones it finds
-        if args.model != "tiny":
-            args.vae = args.vae or DEFAULT_TINY_VAE
-        pipe = load_model(args, device, dtype, "tensorrt")
-    engine = StreamEngine(pipe, strength_to_t_index_list(0.5, args.steps), args.width, args.height,
-                          cfg_type=args.cfg_type, device=device, dtype=dtype)
-    engine.prepare("")
-    check_capturable(engine, "tensorrt")  # a full VAE: said before minutes of export and build
-    for part, path in ensure_plans(engine).items():
+    for part, path in tensorrt_build.build(args).items():
         print(f"{part}: {path}")
     return 0

@@ -1,15 +1,11 @@
 """Which model a command runs: the --model family of flags (shared by `run`, `bench` and
-`build-engines`), their checks, and the one loader all three use."""
+`build-engines`) and their checks, without torch (`dreamcam.cli.model_load` loads the model)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
-from dreamcam.cli.console import say
 from dreamcam.errors import ConfigError
 
 # TAESD for SD 1.x/2.x latents: the tiny VAE the compiled and TensorRT backends run when no --vae
@@ -55,27 +51,3 @@ def parse_lora(text: str) -> tuple[str, float]:
             if Path(path).suffix.lower() in (".safetensors", ".bin") or Path(path).expanduser().exists():
                 raise ConfigError(f"--lora {text}: the scale after ':' must be a number such as 0.8, got {scale!r}") from None
     return text, 1.0
-
-
-def load_model(args: argparse.Namespace, device: Any, dtype: Any, backend: str = "eager"):
-    """The pipeline the flags name; a GPU backend without --vae gets the tiny VAE it needs, or,
-    where that cannot be loaded, the model's own (auto then runs eager, and says so)."""
-    # lazy: torch and diffusers load only once every flag has been checked
-    from dreamcam.models.pipelines import load_pipeline, tiny_pipeline
-
-    t0 = time.perf_counter()
-    say(f"loading model {args.model} on {device} ...")
-    if args.model == "tiny":
-        pipe = tiny_pipeline(seed=0, device=device, dtype=dtype)
-    else:
-        vae, optional = args.vae, False
-        if vae is None and backend in GPU_BACKENDS:
-            vae, optional = DEFAULT_TINY_VAE, True
-            say(f"VAE: {vae} (the {backend} backend runs a tiny VAE; --vae to choose another)")
-        loras = [parse_lora(s) for s in (args.lora or [])]
-        pipe = load_pipeline(
-            args.model, config=args.model_config, vae=vae, lcm_lora=args.lcm_lora, loras=loras,
-            device=device, dtype=dtype, progress=sys.stderr.isatty(), vae_optional=optional,
-        )
-    say(f"model ready in {time.perf_counter() - t0:.1f} s")
-    return pipe
