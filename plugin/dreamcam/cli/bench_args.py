@@ -18,12 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
     add_model_arguments(p, default=None)
     p.add_argument("--arch", choices=ARCH_CHOICES, default=None,
-                   help="instead of --model: an architecture built with --random-weights (no download)")
+                   help="instead of --model: build an architecture (sd-turbo and sd15 with --random-weights; nothing is downloaded)")
     p.add_argument("--random-weights", action="store_true",
                    help="with --arch: build the architecture with random weights (no download; needed for sd-turbo/sd15)")
     p.add_argument("--steps", type=int, default=1, help="denoising steps per frame")
     p.add_argument("--t-index-list", default=None, help="comma-separated step indices, e.g. 0,16,32,45 (overrides --strength)")
-    p.add_argument("--strength", type=float, default=0.3, help="0..1, mapped onto --steps indices (default 0.3)")
+    p.add_argument("--strength", type=float, default=0.3, help="0..1, mapped onto --steps indices")
     add_cfg_argument(p)
     p.add_argument("--guidance", type=float, default=1.2, help="guidance scale")
     add_size_arguments(p)

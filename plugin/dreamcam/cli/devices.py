@@ -10,7 +10,6 @@ CUDA GPU, Triton, a supported TensorRT) without building anything.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -119,9 +118,11 @@ def find_virtualcam_backends(width: int = 64, height: int = 48, fps: float = 30.
 def _tensorrt_problem() -> tuple[str | None, str | None]:
     """(TensorRT version, None) where the tensorrt backend's TensorRT imports and is supported,
     else (version or None, why not)."""
+    import importlib.util
+
     if importlib.util.find_spec("tensorrt") is None:
         return None, "TensorRT is not installed: pip install 'dreamcam[tensorrt]'"
-    from dreamcam.backends.tensorrt.backend import import_tensorrt  # lazy: imports torch and TensorRT
+    from dreamcam.backends.tensorrt.backend import import_tensorrt
 
     try:
         return import_tensorrt().__version__, None

@@ -11,7 +11,8 @@ import torch
 
 from dreamcam.cli.console import say
 from dreamcam.cli.models import DEFAULT_TINY_VAE, GPU_BACKENDS, parse_lora
-from dreamcam.models.pipelines import load_pipeline, tiny_pipeline
+from dreamcam.models.loading import load_pipeline
+from dreamcam.models.pipelines import tiny_pipeline
 
 
 def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, backend: str = "eager"):

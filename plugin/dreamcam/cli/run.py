@@ -74,8 +74,8 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> RunPlan:
     """Every flag checked, without torch: ConfigError (or DeviceError for a missing file, device
     node or display) with one line saying what to change."""
-    if args.backend not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}; got {args.backend!r}")
+    # an unknown --backend is said here; which backend auto picks waits for torch unless --device is given
+    chosen = choose_backend(args.backend, "cpu" if args.device == "auto" else args.device)
     store, presets, mapping = live_control(args)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
@@ -86,8 +86,7 @@ def check(args: argparse.Namespace) -> RunPlan:
     similarity = similarity_filter(args)
     check_model_flags(args)
     use_engines_dir(args)
-    if args.device != "auto":  # the backend is known without asking torch for a GPU
-        chosen = choose_backend(args.backend, args.device)
+    if args.device != "auto":
         check_backend_device(chosen, args.device)
         check_knobs(args, chosen)
     cam_w, cam_h = parse_size(args.camera_size)
