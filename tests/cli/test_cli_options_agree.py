@@ -102,3 +102,14 @@ def test_bench_loads_a_model_folder_as_run_does(tiny_pipe, tmp_path, capsys):
 def test_bench_refuses_random_weights_without_an_architecture(capsys):
     assert main(["bench", "--random-weights", "--device", "cpu"]) == 2
     assert "--random-weights builds an --arch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "--vae", "madebyollin/taesd"], "--vae cannot be used with --model tiny"),
+    (["bench", "--arch", "sd15", "--random-weights", "--lora", "style.safetensors"], "--lora cannot be used with --arch sd15"),
+    (["build-engines", "--arch", "sd15", "--random-weights", "--lcm-lora", "x"], "--lcm-lora cannot be used with --arch sd15"),
+    (["bench", "--model", "some/model", "--arch", "sd15"], "disagree"),
+])
+def test_weight_flags_for_a_model_built_from_random_weights_are_refused(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

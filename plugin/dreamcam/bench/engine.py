@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dreamcam.backends.options import check_knobs, knob_options
-from dreamcam.cli.bench_args import add_arguments  # noqa: F401 - the flags live there; cli calls bench.add_arguments
+from dreamcam.cli.bench_args import add_arguments, check
 from dreamcam.cli.model_load import load_model
 from dreamcam.bench.gate import TimingGate
 from dreamcam.errors import ConfigError, DeviceError
@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
+        check(args)
         return run(args)
     except DreamcamError as e:
         print(f"dreamcam bench: {e}", file=sys.stderr)

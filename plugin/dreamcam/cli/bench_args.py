@@ -1,4 +1,5 @@
-"""The flags of `dreamcam bench` (see `dreamcam.bench.engine` for what each mode measures)."""
+"""The flags of `dreamcam bench` and their checks that need no torch (see `dreamcam.bench.engine`
+for what each mode measures)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,17 @@ import os
 
 from dreamcam.backends import BACKENDS
 from dreamcam.backends.options import add_knob_arguments
-from dreamcam.cli.flags import add_cfg_argument, add_device_argument, add_engines_dir_argument, add_size_arguments
-from dreamcam.cli.models import add_model_arguments
+from dreamcam.cli.flags import (
+    add_cfg_argument,
+    add_device_argument,
+    add_engines_dir_argument,
+    add_size_arguments,
+    check_sizes,
+    use_engines_dir,
+)
+from dreamcam.cli.models import add_model_arguments, check_model_flags
+from dreamcam.errors import ConfigError
+from dreamcam.knobs import PARAMS
 
 ARCH_CHOICES = ("tiny", "sd-turbo", "sd15")
 
@@ -53,3 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-gate", default=None, metavar="PREFIX",
                    help="wait for PREFIX.goN before each timed stretch (see dreamcam.bench.gate; used by "
                         "tools/gpu_sweep.py to compile rows side by side and time them one at a time)")
+
+
+def check(args: argparse.Namespace) -> None:
+    """What can be said before torch loads: model flags, sizes, strength, the engine cache."""
+    if args.arch and args.model not in (None, "tiny"):
+        raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
+    if args.random_weights and not args.arch:
+        raise ConfigError("--random-weights builds an --arch (sd-turbo or sd15) with random weights; add --arch, "
+                          "or drop it to load --model's own weights")
+    check_model_flags(args)
+    check_sizes(args)
+    PARAMS["strength"].validate(args.strength)
+    use_engines_dir(args)

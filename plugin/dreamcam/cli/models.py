@@ -27,16 +27,19 @@ def add_model_arguments(p: argparse.ArgumentParser, *, default: str | None) -> N
 
 
 def check_model_flags(args: argparse.Namespace) -> None:
-    """The tiny model is built from random weights: flags that load weights into it are refused
-    rather than silently ignored; --lora scales are checked."""
+    """The tiny model (also bench's default, --model not given) and an --arch are built from random
+    weights: flags that load weights into them are refused rather than silently ignored; --lora
+    scales are checked."""
     for text in args.lora or []:
         parse_lora(text)
-    if args.model != "tiny":
+    arch = getattr(args, "arch", None)  # bench and build-engines only
+    if args.model not in (None, "tiny") and not arch:
         return
     given = [flag for flag, value in (("--vae", args.vae), ("--lcm-lora", args.lcm_lora), ("--lora", args.lora),
                                       ("--model-config", args.model_config)) if value]
     if given:
-        raise ConfigError(f"{', '.join(given)} cannot be used with --model tiny (random weights, nothing is loaded); "
+        built = f"--arch {arch}" if arch else "--model tiny"
+        raise ConfigError(f"{', '.join(given)} cannot be used with {built} (random weights, nothing is loaded); "
                           "drop them, or pass a real model to --model")
 
 
