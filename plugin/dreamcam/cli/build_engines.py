@@ -35,6 +35,8 @@ def check(args: argparse.Namespace) -> None:
     """What can be said before torch and TensorRT load."""
     if args.vae and (args.arch or args.model == "tiny"):
         raise ConfigError("--vae is for --model ID|PATH: the tiny model and --arch come with their own tiny VAE")
+    if args.arch and args.model != "tiny":
+        raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
     if args.arch and not args.random_weights:
         raise ConfigError(f"--arch {args.arch} needs --random-weights (no pretrained weights are downloaded)")
     if args.steps < 1:
