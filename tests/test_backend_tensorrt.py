@@ -69,7 +69,7 @@ def test_tensorrt_backend_follows_eager(tmp_path):
 def test_build_engines_without_tensorrt_is_one_clear_error():
     import argparse
 
-    from dreamcam.backends.tensorrt import backend as tensorrt
+    from dreamcam.cli import build_engines as tensorrt
     from dreamcam.errors import DeviceError
 
     p = argparse.ArgumentParser()
@@ -83,9 +83,9 @@ def test_build_engines_takes_the_tiny_vae_dreamcam_run_loads():
     `dreamcam run` loads for the tensorrt backend without --vae, so run finds what was built."""
     import argparse
 
-    from dreamcam.backends.tensorrt import backend as tensorrt
+    from dreamcam.cli import build_engines as tensorrt
     from dreamcam.errors import ConfigError
-    from dreamcam.cli.run_options import DEFAULT_TINY_VAE
+    from dreamcam.cli.models import DEFAULT_TINY_VAE
 
     p = argparse.ArgumentParser()
     tensorrt.add_arguments(p)

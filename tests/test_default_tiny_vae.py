@@ -13,7 +13,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 
 from dreamcam import tiny_pipeline
 
-from dreamcam.cli import main as cli
+from dreamcam.cli import model_load as cli
 from dreamcam.errors import ModelLoadError
 from dreamcam.models.loading import load_pipeline
 
@@ -40,17 +40,17 @@ def _args(model, vae=None):
 
 def test_a_gpu_backend_gets_the_tiny_vae(kl_model, monkeypatch, capsys):
     monkeypatch.setattr(cli, "DEFAULT_TINY_VAE", str(kl_model / "taesd"))  # the hub id, as a local folder here
-    pipe = cli._load_model(_args(kl_model / "kl"), torch.device("cpu"), torch.float32, "compiled")
+    pipe = cli.load_model(_args(kl_model / "kl"), torch.device("cpu"), torch.float32, "compiled")
     assert isinstance(pipe.vae, AutoencoderTiny)
     assert "the compiled backend runs a tiny VAE; --vae to choose another" in capsys.readouterr().err
 
 
 def test_eager_and_an_explicit_vae_are_left_as_asked(kl_model, monkeypatch, capsys):
     monkeypatch.setattr(cli, "DEFAULT_TINY_VAE", str(kl_model / "taesd"))
-    assert isinstance(cli._load_model(_args(kl_model / "kl"), torch.device("cpu"), torch.float32, "eager").vae,
+    assert isinstance(cli.load_model(_args(kl_model / "kl"), torch.device("cpu"), torch.float32, "eager").vae,
                       AutoencoderKL)
     other = kl_model / "kl" / "vae"  # the model's own, asked for by name with a GPU backend
-    pipe = cli._load_model(_args(kl_model / "kl", vae=str(other)), torch.device("cpu"), torch.float32, "tensorrt")
+    pipe = cli.load_model(_args(kl_model / "kl", vae=str(other)), torch.device("cpu"), torch.float32, "tensorrt")
     assert isinstance(pipe.vae, AutoencoderKL)
     assert "runs a tiny VAE" not in capsys.readouterr().err
 
@@ -58,7 +58,7 @@ def test_eager_and_an_explicit_vae_are_left_as_asked(kl_model, monkeypatch, caps
 def test_a_tiny_vae_that_cannot_be_loaded_keeps_the_models_own(kl_model, monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with caplog.at_level(logging.WARNING):
-        pipe = cli._load_model(_args(kl_model / "kl"), torch.device("cpu"), torch.float32, "compiled")
+        pipe = cli.load_model(_args(kl_model / "kl"), torch.device("cpu"), torch.float32, "compiled")
     assert isinstance(pipe.vae, AutoencoderKL)
     assert "madebyollin/taesd" in caplog.text and "keeping the model's own VAE" in caplog.text
     with pytest.raises(ModelLoadError, match="madebyollin/taesd"):  # asked for by name: the load fails

@@ -197,7 +197,7 @@ def test_missing_lora_and_vae_paths_are_said_before_the_base_model_loads(monkeyp
 
 
 def test_lora_flag_scale_must_be_a_number(tmp_path):
-    from dreamcam.cli.main import parse_lora
+    from dreamcam.cli.models import parse_lora
 
     assert parse_lora("ink.safetensors:0.8") == ("ink.safetensors", 0.8)
     assert parse_lora("ink.safetensors") == ("ink.safetensors", 1.0)

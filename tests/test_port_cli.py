@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from dreamcam.cli.main import cpu_fallback_hint
+from dreamcam.cli.run_options import cpu_fallback_hint
 
 
 def test_mac_without_mps_is_not_told_to_install_a_cuda_torch(monkeypatch):

@@ -66,7 +66,7 @@ def test_camera_that_does_not_open_on_macos_names_the_camera_permission(monkeypa
 
 def test_windows_drive_letter_paths_in_specs_keep_their_colon():
     # guards the spec parsing (split at the first ':' for sources/sinks, the last for --lora)
-    from dreamcam.cli.main import parse_lora
+    from dreamcam.cli.models import parse_lora
 
     assert open_source(r"file:C:\Videos\clip.mp4").path == r"C:\Videos\clip.mp4"
     assert open_source(r"image:D:\photo.png").path == r"D:\photo.png"

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from dreamcam.cli import main as cli
+from dreamcam.cli import signals
 
 
 class _Runner:
@@ -27,7 +27,7 @@ class _Runner:
 def fake_break(monkeypatch):
     sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
     saved = {s: signal.getsignal(s) for s in sigs}
-    monkeypatch.setattr(cli, "_WINDOWS_BREAK", (signal.SIGUSR1,))
+    monkeypatch.setattr(signals, "WINDOWS_BREAK", (signal.SIGUSR1,))
     yield signal.SIGUSR1
     for s, h in saved.items():
         signal.signal(s, h)
@@ -35,13 +35,13 @@ def fake_break(monkeypatch):
 
 def test_ctrl_break_stops_the_live_loop(fake_break):
     runner = _Runner()
-    cli._install_signal_handlers(runner)
+    signals.install_signal_handlers(runner)
     os.kill(os.getpid(), fake_break)
     assert runner.stopped.wait(2.0)
 
 
 def test_ctrl_break_before_the_loop_interrupts_like_ctrl_c(fake_break):
-    cli._interrupt_on_sigterm()
+    signals.interrupt_on_sigterm()
     with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), fake_break)
         time.sleep(2.0)  # the handler runs at once; this only bounds the wait if it did not

@@ -47,7 +47,8 @@ from dreamcam.bench.timing import (
     resolve,
     time_frames,
 )
-from dreamcam.cli.bench_args import add_arguments
+from dreamcam.cli.bench_args import add_arguments, check
+from dreamcam.cli.model_load import load_model
 from dreamcam.cli.run_options import check_output_file
 from dreamcam.errors import ConfigError, DeviceError, DreamcamError
 
@@ -59,7 +60,10 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     cfg = resolve(args)
     device = cfg["device"]
     t0 = time.perf_counter()
-    pipe = build_pipeline(cfg["arch"], device, cfg["dtype"])
+    if cfg["model"]:
+        pipe = load_model(args, torch.device(device), cfg["dtype"], cfg["backend"])
+    else:
+        pipe = build_pipeline(cfg["arch"], device, cfg["dtype"])
     cuda_sync(device)
     result: dict[str, Any] = {
         "mode": "engine",
@@ -205,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
+        check(args)
         return run(args)
     except DreamcamError as e:
         print(f"dreamcam bench: {e}", file=sys.stderr)

@@ -77,7 +77,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     arch = args.arch or args.model or "tiny"
     if args.model and args.arch and args.arch != args.model:
         raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
-    if arch != "tiny" and not args.random_weights:
+    if args.arch not in (None, "tiny") and not args.random_weights:
         raise ConfigError(f"--arch {arch} needs --random-weights: no pretrained weights are downloaded for benchmarks")
     if args.frames < 1 or args.warmup < 0:
         raise ConfigError(f"--frames must be >= 1 and --warmup >= 0, got {args.frames} and {args.warmup}")
@@ -94,7 +94,9 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         t_index = check_t_index_list(args.t_index_list.split(","), 50)
     else:
         t_index = strength_to_t_index_list(args.strength, args.steps, 50)
-    return {"arch": arch, "device": device, "dtype": dtype, "t_index_list": t_index}
+    # a real model (hub id, folder, file) loads as `dreamcam run` loads it; tiny and --arch are built here
+    model = None if args.arch or arch == "tiny" else arch
+    return {"arch": arch, "model": model, "backend": chosen, "device": device, "dtype": dtype, "t_index_list": t_index}
 
 
 def build_pipeline(arch: str, device: str, dtype: torch.dtype, seed: int = 0):

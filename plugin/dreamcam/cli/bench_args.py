@@ -1,11 +1,23 @@
-"""The flags of `dreamcam bench` (see `dreamcam.bench.engine` for what each mode measures)."""
+"""The flags of `dreamcam bench` and their checks that need no torch (see `dreamcam.bench.engine`
+for what each mode measures)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
+from dreamcam.backends import BACKENDS
 from dreamcam.backends.options import add_knob_arguments
+from dreamcam.cli.flags import (
+    add_cfg_argument,
+    add_device_argument,
+    add_engines_dir_argument,
+    add_size_arguments,
+    check_sizes,
+    use_engines_dir,
+)
+from dreamcam.cli.models import add_model_arguments, check_model_flags
+from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS
 
 ARCH_CHOICES = ("tiny", "sd-turbo", "sd15")
@@ -14,31 +26,30 @@ ARCH_CHOICES = ("tiny", "sd-turbo", "sd15")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `dreamcam bench` (the CLI calls this, then `run(args)`)."""
     p = parser
-    p.add_argument("--model", choices=("tiny",), help="alias of --arch tiny (offline tiny pipeline)")
+    add_model_arguments(p, default=None)
     p.add_argument("--arch", choices=ARCH_CHOICES, default=None,
-                   help="architecture: tiny (default), or a real one built with --random-weights")
+                   help="instead of --model: build an architecture (sd-turbo and sd15 with --random-weights; nothing is downloaded)")
     p.add_argument("--random-weights", action="store_true",
-                   help="build the real architecture with random weights (no download; needed for sd-turbo/sd15)")
-    p.add_argument("--steps", type=int, default=1, help="denoising steps per frame (default 1)")
+                   help="with --arch: build the architecture with random weights (no download; needed for sd-turbo/sd15)")
+    p.add_argument("--steps", type=int, default=1, help="denoising steps per frame")
     p.add_argument("--t-index-list", default=None, help="comma-separated step indices, e.g. 0,16,32,45 (overrides --strength)")
     strength, guidance, seed = PARAMS["strength"], PARAMS["guidance"], PARAMS["seed"]  # as `dreamcam run` starts
     p.add_argument("--strength", type=float, default=strength.default,
-                   help=f"{strength.range_text}, mapped onto --steps indices (default {strength.default})")
-    p.add_argument("--cfg-type", default="none", choices=("none", "self", "initialize", "full"))
-    p.add_argument("--guidance", type=float, default=guidance.default,
-                   help=f"guidance scale, {guidance.range_text} (default {guidance.default})")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--backend", default="auto", choices=("auto", "eager", "compiled", "tensorrt"))
-    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+                   help=f"{strength.range_text}, mapped onto --steps indices")
+    add_cfg_argument(p)
+    p.add_argument("--guidance", type=float, default=guidance.default, help=f"guidance scale, {guidance.range_text}")
+    add_size_arguments(p)
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    add_device_argument(p)
+    add_engines_dir_argument(p)
     p.add_argument("--no-compile", action="store_true", help="compiled backend: capture eager kernels, skip torch.compile")
     p.add_argument("--no-cuda-graph", action="store_true", help="compiled backend: no CUDA graph capture")
     add_knob_arguments(p)
     p.add_argument("--frame-buffer", type=int, default=1, metavar="F",
-                   help="frames per UNet call (frame_buffer_size, default 1): more throughput, F-1 frames more latency")
-    p.add_argument("--frames", type=int, default=200, help="timed frames per side (default 200)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed frames before timing (default 10)")
-    p.add_argument("--seed", type=int, default=seed.default, help=f"noise seed (default {seed.default})")
+                   help="frames per UNet call (frame_buffer_size): more throughput, F-1 frames more latency")
+    p.add_argument("--frames", type=int, default=200, help="timed frames per side")
+    p.add_argument("--warmup", type=int, default=10, help="untimed frames before timing")
+    p.add_argument("--seed", type=int, default=seed.default, help="noise seed")
     p.add_argument("--peer", action="store_true", help="also time StreamDiffusion 0.1.1 on the same modules")
     p.add_argument("--loop", action="store_true", help="also time the live loop as `dreamcam run` runs it (1280x720 test pattern -> runner -> null sink) and the engine alone pipelined")
     p.add_argument("--profile", type=int, default=0, metavar="N",
@@ -48,9 +59,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="time the live loop itself, no model: 1280x720 test pattern -> 512x512 -> 1280x720 virtual camera, one core")
     p.add_argument("--osc", action="store_true",
                    help="time OSC update -> engine parameter latency, and frame timing under a 10,000-message burst")
-    p.add_argument("--seconds", type=float, default=5.0, help="--bypass: how long to run (default 5)")
+    p.add_argument("--seconds", type=float, default=5.0, help="--bypass: how long to run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, type=os.path.expanduser, help="also write the JSON object to this file")
     p.add_argument("--timing-gate", default=None, metavar="PREFIX",
                    help="wait for PREFIX.goN before each timed stretch (see dreamcam.bench.gate; used by "
                         "tools/gpu_sweep.py to compile rows side by side and time them one at a time)")
+
+
+def check(args: argparse.Namespace) -> None:
+    """What can be said before torch loads: model flags, sizes, strength, the engine cache."""
+    if args.arch and args.model not in (None, "tiny"):
+        raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
+    if args.random_weights and not args.arch:
+        raise ConfigError("--random-weights builds an --arch (sd-turbo or sd15) with random weights; add --arch, "
+                          "or drop it to load --model's own weights")
+    check_model_flags(args)
+    check_sizes(args)
+    PARAMS["strength"].validate(args.strength)
+    use_engines_dir(args)

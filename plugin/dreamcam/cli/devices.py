@@ -17,6 +17,9 @@ import sys
 
 import cv2
 
+from dreamcam.backends import auto_candidates, triton_problem
+from dreamcam.cli.flags import engines_dir_text
+from dreamcam.cli.run_options import cpu_fallback_hint
 from dreamcam.errors import DeviceError
 from dreamcam.sinks.virtualcam import install_hint
 from dreamcam.sources.base import quiet_opencv
@@ -132,11 +135,9 @@ def _tensorrt_problem() -> tuple[str | None, str | None]:
 
 def find_compute() -> dict:
     """{"torch": version, "gpus": [{index, name, capability, memory_gib}], "no_gpu": why or None,
-    "backends": [{name, usable, why, version}], "auto": what `--backend auto` runs here}."""
-    import torch
-
-    from dreamcam.backends import auto_candidates, triton_problem
-    from dreamcam.cli.run_options import cpu_fallback_hint
+    "backends": [{name, usable, why, version}], "auto": what `--backend auto` runs here,
+    "engines_dir": the engine cache the compiled and tensorrt backends use}."""
+    import torch  # lazy: `dreamcam devices --help` and the I/O probes need no torch
 
     gpus = []
     if torch.cuda.is_available():
@@ -158,7 +159,8 @@ def find_compute() -> dict:
     ]
     usable = {b["name"] for b in backends if b["usable"]}
     auto = next(c for c in auto_candidates("cuda" if gpus else "cpu") if c in usable)
-    return {"torch": torch.__version__, "gpus": gpus, "no_gpu": no_gpu, "backends": backends, "auto": auto}
+    return {"torch": torch.__version__, "gpus": gpus, "no_gpu": no_gpu, "backends": backends, "auto": auto,
+            "engines_dir": engines_dir_text()}
 
 
 def probe() -> dict:
@@ -205,6 +207,7 @@ def format_compute(compute: dict) -> list[str]:
         lines.append(f"  {g['index']}: {g['name']}, compute capability {g['capability']}, {g['memory_gib']:g} GiB")
     if compute["no_gpu"]:
         lines.append(f"  none: {compute['no_gpu']}")
+    lines.append(f"engine cache: {compute['engines_dir']}   (--engines-dir DIR or $DREAMCAM_ENGINES_DIR to move it)")
     lines.append("backends:")
     for b in compute["backends"]:
         version = f" (TensorRT {b['version']})" if b["version"] else ""

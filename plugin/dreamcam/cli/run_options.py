@@ -6,26 +6,34 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 from dreamcam.cli.console import say
+from dreamcam.control.osc.maps import OscMapping
+from dreamcam.control.presets import PresetLibrary
+from dreamcam.engine.schedule import check_t_index_list, strength_to_t_index_list
 from dreamcam.errors import ConfigError
-from dreamcam.knobs import PARAMS
-
-# TAESD for SD 1.x/2.x latents: the tiny VAE the compiled and TensorRT backends run when no --vae
-# is given (StreamDiffusion's default too)
-DEFAULT_TINY_VAE = "madebyollin/taesd"
+from dreamcam.knobs import PARAMS, ParamStore
 
 
-def resolve_device(name: str):
-    import torch
+@dataclass
+class RunPlan:
+    """What the checked flags give the live part: values, and the source and outputs built (not opened)."""
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (slow) or install a CUDA build of torch")
-    dtype = torch.float16 if name == "cuda" else torch.float32
-    return torch.device(name), dtype
+    store: ParamStore
+    presets: PresetLibrary | None
+    mapping: OscMapping | None
+    t_index: list[int]
+    similarity: tuple[float, int] | None
+    source: Any
+    sinks: list
+    sink_specs: list[str]
+    runner: Any = field(default=None)  # the live loop, once it exists: an output's quit key stops it
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
 
 
 def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
@@ -48,8 +56,7 @@ def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
 
 
 def t_index_list(args, strength: float) -> list[int]:
-    from dreamcam.engine.schedule import check_t_index_list, strength_to_t_index_list
-
+    """The engine's schedule indices from --t-index-list, else from strength and --steps."""
     if args.t_index_list is not None:
         try:
             idx = [int(v) for v in args.t_index_list.split(",")]
@@ -64,37 +71,8 @@ def t_index_list(args, strength: float) -> list[int]:
     return strength_to_t_index_list(strength, 1 if args.steps is None else args.steps, args.num_inference_steps)
 
 
-def check_model_flags(args) -> None:
-    """The tiny model is built from random weights: flags that load weights into it are refused
-    rather than silently ignored."""
-    if args.model != "tiny":
-        return
-    given = [flag for flag, value in (("--vae", args.vae), ("--lcm-lora", args.lcm_lora), ("--lora", args.lora),
-                                      ("--model-config", args.model_config)) if value]
-    if given:
-        raise ConfigError(f"{', '.join(given)} cannot be used with --model tiny (random weights, nothing is loaded); "
-                          "drop them, or pass a real model to --model")
-
-
-def parse_lora(text: str) -> tuple[str, float]:
-    """'style.safetensors:0.8' -> ('style.safetensors', 0.8); the scale is optional (1.0)."""
-    path, sep, scale = text.rpartition(":")
-    if sep:
-        try:
-            return path, float(scale)
-        except ValueError:
-            # 'style.safetensors:strong' is a bad scale; 'C:\\loras\\x.safetensors' is a path with a colon
-            if Path(path).suffix.lower() in (".safetensors", ".bin") or Path(path).expanduser().exists():
-                raise ConfigError(f"--lora {text}: the scale after ':' must be a number such as 0.8, got {scale!r}") from None
-    return text, 1.0
-
-
 def live_control(args):
     """The parameter store from presets and flags (flags win), and the OSC mapping."""
-    from dreamcam.control.osc.maps import OscMapping
-    from dreamcam.knobs import ParamStore
-    from dreamcam.control.presets import PresetLibrary
-
     store = ParamStore()
     presets = PresetLibrary(args.presets) if args.presets else None
     if args.preset:
@@ -103,24 +81,23 @@ def live_control(args):
         presets.apply(args.preset, store)
     store.update({p: getattr(args, p) for p in PARAMS if getattr(args, p, None) is not None})
     store.take_changes()  # the engine is prepared with these values
-    if store.get("negative_prompt") and args.cfg not in ("full", "initialize"):
-        say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg} it is unused")
+    if store.get("negative_prompt") and args.cfg_type not in ("full", "initialize"):
+        say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg_type} it is unused")
     mapping = OscMapping.load(args.osc_map) if args.osc_map else None
     if mapping is not None and presets is None:  # a preset binding with no file: said before any output opens
         mapping.check_presets(None)
     return store, presets, mapping
 
 
-def similarity_filter(args):
-    from dreamcam.engine.similarity import SimilarityFilter
-
+def similarity_filter(args) -> tuple[float, int] | None:
+    """(threshold, most frames skipped in a row) of --similarity-filter, or None when it is off."""
     if args.similarity_filter is None:
         return None
     if not 0.0 < args.similarity_filter <= 1.0:
         raise ConfigError(f"--similarity-filter takes a cosine similarity in (0, 1], e.g. 0.98; got {args.similarity_filter}")
     if args.max_skip_frames < 0:
         raise ConfigError(f"--max-skip-frames must be >= 0, got {args.max_skip_frames}")
-    return SimilarityFilter(args.similarity_filter, args.max_skip_frames)
+    return args.similarity_filter, args.max_skip_frames
 
 
 def check_output_file(path: str, flag: str) -> None:

@@ -23,13 +23,14 @@ def engine_bound(input_fps: float, output_fps: float) -> bool:
     than the source's own jitter). False while either rate is unknown (0: a start, a stop)."""
     return input_fps > 0 and output_fps > 0 and input_fps > ENGINE_BOUND_RATIO * output_fps
 
-# measured on an NVIDIA H200, 2026-11-26 (docs/performance.md, the 18:10 UTC run): the live loop at 512x512, 1 step
-_PARALLEL_GAIN = "on an H200, 209 against 178 fps in the live loop"
-_STAGES_GAIN = "on an H200, 194 against 178 fps in the live loop"
+# what each mode buys, in the live loop at 512x512 with 1 step on a data-centre GPU (docs/performance.md)
+_PARALLEL_GAIN = "about a sixth more frames a second on a fast GPU, same images"
+_STAGES_GAIN = "about a tenth more frames a second on a fast GPU, same images"
 
 
 def advice(backend: Any, engine: Any) -> str:
     """What raises the engine's frame rate on this backend and engine set-up, as flags to add."""
+    # lazy: the runner imports this module for engine_bound, and must not load torch with it
     from dreamcam.backends.compiled.parallel import carries_state
 
     smaller = f"a smaller --width/--height (now {engine.width}x{engine.height})"
@@ -46,7 +47,8 @@ def advice(backend: Any, engine: Any) -> str:
                     f"else {generic}")
         if steps == 1:
             return (f"--overlap-stages --fuse-qkv runs the tiny VAE beside the UNet ({_STAGES_GAIN}; "
-                    f"--parallel-frames would need --cfg none or full); else {generic}")
+                    f"--parallel-frames would need --cfg none or full, as this --cfg carries each frame's "
+                    f"noise to the next); else {generic}")
         return generic
     if name == "eager" and getattr(engine.device, "type", "cpu") == "cuda":
         return (f"--backend compiled is several times as fast as eager on a GPU (where it cannot run, it says "

@@ -1,4 +1,4 @@
-"""The TensorRT backend and `dreamcam build-engines`: ONNX export, engine build, cached plans.
+"""The TensorRT backend: ONNX export, engine build, cached plans.
 
 Three engines per model (UNet, TAESD encoder, TAESD decoder), each built once from the graphs of
 `onnx_export` with one optimisation profile over a batch range (steps x frame buffer, RCFG rows
@@ -24,7 +24,6 @@ Requires the `tensorrt` package (10 or 11) and a CUDA GPU.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import logging
@@ -40,7 +39,6 @@ import torch
 
 from dreamcam.backends.compiled.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
 from dreamcam.errors import ConfigError, DeviceError
-from dreamcam.cli.run_options import DEFAULT_TINY_VAE
 
 log = logging.getLogger(__name__)
 
@@ -363,55 +361,3 @@ class TensorRTBackend(FramePipeline):
     def _release(self) -> None:
         self._swap.__exit__(None, None, None)
         self._trt = ()
-
-
-# ---------------------------------------------------------------------------- dreamcam build-engines
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `dreamcam build-engines` (the CLI calls this, then `run(args)`)."""
-    parser.add_argument("--model", default="tiny", help="model id or path, or tiny (offline tiny pipeline)")
-    parser.add_argument("--arch", choices=("sd-turbo", "sd15"), default=None,
-                        help="instead of --model: a real architecture with --random-weights (for benchmarks)")
-    parser.add_argument("--random-weights", action="store_true")
-    parser.add_argument("--vae", default=None,
-                        help=f"the tiny VAE (AutoencoderTiny) the engines are built for: hub id or folder "
-                             f"(default {DEFAULT_TINY_VAE}, the one dreamcam run loads without --vae)")
-    parser.add_argument("--steps", type=int, default=1, help="denoising steps (sets the profile's batch)")
-    parser.add_argument("--cfg-type", default="none", choices=("none", "self", "initialize", "full"))
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--engines-dir", default=None, help="cache folder (default engines/tensorrt)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Export and build (or find cached) the UNet, TAESD encoder and decoder plans; print their paths."""
-    from dreamcam.engine.stream import StreamEngine, strength_to_t_index_list
-
-    if args.vae and (args.arch or args.model == "tiny"):
-        raise ConfigError("--vae is for --model ID|PATH: the tiny model and --arch come with their own tiny VAE")
-    import_tensorrt()
-    if not torch.cuda.is_available():
-        raise DeviceError("build-engines needs a CUDA GPU: TensorRT builds for the GPU it runs on")
-    if args.arch:
-        if not args.random_weights:
-            raise ConfigError(f"--arch {args.arch} needs --random-weights (no pretrained weights are downloaded)")
-        from dreamcam.models.archs import arch_pipeline
-
-        pipe = arch_pipeline(args.arch, device="cuda", dtype=torch.float16)
-    elif args.model == "tiny":
-        from dreamcam.models.pipelines import tiny_pipeline
-
-        pipe = tiny_pipeline(0, device="cuda", dtype=torch.float16)
-    else:
-        from dreamcam.models.pipelines import load_pipeline
-
-        # the tiny VAE dreamcam run loads for this backend, so the cached plans are the ones it finds
-        pipe = load_pipeline(args.model, vae=args.vae or DEFAULT_TINY_VAE, device="cuda", dtype=torch.float16)
-    engine = StreamEngine(pipe, strength_to_t_index_list(0.5, args.steps), args.width, args.height,
-                          cfg_type=args.cfg_type, device="cuda", dtype=torch.float16)
-    engine.prepare("")
-    check_capturable(engine, "tensorrt")  # a full VAE: said before minutes of export and build
-    for part, path in ensure_plans(engine, Path(args.engines_dir) if args.engines_dir else None).items():
-        print(f"{part}: {path}")
-    return 0

@@ -1,0 +1,121 @@
+"""The live part of `dreamcam run`, once its flags are checked (`dreamcam.cli.run`): outputs and
+OSC open, then the model, engine and backend load, then the input starts and the loop runs
+until Ctrl-C, SIGTERM, a quit key or --frames. Everything opened is closed in reverse order."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+from dreamcam.backends import check_backend_device, choose_backend, make_backend
+from dreamcam.backends.options import check_knobs, knob_options
+from dreamcam.cli.console import elapsed, say, say_live, status_printer
+from dreamcam.cli.model_load import load_model
+from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint
+from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
+from dreamcam.control.controller import Controller
+from dreamcam.control.osc.server import OscServer
+from dreamcam.engine.similarity import SimilarityFilter
+from dreamcam.engine.stream import StreamEngine
+from dreamcam.errors import ConfigError, DreamcamError
+from dreamcam.runtime.pace import PaceWatch, advice, tee
+from dreamcam.runtime.runner import Runner
+
+# what a backend's start does, said before it (the compiled backend's first start is silent work of a minute)
+BACKEND_START = {
+    "eager": "warming up",
+    "compiled": "compiling and capturing a CUDA graph (first start about a minute; later starts use the engine cache)",
+    "tensorrt": "loading TensorRT engines (a missing engine is built first, with progress)",
+}
+
+
+def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
+    """--device auto|cuda|cpu -> the torch device and the dtype the model runs in there."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (slow) or install a CUDA build of torch")
+    dtype = torch.float16 if name == "cuda" else torch.float32
+    return torch.device(name), dtype
+
+
+def run(args: argparse.Namespace, plan: RunPlan) -> int:
+    """Run live until stopped; 0, or DreamcamError when an output failed for good."""
+    device, dtype = resolve_device(args.device)
+    if args.device == "auto" and device.type == "cpu" and args.model != "tiny":
+        mps = getattr(torch.backends, "mps", None)
+        say(cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available())))
+    chosen = choose_backend(args.backend, device.type)
+    check_backend_device(chosen, device.type)  # said before the slow model load
+    check_knobs(args, chosen)
+    backend_options = knob_options(args) if chosen == "compiled" else {}
+    store, sinks = plan.store, plan.sinks
+
+    interrupt_on_sigterm()  # from here outputs are open: SIGTERM must close them, as Ctrl-C does
+    with contextlib.ExitStack() as stack:
+        # 1. Outputs and OSC open before the slow model load, so a missing virtual camera is said at once
+        for sink in sinks:
+            stack.enter_context(sink)
+
+        # OSC listens from here on (a busy port is said before the slow load); what arrives while
+        # the model loads waits in the store and applies at the first frame
+        if not args.no_osc:
+            osc = stack.enter_context(
+                OscServer(
+                    store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow,
+                    status=lambda: plan.runner.status() if plan.runner is not None else {"loading": True},
+                    presets=plan.presets, feedback=args.osc_feedback, mapping=plan.mapping,
+                )
+            )
+            say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
+
+        # 2. Model, engine and backend
+        pipe = load_model(args, device, dtype, chosen)
+        engine = StreamEngine(pipe, plan.t_index, args.width, args.height, cfg_type=args.cfg_type, device=device, dtype=dtype)
+        s = store.snapshot()
+        engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
+        t0 = time.perf_counter()
+        with elapsed(f"backend {chosen}: {BACKEND_START[chosen]}"):
+            backend = stack.enter_context(make_backend(args.backend, engine, **backend_options))
+            backend.process(np.zeros((args.height, args.width, 3), dtype=np.uint8))  # compiles / captures here, not live
+        say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}; "
+            f"warm in {time.perf_counter() - t0:.1f} s")
+
+        # 3. The input last (nothing captured waits on an unopened output); all closed in reverse
+        controller = stack.enter_context(Controller(engine, store))
+        stack.enter_context(plan.source)
+        runner = plan.runner = Runner(
+            plan.source, backend, sinks, width=args.width, height=args.height, controller=controller,
+            frames=args.frames, fit_mode=args.fit,
+            similarity=SimilarityFilter(*plan.similarity) if plan.similarity else None,
+            on_status=tee(status_printer(), PaceWatch(say_live, lambda: advice(backend, engine))),
+        )
+        install_signal_handlers(runner)
+        say(f"live: {args.source} -> {', '.join(plan.sink_specs)} (Ctrl-C to stop)")
+        summary = runner.run()
+    summary.update(runner.output_counts())  # the outputs are closed: a recorder's buffer is written out
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    summary["t_index_list"] = engine.t_index_list
+    say(
+        f"done: {summary['frames']} frames, {summary['fps']:.1f} fps, "
+        f"frame p50 {summary['p50_ms']:.1f} ms / p99 {summary['p99_ms']:.1f} ms, dropped {summary['dropped_input']}"
+    )
+    if args.stats_json:
+        try:
+            with open(args.stats_json, "w") as f:
+                json.dump(summary, f, indent=2)
+        except OSError as e:
+            raise DreamcamError(f"cannot write --stats-json {args.stats_json}: {e.strerror or e}; choose a writable path") from e
+    for spec, sink in zip(plan.sink_specs, sinks):
+        if sink.error is not None:
+            raise DreamcamError(f"output {spec} failed: {sink.error}")
+        if sink.outages:
+            say(f"output {spec} was down {sink.outages} time(s) and came back each time")
+    return 0

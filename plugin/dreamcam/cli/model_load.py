@@ -1,0 +1,36 @@
+"""The one model loader of `run`, `bench` and `build-engines`: the pipeline their --model flags
+name (`dreamcam.cli.models`, checked before this module loads torch)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from dreamcam.cli.console import say
+from dreamcam.cli.models import DEFAULT_TINY_VAE, GPU_BACKENDS, parse_lora
+from dreamcam.models.loading import load_pipeline
+from dreamcam.models.pipelines import tiny_pipeline
+
+
+def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, backend: str = "eager"):
+    """The pipeline the flags name; a GPU backend without --vae gets the tiny VAE it needs, or,
+    where that cannot be loaded, the model's own (auto then runs eager, and says so)."""
+    t0 = time.perf_counter()
+    say(f"loading model {args.model} on {device} ...")
+    if args.model == "tiny":
+        pipe = tiny_pipeline(seed=0, device=device, dtype=dtype)
+    else:
+        vae, optional = args.vae, False
+        if vae is None and backend in GPU_BACKENDS:
+            vae, optional = DEFAULT_TINY_VAE, True
+            say(f"VAE: {vae} (the {backend} backend runs a tiny VAE; --vae to choose another)")
+        loras = [parse_lora(s) for s in (args.lora or [])]
+        pipe = load_pipeline(
+            args.model, config=args.model_config, vae=vae, lcm_lora=args.lcm_lora, loras=loras,
+            device=device, dtype=dtype, progress=sys.stderr.isatty(), vae_optional=optional,
+        )
+    say(f"model ready in {time.perf_counter() - t0:.1f} s")
+    return pipe

@@ -1,0 +1,56 @@
+"""Which model a command runs: the --model family of flags (shared by `run`, `bench` and
+`build-engines`) and their checks, without torch (`dreamcam.cli.model_load` loads the model)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dreamcam.errors import ConfigError
+
+# TAESD for SD 1.x/2.x latents: the tiny VAE the compiled and TensorRT backends run when no --vae
+# is given (StreamDiffusion's default too)
+DEFAULT_TINY_VAE = "madebyollin/taesd"
+GPU_BACKENDS = ("compiled", "tensorrt")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, default: str | None) -> None:
+    """--model (default None: tiny unless the command builds another), --model-config, --vae, --lcm-lora, --lora."""
+    p.add_argument("--model", default=default,
+                   help="hub id, local diffusers folder, single .safetensors/.ckpt file, or 'tiny' (offline random weights)"
+                        + ("" if default else "; default tiny"))
+    p.add_argument("--model-config", help="folder (or hub id) with the configs of a single-file checkpoint, for offline use")
+    p.add_argument("--vae", help=f"a VAE to use instead of the model's: hub id or folder, e.g. {DEFAULT_TINY_VAE} "
+                                 "(tiny, fast; the compiled and tensorrt backends load it when none is given)")
+    p.add_argument("--lcm-lora", help="LCM-LoRA fused into the model, e.g. latent-consistency/lcm-lora-sdv1-5")
+    p.add_argument("--lora", action="append", help="a LoRA fused at a scale: PATH_OR_ID[:SCALE] (repeatable)")
+
+
+def check_model_flags(args: argparse.Namespace) -> None:
+    """The tiny model (also bench's default, --model not given) and an --arch are built from random
+    weights: flags that load weights into them are refused rather than silently ignored; --lora
+    scales are checked."""
+    for text in args.lora or []:
+        parse_lora(text)
+    arch = getattr(args, "arch", None)  # bench and build-engines only
+    if args.model not in (None, "tiny") and not arch:
+        return
+    given = [flag for flag, value in (("--vae", args.vae), ("--lcm-lora", args.lcm_lora), ("--lora", args.lora),
+                                      ("--model-config", args.model_config)) if value]
+    if given:
+        built = f"--arch {arch}" if arch else "--model tiny"
+        raise ConfigError(f"{', '.join(given)} cannot be used with {built} (random weights, nothing is loaded); "
+                          "drop them, or pass a real model to --model")
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """'style.safetensors:0.8' -> ('style.safetensors', 0.8); the scale is optional (1.0)."""
+    path, sep, scale = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(scale)
+        except ValueError:
+            # 'style.safetensors:strong' is a bad scale; 'C:\\loras\\x.safetensors' is a path with a colon
+            if Path(path).suffix.lower() in (".safetensors", ".bin") or Path(path).expanduser().exists():
+                raise ConfigError(f"--lora {text}: the scale after ':' must be a number such as 0.8, got {scale!r}") from None
+    return text, 1.0
