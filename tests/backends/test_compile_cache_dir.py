@@ -1,7 +1,7 @@
-"""Regression test from the review of the compiled backend: where its compile cache goes.
+"""Where the compiled backend's compile cache goes.
 
-The lent GPU's sweep gives every row a fresh DREAMCAM_ENGINES_DIR so that each start is cold,
-and the README promises later starts reuse the cache under engines/. Both rest on
+The GPU sweep gives every row a fresh DREAMCAM_ENGINES_DIR so that each start is cold, and the
+README promises later starts reuse the cache under the engines folder. Both rest on
 `use_compile_cache`, which must not mistake the default that torch itself writes into
 TORCHINDUCTOR_CACHE_DIR for a folder the user chose: importing torch._dynamo (diffusers does,
 so every dreamcam process has) calls Inductor's `cache_dir()`, which sets the variable.

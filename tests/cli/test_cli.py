@@ -62,7 +62,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 def test_help_starts_without_torch():
     """`dreamcam --help` must not pay torch's ~2 s import (bench's and build-engines' flags are only
     built when those commands run). `dreamcam devices` does import it: it reports the GPUs and
-    which backend can run (tests/test_devices_compute.py)."""
+    which backend can run (tests/cli/test_devices.py)."""
     import os
     import subprocess
     import sys

@@ -1,4 +1,4 @@
-"""Issue 3's end to end: dreamcam streams a video file to a real OBS and records it at once."""
+"""End to end: dreamcam streams a video file to a real OBS over UDP and records it at the same time."""
 
 import os
 import signal

@@ -59,10 +59,10 @@ def _udp_socket(port: int = 0) -> socket.socket:
 @linux_only
 @pytest.mark.parametrize("codec", ["auto", "mpeg2"])
 def test_a_reopened_stream_is_back_only_once_a_packet_went_out(monkeypatch, caplog, codec):
-    # MPEG-2 holds its first frame (one frame of encoder delay): before the fix each re-open
-    # "worked" on that frame although nothing was sent, so an outage logged "failed" / "works
-    # again" every 0.5 s for as long as it lasted, never backed off, counted an outage each time,
-    # and counted frames as written that went nowhere.
+    # MPEG-2 holds its first frame (one frame of encoder delay): a re-open must not count as
+    # working on that frame when nothing was sent, or an outage logs "failed" / "works again"
+    # every 0.5 s for as long as it lasts, never backs off, counts an outage each time, and counts
+    # frames as written that went nowhere.
     monkeypatch.setattr(encoders, "RESEND_FIRST_S", 0.05)
     monkeypatch.setattr(encoders, "RESEND_MAX_S", 0.2)
     caplog.set_level(logging.WARNING)
