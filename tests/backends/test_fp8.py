@@ -1,4 +1,4 @@
-"""--fp8-linear (backends/fp8.py): FP8 transformer projections with static, calibrated scales.
+"""--fp8-linear (backends/compiled/fp8.py): FP8 transformer projections with static, calibrated scales.
 
 PyTorch runs `torch._scaled_mm` on the CPU too, so the layer swap, the calibration, the
 numerics, the saturation and the frame path are tested here; the GPU test (compute capability

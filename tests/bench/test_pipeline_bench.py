@@ -1,4 +1,5 @@
-"""bench_loop's pipelined timings: the engine alone two deep, and the live loop through Runner."""
+"""The bench loop's pipelined timings (bench/loop.py): the engine alone two deep, and the live
+loop through Runner."""
 
 from __future__ import annotations
 
