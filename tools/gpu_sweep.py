@@ -110,7 +110,9 @@ class Sweep:
         self.gates.mkdir(parents=True, exist_ok=True)
         for name in a.rows:
             if name == "gputests":
-                cmd = [a.python, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", "-o", "pythonpath=",
+                # dreamcam from PYTHONPATH (the wheels or this checkout, gpu_env.sh), not pyproject's
+                # plugin/; tests/ stays on the path for the shared test helpers
+                cmd = [a.python, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", "-o", "pythonpath=tests",
                        "-m", "gpu", *GPU_TESTS.split()]
                 self.jobs.append(Job(name, cmd, dict(os.environ), "-m gpu", gated=False))
                 continue

@@ -80,6 +80,7 @@ ROWS: dict[str, tuple[str, str, str]] = {
 }
 # rows that reuse another row's compile cache (a warm start), and start only once that row has ended
 WARM_OF = {"base_warm": "base"}
-GPU_TESTS = ("tests/test_setters_gpu.py tests/test_pipeline_backends.py tests/test_gpu_review_step.py "
-             "tests/test_backend_select.py tests/test_framing_gpu.py tests/test_knobs_modules.py tests/test_loading.py "
-             "tests/test_staged_step.py tests/test_fp8.py tests/test_parallel_step.py tests/test_pace.py")
+GPU_TESTS = ("tests/gpu/test_live_setters.py tests/backends/test_pipeline_backends.py "
+             "tests/backends/test_backend_select.py tests/engine/test_device_framing.py "
+             "tests/backends/test_compiled_knobs.py tests/models/test_loading.py tests/backends/test_staged_step.py "
+             "tests/backends/test_fp8.py tests/backends/test_parallel_step.py tests/runtime/test_pace.py")

@@ -1,0 +1,60 @@
+"""A real headless OBS with the dreamcam script, talking to dreamcam's own OSC server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from obs_harness import OBS_MARKS, ObsStudio
+
+from dreamcam.control.osc.server import OscServer
+from dreamcam.knobs import ParamStore
+from dreamcam.control.presets import PresetLibrary
+
+pytestmark = OBS_MARKS
+
+SCRIPT = Path(__file__).resolve().parents[2] / "obs_scripts" / "dreamcam_obs.py"
+PRESETS = """
+[calm]
+prompt = "a calm lake at dawn"
+strength = 0.3
+
+[storm]
+prompt = "a storm over the sea"
+strength = 0.7
+seed = 99
+"""
+
+
+def wait_until(pred, timeout_s=20.0, what="condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_obs_script_steers_dreamcam_and_hotkey_switches_preset(tmp_path):
+    presets_file = tmp_path / "presets.toml"
+    presets_file.write_text(PRESETS)
+    store = ParamStore()
+    status = {"fps": 24.8, "latency_ms": 41.0, "dropped": 0}
+    settings = {"host": "127.0.0.1", "prompt": "an oil painting of a harbour", "strength": 0.55, "seed": 1234,
+                "guidance": 1.5, "transition": 0.0, "dreamcam.next_preset": [{"key": "OBS_KEY_F13"}]}
+    with OscServer(store, port=0, status=lambda: status, presets=PresetLibrary(str(presets_file))) as server:
+        with ObsStudio(scripts=[(SCRIPT, dict(settings, port=server.port))]) as studio:
+            # 1. the script's settings from the scene collection change dreamcam's state
+            wait_until(lambda: store.get("prompt") == settings["prompt"], what="prompt from OBS")
+            wait_until(lambda: abs(store.get("strength") - 0.55) < 1e-6 and store.get("seed") == 1234,
+                       what="strength and seed from OBS")
+            # 2. the status reply (dreamcam's real JSON) reaches the script's status line
+            studio.wait_for_log(r"status: connected: 24\.8 fps, 41 ms")
+            # 3. a hotkey pressed through obs-websocket switches dreamcam's preset
+            studio.trigger_hotkey("dreamcam.next_preset")
+            wait_until(lambda: store.get("preset") in ("calm", "storm"), what="a preset from the hotkey")
+            first = store.get("preset")
+            assert store.get("prompt") == {"calm": "a calm lake at dawn", "storm": "a storm over the sea"}[first]
+            studio.trigger_hotkey("dreamcam.next_preset")
+            wait_until(lambda: store.get("preset") not in ("", first), what="the next preset")
+    assert sum(server.rejected.values()) == 0, dict(server.rejected)
