@@ -142,7 +142,8 @@ def _command(name: str):
 def _load_model(args, device, dtype, backend: str = "eager"):
     """The pipeline the flags name; a GPU backend without --vae gets the tiny VAE it needs, or,
     where that cannot be loaded, the model's own (auto then runs eager, and says so)."""
-    from dreamcam.models.pipelines import load_pipeline, tiny_pipeline
+    from dreamcam.models.loading import load_pipeline
+    from dreamcam.models.pipelines import tiny_pipeline
 
     t0 = time.perf_counter()
     say(f"loading model {args.model} on {device} ...")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dreamcam.errors import ConfigError
-from dreamcam.models.pipelines import quiet_loggers
+from dreamcam.models.quiet import quiet_loggers
 from dreamcam.engine.schedule import check_finite, check_t_index_list, strength_to_t_index_list, t_index_list_to_strength
 from dreamcam.engine.similarity import SimilarityFilter
 

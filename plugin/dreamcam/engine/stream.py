@@ -27,7 +27,8 @@ import torch
 
 from dreamcam.engine.state import EngineState
 from dreamcam.errors import ConfigError
-from dreamcam.models.pipelines import _quiet_imports, move_pipeline
+from dreamcam.models.pipelines import move_pipeline
+from dreamcam.models.quiet import quiet_imports
 from dreamcam.engine.schedule import (  # noqa: F401  (strength_to_t_index_list, check_t_index_list: re-exported)
     check_size,
     check_t_index_list,
@@ -83,7 +84,7 @@ class StreamEngine(EngineState):
         self.t_index_list = check_t_index_list(t_index_list)
 
         # 2. Components, device and precision
-        _quiet_imports()
+        quiet_imports()
         from diffusers import LCMScheduler
 
         move_pipeline(pipe, device, dtype)

@@ -404,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
 
         pipe = tiny_pipeline(0, device="cuda", dtype=torch.float16)
     else:
-        from dreamcam.models.pipelines import load_pipeline
+        from dreamcam.models.loading import load_pipeline
 
         # the tiny VAE dreamcam run loads for this backend, so the cached plans are the ones it finds
         pipe = load_pipeline(args.model, vae=args.vae or DEFAULT_TINY_VAE, device="cuda", dtype=torch.float16)
