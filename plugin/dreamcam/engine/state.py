@@ -89,7 +89,8 @@ class EngineState:
         self.set_guidance(guidance_scale)
         self.set_delta(delta)
         self._write_schedule(self.t_index_list)
-        self._prev_output = None
+        if self.similarity_filter is not None:  # an output of the old prompt is no frame to repeat
+            self.similarity_filter.keep(None)
         self.prepared = True
 
     def _draw_noise(self, out: torch.Tensor, generator: torch.Generator) -> None:
@@ -268,6 +269,14 @@ class EngineState:
             raise ConfigError(f"init_noise must have shape {tuple(self._init_noise.shape)}, got {tuple(value.shape)}")
         with torch.no_grad():
             self._init_noise.copy_(value)
+
+    def carried_state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tensors a frame writes and the next frame reads: the stream batch's latents
+        (B, 4, h, w), the RCFG residual noise (B, 4, h, w) and the init noise (B, 4, h, w; the
+        sequential path re-seeds it from each frame). The live tensors, not copies: a backend
+        copies them to undo its warm-up frames (`backends.compiled.step.StateSnapshot`)."""
+        self._require_prepared()
+        return self._x_batch, self.stock_noise, self._init_noise
 
     @property
     def x_t_latent_buffer(self) -> torch.Tensor | None:

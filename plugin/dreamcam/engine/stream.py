@@ -113,7 +113,6 @@ class StreamEngine(EngineState):
         self.similarity_filter: SimilarityFilter | None = None
         self.prepared = False
         self.num_inference_steps = 50
-        self._prev_output: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ the frame step
 
@@ -218,11 +217,11 @@ class StreamEngine(EngineState):
         if tuple(x.shape) != expected:
             raise ConfigError(f"process expects a float tensor of shape {expected}, got {tuple(x.shape)}")
         sim = self.similarity_filter
-        if sim is not None and sim.should_skip(x) and self._prev_output is not None:
-            return self._prev_output
+        if sim is not None and (again := sim.repeat(x)) is not None:
+            return again
         y = self.frame_step(x)
         if sim is not None:
-            self._prev_output = y
+            sim.keep(y)
         return y
 
     # ------------------------------------------------------------------ uint8 helpers

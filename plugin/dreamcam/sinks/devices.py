@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 
 from dreamcam.errors import ConfigError, DeviceError
-from dreamcam.frames import FIT_MODES, Frame, LatestSlot, fit, resize
+from dreamcam.frames import Frame, LatestSlot, check_fit_mode, fit, placement, resize
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +151,7 @@ class Framer:
     """
 
     def __init__(self, width: int, height: int, mode: str = "letterbox") -> None:
-        if mode not in FIT_MODES:
-            raise ConfigError(f"framing must be one of {', '.join(FIT_MODES)}; got {mode!r}")
-        self.width, self.height, self.mode = width, height, mode
+        self.width, self.height, self.mode = width, height, check_fit_mode(mode)
         self._buf = np.zeros((height, width, 3), dtype=np.uint8)
         self._src_hw: tuple[int, int] | None = None
 
@@ -163,12 +161,8 @@ class Framer:
             return fit(image, self.width, self.height, self.mode)
         if (h, w) != self._src_hw:
             self._src_hw = (h, w)
-            if self.mode == "stretch":
-                sw, sh = self.width, self.height
-            else:
-                scale = min(self.width / w, self.height / h)
-                sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-            x0, y0 = (self.width - sw) // 2, (self.height - sh) // 2
+            p = placement(w, h, self.width, self.height, self.mode)  # letterbox, stretch: the whole source
+            (x0, y0), (sw, sh) = p.offset, p.size
             self._buf[:] = 0
             self._dst = self._buf[y0 : y0 + sh, x0 : x0 + sw]
             self._size = (sw, sh)
@@ -317,9 +311,7 @@ def open_sink(
     if not 1 <= rate <= 240:
         raise ConfigError(f"output fps must be 1..240; got {rate}")
     rate_bits = parse_bitrate(opts["bitrate"]) if "bitrate" in opts else bitrate
-    fit_mode = opts.get("fit", fit_mode)
-    if fit_mode not in FIT_MODES:
-        raise ConfigError(f"fit must be one of {', '.join(FIT_MODES)}; got {fit_mode!r}")
+    fit_mode = check_fit_mode(opts.get("fit", fit_mode), "fit")
     if kind in ("virtualcam", "udp", "file") and (w % 2 or h % 2):
         raise ConfigError(f"{kind} sink needs an even output size; got {w}x{h}: pass ?size= or --output-size")
     if kind == "null":

@@ -45,9 +45,8 @@ from typing import Any
 
 import torch
 
-from dreamcam.backends import triton_problem
+from dreamcam.backends.cache import engines_dir
 from dreamcam.backends.compiled.fp8 import Fp8Linears, check_fp8_device
-from dreamcam.backends.options import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
 from dreamcam.backends.compiled.parallel import ParallelStep, check_parallel
 from dreamcam.backends.compiled.staged import StagedStep
 from dreamcam.backends.compiled.step import (
@@ -57,6 +56,9 @@ from dreamcam.backends.compiled.step import (
     check_capturable,
     swap_modules,
 )
+from dreamcam.backends.compiled.triton import triton_problem
+from dreamcam.backends.options import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
+from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,6 @@ def use_compile_cache(path: str | os.PathLike | None = None) -> str:
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     user_set = current is not None and os.path.abspath(current) != os.path.abspath(default_cache_dir())
     if path is not None or not user_set:
-        from dreamcam.backends import engines_dir
-
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path or engines_dir() / "torch_compile")
     import torch._inductor.config as inductor_config
 
@@ -119,7 +119,7 @@ class StepModules:
     the shared pipeline modules while open; `close()` (idempotent) puts them back.
     """
 
-    def __init__(self, engine: Any, *, compile: bool = True, fuse_qkv: bool = False, inductor: str = "default",
+    def __init__(self, engine: StreamEngine, *, compile: bool = True, fuse_qkv: bool = False, inductor: str = "default",
                  compile_mode: str = "default", compile_scope: str = "whole", fp8_linear: bool = False) -> None:
         # 1. Check inputs
         options = inductor_options(compile_mode, inductor)
@@ -145,7 +145,7 @@ class StepModules:
             self.close()
             raise
 
-    def _prepare(self, engine: Any, compile: bool, fuse_qkv: bool, fp8_linear: bool, compile_scope: str,
+    def _prepare(self, engine: StreamEngine, compile: bool, fuse_qkv: bool, fp8_linear: bool, compile_scope: str,
                  options: dict[str, bool]) -> tuple[Any, TinyVaeCalls]:
         # 2. Fused projections (before compiling: the graph must see the fused layers)
         if fuse_qkv:
@@ -241,7 +241,7 @@ class CompiledBackend(FramePipeline):
 
     name = "compiled"
 
-    def __init__(self, engine: Any, *, compile: bool = True, cuda_graph: bool = True, warmup: int = 3,
+    def __init__(self, engine: StreamEngine, *, compile: bool = True, cuda_graph: bool = True, warmup: int = 3,
                  cache_dir: str | None = None, fuse_qkv: bool = False, inductor: str = "default",
                  compile_mode: str = "default", compile_scope: str = "whole", overlap_stages: bool = False,
                  parallel_frames: bool = False, fp8_linear: bool = False, cudnn_exhaustive: bool = False) -> None:
