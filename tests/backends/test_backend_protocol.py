@@ -19,7 +19,8 @@ from dreamcam.backends.compiled.backend import CompiledBackend
 from dreamcam.backends.eager import EagerBackend
 from dreamcam.backends.tensorrt.backend import TensorRTBackend
 
-MEMBERS = [n for n, v in vars(Backend).items() if callable(v) and (not n.startswith("_") or n in ("__enter__", "__exit__"))]
+MEMBERS = [n for n, v in vars(Backend).items()
+           if callable(v) and (not n.startswith("_") or n in ("__enter__", "__exit__"))]
 
 
 def _params(fn) -> list[tuple[str, object, object]]:

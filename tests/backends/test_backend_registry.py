@@ -110,7 +110,7 @@ def test_once_unregistered_the_backend_is_gone_and_auto_is_as_before(engine):
     register("passthrough", PassThrough, auto_rank=0)
     unregister("passthrough")
     assert auto_candidates("cpu") == ["eager"]
-    with pytest.raises(ConfigError, match="--backend must be one of auto, eager, compiled, tensorrt; got 'passthrough'"):
+    with pytest.raises(ConfigError, match="must be one of auto, eager, compiled, tensorrt; got 'passthrough'"):
         make_backend("passthrough", engine)
 
 

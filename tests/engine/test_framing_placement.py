@@ -27,7 +27,8 @@ def test_placement_is_where_every_framing_puts_the_picture(w, h, mode, want):
     (x0, y0), (sw, sh) = want.offset, want.size
     picture = np.zeros((512, 512), bool)
     picture[y0 : y0 + sh, x0 : x0 + sw] = True
-    outputs = {"fit": fit(white, 512, 512, mode), "fit_torch": fit_torch(torch.from_numpy(white), 512, 512, mode).numpy()}
+    outputs = {"fit": fit(white, 512, 512, mode),
+               "fit_torch": fit_torch(torch.from_numpy(white), 512, 512, mode).numpy()}
     for what, out in outputs.items():
         assert (out[picture] == 255).all() and (out[~picture] == 0).all(), what
 

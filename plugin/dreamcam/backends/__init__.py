@@ -71,7 +71,7 @@ def auto_candidates(device_type: str) -> list[str]:
     return [s.name for s in sorted(specs, key=lambda s: s.auto_rank)]
 
 
-def needs_device(spec: BackendSpec) -> str:
+def _needs_device(spec: BackendSpec) -> str:
     """The devices a backend runs on, as words: "a CUDA device"."""
     return "a " + " or ".join(DEVICE_NAMES.get(d, d) for d in spec.devices) + " device"
 
@@ -81,7 +81,7 @@ def check_backend_device(chosen: str, device_type: str, what: str = "run") -> No
     load, benchmark)."""
     spec = backend_spec(chosen)
     if not spec.runs_on(device_type):
-        raise DeviceError(f"the {chosen} backend needs {needs_device(spec)}; this {what} is on {device_type}: "
+        raise DeviceError(f"the {chosen} backend needs {_needs_device(spec)}; this {what} is on {device_type}: "
                           f"use --backend eager (or auto) on a {DEVICE_NAMES.get(device_type, device_type)}")
 
 

@@ -1,4 +1,4 @@
-"""The engine's per-prompt state, the base of `StreamEngine` (engine.py owns the frame step).
+"""The engine's per-prompt state, the base of `StreamEngine` (engine/stream.py owns the frame step).
 
 `prepare` allocates every tensor the frame step reads (the UNet batch and latent buffer, the
 init and residual noise, the schedule columns, the prompt embeddings, the live guidance/delta
@@ -6,7 +6,7 @@ values) and fills them for one prompt, schedule and seed. The live setters (prom
 delta, seed, strength / t_index_list, init_noise) then change those tensors in place between
 frames, never reallocating them: a compiled or captured frame step keeps reading the same buffers.
 
-Shapes and names (S steps, F frames per call, B batch rows) are described in engine.py; the
+Shapes and names (S steps, F frames per call, B batch rows) are described in engine/stream.py; the
 fixed structure (device, dtype, scheduler, batch sizes, cfg type) is set by
 `StreamEngine.__init__` before anything here runs.
 """

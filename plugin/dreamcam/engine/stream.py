@@ -43,7 +43,7 @@ class StreamEngine(EngineState):
     """Few-step img2img / txt2img over a stream of frames, StreamDiffusion style.
 
     `prepare` and the live setters (set_prompt, set_strength, set_seed, ...) are `EngineState`'s
-    (engine_state.py); this class owns the engine structure and the frame step.
+    (engine/state.py); this class owns the engine structure and the frame step.
 
     Args:
         pipe: a diffusers `StableDiffusionPipeline` (SD 1.x / 2.x / sd-turbo architecture).

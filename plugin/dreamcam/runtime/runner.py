@@ -11,7 +11,7 @@ Two frame paths:
 - synchronous: frame on the CPU (`frames.fit`), `backend.process`, emit. Used with bypass, with
   a similarity filter (both need the engine-size image on the CPU), for a backend that has only
   `process`, and where the backend does not overlap (eager, any CPU backend).
-- pipelined (`submit` / `collect`, see backends.step.GraphedStep): the captured frame goes to the
+- pipelined (`submit` / `collect`, see backends.compiled.step.GraphedStep): the captured frame goes to the
   backend at its own size and is framed on the device. After submitting frame k the loop looks
   for a newer captured frame; if there is one, its parameters are applied and it is submitted
   before k is collected, so the host work on k+1 (copy into the pinned buffer, upload, framing)

@@ -7,7 +7,7 @@ reads the engine's pre-allocated tensors (prompt embeddings, schedule, noise, gu
 engine's setters (set_prompt, set_strength, set_guidance, set_delta, set_seed) take effect at
 the next frame with no re-capture and no recompile.
 
-The compile cache (Inductor's FX-graph and kernel caches) lives under `engines/torch_compile`,
+The compile cache (Inductor's FX-graph and kernel caches) lives under `engines_dir()/torch_compile`,
 so the second start of the same model and size skips most of the compile time.
 
 Speed knobs (`StepModules`, which also runs on a CPU engine so the knobs are tested there):
@@ -25,13 +25,13 @@ Speed knobs (`StepModules`, which also runs on a CPU engine so the knobs are tes
   the same shape share one compiled graph, so the first start compiles far less, while the
   glue between blocks runs eager (still inside the one CUDA graph, so it costs no launches).
 - `fp8_linear`: the UNet's transformer-block projections as FP8 matmuls with static scales
-  calibrated at start (backends/fp8.py; Ada/Hopper; frames differ from fp16 by a few levels).
+  calibrated at start (backends/compiled/fp8.py; Ada/Hopper; frames differ from fp16 by a few levels).
 - `cudnn_exhaustive`: cuDNN's benchmark tries every convolution algorithm, not its first 10
   (`torch.backends.cudnn.benchmark_limit = 0`, process-wide until close); a longer first frame.
 
 Frame paths (`CompiledBackend`): `GraphedStep` by default; `overlap_stages` runs the step as
-three graphs on three streams (backends/staged.py); `parallel_frames` gives each of the two frames
-in flight its own graph and stream where frames carry no state (backends/parallel.py).
+three graphs on three streams (backends/compiled/staged.py); `parallel_frames` gives each of the two frames
+in flight its own graph and stream where frames carry no state (backends/compiled/parallel.py).
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ class CompiledBackend(FramePipeline):
         parallel_frames: the two frames in flight run at once, each on its own stream and graph
             (`ParallelStep`); only for frames that carry no state (1 step, cfg none or full); same
             results. Not with overlap_stages.
-        fp8_linear: FP8 transformer-block projections (compute capability 8.9+; see backends/fp8.py).
+        fp8_linear: FP8 transformer-block projections (compute capability 8.9+; see backends/compiled/fp8.py).
         cudnn_exhaustive: cuDNN tries every convolution algorithm once per shape (a process-wide
             setting while the backend is open; close() puts the previous limit back).
     """

@@ -173,7 +173,7 @@ class GraphedStep:
 
     `submit(frame, fit_mode)` takes a captured frame of any size and returns at once: the frame
     is copied into its slot's pinned buffer, uploaded on the copy stream, framed to the engine
-    size on the compute stream (`framing_gpu.fit_torch`; a plain copy when the size matches),
+    size on the compute stream (`engine.framing.fit_torch`; a plain copy when the size matches),
     run through the step, copied to the slot's device output and downloaded on the download
     stream. `collect()` waits for the oldest frame's download and returns a copy. At most
     `DEPTH` (2) frames are in flight. `fence()` orders the default stream (where the engine's
