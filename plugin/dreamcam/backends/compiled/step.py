@@ -30,6 +30,7 @@ from dreamcam.engine.framing import fit_torch
 from dreamcam.engine.stream import StreamEngine, to_model_input, to_uint8
 from dreamcam.errors import ConfigError
 
+
 class TinyVaeCalls:
     """Stands in for an `AutoencoderTiny` in the engine with other encoder/decoder callables.
 

@@ -5,10 +5,10 @@ Three engines per model (UNet, TAESD encoder, TAESD decoder), each built once fr
 included) and a resolution range, so changing steps, strength, prompt or size inside the range
 needs no rebuild. Plans are cached in `engines_dir()/tensorrt` under a name that encodes the model
 hash, the profile ranges, the precision, the TensorRT version and the GPU; a cached plan skips
-export and build. Builds share one timing cache per TensorRT version and GPU (`timing_trt*_GPU.cache`), so a
-second model of the same architecture is built without timing its kernels again. Inference uses
-the name-based I/O of TensorRT 10 and 11: `set_input_shape`, `set_tensor_address` on
-pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA
+export and build. Builds share one timing cache per TensorRT version and GPU
+(`timing_trt*_GPU.cache`), so a second model of the same architecture is built without timing its
+kernels again. Inference uses the name-based I/O of TensorRT 10 and 11: `set_input_shape`,
+`set_tensor_address` on pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA
 stream; the whole frame step is then captured in one CUDA graph, as in the compiled backend.
 
 Precision comes from the graph, not from a builder flag: the networks are built strongly typed,
