@@ -71,31 +71,61 @@ class LatestSlot:
             return len(self._items)
 
 
+def check_fit_mode(mode: str, what: str = "framing") -> str:
+    """`mode` if it is one of FIT_MODES, else a ConfigError that names them (`what`: the option's
+    name as the user wrote it, e.g. "fit" for a sink's ?fit=)."""
+    if mode not in FIT_MODES:
+        raise ConfigError(f"{what} must be one of {', '.join(FIT_MODES)}; got {mode!r}")
+    return mode
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where framing puts a w x h image in a width x height output: the source region it takes
+    (x, y, w, h), resized to `size` (w, h) and placed at `offset` (x, y); the rest is black."""
+
+    source: tuple[int, int, int, int]
+    size: tuple[int, int]
+    offset: tuple[int, int]
+
+
+def placement(w: int, h: int, width: int, height: int, mode: str) -> Placement:
+    """The geometry of framing a w x h image to width x height (every framing uses this one).
+
+    crop: scale to cover, then cut the centre (the source region is cut first, so a resize
+    touches only the pixels that are kept); letterbox: scale to fit, centred, black bars;
+    stretch: scale each axis independently.
+    """
+    check_fit_mode(mode)
+    if mode == "stretch":
+        return Placement((0, 0, w, h), (width, height), (0, 0))
+    if mode == "crop":
+        scale = max(width / w, height / h)
+        cw, ch = min(w, round(width / scale)), min(h, round(height / scale))
+        return Placement(((w - cw) // 2, (h - ch) // 2, cw, ch), (width, height), (0, 0))
+    scale = min(width / w, height / h)
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+    return Placement((0, 0, w, h), (sw, sh), ((width - sw) // 2, (height - sh) // 2))
+
+
 def fit(image: np.ndarray, width: int, height: int, mode: str = "crop") -> np.ndarray:
-    """Frame an (H, W, 3) uint8 image to (height, width, 3).
+    """Frame an (H, W, 3) uint8 image to (height, width, 3) (`placement` says where each pixel goes).
 
     crop: scale to cover, then cut the centre; letterbox: scale to fit, pad with black;
     stretch: scale each axis independently.
     """
-    if mode not in FIT_MODES:
-        raise ConfigError(f"framing must be one of {', '.join(FIT_MODES)}; got {mode!r}")
+    check_fit_mode(mode)
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
-    if mode == "stretch":
-        return resize(image, width, height)
-    if mode == "crop":
-        # cut the part of the source that covers the output first: the resize then touches
-        # only the pixels that are kept (1280x720 -> 512x512: 1.0 ms instead of 1.9 ms)
-        scale = max(width / w, height / h)
-        cw, ch = min(w, round(width / scale)), min(h, round(height / scale))
-        x0, y0 = (w - cw) // 2, (h - ch) // 2
-        return np.ascontiguousarray(resize(image[y0 : y0 + ch, x0 : x0 + cw], width, height))
-    scale = min(width / w, height / h)
-    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-    scaled = resize(image, sw, sh)
+    p = placement(w, h, width, height, mode)
+    x, y, cw, ch = p.source
+    # cutting first (crop) makes 1280x720 -> 512x512 1.0 ms instead of 1.9 ms
+    scaled = resize(image[y : y + ch, x : x + cw], *p.size)
+    if p.size == (width, height):
+        return np.ascontiguousarray(scaled)
     out = np.zeros((height, width, 3), dtype=np.uint8)
-    x0, y0 = (width - sw) // 2, (height - sh) // 2
+    (x0, y0), (sw, sh) = p.offset, p.size
     out[y0 : y0 + sh, x0 : x0 + sw] = scaled
     return out
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from dreamcam.cli import devices
-from dreamcam.sources import present_cameras
+from dreamcam.sources.webcam import present_cameras
 
 import trt_standin
 from xvfb_screen import SCREEN_H, SCREEN_W, Xvfb

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from dreamcam.backends import make_backend
 from dreamcam.control.controller import Controller
-from dreamcam.engine.stream import StreamEngine, strength_to_t_index_list
+from dreamcam.engine.schedule import strength_to_t_index_list
+from dreamcam.engine.stream import StreamEngine
 from dreamcam.frames import fit
 from dreamcam.control.osc.server import OscServer
 from dreamcam.knobs import ParamStore

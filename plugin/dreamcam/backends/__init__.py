@@ -1,87 +1,106 @@
-"""Backends run the engine's frame step: uint8 RGB frame in, uint8 RGB frame out.
+"""Backends run the engine's frame step: uint8 RGB frames in, uint8 RGB frames out.
 
-`make_backend(name, engine)` returns an object with:
-
-- `name`: the backend actually chosen ("eager", "compiled", "tensorrt");
-- `process(frame)`: uint8 numpy (H, W, 3) RGB at the engine size -> uint8 numpy (H, W, 3);
-- `close()`: idempotent; also a context manager.
+The contract is `Backend` (backends/base.py): `name`, `overlaps`, `process(frame)`,
+`submit(frame, fit_mode)` / `collect()`, `fence()`, `close()`, and a context manager.
+`make_backend(name, engine, **options)` builds one around a prepared engine.
 
 Live parameter changes go through the engine's setters (set_prompt, set_strength, ...), which
 update the engine's tensors in place, so every backend sees them at the next frame (the
 compiled backend's CUDA graph reads those same tensors).
 
-Which backend where:
+Backends are registered by name (`register`); `--backend`, `--backend auto` and `dreamcam
+devices` read the registry. The built-in ones:
 
 - "eager": any device; the engine's PyTorch code as written. The choice on a CPU.
 - "compiled": CUDA; torch.compile'd UNet and tiny VAE, the whole frame step captured in one
   CUDA graph (fp16, channels-last). First start compiles (about a minute for sd-turbo on an
-  H100/H200), later starts reuse the cache under `engines/`.
+  H100/H200), later starts reuse the cache under `engines_dir()`.
 - "tensorrt": CUDA with the `tensorrt` package (10 or 11); ONNX export and engine build on first
-  use, cached under `engines/`.
-- "auto": tensorrt where importable on CUDA, else compiled on CUDA, else eager; where the one it
-  picks cannot run (an unsupported TensorRT, no Triton, a model the fast path cannot take) it
-  says why and tries the next: tensorrt, then compiled, then eager.
+  use, cached under `engines_dir()`.
+- "auto": the registered backends that run on the device, lowest `auto_rank` first: on CUDA
+  tensorrt (where the package is installed), then compiled, then eager; on a CPU eager. Where the
+  one it picks cannot run (an unsupported TensorRT, no Triton, a model the fast path cannot take)
+  it says why and tries the next.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from pathlib import Path
 from typing import Any
 
+from dreamcam.backends.base import Backend, BackendSpec, backend_spec, register, registered, unregister
+from dreamcam.backends.cache import engines_dir
+from dreamcam.backends.compiled.triton import triton_problem
 from dreamcam.errors import ConfigError, DeviceError, DreamcamError
+
+__all__ = [
+    "BACKENDS", "Backend", "BackendSpec", "auto_candidates", "backend_names", "backend_spec", "check_backend_device",
+    "choose_backend", "engines_dir", "make_backend", "register", "registered", "triton_problem", "unregister",
+]
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "eager", "compiled", "tensorrt")
+DEVICE_NAMES = {"cuda": "CUDA", "cpu": "CPU", "mps": "MPS"}
+
+
+def _tensorrt_installed() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+register("eager", "dreamcam.backends.eager:EagerBackend", auto_rank=30)
+register("compiled", "dreamcam.backends.compiled.backend:CompiledBackend", devices=("cuda",), auto_rank=20,
+         problem=triton_problem)
+register("tensorrt", "dreamcam.backends.tensorrt.backend:TensorRTBackend", devices=("cuda",), auto_rank=10,
+         present=_tensorrt_installed, problem="dreamcam.backends.tensorrt.backend:tensorrt_problem",
+         version="dreamcam.backends.tensorrt.backend:tensorrt_version")
+
+BACKENDS = ("auto", *(spec.name for spec in registered()))  # the built-in names; backend_names() is live
+
+
+def backend_names() -> tuple[str, ...]:
+    """What `--backend` takes now: "auto" and every registered backend."""
+    return ("auto", *(spec.name for spec in registered()))
 
 
 def auto_candidates(device_type: str) -> list[str]:
-    """What "auto" tries on a device type, in order: on CUDA tensorrt (where the package is
-    importable), compiled, then eager; on anything else eager."""
-    if device_type != "cuda":
-        return ["eager"]
-    return (["tensorrt"] if importlib.util.find_spec("tensorrt") is not None else []) + ["compiled", "eager"]
+    """What "auto" tries on a device type, in order: the registered backends that run on it and
+    are installed, lowest `auto_rank` first (on CUDA: tensorrt where importable, compiled, eager;
+    on anything else eager)."""
+    specs = [s for s in registered() if s.auto_rank is not None and s.runs_on(device_type) and s.present()]
+    return [s.name for s in sorted(specs, key=lambda s: s.auto_rank)]
+
+
+def _needs_device(spec: BackendSpec) -> str:
+    """The devices a backend runs on, as words: "a CUDA device"."""
+    return "a " + " or ".join(DEVICE_NAMES.get(d, d) for d in spec.devices) + " device"
 
 
 def check_backend_device(chosen: str, device_type: str, what: str = "run") -> None:
-    """A GPU backend on a CPU said in one line, before anything slow (model load, benchmark)."""
-    if chosen in ("compiled", "tensorrt") and device_type != "cuda":
-        raise DeviceError(f"the {chosen} backend needs a CUDA device; this {what} is on {device_type}: "
-                          "use --backend eager (or auto) on a CPU")
-
-
-def triton_problem() -> str | None:
-    """Why torch.compile cannot make CUDA kernels here, or None: PyTorch's Windows wheels come
-    without Triton (pytorch/pytorch#136361), and Inductor writes its CUDA kernels in Triton."""
-    if importlib.util.find_spec("triton") is not None:
-        return None
-    return "torch.compile needs Triton and this torch has none (the usual case on Windows): pip install triton-windows"
+    """A backend on a device it does not run on, said in one line before anything slow (model
+    load, benchmark)."""
+    spec = backend_spec(chosen)
+    if not spec.runs_on(device_type):
+        raise DeviceError(f"the {chosen} backend needs {_needs_device(spec)}; this {what} is on {device_type}: "
+                          f"use --backend eager (or auto) on a {DEVICE_NAMES.get(device_type, device_type)}")
 
 
 def choose_backend(name: str, device_type: str) -> str:
-    """Resolve "auto" for a device type ("cuda" or "cpu") to its first candidate; other names pass through."""
-    if name not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}; got {name!r}")
-    return auto_candidates(device_type)[0] if name == "auto" else name
+    """Resolve "auto" for a device type ("cuda" or "cpu") to its first candidate; other names pass
+    through (ConfigError for a name nobody registered)."""
+    if name != "auto":
+        return backend_spec(name).name
+    candidates = auto_candidates(device_type)
+    if not candidates:
+        raise ConfigError(f"no registered backend runs on {device_type}: pass --device cpu")
+    return candidates[0]
 
 
-def _build(name: str, engine: Any, options: dict[str, Any]):
-    if name == "eager":
-        from dreamcam.backends.eager import EagerBackend
-
-        return EagerBackend(engine)
-    if name == "compiled":
-        from dreamcam.backends.compiled.backend import CompiledBackend
-
-        return CompiledBackend(engine, **options)
-    from dreamcam.backends.tensorrt.backend import TensorRTBackend
-
-    return TensorRTBackend(engine, **options)
+def _build(name: str, engine: Any, options: dict[str, Any]) -> Backend:
+    return backend_spec(name).build(engine, **options)
 
 
-def make_backend(name: str, engine: Any, **options: Any):
+def make_backend(name: str, engine: Any, **options: Any) -> Backend:
     """Build the named backend around a prepared engine (options go to its constructor; with
     "auto", to the first candidate only: they are the options for the backend it picks)."""
     chosen = choose_backend(name, engine.device.type)
@@ -97,18 +116,3 @@ def make_backend(name: str, engine: Any, **options: Any):
             log.warning("backend %s cannot run this set-up (%s); using %s", candidate, e, fallback)
         options = {}  # they were the first candidate's
     return _build(candidates[-1], engine, options)
-
-
-def engines_dir() -> Path:
-    """Where compiled artefacts and TensorRT engines are cached: $DREAMCAM_ENGINES_DIR, else the
-    checkout's `engines/` folder, else ~/.cache/dreamcam/engines (created on first use)."""
-    import os
-
-    env = os.environ.get("DREAMCAM_ENGINES_DIR")
-    if env:
-        path = Path(env)
-    else:
-        checkout = Path(__file__).resolve().parents[3] / "engines"
-        path = checkout if checkout.is_dir() else Path.home() / ".cache" / "dreamcam" / "engines"
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -8,11 +8,11 @@ It offers the same two-deep `submit` / `collect` API as the graphed backends, bu
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 import numpy as np
 
-from dreamcam.backends.compiled.step import check_room, check_source_frame
+from dreamcam.backends.inputs import check_room, check_source_frame
+from dreamcam.engine.stream import StreamEngine
 from dreamcam.frames import fit
 
 
@@ -20,7 +20,7 @@ class EagerBackend:
     name = "eager"
     overlaps = False  # submit computes the frame before it returns
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: StreamEngine) -> None:
         self.engine = engine
         self._done: deque[np.ndarray] = deque()
 

@@ -1,7 +1,7 @@
 """The compiled backend's speed knobs as data and flags, without importing torch.
 
 `dreamcam run` and `dreamcam bench` both take them (`add_knob_arguments`); `CompiledBackend`
-and `StepModules` (backends/compiled.py) apply them. Defaults are today's measured behaviour;
+and `StepModules` (backends/compiled/backend.py) apply them. Defaults are today's measured behaviour;
 docs/performance.md and `tools/gpu_sweep.sh` say which knob is worth what on a GPU.
 """
 

@@ -17,7 +17,7 @@ import sys
 
 import cv2
 
-from dreamcam.backends import auto_candidates, triton_problem
+from dreamcam.backends import BackendSpec, auto_candidates, registered
 from dreamcam.cli.flags import engines_dir_text
 from dreamcam.cli.run_options import cpu_fallback_hint
 from dreamcam.errors import DeviceError
@@ -116,21 +116,14 @@ def find_virtualcam_backends(width: int = 64, height: int = 48, fps: float = 30.
     return result
 
 
-def _tensorrt_problem() -> tuple[str | None, str | None]:
-    """(TensorRT version, None) where the tensorrt backend's TensorRT imports and is supported,
-    else (version or None, why not)."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorrt") is None:
-        return None, "TensorRT is not installed: pip install 'dreamcam[tensorrt]'"
-    from dreamcam.backends.tensorrt.backend import import_tensorrt
-
-    try:
-        return import_tensorrt().__version__, None
-    except DeviceError as e:
-        return None, str(e)
-    except Exception as e:  # a broken install (missing libraries) fails at import in many ways
-        return None, f"TensorRT does not import: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+def backend_report(spec: BackendSpec, device_types: set[str]) -> dict:
+    """{name, usable, why, version} of one registered backend on a machine with these device types."""
+    if spec.devices and not device_types.intersection(spec.devices):
+        need = " or ".join("a CUDA GPU" if d == "cuda" else f"a {d} device" for d in spec.devices)
+        why = f"needs {need} (none here)"
+    else:
+        why = spec.why_not()
+    return {"name": spec.name, "usable": why is None, "why": why, "version": spec.version_here()}
 
 
 def find_compute() -> dict:
@@ -149,14 +142,7 @@ def find_compute() -> dict:
     if not gpus:
         mps = getattr(torch.backends, "mps", None)
         no_gpu = cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available()))
-    need_gpu = "needs a CUDA GPU (none here)" if not gpus else None
-    no_triton = triton_problem()
-    trt_version, trt_why = _tensorrt_problem()
-    backends = [
-        {"name": "eager", "usable": True, "why": None, "version": None},
-        {"name": "compiled", "usable": not (need_gpu or no_triton), "why": need_gpu or no_triton, "version": None},
-        {"name": "tensorrt", "usable": not (need_gpu or trt_why), "why": need_gpu or trt_why, "version": trt_version},
-    ]
+    backends = [backend_report(spec, {"cpu", "cuda"} if gpus else {"cpu"}) for spec in registered()]
     usable = {b["name"] for b in backends if b["usable"]}
     auto = next(c for c in auto_candidates("cuda" if gpus else "cpu") if c in usable)
     return {"torch": torch.__version__, "gpus": gpus, "no_gpu": no_gpu, "backends": backends, "auto": auto,

@@ -11,7 +11,8 @@ import torch
 from dreamcam.backends.tensorrt.backend import check_capturable, ensure_plans, import_tensorrt
 from dreamcam.cli.model_load import load_model
 from dreamcam.cli.models import DEFAULT_TINY_VAE
-from dreamcam.engine.stream import StreamEngine, strength_to_t_index_list
+from dreamcam.engine.schedule import strength_to_t_index_list
+from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import DeviceError
 from dreamcam.models.archs import arch_pipeline
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dreamcam.errors import ConfigError
-from dreamcam.frames import FIT_MODES
+from dreamcam.frames import check_fit_mode, placement
 
 
 def _check(image: torch.Tensor, width: int, height: int, mode: str) -> None:
-    if mode not in FIT_MODES:
-        raise ConfigError(f"framing must be one of {', '.join(FIT_MODES)}; got {mode!r}")
+    check_fit_mode(mode)
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise TypeError(f"expected a uint8 (H, W, 3) RGB tensor, got {tuple(image.shape)} {image.dtype}")
     if width <= 0 or height <= 0:
@@ -34,22 +32,17 @@ def _resize(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
 
 def _fit_nchw(image: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float (1, 3, height, width) in 0..255, framed like `fit`."""
+    """uint8 (H, W, 3) -> float (1, 3, height, width) in 0..255, framed like `fit` (same `placement`)."""
     h, w = image.shape[:2]
     x = image.permute(2, 0, 1).unsqueeze(0).float()
     if (h, w) == (height, width):
         return x
-    if mode == "stretch":
-        return _resize(x, width, height)
-    if mode == "crop":  # the source region that covers the output, then one resize (as `fit`)
-        scale = max(width / w, height / h)
-        cw, ch = min(w, round(width / scale)), min(h, round(height / scale))
-        x0, y0 = (w - cw) // 2, (h - ch) // 2
-        return _resize(x[:, :, y0 : y0 + ch, x0 : x0 + cw], width, height)
-    scale = min(width / w, height / h)
-    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-    scaled = _resize(x, sw, sh)
-    x0, y0 = (width - sw) // 2, (height - sh) // 2
+    p = placement(w, h, width, height, mode)
+    sx, sy, cw, ch = p.source
+    scaled = _resize(x[:, :, sy : sy + ch, sx : sx + cw], *p.size)
+    (x0, y0), (sw, sh) = p.offset, p.size
+    if (sw, sh) == (width, height):
+        return scaled
     return F.pad(scaled, (x0, width - sw - x0, y0, height - sh - y0), value=0.0)
 
 

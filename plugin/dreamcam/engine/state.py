@@ -1,4 +1,4 @@
-"""The engine's per-prompt state, the base of `StreamEngine` (engine.py owns the frame step).
+"""The engine's per-prompt state, the base of `StreamEngine` (engine/stream.py owns the frame step).
 
 `prepare` allocates every tensor the frame step reads (the UNet batch and latent buffer, the
 init and residual noise, the schedule columns, the prompt embeddings, the live guidance/delta
@@ -6,7 +6,7 @@ values) and fills them for one prompt, schedule and seed. The live setters (prom
 delta, seed, strength / t_index_list, init_noise) then change those tensors in place between
 frames, never reallocating them: a compiled or captured frame step keeps reading the same buffers.
 
-Shapes and names (S steps, F frames per call, B batch rows) are described in engine.py; the
+Shapes and names (S steps, F frames per call, B batch rows) are described in engine/stream.py; the
 fixed structure (device, dtype, scheduler, batch sizes, cfg type) is set by
 `StreamEngine.__init__` before anything here runs.
 """
@@ -21,7 +21,7 @@ import torch
 
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS
-from dreamcam.models.pipelines import quiet_loggers
+from dreamcam.models.quiet import quiet_loggers
 from dreamcam.engine.schedule import check_finite, check_t_index_list, strength_to_t_index_list, t_index_list_to_strength
 from dreamcam.engine.similarity import SimilarityFilter
 
@@ -90,7 +90,8 @@ class EngineState:
         self.set_guidance(guidance_scale)
         self.set_delta(delta)
         self._write_schedule(self.t_index_list)
-        self._prev_output = None
+        if self.similarity_filter is not None:  # an output of the old prompt is no frame to repeat
+            self.similarity_filter.keep(None)
         self.prepared = True
 
     def _draw_noise(self, out: torch.Tensor, generator: torch.Generator) -> None:
@@ -269,6 +270,14 @@ class EngineState:
             raise ConfigError(f"init_noise must have shape {tuple(self._init_noise.shape)}, got {tuple(value.shape)}")
         with torch.no_grad():
             self._init_noise.copy_(value)
+
+    def carried_state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tensors a frame writes and the next frame reads: the stream batch's latents
+        (B, 4, h, w), the RCFG residual noise (B, 4, h, w) and the init noise (B, 4, h, w; the
+        sequential path re-seeds it from each frame). The live tensors, not copies: a backend
+        copies them to undo its warm-up frames (`backends.compiled.step.StateSnapshot`)."""
+        self._require_prepared()
+        return self._x_batch, self.stock_noise, self._init_noise
 
     @property
     def x_t_latent_buffer(self) -> torch.Tensor | None:

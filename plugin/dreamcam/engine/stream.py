@@ -27,7 +27,8 @@ import torch
 
 from dreamcam.engine.state import EngineState
 from dreamcam.errors import ConfigError
-from dreamcam.models.pipelines import _quiet_imports, move_pipeline
+from dreamcam.models.pipelines import move_pipeline
+from dreamcam.models.quiet import quiet_imports
 from dreamcam.engine.schedule import (  # noqa: F401  (strength_to_t_index_list, check_t_index_list: re-exported)
     check_size,
     check_t_index_list,
@@ -42,7 +43,7 @@ class StreamEngine(EngineState):
     """Few-step img2img / txt2img over a stream of frames, StreamDiffusion style.
 
     `prepare` and the live setters (set_prompt, set_strength, set_seed, ...) are `EngineState`'s
-    (engine_state.py); this class owns the engine structure and the frame step.
+    (engine/state.py); this class owns the engine structure and the frame step.
 
     Args:
         pipe: a diffusers `StableDiffusionPipeline` (SD 1.x / 2.x / sd-turbo architecture).
@@ -83,7 +84,7 @@ class StreamEngine(EngineState):
         self.t_index_list = check_t_index_list(t_index_list)
 
         # 2. Components, device and precision
-        _quiet_imports()
+        quiet_imports()
         from diffusers import LCMScheduler
 
         move_pipeline(pipe, device, dtype)
@@ -112,7 +113,6 @@ class StreamEngine(EngineState):
         self.similarity_filter: SimilarityFilter | None = None
         self.prepared = False
         self.num_inference_steps = 50
-        self._prev_output: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ the frame step
 
@@ -217,11 +217,11 @@ class StreamEngine(EngineState):
         if tuple(x.shape) != expected:
             raise ConfigError(f"process expects a float tensor of shape {expected}, got {tuple(x.shape)}")
         sim = self.similarity_filter
-        if sim is not None and sim.should_skip(x) and self._prev_output is not None:
-            return self._prev_output
+        if sim is not None and (again := sim.repeat(x)) is not None:
+            return again
         y = self.frame_step(x)
         if sim is not None:
-            self._prev_output = y
+            sim.keep(y)
         return y
 
     # ------------------------------------------------------------------ uint8 helpers

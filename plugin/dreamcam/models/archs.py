@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from dreamcam.errors import ConfigError
+from dreamcam.models.pipelines import tiny_tokenizer
+from dreamcam.models.quiet import quiet_imports
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +103,7 @@ def arch_pipeline(
         weight_scale: every UNet and text-encoder parameter is multiplied by this (0 < s <= 1)
             so fp16 activations of the random network stay finite.
     """
-    from dreamcam.models.pipelines import _quiet_imports, tiny_tokenizer
-
-    _quiet_imports()
+    quiet_imports()
     from diffusers import AutoencoderTiny, LCMScheduler, StableDiffusionPipeline
 
     check_arch(name)

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,24 @@ from typing import Any
 import torch
 
 from dreamcam.errors import ConfigError, ModelLoadError
+from dreamcam.models.components import fuse_loras, load_vae
 from dreamcam.models.hub import Hub
+from dreamcam.models.paths import (
+    CHECKPOINT_SUFFIXES,
+    HUB_ID,
+    check_checkpoint_file,
+    check_exists,
+    is_checkpoint_path,
+    looks_like_path,
+    one_line,
+)
+from dreamcam.models.pipelines import move_pipeline, tiny_pipeline
 
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("lcm", "keep")
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 # Components StreamEngine drives; a pipeline with a second text encoder (SDXL) needs other conditioning.
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -97,11 +105,9 @@ def load_pipeline(
     device = _resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
     hub = Hub()
-    from dreamcam.models.pipelines import fuse_loras, load_vae, move_pipeline
-
     with _progress_bars(progress), hub.guard():
         # 2. Base pipeline (a single-file checkpoint loads a required VAE with it)
-        in_base = vae is not None and _is_checkpoint_path(str(id_or_path)) and not vae_optional
+        in_base = vae is not None and is_checkpoint_path(str(id_or_path)) and not vae_optional
         pipe = _load_base(str(id_or_path), config=config, vae=vae if in_base else None, hub=hub, dtype=dtype)
         # 3. VAE swapped in
         if vae is not None and not in_base:
@@ -129,8 +135,6 @@ def load_pipeline(
 
 
 def _load_base(id_or_path: str, *, config: str | None, vae: str | None, hub: Hub, dtype: torch.dtype):
-    from dreamcam.models.pipelines import tiny_pipeline  # models re-exports load_pipeline, so import lazily
-
     if id_or_path == "tiny":
         log.info("building the tiny random-weight pipeline...")
         return tiny_pipeline(0, dtype=dtype)
@@ -198,8 +202,6 @@ def _load_single_file(path: Path | str, *, config: str | None, vae: str | None, 
     if config is not None and not Path(config).expanduser().is_dir() and not HUB_ID.match(config):
         raise ModelLoadError(f"model config {config!r} is neither a diffusers folder nor a hub id")
     extra: dict[str, Any] = {}
-    from dreamcam.models.pipelines import load_vae
-
     if vae is not None:
         extra["vae"] = load_vae(vae, hub=hub, dtype=dtype)
     cfg = str(Path(config).expanduser()) if config and Path(config).expanduser().is_dir() else config
@@ -237,50 +239,6 @@ def _load_hub(repo_id: str, hub: Hub, dtype: torch.dtype):
                 f"{_NO_WEIGHTS_HINT}"
             ) from e
         raise ModelLoadError(f"could not load {repo_id!r} from the hub: {one_line(e)}") from e
-
-
-def check_checkpoint_file(path: Path) -> None:
-    """Read a .safetensors header, or a .ckpt's archive index (cheap), so a corrupt or truncated
-    download fails with a clear line rather than a loader's error about something else."""
-    if path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
-        _check_torch_file(path)
-        return
-    if path.suffix.lower() != ".safetensors":
-        return
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            f.keys()
-    except Exception as e:
-        raise ModelLoadError(
-            f"{path.name} is not a readable .safetensors file ({one_line(e)}): it is corrupt or only partly "
-            "downloaded; download it again"
-        ) from e
-
-
-def _check_torch_file(path: Path) -> None:
-    # torch.save writes a zip archive (its index is at the end: a truncated download has none);
-    # files from before torch 1.6 are a bare pickle, which starts with the PROTO opcode 0x80
-    import zipfile
-
-    bad = None
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                if not any(n.endswith("data.pkl") for n in z.namelist()):
-                    bad = "a zip archive without data.pkl"
-        else:
-            with open(path, "rb") as f:
-                if f.read(1) != b"\x80":
-                    bad = "neither a zip archive nor a pickle"
-    except (OSError, zipfile.BadZipFile) as e:
-        bad = one_line(e)
-    if bad is not None:
-        raise ModelLoadError(
-            f"{path.name} is not a readable PyTorch checkpoint ({bad}): it is corrupt or only partly "
-            "downloaded; download it again, or use the model's .safetensors file"
-        )
 
 
 @contextlib.contextmanager
@@ -350,33 +308,3 @@ def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> tor
     if name not in _DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(sorted(_DTYPES))}, got {dtype!r}")
     return _DTYPES[name]
-
-
-_WHAT_TO_PASS = {
-    "VAE": "pass a folder, a file or a hub id like madebyollin/taesd",
-    "LoRA": "pass a .safetensors file, a folder or a hub id",
-}
-
-
-def check_exists(kind: str, source: str | None) -> None:
-    """ModelLoadError when `source` (a path or hub id, or None) can be neither: a path that is
-    not there. kind: "VAE" or "LoRA"."""
-    if source is None or Path(str(source)).expanduser().exists():
-        return
-    if looks_like_path(str(source)) or not HUB_ID.match(str(source)):
-        raise ModelLoadError(f"{kind} path {str(source)!r} does not exist; {_WHAT_TO_PASS[kind]}")
-
-
-def _is_checkpoint_path(id_or_path: str) -> bool:
-    return id_or_path.lower().endswith(CHECKPOINT_SUFFIXES)
-
-
-def looks_like_path(text: str) -> bool:
-    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
-        return True
-    return Path(text).suffix.lower() in CHECKPOINT_SUFFIXES + (".pt", ".pth", ".bin")
-
-
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

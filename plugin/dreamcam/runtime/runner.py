@@ -11,7 +11,7 @@ Two frame paths:
 - synchronous: frame on the CPU (`frames.fit`), `backend.process`, emit. Used with bypass, with
   a similarity filter (both need the engine-size image on the CPU), for a backend that has only
   `process`, and where the backend does not overlap (eager, any CPU backend).
-- pipelined (`submit` / `collect`, see backends.step.GraphedStep): the captured frame goes to the
+- pipelined (`submit` / `collect`, see backends.compiled.step.GraphedStep): the captured frame goes to the
   backend at its own size and is framed on the device. After submitting frame k the loop looks
   for a newer captured frame; if there is one, its parameters are applied and it is submitted
   before k is collected, so the host work on k+1 (copy into the pinned buffer, upload, framing)
@@ -45,8 +45,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
+from dreamcam.backends import Backend
+from dreamcam.engine.similarity import SimilarityFilter, image_key
 from dreamcam.frames import Frame, fit
 from dreamcam.runtime.pace import engine_bound
 from dreamcam.runtime.stats import RunStats
@@ -70,8 +71,9 @@ class Runner:
 
     Args:
         source: a started `dreamcam.sources.Source`.
-        backend: an object with `process(uint8 (H, W, 3)) -> uint8 (H, W, 3)` (see backends); when it
-            also has `submit(image, fit_mode)` / `collect()` (and `fence()`), the pipelined path.
+        backend: a `dreamcam.backends.Backend`: `process` for the synchronous path, `submit` /
+            `collect` for the pipelined one, `fence` before parameter changes. (An object with
+            `process` alone also runs, on the synchronous path: the tests' stand-ins.)
         sinks: started `dreamcam.sinks.Sink`s.
         width, height: the engine size frames are fitted to.
         controller: applies live parameters between frames (`apply()`, `bypass`).
@@ -88,7 +90,7 @@ class Runner:
     def __init__(
         self,
         source: Any,
-        backend: Any,
+        backend: Backend,
         sinks: Sequence[Any],
         *,
         width: int,
@@ -99,7 +101,7 @@ class Runner:
         on_status: Callable[[dict], None] | None = None,
         status_every: float = 0.5,
         no_signal_after: float = NO_SIGNAL_AFTER_S,
-        similarity: Any = None,
+        similarity: SimilarityFilter | None = None,
         pipeline: bool | None = None,
     ) -> None:
         self.source, self.backend, self.sinks = source, backend, list(sinks)
@@ -168,13 +170,15 @@ class Runner:
         engine_ms = None  # the model did not run: bypass or a similar frame
         if self.bypass:
             out = img
-        elif self._similar(img):
-            out = self._last_out
+        elif self.similarity is not None and (again := self.similarity.repeat(image_key(img))) is not None:
+            out = again
             self.stats.skipped_similar += 1
         else:
             t0 = time.perf_counter()
             out = self._last_out = self.backend.process(img)
             engine_ms = (time.perf_counter() - t0) * 1000.0
+            if self.similarity is not None:
+                self.similarity.keep(out)
         t1 = time.perf_counter()
         self._emit(Frame(out, frame.t_capture, frame.index))
         self.stats.record(engine_ms, frame.t_capture, t1)
@@ -240,13 +244,6 @@ class Runner:
         self._emit(Frame(out, frame.t_capture, frame.index))
         self.stats.record((t1 - t_submit) * 1000.0, frame.t_capture, t1)
         return out
-
-    def _similar(self, img: np.ndarray) -> bool:
-        if self.similarity is None:
-            return False
-        # every 4th pixel each way in [-1, 1]: the same similarity, 16x cheaper to measure
-        x = torch.from_numpy(np.ascontiguousarray(img[::4, ::4])).float().div_(127.5).sub_(1.0)
-        return self.similarity.should_skip(x) and self._last_out is not None
 
     def _idle(self, last_out: np.ndarray | None, silent_s: float, now: float) -> None:
         if silent_s >= self.no_signal_after or last_out is None:

@@ -12,7 +12,7 @@ from collections import deque
 import numpy as np
 
 from dreamcam.errors import ConfigError
-from dreamcam.frames import FIT_MODES, Frame, LatestSlot, fit, resize
+from dreamcam.frames import Frame, LatestSlot, check_fit_mode, fit, placement, resize
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,7 @@ class Framer:
     """
 
     def __init__(self, width: int, height: int, mode: str = "letterbox") -> None:
-        if mode not in FIT_MODES:
-            raise ConfigError(f"framing must be one of {', '.join(FIT_MODES)}; got {mode!r}")
-        self.width, self.height, self.mode = width, height, mode
+        self.width, self.height, self.mode = width, height, check_fit_mode(mode)
         self._buf = np.zeros((height, width, 3), dtype=np.uint8)
         self._src_hw: tuple[int, int] | None = None
 
@@ -166,12 +164,8 @@ class Framer:
             return fit(image, self.width, self.height, self.mode)
         if (h, w) != self._src_hw:
             self._src_hw = (h, w)
-            if self.mode == "stretch":
-                sw, sh = self.width, self.height
-            else:
-                scale = min(self.width / w, self.height / h)
-                sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-            x0, y0 = (self.width - sw) // 2, (self.height - sh) // 2
+            p = placement(w, h, self.width, self.height, self.mode)  # letterbox, stretch: the whole source
+            (x0, y0), (sw, sh) = p.offset, p.size
             self._buf[:] = 0
             self._dst = self._buf[y0 : y0 + sh, x0 : x0 + sw]
             self._size = (sw, sh)

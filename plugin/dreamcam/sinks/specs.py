@@ -8,7 +8,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from dreamcam.errors import ConfigError
-from dreamcam.frames import FIT_MODES
+from dreamcam.frames import check_fit_mode
 from dreamcam.sinks.base import NullSink, Sink, parse_bitrate, parse_size
 from dreamcam.sinks.file import FileSink
 from dreamcam.sinks.preview import PreviewSink
@@ -58,9 +58,7 @@ def open_sink(
     if not 1 <= rate <= 240:
         raise ConfigError(f"output fps must be 1..240; got {rate}")
     rate_bits = parse_bitrate(opts["bitrate"]) if "bitrate" in opts else bitrate
-    fit_mode = opts.get("fit", fit_mode)
-    if fit_mode not in FIT_MODES:
-        raise ConfigError(f"fit must be one of {', '.join(FIT_MODES)}; got {fit_mode!r}")
+    fit_mode = check_fit_mode(opts.get("fit", fit_mode), "fit")
     if kind in ("virtualcam", "udp", "file") and (w % 2 or h % 2):
         raise ConfigError(f"{kind} sink needs an even output size; got {w}x{h}: pass ?size= or --output-size")
     if kind == "null":

@@ -7,7 +7,7 @@ reads the engine's pre-allocated tensors (prompt embeddings, schedule, noise, gu
 engine's setters (set_prompt, set_strength, set_guidance, set_delta, set_seed) take effect at
 the next frame with no re-capture and no recompile.
 
-The compile cache (Inductor's FX-graph and kernel caches) lives under `engines/torch_compile`,
+The compile cache (Inductor's FX-graph and kernel caches) lives under `engines_dir()/torch_compile`,
 so the second start of the same model and size skips most of the compile time.
 
 Speed knobs (`StepModules`, which also runs on a CPU engine so the knobs are tested there):
@@ -25,13 +25,13 @@ Speed knobs (`StepModules`, which also runs on a CPU engine so the knobs are tes
   the same shape share one compiled graph, so the first start compiles far less, while the
   glue between blocks runs eager (still inside the one CUDA graph, so it costs no launches).
 - `fp8_linear`: the UNet's transformer-block projections as FP8 matmuls with static scales
-  calibrated at start (backends/fp8.py; Ada/Hopper; frames differ from fp16 by a few levels).
+  calibrated at start (backends/compiled/fp8.py; Ada/Hopper; frames differ from fp16 by a few levels).
 - `cudnn_exhaustive`: cuDNN's benchmark tries every convolution algorithm, not its first 10
   (`torch.backends.cudnn.benchmark_limit = 0`, process-wide until close); a longer first frame.
 
 Frame paths (`CompiledBackend`): `GraphedStep` by default; `overlap_stages` runs the step as
-three graphs on three streams (backends/staged.py); `parallel_frames` gives each of the two frames
-in flight its own graph and stream where frames carry no state (backends/parallel.py).
+three graphs on three streams (backends/compiled/staged.py); `parallel_frames` gives each of the two frames
+in flight its own graph and stream where frames carry no state (backends/compiled/parallel.py).
 """
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ from typing import Any
 
 import torch
 
-from dreamcam.backends import triton_problem
+from dreamcam.backends.cache import engines_dir
 from dreamcam.backends.compiled.fp8 import Fp8Linears, check_fp8_device
-from dreamcam.backends.options import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
 from dreamcam.backends.compiled.parallel import ParallelStep, check_parallel
 from dreamcam.backends.compiled.staged import StagedStep
 from dreamcam.backends.compiled.step import (
@@ -57,6 +56,9 @@ from dreamcam.backends.compiled.step import (
     check_capturable,
     swap_modules,
 )
+from dreamcam.backends.compiled.triton import triton_problem
+from dreamcam.backends.options import COMPILE_MODES, COMPILE_SCOPES, INDUCTOR_PRESETS
+from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,6 @@ def use_compile_cache(path: str | os.PathLike | None = None) -> str:
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     user_set = current is not None and os.path.abspath(current) != os.path.abspath(default_cache_dir())
     if path is not None or not user_set:
-        from dreamcam.backends import engines_dir
-
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path or engines_dir() / "torch_compile")
     import torch._inductor.config as inductor_config
 
@@ -119,7 +119,7 @@ class StepModules:
     the shared pipeline modules while open; `close()` (idempotent) puts them back.
     """
 
-    def __init__(self, engine: Any, *, compile: bool = True, fuse_qkv: bool = False, inductor: str = "default",
+    def __init__(self, engine: StreamEngine, *, compile: bool = True, fuse_qkv: bool = False, inductor: str = "default",
                  compile_mode: str = "default", compile_scope: str = "whole", fp8_linear: bool = False) -> None:
         # 1. Check inputs
         options = inductor_options(compile_mode, inductor)
@@ -145,7 +145,7 @@ class StepModules:
             self.close()
             raise
 
-    def _prepare(self, engine: Any, compile: bool, fuse_qkv: bool, fp8_linear: bool, compile_scope: str,
+    def _prepare(self, engine: StreamEngine, compile: bool, fuse_qkv: bool, fp8_linear: bool, compile_scope: str,
                  options: dict[str, bool]) -> tuple[Any, TinyVaeCalls]:
         # 2. Fused projections (before compiling: the graph must see the fused layers)
         if fuse_qkv:
@@ -234,14 +234,14 @@ class CompiledBackend(FramePipeline):
         parallel_frames: the two frames in flight run at once, each on its own stream and graph
             (`ParallelStep`); only for frames that carry no state (1 step, cfg none or full); same
             results. Not with overlap_stages.
-        fp8_linear: FP8 transformer-block projections (compute capability 8.9+; see backends/fp8.py).
+        fp8_linear: FP8 transformer-block projections (compute capability 8.9+; see backends/compiled/fp8.py).
         cudnn_exhaustive: cuDNN tries every convolution algorithm once per shape (a process-wide
             setting while the backend is open; close() puts the previous limit back).
     """
 
     name = "compiled"
 
-    def __init__(self, engine: Any, *, compile: bool = True, cuda_graph: bool = True, warmup: int = 3,
+    def __init__(self, engine: StreamEngine, *, compile: bool = True, cuda_graph: bool = True, warmup: int = 3,
                  cache_dir: str | None = None, fuse_qkv: bool = False, inductor: str = "default",
                  compile_mode: str = "default", compile_scope: str = "whole", overlap_stages: bool = False,
                  parallel_frames: bool = False, fp8_linear: bool = False, cudnn_exhaustive: bool = False) -> None:

@@ -25,11 +25,12 @@ quantization into the previous kernel, which Inductor does not do across a matmu
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 from torch import nn
 
+from dreamcam.backends.compiled.step import DeviceFrameStep, StateSnapshot
+from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -120,12 +121,10 @@ class Fp8Linears:
         return [getattr(parent, name) for parent, name, _ in self._swapped]
 
     @torch.no_grad()
-    def calibrate(self, engine: Any, frames: int | None = None, seed: int = 0) -> None:
+    def calibrate(self, engine: StreamEngine, frames: int | None = None, seed: int = 0) -> None:
         """Run `frames` (default: stream-batch steps + 1, so every batch slot carries a real
         latent) random frames through the engine's eager frame step, recording each layer's input
         range, then freeze the scales; the engine's carried state is restored afterwards."""
-        from dreamcam.backends.compiled.step import DeviceFrameStep, StateSnapshot
-
         step = DeviceFrameStep(engine)
         snapshot = StateSnapshot(engine)
         gen = torch.Generator(device="cpu").manual_seed(seed)

@@ -29,11 +29,13 @@ from typing import Any
 
 import torch
 
-from dreamcam.backends.compiled.step import DEPTH, DeviceFrameStep, GraphedStep, _on, capture_graph
+from dreamcam.backends.compiled.step import DeviceFrameStep, GraphedStep, capture_graph, on_stream
+from dreamcam.backends.inputs import DEPTH
+from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError
 
 
-def carries_state(engine: Any) -> str | None:
+def carries_state(engine: StreamEngine) -> str | None:
     """Why frames of this engine depend on the frames before them, or None where they do not."""
     if not engine.use_denoising_batch:
         return "use_denoising_batch=False draws fresh noise for every frame"
@@ -44,7 +46,7 @@ def carries_state(engine: Any) -> str | None:
     return None
 
 
-def check_parallel(engine: Any) -> None:
+def check_parallel(engine: StreamEngine) -> None:
     """ConfigError, saying what to change, where two frames cannot run at once."""
     why = carries_state(engine)
     if why is not None:
@@ -58,7 +60,7 @@ class ParallelStep(GraphedStep):
     Args as GraphedStep. Refuses (ConfigError) an engine whose frames carry state. On a CPU
     engine every submit computes at once, as GraphedStep's does."""
 
-    def __init__(self, engine: Any, *, warmup: int = 1, cuda_graph: bool = True) -> None:
+    def __init__(self, engine: StreamEngine, *, warmup: int = 1, cuda_graph: bool = True) -> None:
         check_parallel(engine)
         super().__init__(engine, warmup=warmup, cuda_graph=False)  # warm-up (compiles) on slot 0's stream
         cuda = engine.device.type == "cuda"
@@ -69,7 +71,7 @@ class ParallelStep(GraphedStep):
             if stream is not None:  # after slot 0's warm-up and the zero-fill of this slot's buffers
                 stream.wait_stream(self.stream)
                 stream.wait_stream(torch.cuda.current_stream(engine.device))
-            with _on(stream):
+            with on_stream(stream):
                 step()
         self._sync()
         self.warm_at = time.perf_counter()

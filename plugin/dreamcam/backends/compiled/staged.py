@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.backends.compiled.step import DeviceFrameStep, GraphedStep, StateSnapshot, _on, _Slot, capture_graph
-from dreamcam.engine.stream import to_uint8
+from dreamcam.backends.compiled.step import DeviceFrameStep, GraphedStep, Slot, StateSnapshot, capture_graph, on_stream
 from dreamcam.engine.framing import fit_torch
+from dreamcam.engine.stream import StreamEngine, to_uint8
 
 
 class _StageBuffers:
@@ -54,7 +54,7 @@ class _StageBuffers:
         self.x0_in = torch.zeros_like(x0)  # decode's input
 
 
-class _StagedSlot(_Slot):
+class _StagedSlot(Slot):
     """A slot plus the frame's hand-over between stages: encode's latents, denoise's output, and
     the events after encode and decode (allocated once the stage buffers' shapes are known)."""
 
@@ -72,13 +72,13 @@ class StagedStep(GraphedStep):
 
     slot_class = _StagedSlot
 
-    def __init__(self, engine: Any, *, warmup: int = 1, cuda_graph: bool = True) -> None:
+    def __init__(self, engine: StreamEngine, *, warmup: int = 1, cuda_graph: bool = True) -> None:
         super().__init__(engine, warmup=warmup, cuda_graph=False)  # warm-up (compiles), streams, slots
         cuda = engine.device.type == "cuda"
         self.encode_stream = torch.cuda.Stream(device=engine.device) if cuda else None
         self.decode_stream = torch.cuda.Stream(device=engine.device) if cuda else None
         snapshot = StateSnapshot(engine)
-        with _on(self.stream):
+        with on_stream(self.stream):
             self.buf = _StageBuffers(self.step)
         for slot in self._slots:  # the hand-over buffers between stages (_StagedSlot), and their events
             slot.lat = torch.zeros_like(self.buf.lat)
@@ -86,7 +86,7 @@ class StagedStep(GraphedStep):
             slot.encoded, slot.decoded = (torch.cuda.Event() if cuda else None for _ in range(2))
         stages = ((self._encode, self.encode_stream), (self._denoise, self.stream), (self._decode, self.decode_stream))
         for fn, stream in stages:  # warm each stage alone as it will run (no recompile: same layouts)
-            with _on(stream):
+            with on_stream(stream):
                 fn()
         self._sync_all()
         self.warm_at = time.perf_counter()
@@ -130,7 +130,7 @@ class StagedStep(GraphedStep):
         if self.encode_stream is not None:
             self.encode_stream.wait_event(slot.uploaded)
             self.encode_stream.wait_stream(torch.cuda.current_stream(e.device))
-        with _on(self.encode_stream):
+        with on_stream(self.encode_stream):
             for i in range(e.frame_buffer_size):
                 self.step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
             self._stages[0]()
@@ -140,7 +140,7 @@ class StagedStep(GraphedStep):
         # 3. Denoise: frames in submission order on the one compute stream (the stream batch's state)
         if self.stream is not None:
             self.stream.wait_event(slot.encoded)
-        with _on(self.stream):
+        with on_stream(self.stream):
             self.buf.lat_in.copy_(slot.lat)
             self._stages[1]()
             slot.x0.copy_(self.buf.x0)
@@ -149,7 +149,7 @@ class StagedStep(GraphedStep):
         # 4. Decode
         if self.decode_stream is not None:
             self.decode_stream.wait_event(slot.computed)
-        with _on(self.decode_stream):
+        with on_stream(self.decode_stream):
             self.buf.x0_in.copy_(slot.x0)
             self._stages[2]()
             slot.out_dev.copy_(self.step.frames_out)

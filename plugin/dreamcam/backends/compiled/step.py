@@ -25,12 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcam.engine.stream import to_model_input, to_uint8
-from dreamcam.errors import ConfigError
-from dreamcam.frames import FIT_MODES
+from dreamcam.backends.inputs import DEPTH, check_frame, check_room, check_source_frame
 from dreamcam.engine.framing import fit_torch
-
-DEPTH = 2  # frames a backend holds between submit and collect
+from dreamcam.engine.stream import StreamEngine, to_model_input, to_uint8
+from dreamcam.errors import ConfigError
 
 
 class TinyVaeCalls:
@@ -52,7 +50,7 @@ class TinyVaeCalls:
         return (self._decoder(latents),)
 
 
-def check_capturable(engine: Any, backend: str) -> None:
+def check_capturable(engine: StreamEngine, backend: str) -> None:
     """The frame step reads only pre-allocated tensors and draws no host-side random numbers."""
     if not getattr(engine, "prepared", False):
         raise ConfigError(f"the {backend} backend needs a prepared engine: call engine.prepare(prompt) first")
@@ -73,7 +71,7 @@ def check_capturable(engine: Any, backend: str) -> None:
 
 
 @contextlib.contextmanager
-def swap_modules(engine: Any, unet: Callable, vae: Any) -> Iterator[None]:
+def swap_modules(engine: StreamEngine, unet: Callable, vae: Any) -> Iterator[None]:
     """Point the engine at other UNet / VAE callables; the originals come back on exit."""
     old = engine.unet, engine.vae
     engine.unet, engine.vae = unet, vae
@@ -90,7 +88,7 @@ class DeviceFrameStep:
     equals the eager backend's.
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: StreamEngine) -> None:
         f = engine.frame_buffer_size
         shape = (f, engine.height, engine.width, 3)
         self.engine = engine
@@ -115,48 +113,19 @@ def capture_graph(fn: Callable[[], Any], stream: torch.cuda.Stream | None = None
     return graph
 
 
-def check_frame(engine: Any, frame: np.ndarray) -> np.ndarray:
-    """A uint8 (H, W, 3) frame (or (F, H, W, 3) with frame_buffer_size F > 1) -> (F, H, W, 3)."""
-    f, h, w = engine.frame_buffer_size, engine.height, engine.width
-    want = (h, w, 3) if f == 1 else (f, h, w, 3)
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != want:
-        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise ConfigError(f"expected a uint8 numpy frame of shape {want}, got {got}")
-    return frame.reshape(f, h, w, 3)
-
-
 class StateSnapshot:
-    """Copies of the engine's carried state (latents in flight, residual noise), to undo warm-up."""
+    """Copies of the engine's carried state (`engine.carried_state()`: latents in flight, residual
+    and init noise), to undo warm-up frames."""
 
-    def __init__(self, engine: Any) -> None:
-        self._pairs = [(t, t.clone()) for t in (engine._x_batch, engine.stock_noise, engine._init_noise)]
+    def __init__(self, engine: StreamEngine) -> None:
+        self._pairs = [(t, t.clone()) for t in engine.carried_state()]
 
     def restore(self) -> None:
         for live, saved in self._pairs:
             live.copy_(saved)
 
 
-def check_source_frame(engine: Any, frame: Any, fit_mode: str) -> np.ndarray:
-    """A captured uint8 (h, w, 3) RGB frame of any size (or (F, h, w, 3) with frame_buffer_size
-    F > 1) and a framing mode (crop, letterbox, stretch) -> the frame as (F, h, w, 3)."""
-    if fit_mode not in FIT_MODES:
-        raise ConfigError(f"framing must be one of {', '.join(FIT_MODES)}; got {fit_mode!r}")
-    f = engine.frame_buffer_size
-    want = "(H, W, 3)" if f == 1 else f"({f}, H, W, 3)"
-    ok = isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == (3 if f == 1 else 4)
-    if not ok or frame.shape[-1] != 3 or (f > 1 and frame.shape[0] != f) or 0 in frame.shape:
-        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise ConfigError(f"expected a uint8 RGB numpy frame of shape {want}, got {got}")
-    return frame.reshape(f, *frame.shape[-3:])
-
-
-def check_room(pending: int) -> None:
-    if pending >= DEPTH:
-        raise RuntimeError(f"{pending} frames are in flight, the most a backend holds: collect() one before "
-                           "submitting another")
-
-
-class _Slot:
+class Slot:
     """One frame's buffers between submit and collect, and the events that order its copies.
 
     raw: the captured frame, host (pinned on CUDA) and device, re-allocated when the capture
@@ -186,12 +155,13 @@ class _Slot:
         if self.downloaded is not None:
             self.downloaded.synchronize()
         self.raw_host = torch.empty(shape, dtype=torch.uint8, pin_memory=self.cuda)
-        with _on(copy_stream):
+        with on_stream(copy_stream):
             self.raw_dev = torch.empty(shape, dtype=torch.uint8, device=self.device)
         self.raw_np = self.raw_host.numpy()
 
 
-def _on(stream: torch.cuda.Stream | None):
+def on_stream(stream: torch.cuda.Stream | None):
+    """`stream` as the current CUDA stream for a block; no stream (a CPU engine): nothing changes."""
     return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
 
@@ -204,7 +174,7 @@ class GraphedStep:
 
     `submit(frame, fit_mode)` takes a captured frame of any size and returns at once: the frame
     is copied into its slot's pinned buffer, uploaded on the copy stream, framed to the engine
-    size on the compute stream (`framing_gpu.fit_torch`; a plain copy when the size matches),
+    size on the compute stream (`engine.framing.fit_torch`; a plain copy when the size matches),
     run through the step, copied to the slot's device output and downloaded on the download
     stream. `collect()` waits for the oldest frame's download and returns a copy. At most
     `DEPTH` (2) frames are in flight. `fence()` orders the default stream (where the engine's
@@ -215,9 +185,9 @@ class GraphedStep:
     computes at once, so the slot logic, order and results are testable without a GPU.
     """
 
-    slot_class = _Slot  # a subclass's slots may carry more (StagedStep's hand-over buffers)
+    slot_class = Slot  # a subclass's slots may carry more (StagedStep's hand-over buffers)
 
-    def __init__(self, engine: Any, *, warmup: int = 1, cuda_graph: bool = True) -> None:
+    def __init__(self, engine: StreamEngine, *, warmup: int = 1, cuda_graph: bool = True) -> None:
         self.engine = engine
         self.step = DeviceFrameStep(engine)
         cuda = engine.device.type == "cuda"
@@ -226,7 +196,7 @@ class GraphedStep:
         self.download_stream = torch.cuda.Stream(device=engine.device) if cuda else None
         self.overlaps = cuda  # submit returns before the frame is done (False: it computes at once)
         self._slots = [self.slot_class(self.step, cuda) for _ in range(DEPTH)]
-        self._in_flight: deque[_Slot] = deque()
+        self._in_flight: deque[Slot] = deque()
         self._next = 0
         self.graph: torch.cuda.CUDAGraph | None = None
 
@@ -267,25 +237,25 @@ class GraphedStep:
         engine size with `fit_mode` (crop, letterbox, stretch). Does not wait for the device."""
         self._enqueue(check_source_frame(self.engine, frame, fit_mode), fit_mode)
 
-    def _upload(self, frames: np.ndarray) -> _Slot:
+    def _upload(self, frames: np.ndarray) -> Slot:
         """Take the next slot for a checked (F, h, w, 3) uint8 array and upload it on the copy
         stream (overlapping the compute of the frame ahead); returns the slot."""
         check_room(self.pending)
         slot = self._slots[self._next]
         slot.hold(frames.shape, self.copy_stream)
         np.copyto(slot.raw_np, frames)
-        with _on(self.copy_stream):
+        with on_stream(self.copy_stream):
             slot.raw_dev.copy_(slot.raw_host, non_blocking=True)
             if slot.uploaded is not None:
                 slot.uploaded.record()
         return slot
 
-    def _download(self, slot: _Slot, ready: torch.cuda.Event | None) -> None:
+    def _download(self, slot: Slot, ready: torch.cuda.Event | None) -> None:
         """Download the slot's result on its own stream once `ready` (overlapping the compute of
         the next frame), and count the frame as in flight."""
         if self.download_stream is not None:
             self.download_stream.wait_event(ready)
-        with _on(self.download_stream):
+        with on_stream(self.download_stream):
             slot.out_host.copy_(slot.out_dev, non_blocking=True)
             if slot.downloaded is not None:
                 slot.downloaded.record()
@@ -306,7 +276,7 @@ class GraphedStep:
         if stream is not None:
             stream.wait_event(slot.uploaded)
             stream.wait_stream(torch.cuda.current_stream(e.device))
-        with _on(stream):
+        with on_stream(stream):
             for i in range(e.frame_buffer_size):
                 step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
             run()

@@ -3,12 +3,12 @@
 Three engines per model (UNet, TAESD encoder, TAESD decoder), each built once from the graphs of
 `onnx_export` with one optimisation profile over a batch range (steps x frame buffer, RCFG rows
 included) and a resolution range, so changing steps, strength, prompt or size inside the range
-needs no rebuild. Plans are cached in `engines/` under a name that encodes the model hash, the
-profile ranges, the precision, the TensorRT version and the GPU; a cached plan skips export and
-build. Builds share one timing cache per TensorRT version and GPU (`timing_trt*_GPU.cache`), so a
-second model of the same architecture is built without timing its kernels again. Inference uses
-the name-based I/O of TensorRT 10 and 11: `set_input_shape`, `set_tensor_address` on
-pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA
+needs no rebuild. Plans are cached in `engines_dir()/tensorrt` under a name that encodes the model
+hash, the profile ranges, the precision, the TensorRT version and the GPU; a cached plan skips
+export and build. Builds share one timing cache per TensorRT version and GPU
+(`timing_trt*_GPU.cache`), so a second model of the same architecture is built without timing its
+kernels again. Inference uses the name-based I/O of TensorRT 10 and 11: `set_input_shape`,
+`set_tensor_address` on pre-allocated torch buffers, `execute_async_v3` on the backend's CUDA
 stream; the whole frame step is then captured in one CUDA graph, as in the compiled backend.
 
 Precision comes from the graph, not from a builder flag: the networks are built strongly typed,
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -37,7 +38,10 @@ from typing import Any
 
 import torch
 
+from dreamcam.backends.cache import engines_dir
 from dreamcam.backends.compiled.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
+from dreamcam.backends.tensorrt.onnx_export import export_unet, export_vae_decoder, export_vae_encoder
+from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,25 @@ def _warn_newer(version: str) -> None:  # once per process, not at every import_
                 "or run fails: pip install 'tensorrt<12'", version)
 
 
+def tensorrt_problem() -> str | None:
+    """Why the tensorrt backend cannot run its TensorRT here (not installed, unsupported, broken),
+    in one line with what to do; None where it can. Builds nothing."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed: pip install 'dreamcam[tensorrt]'"
+    try:
+        import_tensorrt()
+    except DeviceError as e:
+        return str(e)
+    except Exception as e:  # a broken install (missing libraries) fails at import in many ways
+        return f"TensorRT does not import: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return None
+
+
+def tensorrt_version() -> str | None:
+    """The version of the TensorRT the backend would run, or None where it cannot run one."""
+    return None if tensorrt_problem() else import_tensorrt().__version__
+
+
 @dataclass(frozen=True)
 class Profile:
     """Ranges one engine serves: batch rows and image size in pixels (multiples of 8)."""
@@ -80,7 +103,7 @@ class Profile:
         return tuple((self.batch[i], channels, self.height[i] // s, self.width[i] // s) for i in range(3))
 
 
-def default_profiles(engine: Any, *, min_px: int = 256, max_px: int = 1024) -> dict[str, Profile]:
+def default_profiles(engine: StreamEngine, *, min_px: int = 256, max_px: int = 1024) -> dict[str, Profile]:
     """Batch 1..max(8, UNet batch) around the engine's own; sizes min_px..max_px around its own."""
     h, w = engine.height, engine.width
     lo, hi = min(min_px, h, w), max(max_px, h, w)
@@ -286,11 +309,8 @@ class _TrtCall:
         return (out,) if "encoder_hidden_states" in self.inputs else out
 
 
-def ensure_plans(engine: Any, folder: Path | None = None) -> dict[str, Path]:
+def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, Path]:
     """Export and build any plan missing from the cache for this engine's model; returns the paths."""
-    from dreamcam.backends import engines_dir
-    from dreamcam.backends.tensorrt.onnx_export import export_unet, export_vae_decoder, export_vae_encoder
-
     trt = import_tensorrt()
     folder = Path(folder or engines_dir() / "tensorrt")
     mhash = model_hash(engine.unet, engine.vae)
@@ -328,7 +348,7 @@ class TensorRTBackend(FramePipeline):
 
     name = "tensorrt"
 
-    def __init__(self, engine: Any, *, cuda_graph: bool = True, folder: str | None = None) -> None:
+    def __init__(self, engine: StreamEngine, *, cuda_graph: bool = True, folder: str | None = None) -> None:
         if engine.device.type != "cuda":
             raise DeviceError(f"the tensorrt backend needs a CUDA device; the engine is on {engine.device}")
         check_capturable(engine, self.name)
