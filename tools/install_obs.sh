@@ -7,9 +7,10 @@
 #   xvfb xauth              a virtual display for OBS (xvfb-run)
 #   ffmpeg                  the Media Source's decoder
 #   libgl1-mesa-dri         software OpenGL for OBS's renderer
+#   xdotool                 presses keys in the preview window (the preview sink's key tests)
 set -euo pipefail
 
-PACKAGES=(obs-studio obs-plugins xvfb xauth ffmpeg libgl1-mesa-dri)
+PACKAGES=(obs-studio obs-plugins xvfb xauth ffmpeg libgl1-mesa-dri xdotool)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -191,7 +191,7 @@ def test_progress_flag_restores_global_progress_bars(saved):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None,
-                    reason="LoRA fusing needs peft, which the lent GPU machine does not have")
+                    reason="LoRA fusing needs peft (pip install peft)")
 def test_cuda_defaults_to_float16_and_fuses_on_the_gpu(saved):
     from peft.tuners.tuners_utils import BaseTunerLayer
 

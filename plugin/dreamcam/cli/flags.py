@@ -8,10 +8,9 @@ import argparse
 import os
 
 from dreamcam.backends import engines_dir
-from dreamcam.engine.schedule import check_size
+from dreamcam.engine.schedule import CFG_TYPES, check_size
 from dreamcam.errors import ConfigError
 
-CFG_TYPES = ("none", "self", "initialize", "full")
 DEVICES = ("auto", "cuda", "cpu")
 ENGINES_ENV = "DREAMCAM_ENGINES_DIR"
 

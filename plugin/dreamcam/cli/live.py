@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
         s = store.snapshot()
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
         t0 = time.perf_counter()
-        with elapsed(f"backend {chosen}: {BACKEND_START[chosen]}"):
+        with elapsed(f"backend {chosen}: {BACKEND_START.get(chosen, 'starting')}"):
             backend = stack.enter_context(make_backend(args.backend, engine, **backend_options))
             backend.process(np.zeros((args.height, args.width, 3), dtype=np.uint8))  # compiles / captures here, not live
         say(f"backend: {backend.name}, engine {args.width}x{args.height}, steps {engine.t_index_list}; "

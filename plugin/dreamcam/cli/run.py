@@ -24,6 +24,7 @@ from dreamcam.cli.models import add_model_arguments, check_model_flags
 from dreamcam.cli.run_options import RunPlan, check_output_file, live_control, similarity_filter, t_index_list
 from dreamcam.control.osc.server import DEFAULT_PORT as DEFAULT_OSC_PORT
 from dreamcam.errors import ConfigError
+from dreamcam.frames import FIT_MODES
 from dreamcam.sinks.base import parse_bitrate, parse_size
 from dreamcam.sinks.specs import open_sink
 from dreamcam.sources.specs import open_source
@@ -45,14 +46,14 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                      help="skip the engine for frames this similar to the last (cosine, e.g. 0.98; off by default)")
     run.add_argument("--max-skip-frames", type=int, default=10, help="with --similarity-filter: most frames skipped in a row")
     add_size_arguments(run)
-    run.add_argument("--fit", default="crop", choices=("crop", "letterbox", "stretch"), help="framing of the input to the engine size")
+    run.add_argument("--fit", default="crop", choices=FIT_MODES, help="framing of the input to the engine size")
     run.add_argument("--fps", type=float, default=None, help="capture rate to ask the source for")
     run.add_argument("--mirror", action="store_true", help="flip the input left-right (selfie view)")
     run.add_argument("--camera-size", default="1280x720", help="webcam capture size WxH to ask the driver for")
     run.add_argument("--mjpg", action="store_true", help="ask the webcam for MJPG (USB cameras reach 720p/1080p at 30 fps)")
     run.add_argument("--output-size", help="virtual camera / stream size WxH (default 1280x720 for virtualcam, else the engine size)")
     run.add_argument("--output-fps", type=float, help="output frame rate (default: --fps, else 30)")
-    run.add_argument("--output-fit", default="letterbox", choices=("letterbox", "crop", "stretch"), help="framing of the engine image to the output size")
+    run.add_argument("--output-fit", default="letterbox", choices=FIT_MODES, help="framing of the engine image to the output size")
     run.add_argument("--bitrate", help="udp/file video bitrate, e.g. 4M or 2500k")
     run.add_argument("--osc-port", type=int, default=DEFAULT_OSC_PORT, help="OSC control port")
     run.add_argument("--osc-host", default="127.0.0.1", help="OSC listen address (0.0.0.0 for other machines)")

@@ -12,6 +12,8 @@ import numpy as np
 
 from dreamcam.errors import ConfigError
 
+CFG_TYPES = ("none", "self", "initialize", "full")  # residual CFG modes (StreamDiffusion's cfg_type)
+
 
 def strength_to_t_index_list(strength: float, steps: int, num_inference_steps: int = 50) -> list[int]:
     """Map strength in [0, 1] to `steps` strictly increasing indices into the LCM schedule.

@@ -13,7 +13,7 @@ pool of intermediate tensors: the two graphs never share memory while both run).
 reused only after `collect()` waited for its download, and its stream runs its frames in order.
 Setters: a slot's stream waits for the default stream at every submit, and `fence()` makes the
 default stream wait for both compute streams. Results are exactly GraphedStep's
-(tests/test_parallel_step.py).
+(tests/backends/test_parallel_step.py).
 
 Compiled backend only: a TensorRT execution context is bound to one set of buffers, so two
 frames cannot share one. On an H200 (docs/performance.md, the 18:10 UTC run): 211 fps two deep against 180 for

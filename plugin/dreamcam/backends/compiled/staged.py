@@ -11,7 +11,7 @@ on a stream of its own:
 
 so frame N+1's encode and frame N-1's decode can run beside frame N's UNet. Encode and decode
 carry no state between frames and the denoising stage still runs frames one after another on one
-stream, so every frame's result is exactly GraphedStep's (tests/test_staged_step.py).
+stream, so every frame's result is exactly GraphedStep's (tests/backends/test_staged_step.py).
 
 Each stage reads and writes its own static buffers (a CUDA graph replays fixed addresses); the
 hand-over between stages is a copy into the frame's slot (a few tens of KB of latents), ordered
