@@ -47,7 +47,7 @@ def server(presets):
 
 
 def test_address_table_derives_from_params():
-    assert addresses() == [f"/dreamcam/{n}" for n in PARAMS] + ["/dreamcam/status", "/dreamcam/knobs"]
+    assert addresses() == [f"/dreamcam/{n}" for n in PARAMS] + ["/dreamcam/status", "/dreamcam/knobs", "/dreamcam/presets"]
     assert DEFAULT_PORT == 9000
 
 
@@ -142,17 +142,19 @@ def test_allow_list(presets):
         OscServer(store, allow=["my-laptop"])
 
 
-def test_bundle_is_one_store_update_and_bad_parts_are_dropped(server):
+def test_bundle_is_one_store_update_and_a_bad_part_drops_it_all(server):
     seen = []
     server.store.subscribe(lambda name, value: seen.append(server.store.snapshot()["transition"]))
-    dgram = bundle(
-        msg("/dreamcam/transition", 3.0),
-        msg("/dreamcam/strength", 7.0),  # out of range: only this one is dropped
-        msg("/dreamcam/prompt", "a fox"),
-    )
-    server.handle_datagram(dgram, ME)
+    server.handle_datagram(bundle(msg("/dreamcam/transition", 3.0), msg("/dreamcam/prompt", "a fox")), ME)
     assert server.store.take_changes() == {"transition": 3.0, "prompt": "a fox"}
     assert seen == [3.0, 3.0]  # listeners saw prompt and transition already together
+    dgram = bundle(
+        msg("/dreamcam/transition", 1.0),
+        msg("/dreamcam/strength", 7.0),  # out of range: the whole bundle is dropped (OSC 1.0: together)
+        msg("/dreamcam/prompt", "a cat"),
+    )
+    server.handle_datagram(dgram, ME)
+    assert server.store.take_changes() == {}
     assert server.rejected["out_of_range"] == 1 and server.applied == 2
 
 

@@ -253,7 +253,7 @@ def test_lifecycle(server):
     assert not any(t.name.startswith("dreamcam-osc") for t in threading.enumerate())
 
 
-@pytest.mark.parametrize("allow,says", [(None, "use --osc-allow to limit senders"), ("127.0.0.1", "only 127.0.0.1 may steer")])
+@pytest.mark.parametrize("allow,says", [("any", "use --osc-allow to limit senders"), ("127.0.0.1", "only 127.0.0.1 may steer")])
 def test_listening_beyond_this_machine_warns_with_what_applies(allow, says, caplog):
     import logging
 

@@ -57,7 +57,8 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--bitrate", help="udp/file video bitrate, e.g. 4M or 2500k")
     run.add_argument("--osc-port", type=int, default=DEFAULT_OSC_PORT, help="OSC control port")
     run.add_argument("--osc-host", default="127.0.0.1", help="OSC listen address (0.0.0.0 for other machines)")
-    run.add_argument("--osc-allow", help="only accept OSC from these sender IPs, comma-separated")
+    run.add_argument("--osc-allow", help="only accept OSC from these sender IPs, comma-separated; "
+                     "needed for an --osc-host other than loopback ('any' lets every sender steer)")
     run.add_argument("--osc-feedback", help="HOST:PORT to push changed values to, so controllers stay in sync")
     run.add_argument("--osc-map", help="TOML file binding a controller's own addresses (e.g. /1/fader1) to parameters")
     run.add_argument("--no-osc", action="store_true", help="do not listen for OSC")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,8 @@ from dreamcam.knobs import OSC_PREFIX, PARAMS, ParamStore, describe
 
 log = logging.getLogger(__name__)
 
+_LOOPBACK = frozenset({"::1", "localhost"})
+
 REJECT_KINDS = (
     "garbage",  # not an OSC packet
     "unknown_address",
@@ -35,10 +38,24 @@ REJECT_KINDS = (
     "bad_prompt",  # prompt blend syntax that cannot be used (all weights zero, empty part)
     "unknown_preset",
     "not_allowed",  # sender not in the allow list
+    "rate_limited",  # a query over REPLY_RATE per second from one sender: no reply
 )
 STATUS = OSC_PREFIX + "status"  # no arguments: the reply is STATE with one JSON string of values and stats
 STATE = OSC_PREFIX + "state"
 KNOBS = OSC_PREFIX + "knobs"  # no arguments: the reply is KNOBS with one JSON string, the knob table
+PRESETS = OSC_PREFIX + "presets"  # optional page number: the reply is PRESETS with one JSON string
+QUERIES = (STATUS, KNOBS, PRESETS)
+# Replies are what a spoofed sender could aim at someone else (a 24-byte query answered with
+# kilobytes), so each is bounded: at most REPLY_MAX_BYTES (well inside one UDP datagram, which
+# the OBS script reads with a 64 KiB buffer) and at most REPLY_RATE per second per sender
+# address, with bursts of REPLY_BURST. Loopback senders are not limited: nobody elsewhere can
+# forge a loopback source address.
+REPLY_MAX_BYTES = 32 * 1024
+REPLY_RATE = 10.0
+REPLY_BURST = 20.0
+PRESETS_PAGE = 25  # names per /dreamcam/presets page: 25 of at most 256 characters fit REPLY_MAX_BYTES
+TRIM_CHARS = 256  # text values longer than this are cut in a status reply that would not fit
+_MAX_SENDERS = 4096  # rate buckets kept; more (a spoofed flood) starts the table afresh
 
 
 class OscDispatcher:
@@ -74,6 +91,11 @@ class OscDispatcher:
         self.applied = 0  # messages that were accepted
         self.rejected: Counter[str] = Counter({k: 0 for k in REJECT_KINDS})
         self._logged: set[str] = set()
+        self._buckets: dict[str, tuple[float, float]] = {}  # sender address -> (tokens, when)
+        # every datagram worth parsing starts with one of these: dreamcam's prefix, a bundle or
+        # a mapped address (with its terminating null)
+        mapped = tuple(a.encode() + b"\0" for a in mapping.bindings) if mapping is not None else ()
+        self._heads: tuple[bytes, ...] = (OSC_PREFIX.encode(), b"#bundle\0", *mapped)
 
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
         """Validate one datagram and store its values; returns the datagrams to send back.
@@ -87,10 +109,20 @@ class OscDispatcher:
         return replies
 
     def _take(self, data: bytes, sender: tuple[str, int], updates: dict[str, Any]) -> list[bytes]:
-        """Check one datagram and add its values to `updates` (later values win); returns replies."""
+        """Check one datagram and add its values to `updates` (later values win); returns replies.
+
+        A bundle's messages take effect together (OSC 1.0): one message that is rejected drops
+        the whole bundle, as a malformed element does.
+        """
         self.received += 1
         if self.allow is not None and sender[0] not in self.allow:
             self._reject("not_allowed", f"sender {sender[0]} is not in --osc-allow")
+            return []
+        if not data.startswith(self._heads):  # a flood of junk is dropped here, before any parsing
+            if data.startswith(b"/"):
+                self._reject("unknown_address", f"unknown address {data[:64].split(bytes(1))[0]!r} from {sender[0]}")
+            else:
+                self._reject("garbage", f"a {len(data)}-byte datagram from {sender[0]} is not OSC")
             return []
         try:
             check_packet(data)
@@ -98,24 +130,50 @@ class OscDispatcher:
         except Exception as e:  # python-osc raises ParseError, but also struct/index/unicode errors
             self._reject("garbage", f"a {len(data)}-byte datagram from {sender[0]} is not OSC ({e})")
             return []
-        replies = []
+        staged: dict[str, Any] = {}
+        queries = []
         for msg in messages:
             try:
-                if msg.address in (STATUS, KNOBS):
-                    if msg.params:
-                        raise Rejected("bad_args", f"{msg.address} takes no arguments, got {len(msg.params)}")
-                    if msg.address == STATUS:
-                        self._flush(updates)  # the reply shows every message before it
-                        replies.append(build_message(STATE, self.state_json()))
-                    else:
-                        replies.append(build_message(KNOBS, knobs_json()))
+                if msg.address in QUERIES:
+                    queries.append((msg.address, _query_arg(msg.address, list(msg.params))))
                 else:
-                    updates.update(self._message_values(msg.address, list(msg.params)))
+                    staged.update(self._message_values(msg.address, list(msg.params)))
             except Rejected as r:
-                self._reject(r.kind, f"{r} (from {sender[0]})")
+                rest = f"; the bundle's other {len(messages) - 1} messages are not applied" if len(messages) > 1 else ""
+                self._reject(r.kind, f"{r} (from {sender[0]}){rest}")
+                return []
+        updates.update(staged)
+        self.applied += len(messages)
+        replies = []
+        for address, arg in queries:
+            if self._over_rate(sender[0]):
+                self._reject("rate_limited", f"{sender[0]} asks more than {REPLY_RATE:g} times a second; not answered")
                 continue
-            self.applied += 1
+            self._flush(updates)  # the reply shows every value before it
+            replies.append(self._answer(address, arg))
         return replies
+
+    def _answer(self, address: str, arg: int | None) -> bytes:
+        if address == STATUS:
+            return build_message(STATE, self.state_json())
+        if address == KNOBS:
+            return build_message(KNOBS, knobs_json())
+        return build_message(PRESETS, json.dumps(self.presets_page(arg or 0), ensure_ascii=False))
+
+    def _over_rate(self, ip: str) -> bool:
+        """Token bucket per sender address; loopback is never limited (see REPLY_RATE)."""
+        if ip in _LOOPBACK or ip.startswith("127.") or ip.startswith("::ffff:127."):
+            return False
+        now = time.monotonic()
+        if ip not in self._buckets and len(self._buckets) >= _MAX_SENDERS:
+            self._buckets.clear()
+        tokens, then = self._buckets.get(ip, (REPLY_BURST, now))
+        tokens = min(REPLY_BURST, tokens + (now - then) * REPLY_RATE)
+        if tokens < 1.0:
+            self._buckets[ip] = (tokens, now)
+            return True
+        self._buckets[ip] = (tokens - 1.0, now)
+        return False
 
     def _flush(self, updates: dict[str, Any]) -> None:
         if updates:
@@ -179,12 +237,69 @@ class OscDispatcher:
         return state
 
     def state_json(self) -> str:
-        return json.dumps(self.state(), default=_jsonable, ensure_ascii=False)
+        """The state as JSON of at most REPLY_MAX_BYTES: the preset list is cut first (`presets_total`
+        keeps the count, /dreamcam/presets pages the rest), then long text values; a cut is logged."""
+        state = self.state()
+        names = state["presets"]
+        state["presets_total"] = len(names)
+        text = _dumps(state)
+        if len(text.encode()) <= REPLY_MAX_BYTES:
+            return text
+        lo, hi = 0, len(names)  # the most names that fit, by bisection
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            state["presets"] = names[:mid]
+            if len(_dumps(state).encode()) <= REPLY_MAX_BYTES:
+                lo = mid
+            else:
+                hi = mid - 1
+        state["presets"] = names[:lo]
+        if lo < len(names):
+            self._log_once("cut_presets", "the /dreamcam/state reply lists %d of %d presets to fit one datagram; "
+                           "/dreamcam/presets PAGE lists them all", lo, len(names))
+        text = _dumps(state)
+        if len(text.encode()) <= REPLY_MAX_BYTES:
+            return text
+        trimmed = sorted(k for k, v in state.items() if isinstance(v, str) and len(v) > TRIM_CHARS)
+        for k in trimmed:
+            state[k] = state[k][:TRIM_CHARS] + "\u2026"
+        state["trimmed"] = trimmed
+        self._log_once("cut_text", "the /dreamcam/state reply cuts %s to %d characters to fit one datagram",
+                       ", ".join(trimmed), TRIM_CHARS)
+        return _dumps(state)
+
+    def presets_page(self, page: int) -> dict[str, Any]:
+        """One page of preset names (PRESETS_PAGE a page, from 0): the /dreamcam/presets reply."""
+        names = self.presets.names() if self.presets is not None else []
+        pages = max(1, -(-len(names) // PRESETS_PAGE))
+        return {"page": page, "pages": pages, "total": len(names),
+                "names": names[page * PRESETS_PAGE : (page + 1) * PRESETS_PAGE]}
+
+    def _log_once(self, key: str, fmt: str, *args: Any) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(fmt, *args)
+
+
+def _query_arg(address: str, args: list[Any]) -> int | None:
+    """The page number of /dreamcam/presets (optional, a whole number >= 0); other queries take none."""
+    if address == PRESETS and len(args) == 1:
+        page = args[0]
+        if isinstance(page, bool) or not isinstance(page, (int, float)) or page != int(page) or page < 0:
+            raise Rejected("bad_args", f"{address} takes an optional page number (0, 1, ...), got {page!r}")
+        return int(page)
+    if args:
+        raise Rejected("bad_args", f"{address} takes {'at most 1 argument' if address == PRESETS else 'no arguments'}, got {len(args)}")
+    return None
+
+
+def _dumps(state: dict[str, Any]) -> str:
+    return json.dumps(state, default=_jsonable, ensure_ascii=False)
 
 
 def addresses() -> list[str]:
     """Every address dreamcam answers: one per knob in the table, then the queries."""
-    return [p.osc for p in PARAMS.values()] + [STATUS, KNOBS]
+    return [p.osc for p in PARAMS.values()] + list(QUERIES)
 
 
 def knobs_json() -> str:

@@ -63,7 +63,10 @@ _FIXED = {ord(c): n for c, n in (("i", 4), ("f", 4), ("r", 4), ("m", 4), ("c", 4
 _EMPTY = frozenset(b"TFNI")
 
 
-def check_packet(data: bytes, depth: int = 0) -> None:
+MAX_BUNDLE_DEPTH = 8  # a bundle inside 7 others is accepted, one inside 8 is not
+
+
+def check_packet(data: bytes, depth: int = 1) -> None:
     """Raise ValueError unless `data` is an OSC 1.0 message or bundle whose sizes add up exactly.
 
     python-osc pads short arguments with zeros (a truncated float would read as 0.0) and logs
@@ -72,8 +75,8 @@ def check_packet(data: bytes, depth: int = 0) -> None:
     if len(data) % 4:
         raise ValueError(f"size {len(data)} is not a multiple of 4")
     if data.startswith(b"#bundle\0"):
-        if depth > 8:
-            raise ValueError("bundles nested more than 8 deep")
+        if depth > MAX_BUNDLE_DEPTH:
+            raise ValueError(f"bundles nested more than {MAX_BUNDLE_DEPTH} deep")
         if len(data) < 16:
             raise ValueError("bundle shorter than its header")
         i = 16
@@ -215,12 +218,18 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
 
 
+ALLOW_ANY = "any"  # --osc-allow any: every sender, typed out by the user
+
+
 def parse_allow(allow: Iterable[str] | None) -> frozenset[str] | None:
-    """--osc-allow: IP addresses (a list, or one string split at commas/spaces) -> a set; None = all."""
+    """--osc-allow: IP addresses (a list, or one string split at commas/spaces) -> a set;
+    None (not given) or "any" -> None, every sender."""
     if allow is None:
         return None
     if isinstance(allow, str):
         allow = [a for a in allow.replace(",", " ").split() if a]
+    if list(allow) == [ALLOW_ANY]:
+        return None
     out = set()
     for a in allow:
         try:

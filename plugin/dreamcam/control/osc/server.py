@@ -35,7 +35,7 @@ from typing import Any
 
 from dreamcam.errors import ConfigError
 from dreamcam.control.osc.dispatch import OscDispatcher, build_message
-from dreamcam.control.osc.maps import OscMapping, parse_allow, parse_feedback
+from dreamcam.control.osc.maps import ALLOW_ANY, OscMapping, parse_allow, parse_feedback
 from dreamcam.knobs import PARAMS, ParamStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ class OscServer(OscDispatcher):
         store: the parameter store the engine thread reads between frames.
         host: interface to listen on; anything but loopback is logged as a warning.
         port: UDP port (default 9000; 0 picks a free one, see `port` after `start`).
-        allow: sender IP addresses to accept; None accepts every sender.
+        allow: sender IP addresses to accept, or "any"; None accepts every sender on loopback,
+            and on any other address start() refuses it (ConfigError): say who may steer.
         status: callable returning live stats (fps, latency_ms, dropped, ...) for /dreamcam/status.
         presets: a `PresetLibrary` for /dreamcam/preset (reloaded when its file changes).
         feedback: (host, port) to push every changed value to, so controllers stay in sync.
@@ -89,6 +90,7 @@ class OscServer(OscDispatcher):
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"--osc-port must be a whole number in 0..65535, got {port!r}")
         allow_set = parse_allow(allow)
+        self.allow_any = allow is not None and allow_set is None  # "any", typed out
         self.feedback = parse_feedback(feedback)
         super().__init__(store, allow=allow_set, status=status, presets=presets, mapping=mapping)
         self.host = host
@@ -111,7 +113,7 @@ class OscServer(OscDispatcher):
         if self._closed:
             raise RuntimeError("this OscServer was closed; make a new one")
         family, addr, loopback = listen_address(self.host, self.port)
-        if not loopback and self.allow is None:
+        if not loopback and self.allow is None and self.allow_any:
             log.warning(
                 "OSC listens on %s:%d, reachable from other machines: anyone there can change prompt "
                 "and settings; use --osc-allow to limit senders",
@@ -130,6 +132,13 @@ class OscServer(OscDispatcher):
             fix = ("is another dreamcam running? choose another --osc-port" if e.errno != errno.EADDRNOTAVAIL else
                    "this machine has no such address: use --osc-host 127.0.0.1, 0.0.0.0 (all) or one of its own addresses")
             raise ConfigError(f"cannot listen for OSC on {addr[0]}:{self.port}: {e.strerror or e}; {fix}") from e
+        if not loopback and self.allow is None and not self.allow_any:
+            # checked after bind, so that an address this machine lacks is said first
+            sock.close()
+            raise ConfigError(
+                f"refusing OSC on {addr[0]}, reachable from other machines, without --osc-allow: name the senders "
+                f"(--osc-allow 192.168.1.20,192.168.1.21) or type --osc-allow {ALLOW_ANY} to let anyone steer"
+            )
         sock.setblocking(False)
         self._sock = sock
         self.port = sock.getsockname()[1]
