@@ -43,17 +43,28 @@ else:  # pragma: no cover - Python 3.10
 log = logging.getLogger(__name__)
 
 MAX_NAME_CHARS = PARAMS["preset"].max_len
+MAX_FILE_BYTES = 4 * 1024 * 1024  # thousands of presets; more is not a presets file
 _MISSING = (-1, -1)  # the stamp of a file that cannot be read
 
 
 def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, Any]]:
-    """Parse and validate presets TOML text; ConfigError names `source`, the line and the fix."""
+    """Parse and validate presets TOML text; ConfigError names `source`, the line and the fix.
+
+    Time grows linearly with the file: the header lines are indexed once, and a key's line is
+    looked for only when that key is wrong."""
     data = load_toml(text, source)
     keys = preset_keys()
+    lines = text.splitlines()
+    headers = _header_lines(lines)
     presets: dict[str, dict[str, Any]] = {}
     for name, table in data.items():
-        line = _header_line(text, name)
+        line = headers.get(name)
         at = f"{source}: line {line}" if line else source
+
+        def at_key(key: str) -> str:
+            key_line = _key_line(lines, line, key)
+            return f"{source}: line {key_line}" if key_line else at
+
         if not isinstance(table, dict):
             raise ConfigError(
                 f"{at}: {name!r} is a {type(table).__name__}, expected a table: "
@@ -63,21 +74,17 @@ def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, A
             raise ConfigError(f"{at}: preset names must be 1..{MAX_NAME_CHARS} characters, got {len(name)}")
         values = {}
         for key, value in table.items():
-            key_line = _key_line(text, line, key)
-            at_key = f"{source}: line {key_line}" if key_line else at
             if key not in keys:
-                raise ConfigError(f"{at_key}: preset {name!r} has unknown key {key!r}; known: {', '.join(keys)}")
+                raise ConfigError(f"{at_key(key)}: preset {name!r} has unknown key {key!r}; known: {', '.join(keys)}")
             try:
                 values[key] = PARAMS[key].validate(value)
             except ConfigError as e:
-                raise ConfigError(f"{at_key}: preset {name!r}: {e}") from None
+                raise ConfigError(f"{at_key(key)}: preset {name!r}: {e}") from None
         if "prompt" in values:
             try:
                 parse_prompt(values["prompt"])
             except ConfigError as e:
-                prompt_line = _key_line(text, line, "prompt")
-                at_prompt = f"{source}: line {prompt_line}" if prompt_line else at
-                raise ConfigError(f"{at_prompt}: preset {name!r}: {e}") from None
+                raise ConfigError(f"{at_key('prompt')}: preset {name!r}: {e}") from None
         presets[name] = values
     return presets
 
@@ -109,30 +116,48 @@ def _quote(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
 
 
-def _header_line(text: str, name: str) -> int | None:
-    """1-based line of the `[name]` header (bare, "quoted" or 'quoted'), if it can be found."""
-    variants = {re.escape(name), re.escape(f'"{name}"'), re.escape(f"'{name}'")}
-    pattern = re.compile(r"^\s*\[\s*(?:" + "|".join(variants) + r")\s*\]")
-    for i, line in enumerate(text.splitlines(), 1):
-        if pattern.match(line):
-            return i
-    return None
+_HEADER = re.compile(r"^\s*\[(?!\[)\s*(.*?)\s*\]")
 
 
-def _key_line(text: str, header: int | None, key: str) -> int | None:
+def _header_lines(lines: list[str]) -> dict[str, int]:
+    """1-based line of each `[name]` header (bare, "quoted" or 'quoted'), by name: one pass."""
+    out: dict[str, int] = {}
+    for i, line in enumerate(lines, 1):
+        m = _HEADER.match(line)
+        if m:
+            name = m[1]
+            if len(name) >= 2 and name[0] == name[-1] and name[0] in "\"'":
+                name = name[1:-1]
+            out.setdefault(name, i)
+    return out
+
+
+def _key_line(lines: list[str], header: int | None, key: str) -> int | None:
     """1-based line of `key = ...` in the table whose header is on line `header` (the line
     that is wrong, not just its preset's header), if it can be found before the next table."""
     if header is None:
         return None
     variants = {re.escape(key), re.escape(f'"{key}"'), re.escape(f"'{key}'")}
     pattern = re.compile(r"^\s*(?:" + "|".join(variants) + r")\s*=")
-    lines = text.splitlines()
     for i in range(header, len(lines)):  # lines[header] is the line after the header
         if lines[i].lstrip().startswith("["):
             return None
         if pattern.match(lines[i]):
             return i + 1
     return None
+
+
+def read_presets_text(path: Path) -> str:
+    """The file's text, at most MAX_FILE_BYTES (ConfigError beyond: /dev/zero would never end);
+    OSError and UnicodeDecodeError as reading raises them."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"presets file {path} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; "
+            "pass a TOML file of presets to --presets"
+        )
+    return data.decode("utf-8")
 
 
 class PresetLibrary:
@@ -157,7 +182,7 @@ class PresetLibrary:
         self.errors = 0
         try:
             stamp = self._stamp()
-            text = self.path.read_text(encoding="utf-8")
+            text = read_presets_text(self.path)
         except OSError as e:
             raise ConfigError(
                 f"cannot read presets file {self.path}: {e.strerror or e}; pass an existing TOML file to --presets"
@@ -219,7 +244,7 @@ class PresetLibrary:
             return False  # still being written, perhaps: read it at a later check
         self._pending = None
         try:
-            presets = parse_presets(self.path.read_text(encoding="utf-8"), str(self.path))
+            presets = parse_presets(read_presets_text(self.path), str(self.path))
         except (OSError, UnicodeDecodeError, ConfigError) as e:
             return self._broken(stamp, str(e))
         with self._lock:

@@ -50,7 +50,7 @@ RCVBUF_BYTES = 16 * 1024 * 1024
 RCVBUF_ENOUGH = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
 FEEDBACK_INTERVAL_S = 0.02  # feedback to controllers is coalesced to at most 50 sends per second
-_POLL_S = 0.2  # how often the serving thread checks for close() and presets changes
+_POLL_S = 0.2  # how often the serving threads check for close() and presets changes
 # A burst is handled in slices of OSC work, each followed by a rest 9 times as long: the
 # engine thread needs the GIL for every torch call, and a busy OSC thread would otherwise hold
 # it for the whole burst. Measured on an H200 machine (tiny engine, 512x512, fp16), frame p50
@@ -143,6 +143,8 @@ class OscServer(OscDispatcher):
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._threads.append(threading.Thread(target=self._serve, name="dreamcam-osc", daemon=True))
+        if self.presets is not None:  # its own thread: reading a large file must not hold up OSC
+            self._threads.append(threading.Thread(target=self._reload_presets, name="dreamcam-osc-presets", daemon=True))
         if self.feedback is not None:
             self.store.subscribe(self._on_change)
             with self._fb_lock:
@@ -185,13 +187,18 @@ class OscServer(OscDispatcher):
         with selectors.DefaultSelector() as sel:
             sel.register(sock, selectors.EVENT_READ)
             while not self._stop.is_set():
-                if self.presets is not None:
-                    self.presets.maybe_reload()
                 if sel.select(_POLL_S):
                     t0 = time.perf_counter()
                     if self._drain(sock, t0 + _SLICE_S):
                         # a burst is waiting: leave the interpreter (the GIL) to the engine thread
                         time.sleep((time.perf_counter() - t0) * _REST)
+
+    def _reload_presets(self) -> None:
+        while not self._stop.wait(_POLL_S):
+            try:
+                self.presets.maybe_reload()
+            except Exception:  # a bug must not end reloading silently; it is logged with its trace
+                log.exception("presets reload failed")
 
     def _drain(self, sock: socket.socket, deadline: float) -> bool:
         """Handle what the socket holds until `deadline` and store it in one update; True when
