@@ -55,6 +55,7 @@ REPLY_RATE = 10.0
 REPLY_BURST = 20.0
 PRESETS_PAGE = 25  # names per /dreamcam/presets page: 25 of at most 256 characters fit REPLY_MAX_BYTES
 TRIM_CHARS = 256  # text values longer than this are cut in a status reply that would not fit
+_BAD_KEPT, _BAD_BYTES = 256, 512  # rejected datagrams remembered (a flood repeats itself), their size limit
 _MAX_SENDERS = 4096  # rate buckets kept; more (a spoofed flood) starts the table afresh
 
 
@@ -91,11 +92,11 @@ class OscDispatcher:
         self.applied = 0  # messages that were accepted
         self.rejected: Counter[str] = Counter({k: 0 for k in REJECT_KINDS})
         self._logged: set[str] = set()
+        self._known_bad: dict[bytes, str] = {}  # rejected datagrams -> their reject kind
         self._buckets: dict[str, tuple[float, float]] = {}  # sender address -> (tokens, when)
-        # every datagram worth parsing starts with one of these: dreamcam's prefix, a bundle or
-        # a mapped address (with its terminating null)
-        mapped = tuple(a.encode() + b"\0" for a in mapping.bindings) if mapping is not None else ()
-        self._heads: tuple[bytes, ...] = (OSC_PREFIX.encode(), b"#bundle\0", *mapped)
+        # the addresses a message may have: dreamcam's and the mapped ones
+        mapped = list(mapping.bindings) if mapping is not None else []
+        self._addresses = frozenset(a.encode() for a in [*addresses(), *mapped])
 
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
         """Validate one datagram and store its values; returns the datagrams to send back.
@@ -108,27 +109,44 @@ class OscDispatcher:
         self._flush(updates)
         return replies
 
+    def refused(self, data: bytes, sender: tuple[str, int]) -> bool:
+        """Count the datagram; True (and counted as rejected) when its sender or its first bytes
+        rule it out, which costs no parsing: a flood of junk is dropped here."""
+        self.received += 1
+        if self.allow is not None and sender[0] not in self.allow:
+            self._reject("not_allowed", f"sender {sender[0]} is not in --osc-allow")
+            return True
+        if not data.startswith(b"#bundle\0"):
+            if not data.startswith(b"/"):
+                self._reject("garbage", f"a {len(data)}-byte datagram from {sender[0]} is not OSC")
+                return True
+            address = data[: data.find(b"\0")]  # a message's address ends at its first null
+            if address not in self._addresses:
+                self._reject("unknown_address", f"unknown address {address[:80]!r} from {sender[0]}; known: "
+                             f"{', '.join(addresses())}")
+                return True
+        kind = self._known_bad.get(data)
+        if kind is None:
+            return False
+        self._reject(kind, f"the same datagram as before from {sender[0]}")
+        return True
+
     def _take(self, data: bytes, sender: tuple[str, int], updates: dict[str, Any]) -> list[bytes]:
         """Check one datagram and add its values to `updates` (later values win); returns replies.
 
         A bundle's messages take effect together (OSC 1.0): one message that is rejected drops
         the whole bundle, as a malformed element does.
         """
-        self.received += 1
-        if self.allow is not None and sender[0] not in self.allow:
-            self._reject("not_allowed", f"sender {sender[0]} is not in --osc-allow")
-            return []
-        if not data.startswith(self._heads):  # a flood of junk is dropped here, before any parsing
-            if data.startswith(b"/"):
-                self._reject("unknown_address", f"unknown address {data[:64].split(bytes(1))[0]!r} from {sender[0]}")
-            else:
-                self._reject("garbage", f"a {len(data)}-byte datagram from {sender[0]} is not OSC")
-            return []
+        return [] if self.refused(data, sender) else self._take_checked(data, sender, updates)
+
+    def _take_checked(self, data: bytes, sender: tuple[str, int], updates: dict[str, Any]) -> list[bytes]:
+        """`_take` for a datagram `refused` let through."""
         try:
             check_packet(data)
             messages = [m.message for m in OscPacket(data).messages]
         except Exception as e:  # python-osc raises ParseError, but also struct/index/unicode errors
             self._reject("garbage", f"a {len(data)}-byte datagram from {sender[0]} is not OSC ({e})")
+            self._remember_bad(data, "garbage")
             return []
         staged: dict[str, Any] = {}
         queries = []
@@ -141,6 +159,7 @@ class OscDispatcher:
             except Rejected as r:
                 rest = f"; the bundle's other {len(messages) - 1} messages are not applied" if len(messages) > 1 else ""
                 self._reject(r.kind, f"{r} (from {sender[0]}){rest}")
+                self._remember_bad(data, r.kind)
                 return []
         updates.update(staged)
         self.applied += len(messages)
@@ -152,6 +171,15 @@ class OscDispatcher:
             self._flush(updates)  # the reply shows every value before it
             replies.append(self._answer(address, arg))
         return replies
+
+    def _remember_bad(self, data: bytes, kind: str) -> None:
+        """Remember a rejected datagram, so that a flood repeating it is refused unparsed; not
+        an unknown preset (a presets reload may add it) nor a long datagram (memory)."""
+        if kind == "unknown_preset" or len(data) > _BAD_BYTES:
+            return
+        if len(self._known_bad) >= _BAD_KEPT:
+            self._known_bad.clear()
+        self._known_bad[data] = kind
 
     def _answer(self, address: str, arg: int | None) -> bytes:
         if address == STATUS:
