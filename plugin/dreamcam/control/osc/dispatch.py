@@ -122,8 +122,8 @@ class OscDispatcher:
                 return True
             address = data[: data.find(b"\0")]  # a message's address ends at its first null
             if address not in self._addresses:
-                self._reject("unknown_address", f"unknown address {address[:80]!r} from {sender[0]}; known: "
-                             f"{', '.join(addresses())}")
+                self._reject("unknown_address", lambda: f"unknown address {address[:80]!r} from {sender[0]}; "
+                             f"known: {', '.join(addresses())}")
                 return True
         kind = self._known_bad.get(data)
         if kind is None:
@@ -240,11 +240,14 @@ class OscDispatcher:
             raise Rejected("unknown_preset", f"no preset named {name[:80]!r}; known: {', '.join(self.presets.names())}")
         return {**self.presets.get(name), "preset": name}
 
-    def _reject(self, kind: str, detail: str) -> None:
+    def _reject(self, kind: str, detail: str | Callable[[], str]) -> None:
+        """Count a rejection; log the first of its kind (`detail` may be a callable, so that a
+        flood does not pay for text nobody reads)."""
         self.rejected[kind] += 1
         if kind not in self._logged:
             self._logged.add(kind)
-            log.warning("OSC rejected (%s): %s; further %s rejections are only counted", kind, detail, kind)
+            text = detail() if callable(detail) else detail
+            log.warning("OSC rejected (%s): %s; further %s rejections are only counted", kind, text, kind)
 
     # ------------------------------------------------------------------ status
 
