@@ -125,7 +125,7 @@ class OscServer(OscDispatcher):
                 addr[0],
                 self.port,
             )
-        elif not loopback:
+        elif not loopback and self.allow is not None:
             log.warning("OSC listens on %s:%d, reachable from other machines; only %s may steer",
                         addr[0], self.port, ", ".join(sorted(self.allow)))
         sock = socket.socket(family, socket.SOCK_DGRAM)
