@@ -2,7 +2,7 @@
 the values to the parameter store and builds the replies; counts and logs what it rejects.
 
 The address space is the knob table's (`knobs.PARAMS`: one address per knob, checked as the
-table says) plus two queries: /dreamcam/status and /dreamcam/knobs.
+table says) plus three queries: /dreamcam/status, /dreamcam/knobs and /dreamcam/presets.
 
 No socket here (as python-osc keeps its dispatcher apart from its servers): `OscServer` in
 server.py feeds it what it receives, and tests call `handle_datagram` with bytes directly.

@@ -2,15 +2,20 @@
 
 Address space (default 127.0.0.1:9000): one address per knob of the knob table
 (`dreamcam.knobs.PARAMS`; `dreamcam knobs` lists each with its address, type and range; the
-one of `preset` takes a preset's name and applies its values), plus two queries:
+one of `preset` takes a preset's name and applies its values), plus three queries:
 
     /dreamcam/status             no arguments: the sender gets /dreamcam/state s (JSON of every
-                                 knob's value, the preset names and live stats)
+                                 knob's value, the preset names that fit, presets_total and live stats)
     /dreamcam/knobs              no arguments: the sender gets /dreamcam/knobs s (JSON: the table)
+    /dreamcam/presets [page]     the sender gets /dreamcam/presets s (JSON: page, pages, total, names)
+
+Replies are bounded (dispatch.REPLY_MAX_BYTES, REPLY_RATE per sender address) and a listen
+address other than loopback needs `allow` (addresses, or "any"): otherwise a forged sender
+could aim replies at someone else.
 
 Ints are accepted where floats are expected, a whole-valued float where an int is, and 0/1 or
 T/F for on/off knobs. Bundles are applied as one store update as soon as they arrive (time tags
-are not waited for). A message that is malformed, unknown, of the wrong type or argument count,
+are not waited for), all of their messages or, when one is invalid, none. A message that is malformed, unknown, of the wrong type or argument count,
 not finite, out of range (rejected, never clamped), too long, names an unknown preset or comes
 from a sender outside `allow` changes nothing: it is counted under its kind
 (`dispatch.REJECT_KINDS`), the first of each kind is logged, and the server keeps serving. No
