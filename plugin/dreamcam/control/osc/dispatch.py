@@ -26,8 +26,6 @@ from dreamcam.knobs import OSC_PREFIX, PARAMS, ParamStore, describe
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK = frozenset({"::1", "localhost"})
-
 REJECT_KINDS = (
     "garbage",  # not an OSC packet
     "unknown_address",
@@ -190,7 +188,7 @@ class OscDispatcher:
 
     def _over_rate(self, ip: str) -> bool:
         """Token bucket per sender address; loopback is never limited (see REPLY_RATE)."""
-        if ip in _LOOPBACK or ip.startswith("127.") or ip.startswith("::ffff:127."):
+        if ip == "::1" or ip.startswith(("127.", "::ffff:127.")):
             return False
         now = time.monotonic()
         if ip not in self._buckets and len(self._buckets) >= _MAX_SENDERS:
