@@ -17,7 +17,7 @@ from dreamcam.backends import check_backend_device, choose_backend, make_backend
 from dreamcam.backends.options import check_knobs, knob_options
 from dreamcam.cli.console import elapsed, say, say_live, status_printer
 from dreamcam.cli.model_load import load_model
-from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint
+from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
 from dreamcam.control.controller import Controller
 from dreamcam.control.osc.server import OscServer
@@ -40,7 +40,9 @@ def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (slow) or install a CUDA build of torch")
+        mps = getattr(torch.backends, "mps", None)
+        why = no_gpu_diagnosis(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available()))
+        raise ConfigError(f"--device cuda: no CUDA GPU is visible to torch: {why}; or use --device cpu (slow)")
     dtype = torch.float16 if name == "cuda" else torch.float32
     return torch.device(name), dtype
 
