@@ -89,11 +89,14 @@ class FileSink(Sink):
         self._file = None  # the recording's file (PyAV writes through it)
         self._writer: cv2.VideoWriter | None = None
         self._warned_drop = False
+        self._created = False  # this sink made the file (it was not there before the run)
+        self._recorded = 0  # frames handed to the encoder
 
     def _open(self) -> None:
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             raise DeviceError(f"cannot record to {self.path}: folder {folder} does not exist")
+        self._created = not os.path.lexists(self.path)
         if self.codec != "mp4v" and video_codec() == "libx264":
             av = pyav()
             try:
@@ -139,6 +142,7 @@ class FileSink(Sink):
             self._enc.encode(img, frame.t_capture)
         else:
             self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        self._recorded += 1
 
     def _release(self) -> None:
         try:
@@ -149,6 +153,17 @@ class FileSink(Sink):
             file, self._file = self._file, None
             if file is not None:
                 file.close()
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
+            self._remove_if_empty()
+
+    def _remove_if_empty(self) -> None:
+        """A file this sink created and never wrote a frame to (stopped during the model load)
+        goes again: an empty recording is not a recording. A file that was there before the run
+        stays, overwritten as any recording overwrites its path."""
+        if self._created and not self._recorded:
+            self._created = False
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            log.debug("removed %s: no frame was recorded", self.path)
