@@ -71,6 +71,7 @@ def kill_while_recording(path: Path, seconds: float) -> int:
             if time.monotonic() >= deadline:
                 proc.send_signal(signal.SIGKILL)
                 break
+        written += len(proc.stdout.read().split())  # handed over before the kill, not yet read here
     finally:
         proc.kill()
         proc.wait(timeout=30)

@@ -73,6 +73,9 @@ class FileSink(Sink):
     H.264 (libx264, CRF 20 or `bitrate`) through PyAV with capture-time timestamps, so the
     file lasts as long as the run did; `codec="mp4v"` (or no libx264 in PyAV) falls back to
     OpenCV's MPEG-4 Part 2 at a constant `fps` (duration = frames / fps).
+
+    Through PyAV a recording is crash-safe (see CRASH_SAFE): killed outright, it plays up to
+    about its last second. A file this sink created and never wrote a frame to is removed at close.
     """
 
     kind = "file"
