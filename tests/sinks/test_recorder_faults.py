@@ -162,10 +162,15 @@ def test_a_recording_that_cannot_be_written_fails_at_start(tmp_path):
 
 
 @needs_h264
-def test_sigterm_while_the_model_loads_leaves_a_finished_recording(tmp_path):
+@pytest.mark.parametrize("existed", [False, True])
+def test_sigterm_while_the_model_loads_leaves_no_broken_recording(tmp_path, existed):
     # the recorder writes its header at start, so SIGTERM during the (slow) model load must still
-    # let it write its index: without one an mp4 opens in no player ("moov atom not found")
+    # let it write its index: without one an mp4 opens in no player ("moov atom not found"). A
+    # file the run created and never wrote a frame to is removed; one that was there before the
+    # run is never removed: it is left a finished recording (with no frames)
     out = tmp_path / "out.mp4"
+    if existed:
+        out.write_bytes(b"an older file")
     env = {**os.environ, "PYTHONPATH": PLUGIN, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "dreamcam", "run", "--model", "tiny", "--width", "64", "--height", "64",
            "--source", "testpattern", "--sink", f"file:{out}", "--no-osc", "--frames", "5"]
@@ -182,5 +187,9 @@ def test_sigterm_while_the_model_loads_leaves_a_finished_recording(tmp_path):
         proc.kill()
     assert proc.returncode == 130, "".join(lines) + rest
     assert "Traceback" not in rest
+    assert "stopped during the model load; nothing was recorded" in rest
+    if not existed:
+        assert not out.exists()
+        return
     with av.open(str(out)) as c:  # a finished recording (with no frames yet): it opens
         assert "mp4" in c.format.name

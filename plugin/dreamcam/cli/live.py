@@ -17,7 +17,7 @@ from dreamcam.backends import check_backend_device, choose_backend, make_backend
 from dreamcam.backends.options import check_knobs, knob_options
 from dreamcam.cli.console import elapsed, say, say_live, status_printer
 from dreamcam.cli.model_load import load_model
-from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint
+from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
 from dreamcam.control.controller import Controller
 from dreamcam.control.osc.server import OscServer
@@ -26,6 +26,7 @@ from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError, DreamcamError
 from dreamcam.runtime.pace import PaceWatch, advice, tee
 from dreamcam.runtime.runner import Runner
+from dreamcam.sinks.file import FileSink
 
 # what a backend's start does, said before it (the compiled backend's first start is silent work of a minute)
 BACKEND_START = {
@@ -40,7 +41,9 @@ def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (slow) or install a CUDA build of torch")
+        mps = getattr(torch.backends, "mps", None)
+        why = no_gpu_diagnosis(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available()))
+        raise ConfigError(f"--device cuda: no CUDA GPU is visible to torch: {why}; or use --device cpu (slow)")
     dtype = torch.float16 if name == "cuda" else torch.float32
     return torch.device(name), dtype
 
@@ -58,7 +61,16 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
     store, sinks = plan.store, plan.sinks
 
     interrupt_on_sigterm()  # from here outputs are open: SIGTERM must close them, as Ctrl-C does
+    phase = "while the outputs opened"
+
+    def say_where_stopped(exc_type, _exc, _tb) -> None:
+        # called last, once every output is closed (an empty recording is gone by then)
+        if exc_type is KeyboardInterrupt and plan.runner is None:
+            recorded = "; nothing was recorded" if any(isinstance(sink, FileSink) for sink in sinks) else ""
+            say(f"stopped {phase}{recorded}")
+
     with contextlib.ExitStack() as stack:
+        stack.push(say_where_stopped)
         # 1. Outputs and OSC open before the slow model load, so a missing virtual camera is said at once
         for sink in sinks:
             stack.enter_context(sink)
@@ -76,11 +88,13 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
             say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
 
         # 2. Model, engine and backend
+        phase = "during the model load"
         pipe = load_model(args, device, dtype, chosen)
         engine = StreamEngine(pipe, plan.t_index, args.width, args.height, cfg_type=args.cfg_type, device=device, dtype=dtype)
         s = store.snapshot()
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
         t0 = time.perf_counter()
+        phase = "while the backend warmed up"
         with elapsed(f"backend {chosen}: {BACKEND_START.get(chosen, 'starting')}"):
             backend = stack.enter_context(make_backend(args.backend, engine, **backend_options))
             backend.process(np.zeros((args.height, args.width, 3), dtype=np.uint8))  # compiles / captures here, not live
@@ -88,6 +102,7 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
             f"warm in {time.perf_counter() - t0:.1f} s")
 
         # 3. The input last (nothing captured waits on an unopened output); all closed in reverse
+        phase = "while the input opened"
         controller = stack.enter_context(Controller(engine, store))
         stack.enter_context(plan.source)
         runner = plan.runner = Runner(

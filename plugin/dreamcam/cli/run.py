@@ -26,7 +26,7 @@ from dreamcam.control.osc.server import DEFAULT_PORT as DEFAULT_OSC_PORT
 from dreamcam.errors import ConfigError
 from dreamcam.frames import FIT_MODES
 from dreamcam.sinks.base import parse_bitrate, parse_size
-from dreamcam.sinks.specs import open_sink
+from dreamcam.sinks.specs import check_distinct_recordings, open_sink
 from dreamcam.sources.specs import open_source
 
 DEFAULT_SINK = "virtualcam"
@@ -107,6 +107,7 @@ def check(args: argparse.Namespace) -> RunPlan:
         )
         for spec in sink_specs
     ]
+    check_distinct_recordings(sink_specs, plan.sinks)
     return plan
 
 

@@ -36,23 +36,34 @@ class RunPlan:
             self.runner.stop()
 
 
-def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
-    """What to tell a user whose real model is about to run on the CPU because `auto` found no GPU.
+def no_gpu_diagnosis(*, cuda_build: str | None, mps: bool) -> str:
+    """Why torch finds no CUDA GPU here and what to do about it: the one diagnosis that
+    `dreamcam devices`, `--device auto` falling back to the CPU and `--device cuda` all give.
 
     cuda_build is torch.version.cuda (None for a CPU-only build of torch); mps says whether an
     Apple-silicon GPU is present (dreamcam does not use it yet).
     """
-    slow = "no CUDA GPU is visible to torch, so the model runs on the CPU (seconds a frame, not frames a second)"
     if mps:
-        return f"{slow}; Apple-silicon GPUs (MPS) are not used yet"
+        return "Apple-silicon GPUs (MPS) are not used yet"
     if sys.platform == "darwin":  # no CUDA build of torch exists for macOS: the CUDA advice cannot be followed
-        return f"{slow}; macOS has no CUDA, so this is as fast as dreamcam runs on this Mac"
+        return "macOS has no CUDA"
     if cuda_build is None:
         return (
-            f"{slow}: this torch is a CPU-only build; for an NVIDIA GPU install a CUDA build, e.g. "
+            "this torch is a CPU-only build; for an NVIDIA GPU install a CUDA build, e.g. "
             "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128"
         )
-    return f"{slow}: torch has CUDA {cuda_build} but finds no GPU; check the NVIDIA driver with nvidia-smi"
+    return f"torch has CUDA {cuda_build} but finds no GPU; check the NVIDIA driver with nvidia-smi"
+
+
+def cpu_fallback_hint(*, cuda_build: str | None, mps: bool) -> str:
+    """What to tell a user whose real model is about to run on the CPU because `auto` found no GPU."""
+    slow = "no CUDA GPU is visible to torch, so the model runs on the CPU (seconds a frame, not frames a second)"
+    why = no_gpu_diagnosis(cuda_build=cuda_build, mps=mps)
+    if mps:
+        return f"{slow}; {why}"
+    if sys.platform == "darwin":
+        return f"{slow}; {why}, so this is as fast as dreamcam runs on this Mac"
+    return f"{slow}: {why}"
 
 
 def t_index_list(args, strength: float) -> list[int]:

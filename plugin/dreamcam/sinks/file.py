@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -15,20 +16,45 @@ from dreamcam.sinks.encoders import AvEncoder, open_encoder, pyav, video_codec
 log = logging.getLogger(__name__)
 
 RECORD_BUFFER_BYTES = 256 << 20  # the recorder's buffer of frames waiting for the encoder
+FRAGMENT_SECONDS = 1  # a crash (SIGKILL, power loss, a full disk) loses at most about this much
+# PyAV's output buffer: larger than one fragment (1 s at 1080p is a few MB), so each fragment
+# reaches the file in one write (see _WholeWrites)
+OUTPUT_BUFFER_BYTES = 32 << 20
+
+# Muxer options that make a recording crash-safe: everything written so far plays if the process
+# dies without writing a trailer. MP4 / MOV / M4V keep their index (moov) at the end, so a killed
+# run left no playable frame: fragmented, each fragment carries its own index. Matroska buffers a
+# whole cluster (5 s by default) before writing it. Every format flushes each packet to the file.
+CRASH_SAFE = {
+    "mp4": {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": str(FRAGMENT_SECONDS * 1_000_000)},
+    "matroska": {"cluster_time_limit": str(FRAGMENT_SECONDS * 1000)},
+}
+CRASH_SAFE["mov"] = CRASH_SAFE["ipod"] = CRASH_SAFE["mp4"]
+CRASH_SAFE["webm"] = CRASH_SAFE["matroska"]
 
 
 class _WholeWrites:
     """An unbuffered file as PyAV's output: each write writes all its bytes or raises (one raw
     write may write fewer, which FFmpeg would take as done); seekable as the file is (a pipe is
-    not: then MP4 refuses at start, as with FFmpeg's own file output)."""
+    not: then MP4 refuses at start, as with FFmpeg's own file output).
+
+    A write that fails (a full disk) is taken back whole: with an output buffer larger than a
+    fragment, one write is one whole fragment or cluster, so the file ends on the last whole one
+    and plays to its end, instead of ending in half a fragment a decoder stumbles on."""
 
     def __init__(self, raw) -> None:
         self.raw, self.name = raw, raw.name
 
     def write(self, data: bytes) -> int:
+        start = self.raw.tell()
         view = memoryview(data)
-        while view:
-            view = view[self.raw.write(view):]
+        try:
+            while view:
+                view = view[self.raw.write(view):]
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.raw.truncate(start)
+            raise
         return len(data)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
@@ -47,6 +73,9 @@ class FileSink(Sink):
     H.264 (libx264, CRF 20 or `bitrate`) through PyAV with capture-time timestamps, so the
     file lasts as long as the run did; `codec="mp4v"` (or no libx264 in PyAV) falls back to
     OpenCV's MPEG-4 Part 2 at a constant `fps` (duration = frames / fps).
+
+    Through PyAV a recording is crash-safe (see CRASH_SAFE): killed outright, it plays up to
+    about its last second. A file this sink created and never wrote a frame to is removed at close.
     """
 
     kind = "file"
@@ -63,11 +92,14 @@ class FileSink(Sink):
         self._file = None  # the recording's file (PyAV writes through it)
         self._writer: cv2.VideoWriter | None = None
         self._warned_drop = False
+        self._created = False  # this sink made the file (it was not there before the run)
+        self._recorded = 0  # frames handed to the encoder
 
     def _open(self) -> None:
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             raise DeviceError(f"cannot record to {self.path}: folder {folder} does not exist")
+        self._created = not os.path.lexists(self.path)
         if self.codec != "mp4v" and video_codec() == "libx264":
             av = pyav()
             try:
@@ -85,7 +117,9 @@ class FileSink(Sink):
             except OSError as e:
                 raise DeviceError(f"cannot write to {self.path}: {e.strerror or e}; {fix}") from e
             try:
-                container = av.open(_WholeWrites(self._file), "w", format=format_name)
+                options = {"flush_packets": "1", **CRASH_SAFE.get(format_name, {})}
+                container = av.open(_WholeWrites(self._file), "w", format=format_name, options=options,
+                                    buffer_size=OUTPUT_BUFFER_BYTES)
                 self._enc = open_encoder(container, "libx264", self, self.bitrate, self.path, fix)
             except BaseException:
                 self._file.close()
@@ -111,6 +145,7 @@ class FileSink(Sink):
             self._enc.encode(img, frame.t_capture)
         else:
             self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        self._recorded += 1
 
     def _release(self) -> None:
         try:
@@ -121,6 +156,17 @@ class FileSink(Sink):
             file, self._file = self._file, None
             if file is not None:
                 file.close()
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
+            self._remove_if_empty()
+
+    def _remove_if_empty(self) -> None:
+        """A file this sink created and never wrote a frame to (stopped during the model load)
+        goes again: an empty recording is not a recording. A file that was there before the run
+        stays, overwritten as any recording overwrites its path."""
+        if self._created and not self._recorded:
+            self._created = False
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            log.debug("removed %s: no frame was recorded", self.path)

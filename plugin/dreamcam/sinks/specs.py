@@ -86,6 +86,30 @@ def open_sink(
     return PreviewSink(w, h, rate, on_quit=on_quit, on_bypass=on_bypass, fit_mode=fit_mode)
 
 
+def check_distinct_recordings(specs: list[str], sinks: list[Sink]) -> None:
+    """Refuse two file sinks that record to the same file (the same path after resolving `..`
+    and symbolic links, or two names of one existing file): one recording would overwrite the
+    other. Said before any output opens (ConfigError)."""
+    seen: dict[str, str] = {}
+    for spec, sink in zip(specs, sinks):
+        if not isinstance(sink, FileSink):
+            continue
+        real = os.path.realpath(sink.path)
+        same = next((other for path, other in seen.items() if path == real or _same_existing_file(path, real)), None)
+        if same is not None:
+            raise ConfigError(f"--sink {same} and --sink {spec} both record to {real}, and one would overwrite the other; "
+                              "give each recording its own file")
+        seen[real] = spec
+
+
+def _same_existing_file(a: str, b: str) -> bool:
+    """Hard links: two paths of one file that exists already."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is not there yet: then only equal paths are the same file
+        return False
+
+
 def unknown_sink(spec: str) -> str:
     """The message for a `--sink` of no known kind; a bare path is told to write file:PATH
     (a video device path, virtualcam:PATH)."""
