@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from dreamcam.errors import ConfigError, DeviceError
@@ -15,16 +16,19 @@ log = logging.getLogger(__name__)
 TS_PACKET = 1316  # 7 MPEG-TS packets of 188 bytes: one datagram, under any Ethernet MTU
 RESEND_FIRST_S = 0.5  # after a failed UDP send, the stream is re-opened after this long, doubling
 RESEND_MAX_S = 5.0  # ... up to this
+KEYFRAME_S = 1.0  # most seconds between keyframes: a player joining mid-stream waits at most this
 
 
 class UdpSink(Sink):
     """MPEG-TS over UDP (H.264, or MPEG-2 video where PyAV lacks libx264), for an OBS Media
     Source or any player: `ffplay -fflags nobuffer udp://127.0.0.1:PORT`.
 
-    Low latency: ultrafast/zerolatency, no B-frames, a keyframe every second, no mux delay, each
-    packet flushed at once in datagrams of 1316 bytes (7 TS packets). When sends fail (no route,
-    the network went away) the stream is re-opened 0.5 s later, then every 1, 2, up to 5 s, until
-    it works; players pick it up again at its next keyframe.
+    Low latency: ultrafast/zerolatency, no B-frames, no mux delay, each packet flushed at once in
+    datagrams of 1316 bytes (7 TS packets). A keyframe, with the stream headers, at least every
+    second whatever the frame rate, so a player joining mid-stream starts within a second. The
+    socket is bound to the address of the interface that reaches `host`, not to all of them.
+    When sends fail (no route, the network went away) the stream is re-opened 0.5 s later, then
+    every 1, 2, up to 5 s, until it works; players pick it up again at its next keyframe.
 
     Args:
         host, port: where the datagrams go (unicast or multicast).
@@ -45,6 +49,7 @@ class UdpSink(Sink):
         self.host, self.port, self.bitrate, self.codec = host, port, bitrate or DEFAULT_BITRATE, codec
         self._framer = Framer(width, height, fit_mode)
         self._enc: AvEncoder | None = None
+        self.local_address: str | None = None  # the address the stream is sent from, once open
         self._down: BaseException | None = None  # the failed send, while the stream is down
         self._retry_in = RESEND_FIRST_S / 2  # doubled before each wait
         self._retry_at = 0.0
@@ -61,12 +66,16 @@ class UdpSink(Sink):
     def _connect(self) -> None:
         av = pyav()
         where = f"udp://{self.host}:{self.port}"
+        url, self.local_address = self.url, local_address(self.host, self.port)
+        if self.local_address:  # asked at each (re-)open: the route may have changed
+            url += f"&localaddr={self.local_address}"
         try:
-            container = av.open(self.url, "w", format="mpegts", options={"max_delay": "0", "flush_packets": "1"})
+            container = av.open(url, "w", format="mpegts", options={"max_delay": "0", "flush_packets": "1"})
         except (av.FFmpegError, OSError) as e:
             raise DeviceError(f"cannot stream to {where}: {e}; check the host name and port") from e
         codec = {"auto": video_codec(), "h264": "libx264", "mpeg2": "mpeg2video"}[self.codec]
-        self._enc = open_encoder(container, codec, self, self.bitrate, where, "check the host name and port")
+        self._enc = open_encoder(container, codec, self, self.bitrate, where, "check the host name and port",
+                                 keyframe_s=KEYFRAME_S)
         # what a failed send raises: PyAV's OSError (no route, refused, no buffer space); on Windows
         # FFmpeg passes most Winsock errors through raw (-WSAECONNRESET when no player listens yet:
         # the ICMP "port unreachable" of an earlier datagram), which PyAV raises as UndefinedError
@@ -108,3 +117,17 @@ class UdpSink(Sink):
         enc, self._enc = self._enc, None
         if enc is not None:
             enc.close()
+
+
+def local_address(host: str, port: int) -> str | None:
+    """The address of the interface the system routes `host` through (connecting a UDP socket
+    sends nothing; it only picks the route), or None when there is no route now: the stream then
+    binds all addresses, its sends fail, and the re-open asks again."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.connect(addr)
+            return probe.getsockname()[0]
+    except OSError as e:
+        log.debug("no route to udp://%s:%d now (%s): binding all addresses", host, port, e)
+        return None
