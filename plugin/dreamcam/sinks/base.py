@@ -57,6 +57,9 @@ class Sink:
     def _release(self) -> None:
         pass
 
+    def _idle(self) -> None:
+        """Called from the sink's thread when no frame came within `poll_s` seconds."""
+
     def start(self) -> Sink:
         self._open()
         self._thread = threading.Thread(target=self._run, name=f"dreamcam-sink-{self.kind}", daemon=True)
@@ -80,6 +83,7 @@ class Sink:
             if frame is None:
                 if self._slot.closed:
                     return
+                self._idle()
                 continue
             # on a schedule of 1/fps ticks, so a late wake-up does not lower the rate; never two
             # frames closer than half a tick

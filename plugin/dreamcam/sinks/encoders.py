@@ -36,11 +36,20 @@ class AvEncoder:
     pacing whatever rate the engine reaches: H.264 on a 90 kHz clock (variable frame rate);
     MPEG-2 only knows a constant rate, so there each frame takes the next 1/fps tick at or
     after its capture time.
+
+    keyframe_s: at most this many seconds of capture time between keyframes, whatever rate the
+    frames come at (None: one keyframe every `fps` frames only). A live stream needs it: a player
+    joining mid-stream shows nothing until the next keyframe, and at 2 frames/s 30 frames are 15 s.
+    Each keyframe carries the stream headers (H.264 SPS/PPS, MPEG-2 sequence header), and the
+    MPEG-TS muxer writes its tables (PAT/PMT) before it, so a keyframe is all a joiner needs.
     """
 
-    def __init__(self, container, codec: str, width: int, height: int, fps: float, bitrate: int | None) -> None:
+    def __init__(self, container, codec: str, width: int, height: int, fps: float, bitrate: int | None,
+                 *, keyframe_s: float | None = None) -> None:
         self._av, self.container = pyav(), container
         gop = str(max(1, round(fps)))  # a keyframe a second: a player joining mid-stream starts fast
+        if keyframe_s is not None:  # keyframes by time (encode()); the encoder's own count only as a backstop
+            gop = str(max(1, round(4 * fps * keyframe_s)))
         if codec == "libx264":
             opts = {"preset": "ultrafast", "tune": "zerolatency", "bf": "0", "g": gop}
             if bitrate:  # capped average rate with a one-second buffer
@@ -62,6 +71,8 @@ class AvEncoder:
         self.codec = codec
         self._t0: float | None = None
         self._last_pts = -1
+        self._keyframe_s = keyframe_s
+        self._next_key = float("-inf")  # capture time by which the next keyframe is due
 
     def encode(self, image: np.ndarray, t_capture: float) -> int:
         """Encode one frame and mux what the encoder gives back; returns the packets muxed (0
@@ -72,8 +83,14 @@ class AvEncoder:
         self._last_pts = pts
         frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts, frame.time_base = pts, self.time_base
+        if self._keyframe_s is not None and t_capture >= self._next_key:
+            frame.pict_type = self._av.video.frame.PictureType.I  # libx264: an IDR frame (closed GOP)
+            self._next_key = t_capture + self._keyframe_s
         packets = self.stream.encode(frame)
         for packet in packets:
+            if packet.is_keyframe and self._keyframe_s is not None and packet.pts is not None:
+                # one the encoder chose counts too; timed by its own frame (MPEG-2 gives it a frame late)
+                self._next_key = self._t0 + float(packet.pts * self.time_base) + self._keyframe_s
             self.container.mux(packet)
         return len(packets)
 
@@ -88,13 +105,15 @@ class AvEncoder:
             container.close()
 
 
-def open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: str, fix: str) -> AvEncoder:
+def open_encoder(container, codec: str, sink: Sink, bitrate: int | None, where: str, fix: str, *,
+                 keyframe_s: float | None = None) -> AvEncoder:
     """The encoder on `container`, with the output opened and its header written: PyAV opens a
     file or UDP URL only then, so an unwritable folder, a full disk or an unknown host fail here,
-    at start, not at the first frame (where a failed header also leaves PyAV unsafe to call again)."""
+    at start, not at the first frame (where a failed header also leaves PyAV unsafe to call again).
+    keyframe_s: as in `AvEncoder`."""
     av = pyav()
     try:
-        enc = AvEncoder(container, codec, sink.width, sink.height, sink.fps, bitrate)
+        enc = AvEncoder(container, codec, sink.width, sink.height, sink.fps, bitrate, keyframe_s=keyframe_s)
     except (av.FFmpegError, ValueError) as e:
         container.close()
         raise DeviceError(f"{where}: the {codec} encoder refused {sink.width}x{sink.height} at {sink.fps:g} fps: {e}") from e
