@@ -20,16 +20,6 @@ from dreamcam.sinks import open_sink  # noqa: E402
 FPS = 30.0
 
 
-@pytest.fixture
-def receiver():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.3)
-    yield sock
-    sock.close()
-
-
 def _receive(sock: socket.socket, limit_s: float = 3.0) -> list[bytes]:
     datagrams, deadline = [], time.monotonic() + limit_s
     while time.monotonic() < deadline:

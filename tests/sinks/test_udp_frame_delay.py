@@ -18,16 +18,6 @@ from dreamcam.frames import Frame  # noqa: E402
 from dreamcam.sinks import open_sink  # noqa: E402
 
 
-@pytest.fixture
-def rx():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.3)
-    yield sock
-    sock.close()
-
-
 def _drain(sock: socket.socket) -> bytes:
     out = []
     while True:
@@ -61,32 +51,32 @@ def _video_pes_starts(ts: bytes) -> list[bytes]:
 
 
 @pytest.mark.parametrize("codec", ["auto", "mpeg2"])
-def test_every_video_pes_carries_its_length(rx, codec):
-    with open_sink(f"udp://127.0.0.1:{rx.getsockname()[1]}?codec={codec}", width=64, height=48, fps=30) as sink:
+def test_every_video_pes_carries_its_length(receiver, codec):
+    with open_sink(f"udp://127.0.0.1:{receiver.getsockname()[1]}?codec={codec}", width=64, height=48, fps=30) as sink:
         for i in range(5):
             sink.write(Frame(_picture(i), time.perf_counter(), i))
             time.sleep(1 / 30)
-    pes = _video_pes_starts(_drain(rx))
+    pes = _video_pes_starts(_drain(receiver))
     assert len(pes) >= 5
     assert all(int.from_bytes(p[4:6], "big") > 0 for p in pes)  # 0 would mean "until the next one"
 
 
-def test_a_slow_engine_s_last_picture_is_sent_again_at_the_stream_rate(rx):
-    with open_sink(f"udp://127.0.0.1:{rx.getsockname()[1]}", width=64, height=48, fps=30) as sink:
+def test_a_slow_engine_s_last_picture_is_sent_again_at_the_stream_rate(receiver):
+    with open_sink(f"udp://127.0.0.1:{receiver.getsockname()[1]}", width=64, height=48, fps=30) as sink:
         for i in range(4):  # 2 frames/s for 2 s
             sink.write(Frame(_picture(i), time.perf_counter(), i))
             time.sleep(0.5)
     assert sink.error is None and sink.written == 4
     # after the second engine frame (the first gap tells the engine is slow): about 30 a second
     assert 30 <= sink.repeats <= 50, sink.repeats
-    assert _decoded(_drain(rx)) == 4 + sink.repeats
+    assert _decoded(_drain(receiver)) == 4 + sink.repeats
 
 
-def test_an_engine_at_the_stream_rate_that_stops_is_not_repeated(rx):
-    with open_sink(f"udp://127.0.0.1:{rx.getsockname()[1]}", width=64, height=48, fps=30) as sink:
+def test_an_engine_at_the_stream_rate_that_stops_is_not_repeated(receiver):
+    with open_sink(f"udp://127.0.0.1:{receiver.getsockname()[1]}", width=64, height=48, fps=30) as sink:
         for i in range(15):
             sink.write(Frame(_picture(i), time.perf_counter(), i))
             time.sleep(1 / 30)
         time.sleep(0.6)  # the engine paused: the player keeps the last picture anyway
     assert sink.repeats == 0
-    assert _decoded(_drain(rx)) == 15
+    assert _decoded(_drain(receiver)) == 15
