@@ -134,15 +134,17 @@ def next_preset(presets, current: str, step: int):
 
 
 def parse_state(args) -> dict:
-    """The dict in a /dreamcam/state reply (one JSON object string), or ValueError."""
+    """The dict in a /dreamcam/state reply (one JSON object string), or ValueError.
+
+    Fields are read defensively, as other dreamcam versions may shape them otherwise: "presets"
+    keeps only its names (text), and is [] when it is not a list."""
     if len(args) != 1 or not isinstance(args[0], str):
         raise ValueError(f"/dreamcam/state must carry one JSON string, got {args!r}")
     state = json.loads(args[0])
     if not isinstance(state, dict):
         raise ValueError(f"/dreamcam/state JSON must be an object, got {type(state).__name__}")
     presets = state.get("presets", [])
-    if not isinstance(presets, list) or not all(isinstance(n, str) for n in presets):
-        raise ValueError(f"/dreamcam/state 'presets' must be a list of names, got {presets!r}")
+    state["presets"] = [n for n in presets if isinstance(n, str)] if isinstance(presets, list) else []
     return state
 
 
@@ -441,8 +443,7 @@ class DreamcamLink:
         self.state, self._last_reply, self._instance = state, now, instance
         if not self._knobs_asked:  # dreamcam is there: ask once for its own knob table
             self._knobs_asked = self._send(osc.encode_message(OSC_PREFIX + "knobs"))
-        presets = state.get("presets", [])
-        self.presets = list(presets) if isinstance(presets, list) else self.presets
+        self.presets = state["presets"]
         if fresh:
             self._sync(state)
             return

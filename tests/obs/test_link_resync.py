@@ -172,3 +172,10 @@ def test_a_host_that_does_not_resolve_is_said_from_the_polling_thread_and_tried_
         wait_until(lambda: len(lookups) == 2, what="a second look-up")
         assert link.status().startswith("cannot resolve")  # still failing; no second log line
         assert len(logged) == 1
+
+
+def test_state_fields_of_another_shape_are_read_defensively():
+    state = dl.parse_state(['{"presets": {"names": ["a"], "more": 3}, "fps": "fast", "instance": 7}'])
+    assert state["presets"] == [] and dl.status_line(state, "h", 1) == "connected: ? fps, ? ms"
+    assert dl.parse_state(['{"presets": ["a", 3, null, "b"]}'])["presets"] == ["a", "b"]
+    assert dl.parse_state(["{}"])["presets"] == []
