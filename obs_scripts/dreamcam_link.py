@@ -33,7 +33,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000  # dreamcam's default --osc-port
 POLL_MS = 500  # status poll period, milliseconds
 NO_ANSWER_S = 2.0  # seconds without a /dreamcam/state reply before "no answer"
-RESOLVE_RETRY_S = 5.0  # seconds between look-ups of a host name that did not resolve
+RESOLVE_RETRY_S = 3.0  # seconds between look-ups of a host name that did not resolve
 OSC_PREFIX = "/dreamcam/"
 KNOBS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dreamcam_knobs.json")
 
