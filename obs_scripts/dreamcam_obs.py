@@ -51,6 +51,7 @@ HOTKEYS = (
 
 
 def _obs_log(level, msg):
+    """Log to OBS's log at the next `_write_log` (any thread may call this)."""
     _pending_log.append((level, msg))  # deque.append is thread-safe
 
 
