@@ -8,8 +8,11 @@ a script beside an older file still sends what the running dreamcam accepts.
 
 Plain Python (standard library, python-osc when importable), no OBS API: tests use it
 directly. `DreamcamLink` sends only values that changed, polls `/dreamcam/status` and turns
-the `/dreamcam/state` reply into a status line and a preset list. It never blocks: the
-socket is non-blocking, DNS look-ups run on a short-lived thread and nothing sleeps.
+the `/dreamcam/state` reply into a status line and a preset list. When it first hears from a
+dreamcam, and again when that dreamcam was restarted (a new `instance` in its state), it sends
+every value it was given that the dreamcam does not have yet: dreamcam and OBS agree whichever
+started first. It never blocks: the socket is non-blocking, DNS look-ups run on a short-lived
+thread and nothing sleeps; nothing is logged from that thread (OBS would not know the script).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000  # dreamcam's default --osc-port
 POLL_MS = 500  # status poll period, milliseconds
 NO_ANSWER_S = 2.0  # seconds without a /dreamcam/state reply before "no answer"
+RESOLVE_RETRY_S = 3.0  # seconds between look-ups of a host name that did not resolve
 OSC_PREFIX = "/dreamcam/"
 KNOBS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dreamcam_knobs.json")
 
@@ -130,22 +134,27 @@ def next_preset(presets, current: str, step: int):
 
 
 def parse_state(args) -> dict:
-    """The dict in a /dreamcam/state reply (one JSON object string), or ValueError."""
+    """The dict in a /dreamcam/state reply (one JSON object string), or ValueError.
+
+    Fields are read defensively, as other dreamcam versions may shape them otherwise: "presets"
+    keeps only its names (text), and is [] when it is not a list."""
     if len(args) != 1 or not isinstance(args[0], str):
         raise ValueError(f"/dreamcam/state must carry one JSON string, got {args!r}")
     state = json.loads(args[0])
     if not isinstance(state, dict):
         raise ValueError(f"/dreamcam/state JSON must be an object, got {type(state).__name__}")
     presets = state.get("presets", [])
-    if not isinstance(presets, list) or not all(isinstance(n, str) for n in presets):
-        raise ValueError(f"/dreamcam/state 'presets' must be a list of names, got {presets!r}")
+    state["presets"] = [n for n in presets if isinstance(n, str)] if isinstance(presets, list) else []
     return state
 
 
 def status_line(state, host: str, port: int) -> str:
-    """'connected: 24.8 fps, 41 ms' for a state dict, or the no-answer line for None."""
+    """'connected: 24.8 fps, 41 ms' for a state dict, 'loading model ...' while dreamcam loads
+    it (its state says {"loading": true}), or the no-answer line for None."""
     if state is None:
         return f"no answer from dreamcam at {host}:{port}"
+    if state.get("loading") is True:
+        return f"loading model (dreamcam at {host}:{port})"
 
     def num(key, fmt):
         value = state.get(key)
@@ -153,6 +162,13 @@ def status_line(state, host: str, port: int) -> str:
         return format(value, fmt) if ok else "?"
 
     return f"connected: {num('fps', '.1f')} fps, {num('latency_ms', '.0f')} ms"
+
+
+def same_value(p: Param, a, b) -> bool:
+    """Whether dreamcam's value `a` is the value `b` sent for `p` (floats go as OSC float32)."""
+    if p.kind == "float" and isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+    return type(a) is type(b) and a == b
 
 
 def _numeric_address(host: str, port: int):
@@ -173,7 +189,10 @@ class DreamcamLink:
 
     `update()` sends only values that differ from what was last sent to this target;
     `poll()` (call every POLL_MS) reads replies, re-sends anything unsent and asks for status.
-    Thread-safe: OBS calls it from the UI, graphics and hotkey threads.
+    Only values given to `update()` (or set by the hotkey actions) are ever sent: a knob never
+    set here keeps the value dreamcam has (a `dreamcam run --bypass` stays in bypass).
+    Thread-safe: OBS calls it from the UI, graphics and hotkey threads. `log(level, msg)` is
+    called from those threads only, never from the look-up thread.
     """
 
     def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, *, no_answer_s=NO_ANSWER_S,
@@ -188,12 +207,16 @@ class DreamcamLink:
         self._closed = False
         self._generation = 0
         self.host, self.port = None, None
-        self._desired, self._sent = {}, {}
+        self._desired = {}  # the values set here: sent to every dreamcam that lacks them
+        self._sent = {}  # what this dreamcam has: sent from here, or read from its state
+        self._given = {}  # the values update() was last given, so that only changes count
         self._refused = {}  # values the table refused, checked again against dreamcam's own table
         self.state, self.presets, self.current_preset = None, [], ""
         self._seen = {}
         self.params, self._by_name, self._knobs_asked = PARAMS, PARAM_BY_NAME, False
         self._last_reply = self._first_poll = None
+        self._instance = None  # the `instance` of dreamcam's state: a new one is a restarted dreamcam
+        self._resolving, self._resolve_error, self._resolve_failed_at = False, None, None
         self.set_target(host, port)
 
     # -- target -----------------------------------------------------------------------
@@ -214,22 +237,31 @@ class DreamcamLink:
             self.state, self._seen = None, {}
             # a new target may be another dreamcam: the file's table until it gives its own
             self.params, self._by_name, self._knobs_asked = PARAMS, PARAM_BY_NAME, False
-            self._last_reply = self._first_poll = None
+            self._last_reply = self._first_poll = self._instance = None
+            self._resolve_error = self._resolve_failed_at = None
             self._addr = _numeric_address(host, port)
             if self._addr is None:
-                threading.Thread(target=self._resolve, args=(host, port, self._generation),
-                                 name="dreamcam-obs-resolve", daemon=True).start()
+                self._start_resolve()
+
+    def _start_resolve(self):
+        self._resolving = True
+        threading.Thread(target=self._resolve, args=(self.host, self.port, self._generation),
+                         name="dreamcam-obs-resolve", daemon=True).start()
 
     def _resolve(self, host, port, generation):
         # DNS can take seconds: done off OBS's threads, result dropped if the target moved on.
+        # The outcome is only recorded: poll() (on OBS's thread) logs it and the status shows it.
         try:
             family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+            addr, error = (family, sockaddr), None
         except OSError as e:
-            self._log_once(logging.WARNING, f"cannot resolve dreamcam host {host!r}: {e}")
-            return
+            addr, error = None, f"cannot resolve dreamcam host {host!r}: {e}; check the OSC host"
         with self._lock:
-            if generation == self._generation and not self._closed:
-                self._addr = (family, sockaddr)
+            if generation != self._generation or self._closed:
+                return
+            self._resolving = False
+            self._addr, self._resolve_error = addr, error
+            self._resolve_failed_at = self._clock() if error else None
 
     def _socket(self):
         if self._sock is None and self._addr is not None and not self._closed:
@@ -259,10 +291,25 @@ class DreamcamLink:
 
     def update(self, values) -> list:
         """Take new values (name -> value; unknown names ignored, bad values logged and
-        skipped) and send those that changed. Returns the names sent."""
+        skipped) and send those that changed. Returns the names sent.
+
+        A value equal to the one the previous call gave for that name is not taken again:
+        it did not change here, and dreamcam may have a newer one from another controller."""
         with self._lock:
-            self._take(values)
+            changed = {}
+            for name, value in values.items():
+                if name not in self._given or self._given[name] != value:
+                    self._given[name] = changed[name] = value
+            self._take(changed)
             return self.flush()
+
+    def forget(self, names) -> None:
+        """No longer send these knobs (their values were reset here): dreamcam keeps its own."""
+        with self._lock:
+            for name in names:
+                self._desired.pop(name, None)
+                self._given.pop(name, None)
+                self._refused.pop(name, None)
 
     def _take(self, values):
         for name, value in values.items():
@@ -284,7 +331,7 @@ class DreamcamLink:
                 if p.name not in self._desired:
                     continue
                 value = self._desired[p.name]
-                if p.name in self._sent and self._sent[p.name] == value:
+                if p.name in self._sent and same_value(p, self._sent[p.name], value):
                     continue
                 if p.name == "preset" and value == "":
                     self._sent["preset"] = value  # "no preset chosen" is nothing to send
@@ -320,8 +367,9 @@ class DreamcamLink:
 
     @property
     def bypass(self) -> bool:
+        """dreamcam's bypass as last known here (sent or read from its state)."""
         with self._lock:
-            return bool(self._desired.get("bypass", False))
+            return bool(self._sent.get("bypass", self._desired.get("bypass", False)))
 
     def toggle_bypass(self) -> bool:
         """Flip bypass and send it; returns the new value."""
@@ -335,6 +383,10 @@ class DreamcamLink:
         """Read replies, send what is unsent, ask for status; returns the status line."""
         with self._lock:
             now = self._clock()
+            if self._resolve_error is not None:
+                self._log_once(logging.WARNING, self._resolve_error)
+                if not self._resolving and now - self._resolve_failed_at >= RESOLVE_RETRY_S:
+                    self._start_resolve()  # the name may resolve later (network up, DNS fixed)
             self._read_replies(now)
             self.flush()
             if self._send(osc.encode_message(OSC_PREFIX + "status")) and self._first_poll is None:
@@ -347,7 +399,7 @@ class DreamcamLink:
             if self._last_reply is not None and now - self._last_reply <= self._no_answer_s:
                 return status_line(self.state, self.host, self.port)
             if self._addr is None:
-                return f"looking up dreamcam host {self.host}"
+                return self._resolve_error or f"looking up dreamcam host {self.host}"
             if self._last_reply is None and (self._first_poll is None or now - self._first_poll <= self._no_answer_s):
                 return f"waiting for dreamcam at {self.host}:{self.port}"
             return status_line(None, self.host, self.port)
@@ -381,10 +433,20 @@ class DreamcamLink:
                 self._log_once(logging.WARNING, f"ignored a bad reply from dreamcam: {e}")
 
     def _take_state(self, state, now):
-        self.state, self._last_reply = state, now
+        instance = state.get("instance")
+        if self._last_reply is None:
+            fresh = True  # the first answer from this target
+        elif instance is not None or self._instance is not None:
+            fresh = instance != self._instance  # dreamcam was restarted
+        else:  # a dreamcam that names no instance: after a silence it may be a new one
+            fresh = now - self._last_reply > self._no_answer_s
+        self.state, self._last_reply, self._instance = state, now, instance
         if not self._knobs_asked:  # dreamcam is there: ask once for its own knob table
             self._knobs_asked = self._send(osc.encode_message(OSC_PREFIX + "knobs"))
-        self.presets = list(state.get("presets", []))
+        self.presets = state["presets"]
+        if fresh:
+            self._sync(state)
+            return
         # Adopt a preset or bypass that changed on dreamcam's side (another controller);
         # a reply still carrying the old value must not undo what was just sent from here.
         for key in ("preset", "bypass"):
@@ -393,7 +455,23 @@ class DreamcamLink:
                 if key == "preset" and isinstance(state[key], str):
                     self.current_preset = state[key]
                 elif key == "bypass" and state[key] in (0, 1):
-                    self._desired["bypass"] = self._sent["bypass"] = bool(state[key])
+                    self._sent["bypass"] = bool(state[key])
+                    if "bypass" in self._desired:  # set here before: the newer value is the one to keep
+                        self._desired["bypass"] = self._sent["bypass"]
+
+    def _sync(self, state):
+        """A dreamcam heard from for the first time: what it has is what its state says; send it
+        every value set here that differs (all of them after a preset, which sets many)."""
+        self._sent = {p.name: state[p.name] for p in self.params if p.name in state}
+        preset = self._desired.get("preset", "")
+        if preset and state.get("preset") != preset:
+            self._sent = {}
+        self._seen = {key: state[key] for key in ("preset", "bypass") if key in state}
+        if isinstance(state.get("preset"), str):
+            self.current_preset = state["preset"]
+        sent = self.flush()
+        if sent:
+            self._log(logging.INFO, f"sent dreamcam at {self.host}:{self.port} the values set here: {', '.join(sent)}")
 
     def _take_knobs(self, args):
         """Use the knob table of a /dreamcam/knobs reply (one JSON string) from now on."""

@@ -9,6 +9,9 @@ Needs only the Python standard library (OBS embeds its own Python); uses python-
 is importable. Keep `dreamcam_link.py`, `dreamcam_osc.py` and `dreamcam_knobs.json` (dreamcam's
 knob table: which parameters there are, their ranges and labels) next to this file.
 
+Only the knobs set in OBS are sent (a knob left at its default keeps dreamcam's value), and
+they are sent again to a dreamcam that starts or restarts after the script loaded.
+
 This file is only the OBS side: it reads settings and forwards them to `DreamcamLink`
 (dreamcam_link.py), which holds all the logic and is tested outside OBS. Nothing here
 blocks OBS: the socket is non-blocking and nothing sleeps.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import deque
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
@@ -35,6 +39,9 @@ _link = None
 _settings = None
 _hotkeys = {}
 _last_status_kind = None
+# Log lines wait here until the next timer tick or settings update writes them: OBS names the
+# script only in a log call made from one of the script's own callbacks.
+_pending_log = deque()
 
 HOTKEYS = (
     ("dreamcam.next_preset", "dreamcam: next preset"),
@@ -44,7 +51,15 @@ HOTKEYS = (
 
 
 def _obs_log(level, msg):
-    obs.script_log(obs.LOG_WARNING if level >= logging.WARNING else obs.LOG_INFO, msg)
+    """Log to OBS's log at the next `_write_log` (any thread may call this)."""
+    _pending_log.append((level, msg))  # deque.append is thread-safe
+
+
+def _write_log():
+    """Write the waiting log lines; called only from the script's callbacks."""
+    while _pending_log:
+        level, msg = _pending_log.popleft()
+        obs.script_log(obs.LOG_WARNING if level >= logging.WARNING else obs.LOG_INFO, msg)
 
 
 def _ensure_link():
@@ -59,12 +74,13 @@ def _params():
     return _link.params if _link is not None else PARAMS
 
 
-def _read_settings(settings) -> dict:
-    values = {}
-    in_file = {p.name for p in PARAMS}
+def _read_settings(settings) -> tuple:
+    """(the knobs set in OBS by name, the names of those left at their defaults)."""
+    values, unset = {}, []
     for p in _params():
-        if p.name not in in_file and not obs.obs_data_has_user_value(settings, p.name):
-            continue  # a knob only the running dreamcam has: sent once it is set here, else its default stays
+        if not obs.obs_data_has_user_value(settings, p.name):
+            unset.append(p.name)  # never set here, or reset to defaults: dreamcam's own value stays
+            continue
         if p.kind == "text":
             values[p.name] = obs.obs_data_get_string(settings, p.name)
         elif p.kind == "float":
@@ -73,7 +89,7 @@ def _read_settings(settings) -> dict:
             values[p.name] = obs.obs_data_get_int(settings, p.name)
         else:
             values[p.name] = obs.obs_data_get_bool(settings, p.name)
-    return values
+    return values, unset
 
 
 def script_description():
@@ -148,8 +164,11 @@ def script_update(settings):
         link.set_target(obs.obs_data_get_string(settings, "host"), obs.obs_data_get_int(settings, "port"))
     except ValueError as e:
         _obs_log(logging.WARNING, str(e))
-        return
-    link.update(_read_settings(settings))
+    else:
+        values, unset = _read_settings(settings)
+        link.forget(unset)
+        link.update(values)
+    _write_log()
 
 
 def _hotkey_action(name):
@@ -198,11 +217,13 @@ def script_unload():
     if _link is not None:
         _link.close()
         _link = None
+    _write_log()
 
 
 def _tick():
     global _last_status_kind
     if _link is None:
+        _write_log()
         return
     line = _link.poll()
     if _settings:
@@ -211,3 +232,4 @@ def _tick():
     if kind != _last_status_kind:  # log transitions, not every fps change
         _last_status_kind = kind
         _obs_log(logging.INFO, f"status: {line}")
+    _write_log()

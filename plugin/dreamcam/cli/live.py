@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import secrets
 import sys
 import time
 
@@ -78,10 +79,13 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
         # OSC listens from here on (a busy port is said before the slow load); what arrives while
         # the model loads waits in the store and applies at the first frame
         if not args.no_osc:
+            # a new id each run: a controller that sees it change knows dreamcam restarted and
+            # sends its values again (the OBS script does)
+            instance = {"instance": secrets.token_hex(8)}
             osc = stack.enter_context(
                 OscServer(
                     store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow,
-                    status=lambda: plan.runner.status() if plan.runner is not None else {"loading": True},
+                    status=lambda: instance | (plan.runner.status() if plan.runner is not None else {"loading": True}),
                     presets=plan.presets, feedback=args.osc_feedback, mapping=plan.mapping,
                 )
             )
