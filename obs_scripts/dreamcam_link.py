@@ -34,6 +34,8 @@ DEFAULT_PORT = 9000  # dreamcam's default --osc-port
 POLL_MS = 500  # status poll period, milliseconds
 NO_ANSWER_S = 2.0  # seconds without a /dreamcam/state reply before "no answer"
 RESOLVE_RETRY_S = 3.0  # seconds between look-ups of a host name that did not resolve
+PAGES_RETRY_S = 1.5  # seconds before pages of the preset list that did not come are asked for again
+PAGES_REFRESH_S = 12.0  # seconds a paged preset list is kept before it is read again (the file may change)
 OSC_PREFIX = "/dreamcam/"
 KNOBS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dreamcam_knobs.json")
 
@@ -212,6 +214,7 @@ class DreamcamLink:
         self._given = {}  # the values update() was last given, so that only changes count
         self._refused = {}  # values the table refused, checked again against dreamcam's own table
         self.state, self.presets, self.current_preset = None, [], ""
+        self._pages, self._pages_count, self._pages_total, self._pages_asked = {}, 1, 0, None
         self._seen = {}
         self.params, self._by_name, self._knobs_asked = PARAMS, PARAM_BY_NAME, False
         self._last_reply = self._first_poll = None
@@ -429,6 +432,8 @@ class DreamcamLink:
                         self._take_state(parse_state(args), now)
                     elif address == OSC_PREFIX + "knobs":
                         self._take_knobs(args)
+                    elif address == OSC_PREFIX + "presets":
+                        self._take_presets_page(args)
             except ValueError as e:
                 self._log_once(logging.WARNING, f"ignored a bad reply from dreamcam: {e}")
 
@@ -443,7 +448,7 @@ class DreamcamLink:
         self.state, self._last_reply, self._instance = state, now, instance
         if not self._knobs_asked:  # dreamcam is there: ask once for its own knob table
             self._knobs_asked = self._send(osc.encode_message(OSC_PREFIX + "knobs"))
-        self.presets = state["presets"]
+        self.presets = self._all_presets(state, now)
         if fresh:
             self._sync(state)
             return
@@ -472,6 +477,48 @@ class DreamcamLink:
         sent = self.flush()
         if sent:
             self._log(logging.INFO, f"sent dreamcam at {self.host}:{self.port} the values set here: {', '.join(sent)}")
+
+    def _all_presets(self, state, now):
+        """Every preset name. A long list does not fit the state reply: dreamcam then sends the
+        first names and `presets_total`, and the rest is asked for a page at a time
+        (/dreamcam/presets PAGE), again every PAGES_REFRESH_S in case the presets file changed."""
+        names, total = state["presets"], state.get("presets_total")
+        if not isinstance(total, int) or isinstance(total, bool) or total <= len(names):
+            self._pages, self._pages_total = {}, 0
+            return names
+        if total != self._pages_total or (self._pages_asked is not None and now - self._pages_asked > PAGES_REFRESH_S):
+            self._pages, self._pages_count, self._pages_total, self._pages_asked = {}, 1, total, None
+        have = self._paged_names()
+        if len(have) >= total and have[: len(names)] == names:
+            return have[:total]
+        if self._pages_asked is None or now - self._pages_asked >= PAGES_RETRY_S:
+            self._pages_asked = now
+            for page in range(self._pages_count):
+                if page not in self._pages:
+                    self._send(osc.encode_message(OSC_PREFIX + "presets", [page], "i"))
+        return names if len(have) <= len(names) else have
+
+    def _paged_names(self):
+        return [n for page in sorted(self._pages) for n in self._pages[page]]
+
+    def _take_presets_page(self, args):
+        """One /dreamcam/presets reply (a JSON string: page, pages, total, names)."""
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ValueError(f"/dreamcam/presets must carry one JSON string, got {args!r}")
+        reply = json.loads(args[0])
+        page, pages, names = reply.get("page"), reply.get("pages"), reply.get("names")
+        if not (isinstance(page, int) and isinstance(pages, int) and 0 <= page < pages <= 10_000
+                and isinstance(names, list)):
+            raise ValueError(f"/dreamcam/presets reply is not a page of names: {args[0][:200]!r}")
+        first = self._pages_count == 1 and not self._pages
+        self._pages[page] = [n for n in names if isinstance(n, str)]
+        self._pages_count = pages
+        if first and pages > 1:  # now the number of pages is known: ask for the others at once
+            for other in range(1, pages):
+                self._send(osc.encode_message(OSC_PREFIX + "presets", [other], "i"))
+        have = self._paged_names()
+        if len(self._pages) == pages and len(have) > len(self.presets):
+            self.presets = have
 
     def _take_knobs(self, args):
         """Use the knob table of a /dreamcam/knobs reply (one JSON string) from now on."""
