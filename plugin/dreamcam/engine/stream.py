@@ -29,12 +29,7 @@ from dreamcam.engine.state import EngineState
 from dreamcam.errors import ConfigError
 from dreamcam.models.pipelines import move_pipeline
 from dreamcam.models.quiet import quiet_imports
-from dreamcam.engine.schedule import (  # noqa: F401  (strength_to_t_index_list, check_t_index_list: re-exported)
-    CFG_TYPES,
-    check_size,
-    check_t_index_list,
-    strength_to_t_index_list,
-)
+from dreamcam.engine.schedule import CFG_TYPES, check_size, check_t_index_list
 from dreamcam.engine.similarity import SimilarityFilter
 
 
