@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from dreamcam.errors import ConfigError
 from dreamcam.control.osc.server import OscServer
-from dreamcam.control.osc.maps import OscMapping, Rejected
+from dreamcam.control.maps import Action
+from dreamcam.control.osc.maps import OscMapping, Rejected, osc_value
 from dreamcam.knobs import ParamStore
 from dreamcam.control.presets import PresetLibrary
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -54,18 +55,23 @@ def mapping(tmp_path):
     return OscMapping.load(path)
 
 
+def translate(mapping, address, args):
+    b = mapping.get(address)
+    return b.translate(osc_value(b, args))
+
+
 def test_translation(mapping):
-    assert mapping.get("/1/fader1").translate([0.5]) == ("strength", pytest.approx(0.5))
-    assert mapping.get("/1/fader1").translate([0]) == ("strength", pytest.approx(0.2))
-    assert mapping.get("/1/rotary1").translate([127]) == ("seed", 1000)
-    assert mapping.get("/1/rotary1").translate([64]) == ("seed", 504)
-    assert mapping.get("/1/fader2").translate([0.25]) == ("guidance", 5.0)
-    assert mapping.get("/1/toggle1").translate([1.0]) == ("bypass", True)
-    assert mapping.get("/1/toggle1").translate([0.0]) == ("bypass", False)
-    assert mapping.get("/1/push1").translate([1.0]) == ("preset", "ink")
-    assert mapping.get("/1/push1").translate([0.0]) is None  # the release of a push button
-    assert mapping.get("/1/push1").translate([]) == ("preset", "ink")
-    assert mapping.get("/1/text1").translate(["a fox"]) == ("prompt", "a fox")
+    assert translate(mapping, "/1/fader1", [0.5]) == Action("set", "strength", pytest.approx(0.5))
+    assert translate(mapping, "/1/fader1", [0]) == Action("set", "strength", pytest.approx(0.2))
+    assert translate(mapping, "/1/rotary1", [127]) == Action("set", "seed", 1000)
+    assert translate(mapping, "/1/rotary1", [64]) == Action("set", "seed", 504)
+    assert translate(mapping, "/1/fader2", [0.25]) == Action("set", "guidance", 5.0)
+    assert translate(mapping, "/1/toggle1", [1.0]) == Action("set", "bypass", True)
+    assert translate(mapping, "/1/toggle1", [0.0]) == Action("set", "bypass", False)
+    assert translate(mapping, "/1/push1", [1.0]) == Action("preset", "ink")
+    assert translate(mapping, "/1/push1", [0.0]) is None  # the release of a push button
+    assert translate(mapping, "/1/push1", []) == Action("preset", "ink")
+    assert translate(mapping, "/1/text1", ["a fox"]) == Action("set", "prompt", "a fox")
     assert mapping.get("/2/unbound") is None
 
 
@@ -81,7 +87,7 @@ def test_translation(mapping):
 )
 def test_bad_values(mapping, address, args, kind):
     with pytest.raises(Rejected) as e:
-        mapping.get(address).translate(args)
+        translate(mapping, address, args)
     assert e.value.kind == kind
 
 
@@ -95,7 +101,7 @@ def test_feedback_is_the_inverse(mapping):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ('[[bind]]\naddress = "/1/f"\nparam = "volume"\n', r"#1 \(/1/f\): unknown param 'volume'"),
+        ('[[bind]]\naddress = "/1/f"\nparam = "volume"\n', r"m.toml: line 1 \(/1/f\): unknown param 'volume'"),
         ('[[bind]]\naddress = "/dreamcam/strength"\nparam = "strength"\n', r"reserved|dreamcam answers itself"),
         ('[[bind]]\naddress = "fader"\nparam = "strength"\n', r"must be an OSC address"),
         ('[[bind]]\naddress = "/a"\n', r"exactly one of param"),
@@ -106,8 +112,9 @@ def test_feedback_is_the_inverse(mapping):
         ),
         ('[[bind]]\naddress = "/a"\nparam = "strength"\ninput = [1, 1]\n', r"input range must not be empty"),
         ('[[bind]]\naddress = "/a"\nparam = "strength"\ninput = [0]\n', r"two finite numbers"),
-        ('[[bind]]\naddress = "/a"\nparam = "prompt"\ninput = [0, 1]\n', r"prompt takes no input range"),
-        ('[[bind]]\naddress = "/a"\nparam = "strength"\ncurve = "log"\n', r"unknown keys curve"),
+        ('[[bind]]\naddress = "/a"\nparam = "prompt"\ninput = [0, 1]\n', r"prompt takes no input"),
+        ('[[bind]]\naddress = "/a"\nparam = "strength"\nslope = "log"\n', r"line 1: unknown keys slope"),
+        ('[[bind]]\naddress = "/a"\nparam = "strength"\ncurve = "cubic"\n', r'curve must be "linear", "exp", "log"'),
         ('[[bind]]\naddress = "/a"\nparam = "strength"\n[[bind]]\naddress = "/a"\nparam = "delta"\n', r"bound twice"),
         ('[[bind]\naddress = "/a"\n', r"line 1, column"),
         ('[fader]\naddress = "/a"\n', r"only \[\[bind\]\] entries"),
@@ -121,10 +128,10 @@ def test_bad_mapping_files(text, match):
 def test_missing_or_unreadable_mapping_file_is_one_plain_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         OscMapping.load(tmp_path / "nope.toml")
-    assert str(info.value) == (f"cannot read OSC mapping file {tmp_path / 'nope.toml'}: No such file or directory; "
-                               "pass a TOML file to --osc-map")  # said once, as --presets says it, no [Errno 2]
+    assert str(info.value) == (f"cannot read controller map file {tmp_path / 'nope.toml'}: No such file or directory; "
+                               "pass a TOML file to --map")  # said once, as --presets says it, no [Errno 2]
     (tmp_path / "latin1.toml").write_bytes(b'[[bind]]\naddress = "/caf\xe9"\n')
-    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text; pass a TOML file to --osc-map"):
+    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text; pass a TOML file to --map"):
         OscMapping.load(tmp_path / "latin1.toml")
 
 
@@ -153,7 +160,7 @@ def test_server_uses_the_mapping(mapping, tmp_path):
 def test_preset_bindings_are_checked_against_the_presets_at_start(mapping, tmp_path, caplog):
     import logging
 
-    with pytest.raises(ConfigError, match=r"/1/push1 applies preset 'ink', but no presets file is given; add --presets"):
+    with pytest.raises(ConfigError, match=r"touchosc.toml: line 20 \(/1/push1\): applies preset 'ink', but no presets file is given; add --presets"):
         OscServer(ParamStore(), port=0, mapping=mapping)
     presets_path = tmp_path / "presets.toml"
     presets_path.write_text('[watercolor]\nstrength = 0.4\n')

@@ -2,7 +2,9 @@
 the values to the parameter store and builds the replies; counts and logs what it rejects.
 
 The address space is the knob table's (`knobs.PARAMS`: one address per knob, checked as the
-table says) plus three queries: /dreamcam/status, /dreamcam/knobs and /dreamcam/presets.
+table says), three queries (/dreamcam/status, /dreamcam/knobs and /dreamcam/presets), the
+actions others register (`add_action`: /dreamcam/learn, by the MIDI controller) and the
+addresses a controller map binds. MIDI controls reach the same checks through `perform`.
 
 No socket here (as python-osc keeps its dispatcher apart from its servers): `OscServer` in
 server.py feeds it what it receives, and tests call `handle_datagram` with bytes directly.
@@ -21,7 +23,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from dreamcam.errors import ConfigError
-from dreamcam.control.osc.maps import OscMapping, Rejected, check_packet, checked_value, param_arg
+from dreamcam.control.maps import Action
+from dreamcam.control.osc.maps import OscMapping, Rejected, check_packet, checked_value, osc_value, param_arg
 from dreamcam.knobs import OSC_PREFIX, PARAMS, ParamStore, describe
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ STATE = OSC_PREFIX + "state"
 KNOBS = OSC_PREFIX + "knobs"  # no arguments: the reply is KNOBS with one JSON string, the knob table
 PRESETS = OSC_PREFIX + "presets"  # optional page number: the reply is PRESETS with one JSON string
 QUERIES = (STATUS, KNOBS, PRESETS)
+LEARN = OSC_PREFIX + "learn"  # a knob name (or "preset NAME", or an address): the next MIDI control moved binds to it
 # Replies are what a spoofed sender could aim at someone else (a 24-byte query answered with
 # kilobytes), so each is bounded: at most REPLY_MAX_BYTES (well inside one UDP datagram, which
 # the OBS script reads with a 64 KiB buffer) and at most REPLY_RATE per second per sender
@@ -86,15 +90,41 @@ class OscDispatcher:
         self.mapping = mapping
         if mapping is not None:
             mapping.check_presets(presets.names() if presets is not None else None)
+            mapping.check_actions([*addresses(), LEARN])
         self.received = 0  # datagrams
         self.applied = 0  # messages that were accepted
         self.rejected: Counter[str] = Counter({k: 0 for k in REJECT_KINDS})
         self._logged: set[str] = set()
         self._known_bad: dict[bytes, str] = {}  # rejected datagrams -> their reject kind
         self._buckets: dict[str, tuple[float, float]] = {}  # sender address -> (tokens, when)
-        # the addresses a message may have: dreamcam's and the mapped ones
+        self.actions: dict[str, Callable[[list[Any]], None]] = {}
+        self._addresses = frozenset()
+        self.remap(mapping)
+
+    def remap(self, mapping: OscMapping | None) -> None:
+        """Use these bindings from now on (MIDI learn adds to them while running)."""
+        self.mapping = mapping
+        # the addresses a message may have: dreamcam's, the actions and the mapped ones
         mapped = list(mapping.bindings) if mapping is not None else []
-        self._addresses = frozenset(a.encode() for a in [*addresses(), *mapped])
+        self._addresses = frozenset(a.encode() for a in [*addresses(), *self.actions, *mapped])
+
+    def add_action(self, address: str, handler: Callable[[list[Any]], None]) -> None:
+        """Answer `address` (under /dreamcam/) by calling handler(args) on the serving thread; the
+        handler checks the arguments first and raises Rejected (nothing done) when they are wrong."""
+        self.actions[address] = handler
+        self.remap(self.mapping)
+
+    def perform(self, action: Action, origin: str) -> bool:
+        """Apply what a controller message asks (a MIDI control's, translated by its binding),
+        through the same checks as an OSC message; False when it is rejected (counted and
+        logged as OSC rejections are, `origin` naming the control)."""
+        try:
+            values = self._action_values(action, origin)
+        except Rejected as r:
+            self._reject(r.kind, f"{r} (from {origin})")
+            return False
+        self._flush(dict(values))
+        return True
 
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
         """Validate one datagram and store its values; returns the datagrams to send back.
@@ -211,6 +241,9 @@ class OscDispatcher:
 
     def _message_values(self, address: str, args: list[Any]) -> dict[str, Any]:
         """The store values one message asks for; raises Rejected."""
+        if address in self.actions:
+            self.actions[address](args)
+            return {}
         if address.startswith(OSC_PREFIX):
             name = address[len(OSC_PREFIX) :]
             if name == "preset":
@@ -223,11 +256,18 @@ class OscDispatcher:
         binding = self.mapping.get(address) if self.mapping is not None else None
         if binding is None:
             raise Rejected("unknown_address", f"unknown address {address}")
-        result = binding.translate(args)
-        if result is None:
-            return {}
-        name, value = result
-        return self._preset_values(value) if name == "preset" else {name: checked_value(name, value, address)}
+        action = binding.translate(osc_value(binding, args))
+        return {} if action is None else self._action_values(action, address)
+
+    def _action_values(self, action: Action, where: str) -> dict[str, Any]:
+        """The store values a translated controller message asks for; raises Rejected."""
+        if action.kind == "preset":
+            return self._preset_values(action.name)
+        if action.kind == "toggle":
+            return {action.name: not self.store.get(action.name)}
+        if action.kind == "send":
+            return self._message_values(action.name, list(action.args))
+        return {action.name: checked_value(action.name, action.value, where)}
 
     def _preset_values(self, name: str) -> dict[str, Any]:
         if self.presets is None:

@@ -1,0 +1,586 @@
+"""Controller maps: one TOML file binding OSC addresses and MIDI controls to dreamcam, one
+loader and one validator for both (`ControllerMap`). `dreamcam run --map FILE` (`--osc-map` is
+the older name) reads it; MIDI learn (`dreamcam.control.midi`) writes to it (`save_binding`).
+
+One `[[bind]]` table per control. The control is an OSC address (`address = "/1/fader1"`) or a
+MIDI control: `cc = 7` (a 7-bit control change, 0..127), `cc14 = 7` (a 14-bit pair: the high
+half on cc 7, the low half on cc 7 + 32, 0..16383) or `note = 36` (a key or pad), optionally only
+on one MIDI channel (`channel = 1`, 1..16; any channel when left out). What it drives is one of:
+
+    param = "strength"                 # a knob (`dreamcam knobs`)
+    preset = "watercolor"              # a preset of the --presets file, applied on each press
+    action = "/dreamcam/cue"           # any address of dreamcam's own, sent on each press,
+    args = ["next"]                    #   with these arguments (default none)
+
+and for knobs with a range:
+
+    input = [0, 127]                   # what the control sends (default: OSC 0..1, cc 0..127, cc14 0..16383)
+    output = [0.2, 0.8]                # what that becomes (default: the knob's whole range)
+    curve = "exp"                      # linear (default), exp (fine at the low end: x^2), log (x^0.5),
+                                       #   or a number g > 0 for x^g
+
+and for on/off knobs (bypass): `mode = "momentary"` (on while the control is in the upper half
+of `input`, or a note is held: the default for addresses and CCs) or `mode = "toggle"` (each
+press flips it: the default for notes).
+
+A press is a message in the upper half of `input` (a note-on; an OSC message without arguments);
+a release (a note-off, a value in the lower half) changes nothing, except for momentary knobs.
+Values outside `input` are rejected, never clamped. Addresses under `/dreamcam/` are dreamcam's
+own and cannot be bound as controls (they are what `action` sends).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from dreamcam.control.presets import load_toml
+from dreamcam.errors import ConfigError
+from dreamcam.knobs import OSC_PREFIX, PARAMS
+
+log = logging.getLogger(__name__)
+
+MIDI_KINDS = ("cc", "cc14", "note")
+MIDI_MAX = {"cc": 127, "cc14": 16383, "note": 127}  # the value range a MIDI control sends, from 0
+CURVES = {"linear": 1.0, "exp": 2.0, "log": 0.5}  # name -> the exponent g of y = x^g
+MODES = ("momentary", "toggle")
+KEYS = ("address", *MIDI_KINDS, "channel", "param", "preset", "action", "args", "input", "output", "curve", "mode")
+MAX_ARGS = 8
+
+
+class Rejected(Exception):
+    """A controller message that changes nothing; `kind` is the counter it goes to."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+def number_arg(args: list[Any], address: str) -> float | int:
+    """The single numeric argument (OSC i, h, f, d; T/F count as 1/0) of a message, finite."""
+    if len(args) != 1:
+        raise Rejected("bad_args", f"{address} takes 1 number, got {len(args)} arguments")
+    v = args[0]
+    if isinstance(v, bool):
+        return int(v)
+    if not isinstance(v, (int, float)):
+        raise Rejected("bad_args", f"{address} takes a number, got {type(v).__name__}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise Rejected("not_finite", f"{address} got {v!r}; values must be finite")
+    return v
+
+
+@dataclass(frozen=True)
+class MidiControl:
+    """A MIDI control: kind cc | cc14 | note, its number (cc14: the high half's cc, 0..31) and
+    channel (1..16, None: any)."""
+
+    kind: str
+    number: int
+    channel: int | None = None
+
+    def __str__(self) -> str:
+        on = f" on channel {self.channel}" if self.channel is not None else ""
+        return f"{self.kind} {self.number}{on}"
+
+    def any_channel(self) -> MidiControl:
+        return replace(self, channel=None)
+
+
+@dataclass(frozen=True)
+class Action:
+    """What one controller message asks for.
+
+    kind: "set" (`name` = value), "toggle" (flip the on/off knob `name`), "preset" (apply preset
+    `name`) or "send" (the dreamcam address `name` with `args`).
+    """
+
+    kind: str
+    name: str
+    value: Any = None
+    args: tuple = ()
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One control bound to a knob (`param`), a preset or an action address; `address` (OSC)
+    or `midi` names the control."""
+
+    address: str | None = None
+    midi: MidiControl | None = None
+    param: str | None = None
+    preset: str | None = None
+    action: str | None = None
+    args: tuple = ()
+    input: tuple[float, float] = (0.0, 1.0)
+    output: tuple[float, float] | None = None
+    curve: float = 1.0
+    mode: str = "momentary"
+    line: int | None = field(default=None, compare=False)  # where the file has it, for messages
+
+    @property
+    def control(self) -> str:
+        """The control as a person names it: /1/fader1, cc 7 on channel 1."""
+        return self.address if self.address is not None else str(self.midi)
+
+    def translate(self, value: float | str | None) -> Action | None:
+        """The action for a value the control sent (None: a press without a value, an OSC
+        message without arguments; text for a text knob); None when it changes nothing.
+        Raises Rejected for a value outside `input`."""
+        if self.param is not None and PARAMS[self.param].kind is str:
+            if not isinstance(value, str):
+                raise Rejected("bad_args", f"{self.control} ({self.param}) takes 1 string")
+            return Action("set", self.param, value)
+        i0, i1 = self.input
+        if value is not None:
+            lo, hi = min(i0, i1), max(i0, i1)
+            if not lo <= value <= hi:
+                raise Rejected("out_of_range", f"{self.control} takes {_fmt(lo)}..{_fmt(hi)}, got {value!r}")
+        pressed = value is None or (value >= (i0 + i1) / 2 if i1 >= i0 else value <= (i0 + i1) / 2)
+        if self.preset is not None:
+            return Action("preset", self.preset) if pressed else None
+        if self.action is not None:
+            return Action("send", self.action, args=self.args) if pressed else None
+        p = PARAMS[self.param]
+        if p.kind is bool:
+            if self.mode == "toggle":
+                return Action("toggle", self.param) if pressed else None
+            return Action("set", self.param, pressed)
+        if value is None:
+            raise Rejected("bad_args", f"{self.control} ({self.param}) takes a value")
+        x = (value - i0) / (i1 - i0)
+        o0, o1 = self.output
+        out = o0 + (x**self.curve) * (o1 - o0)
+        return Action("set", self.param, round(out) if p.kind is int else float(out))
+
+    def feedback(self, name: str, value: Any) -> float | None:
+        """The value to send to this control when knob `name` became `value` (the inverse of
+        `translate`), in `input` units; None when this binding does not show that knob."""
+        i0, i1 = self.input
+        if self.preset is not None:
+            return float(i1 if value == self.preset else i0) if name == "preset" else None
+        if self.param != name:
+            return None
+        p = PARAMS[name]
+        if p.kind is bool:
+            return float(i1 if value else i0)
+        o0, o1 = self.output
+        if o1 == o0:
+            return float(i0)
+        x = min(1.0, max(0.0, (float(value) - o0) / (o1 - o0)))
+        return float(i0 + x ** (1.0 / self.curve) * (i1 - i0))
+
+    def toml(self) -> str:
+        """This binding as a `[[bind]]` table: the keys given, defaults left out, in a fixed order."""
+        lines = ["[[bind]]"]
+        if self.address is not None:
+            lines.append(f"address = {_toml_str(self.address)}")
+        else:
+            lines.append(f"{self.midi.kind} = {self.midi.number}")
+            if self.midi.channel is not None:
+                lines.append(f"channel = {self.midi.channel}")
+        if self.param is not None:
+            lines.append(f"param = {_toml_str(self.param)}")
+        elif self.preset is not None:
+            lines.append(f"preset = {_toml_str(self.preset)}")
+        else:
+            lines.append(f"action = {_toml_str(self.action)}")
+            if self.args:
+                lines.append(f"args = [{', '.join(_toml_value(a) for a in self.args)}]")
+        if self.input != default_input(self):
+            lines.append(f"input = [{_toml_value(self.input[0])}, {_toml_value(self.input[1])}]")
+        p = PARAMS.get(self.param) if self.param else None
+        if p is not None and p.kind in (int, float) and self.output != (float(p.lo), float(p.hi)):
+            lines.append(f"output = [{_toml_value(self.output[0])}, {_toml_value(self.output[1])}]")
+        if self.curve != 1.0:
+            name = next((n for n, g in CURVES.items() if g == self.curve), None)
+            lines.append(f"curve = {_toml_str(name) if name else _toml_value(self.curve)}")
+        if p is not None and p.kind is bool and self.mode != default_mode(self):
+            lines.append(f"mode = {_toml_str(self.mode)}")
+        return "\n".join(lines) + "\n"
+
+
+def default_input(b: Binding) -> tuple[float, float]:
+    return (0.0, 1.0) if b.midi is None else (0.0, float(MIDI_MAX[b.midi.kind]))
+
+
+def default_mode(b: Binding) -> str:
+    return "toggle" if b.midi is not None and b.midi.kind == "note" else "momentary"
+
+
+class ControllerMap:
+    """The bindings of one map file: OSC ones by address, MIDI ones by control."""
+
+    def __init__(self, bindings: list[Binding], source: str = "<map>") -> None:
+        self.source = source
+        self.osc: dict[str, Binding] = {}
+        self.midi: dict[MidiControl, Binding] = {}
+        for b in bindings:
+            self._check_free(b)
+            self.put(b)
+
+    @property
+    def bindings(self) -> dict[str, Binding]:
+        """The OSC bindings by address (what the OSC server listens for)."""
+        return self.osc
+
+    def all(self) -> list[Binding]:
+        return [*self.osc.values(), *self.midi.values()]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ControllerMap:
+        """Read a map file; ConfigError naming the file, the line and the fix when it is wrong."""
+        path = Path(path).expanduser()  # cmd.exe and PowerShell do not expand ~
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            why = (e.strerror or str(e)) if isinstance(e, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read controller map file {path}: {why}; pass a TOML file to --map") from e
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "<map>") -> ControllerMap:
+        data = load_toml(text, source)
+        extra = set(data) - {"bind"}
+        if extra or not isinstance(data.get("bind", []), list):
+            raise ConfigError(f"{source}: expected only [[bind]] entries, got {', '.join(sorted(extra)) or 'bind ='}")
+        entries = data.get("bind", [])
+        lines = bind_lines(text)
+        if len(lines) != len(entries):  # written as `bind = [...]`: entries are then named by number
+            lines = [None] * len(entries)
+        bindings = [_binding(entry, i, line, source) for i, (entry, line) in enumerate(zip(entries, lines), 1)]
+        m = cls.__new__(cls)
+        m.source, m.osc, m.midi = source, {}, {}
+        for b in bindings:
+            try:
+                m._check_free(b)
+            except ConfigError as e:
+                raise ConfigError(f"{_where(source, b.line, b.control)}: {e}") from None
+            m.put(b)
+        return m
+
+    def _check_free(self, b: Binding) -> None:
+        """ConfigError when `b`'s control is bound already (or overlaps a 14-bit pair)."""
+        if b.address is not None:
+            if b.address in self.osc:
+                raise ConfigError(f"address {b.address} is bound twice; keep one [[bind]] per control")
+            return
+        for other in self.midi:
+            if _overlap(b.midi, other):
+                same = other == b.midi
+                raise ConfigError(f"{b.midi} is bound twice; keep one [[bind]] per control" if same else
+                                  f"{b.midi} overlaps {other} (a cc14 pair uses cc n and cc n+32); bind one of them")
+
+    def put(self, b: Binding) -> Binding | None:
+        """Add `b`, replacing the binding of the same control; returns the one replaced."""
+        if b.address is not None:
+            old = self.osc.get(b.address)
+            self.osc[b.address] = b
+            return old
+        old = None
+        for other in list(self.midi):
+            if _overlap(b.midi, other):
+                old = self.midi.pop(other)
+        self.midi[b.midi] = b
+        return old
+
+    def get(self, address: str) -> Binding | None:
+        """The binding of an OSC address."""
+        return self.osc.get(address)
+
+    def find_midi(self, kind: str, number: int, channel: int) -> Binding | None:
+        """The binding of a MIDI control message (channel 1..16): a binding for that channel
+        first, then one for any channel."""
+        return self.midi.get(MidiControl(kind, number, channel)) or self.midi.get(MidiControl(kind, number))
+
+    def check_presets(self, names: list[str] | None) -> None:
+        """Preset bindings against the presets there are (None: no --presets file).
+
+        With no presets file a preset binding can never work: ConfigError. A name the file lacks
+        is a warning only, as the file reloads live and may gain it.
+        """
+        for b in self.all():
+            if b.preset is None:
+                continue
+            if names is None:
+                raise ConfigError(
+                    f"{_where(self.source, b.line, b.control)}: applies preset {b.preset!r}, but no presets file "
+                    "is given; add --presets FILE (or drop that [[bind]])"
+                )
+            if b.preset not in names:
+                log.warning("%s: %s applies preset %r, which the presets file does not have (it has: %s); "
+                            "presses are rejected until it does", self.source, b.control, b.preset,
+                            ", ".join(names) or "none")
+
+    def check_actions(self, known: list[str]) -> None:
+        """ConfigError for an action binding whose address dreamcam does not answer."""
+        for b in self.all():
+            if b.action is not None and b.action not in known:
+                raise ConfigError(f"{_where(self.source, b.line, b.control)}: action {b.action} is not an address "
+                                  f"of dreamcam's; known: {', '.join(known)}")
+
+    def feedback(self, name: str, value: Any) -> list[tuple[str, Any]]:
+        """(OSC address, value) pairs that show this knob value on OSC controllers."""
+        out = []
+        for b in self.osc.values():
+            if b.param is not None and PARAMS[b.param].kind is str and b.param == name:
+                out.append((b.address, value))
+                continue
+            v = b.feedback(name, value)
+            if v is not None:
+                out.append((b.address, v))
+        return out
+
+
+def _overlap(a: MidiControl, b: MidiControl) -> bool:
+    """True when one MIDI message could drive both controls: the same note, or cc numbers in
+    common (a cc14 pair uses cc n and cc n+32), on the same channel or where one listens on any.
+    The same control on one channel and on any is allowed: the channel's binding wins."""
+    if a.channel != b.channel and None not in (a.channel, b.channel):
+        return False
+    if a.channel != b.channel and (a.kind, a.number) == (b.kind, b.number):
+        return False
+    if "note" in (a.kind, b.kind):
+        return (a.kind, a.number) == (b.kind, b.number)
+
+    def ccs(c: MidiControl) -> set[int]:
+        return {c.number, c.number + 32} if c.kind == "cc14" else {c.number}
+
+    return bool(ccs(a) & ccs(b))
+
+
+_BIND = re.compile(r"^\s*\[\[\s*bind\s*\]\]")
+
+
+def bind_lines(text: str) -> list[int]:
+    """The line numbers (from 1) of the `[[bind]]` headers of a map file's text."""
+    return [i for i, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1) if _BIND.match(line)]
+
+
+def _where(source: str, line: int | None, control: str | None = None, i: int | None = None) -> str:
+    at = f"{source}: line {line}" if line else (f"{source}: [[bind]] #{i}" if i else source)
+    return f"{at} ({control})" if control else at
+
+
+def _binding(entry: Any, i: int, line: int | None, source: str) -> Binding:
+    at = _where(source, line, None, i)
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{at}: expected a table with a control (address, cc, cc14 or note) and param, preset or action")
+    unknown = set(entry) - set(KEYS)
+    if unknown:
+        raise ConfigError(f"{at}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(KEYS)}")
+    sources = [k for k in ("address", *MIDI_KINDS) if k in entry]
+    if len(sources) != 1:
+        raise ConfigError(f'{at}: give exactly one control: address = "/1/fader1", cc = 7, cc14 = 7 or note = 36'
+                          + (f" (got {', '.join(sources)})" if sources else ""))
+    kind = sources[0]
+    address = midi = None
+    if kind == "address":
+        address = entry["address"]
+        if not isinstance(address, str) or not address.startswith("/") or len(address) > 256:
+            raise ConfigError(f'{at}: address must be an OSC address such as "/1/fader1", got {address!r}')
+        if address.startswith(OSC_PREFIX):
+            raise ConfigError(f"{at}: {address} is under {OSC_PREFIX}, which dreamcam answers itself; bind another "
+                              f'address (to send it from a control, write action = "{address}")')
+        if "channel" in entry:
+            raise ConfigError(f"{at} ({address}): channel is for MIDI controls; drop it")
+    else:
+        top = 31 if kind == "cc14" else 127
+        number = entry[kind]
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= top:
+            raise ConfigError(f"{at}: {kind} must be a whole number 0..{top}, got {number!r}"
+                              + ("; a cc14 pair is cc n (high half) and cc n+32 (low half)" if kind == "cc14" else ""))
+        channel = entry.get("channel")
+        if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or not 1 <= channel <= 16):
+            raise ConfigError(f"{at} ({kind} {number}): channel must be 1..16 (leave it out for any channel), got {channel!r}")
+        midi = MidiControl(kind, number, channel)
+    b = Binding(address=address, midi=midi, line=line)
+    return _target(entry, b, _where(source, line, b.control, i))
+
+
+def _target(entry: dict, b: Binding, at: str) -> Binding:
+    """`b` with what the entry's param, preset or action asks, checked."""
+    targets = [k for k in ("param", "preset", "action") if k in entry]
+    if len(targets) != 1:
+        raise ConfigError(f'{at}: give exactly one of param = "NAME", preset = "NAME" or action = "/dreamcam/..."')
+    what = targets[0]
+    value = entry[what]
+    if "args" in entry and what != "action":
+        raise ConfigError(f"{at}: args go with action = ...; drop them")
+    midi_kind = b.midi.kind if b.midi is not None else None
+    inp = _pair(entry["input"], f"{at} input") if "input" in entry else default_input(b)
+    if inp[0] == inp[1]:
+        raise ConfigError(f"{at}: input range must not be empty, got {list(inp)}")
+    if midi_kind is not None and not all(0 <= v <= MIDI_MAX[midi_kind] for v in inp):
+        raise ConfigError(f"{at}: input must lie in 0..{MIDI_MAX[midi_kind]}, what {midi_kind} sends; got {list(inp)}")
+    b = replace(b, input=inp)
+    press_only = "a preset binding" if what == "preset" else "an action binding"
+    if what in ("preset", "action"):
+        for key in ("output", "curve", "mode"):
+            if key in entry:
+                raise ConfigError(f"{at}: {press_only} has no {key}; it fires on each press")
+        if midi_kind == "cc14":
+            raise ConfigError(f"{at}: {press_only} fires on a press: bind it to a cc or a note, not a cc14 pair")
+    if what == "preset":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{at}: preset must be a preset name, got {value!r}")
+        return replace(b, preset=value)
+    if what == "action":
+        if not isinstance(value, str) or not value.startswith(OSC_PREFIX) or len(value) > 256:
+            raise ConfigError(f'{at}: action must be an address of dreamcam\'s such as "/dreamcam/cue", got {value!r}')
+        args = entry.get("args", [])
+        if not isinstance(args, list) or len(args) > MAX_ARGS or not all(_plain_arg(a) for a in args):
+            raise ConfigError(f'{at}: args must be a list of up to {MAX_ARGS} strings or numbers, like ["next"]; got {args!r}')
+        return replace(b, action=value, args=tuple(args))
+    if value not in PARAMS or value == "preset":
+        names = ", ".join(n for n in PARAMS if n != "preset")
+        raise ConfigError(f'{at}: unknown param {value!r}; known: {names} (use preset = "NAME" for presets)')
+    p = PARAMS[value]
+    b = replace(b, param=value)
+    if p.kind is str:
+        if midi_kind is not None:
+            raise ConfigError(f"{at}: {value} is text, which a MIDI control cannot send; bind it to an OSC address")
+        for key in ("input", "output", "curve", "mode"):
+            if key in entry:
+                raise ConfigError(f"{at}: {value} takes no {key}")
+        return b
+    if p.kind is bool:
+        for key in ("output", "curve"):
+            if key in entry:
+                raise ConfigError(f"{at}: {value} is on/off and takes no {key}; mode = \"toggle\" or \"momentary\" sets how")
+        if midi_kind == "cc14":
+            raise ConfigError(f"{at}: {value} is on/off: bind it to a cc or a note, not a cc14 pair")
+        mode = entry.get("mode", default_mode(b))
+        if mode not in MODES:
+            raise ConfigError(f'{at}: mode must be "toggle" (each press flips it) or "momentary" (on while held), got {mode!r}')
+        return replace(b, mode=mode)
+    if "mode" in entry:
+        raise ConfigError(f"{at}: mode is for on/off knobs; {value} takes input, output and curve")
+    if midi_kind == "note":
+        raise ConfigError(f"{at}: {value} takes a range: bind it to a knob or fader (cc or cc14); a note "
+                          "binds presets, on/off knobs (bypass) and actions")
+    out = _pair(entry.get("output", [p.lo, p.hi]), f"{at} output")
+    for v in out:
+        try:
+            p.validate(int(v) if p.kind is int and float(v).is_integer() else v)
+        except ConfigError as e:
+            raise ConfigError(f"{at}: output {list(out)}: {e}") from None
+    return replace(b, output=out, curve=_curve(entry.get("curve", "linear"), at))
+
+
+def _curve(value: Any, at: str) -> float:
+    if isinstance(value, str) and value in CURVES:
+        return CURVES[value]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0.05 <= value <= 20
+    if not ok:
+        raise ConfigError(f'{at}: curve must be "linear", "exp", "log" or an exponent 0.05..20 (y = x^g), got {value!r}')
+    return float(value)
+
+
+def _plain_arg(a: Any) -> bool:
+    if isinstance(a, str):
+        return len(a) <= 256
+    return isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)
+
+
+def _pair(value: Any, what: str) -> tuple[float, float]:
+    ok = (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+    if not ok:
+        raise ConfigError(f"{what} must be two finite numbers like [0, 1], got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
+
+
+# ------------------------------------------------------------------ writing (MIDI learn)
+
+
+def save_binding(path: str | os.PathLike, binding: Binding) -> ControllerMap:
+    """Write `binding` into the map file at `path`: its control's `[[bind]]` table is replaced,
+    or a new one appended; every other line (comments, other bindings) stays as it was. The file
+    is made when missing. Returns the map as the file now reads.
+
+    The new text is written to a temporary file beside it and renamed over it, so a crash never
+    leaves half a file. A file that does not load now (an edit in progress) is not touched:
+    ConfigError naming its line and the fix.
+    """
+    path = Path(path).expanduser()
+    text = ""
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        current = ControllerMap.parse(text, str(path))
+        headers = bind_lines(text)
+        if len(headers) != len(current.all()):
+            raise ConfigError(f"{path}: write its bindings as [[bind]] tables (one per control) so that learn can "
+                              "add to it, or pick another --map file")
+    new_text = _with_binding(text, binding)
+    written = ControllerMap.parse(new_text, str(path))  # what the file will say, checked before writing
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(new_text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return written
+
+
+def _with_binding(text: str, binding: Binding) -> str:
+    """The map text with `binding`'s table put in place of the tables of the controls it
+    replaces (the first of them; the others dropped), or appended."""
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += "\n"
+    starts = [n - 1 for n in bind_lines(text)]
+    scratch = ControllerMap([])
+    blocks = []  # (first line, end line) of each table the new binding replaces
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(lines)
+        # comments and blank lines just above the next table belong to it
+        while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+            end -= 1
+        old = ControllerMap.parse("".join(lines[start:end]), "").all()[0]
+        scratch.osc, scratch.midi = {}, {}
+        scratch.put(old)
+        if scratch.put(binding) is not None:
+            blocks.append((start, end))
+    new = binding.toml().splitlines(keepends=True)
+    if not blocks:
+        sep = ["\n"] if lines and lines[-1].strip() else []
+        return "".join(lines + sep + new)
+    (first, first_end), rest = blocks[0], blocks[1:]
+    for start, end in reversed(rest):
+        del lines[start:end]
+    lines[first:first_end] = new
+    return "".join(lines)
