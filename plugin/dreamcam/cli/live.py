@@ -9,6 +9,7 @@ import contextlib
 import json
 import secrets
 import sys
+import threading
 import time
 
 import numpy as np
@@ -21,6 +22,8 @@ from dreamcam.cli.model_load import load_model
 from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
 from dreamcam.control.controller import Controller
+from dreamcam.control.midi.controller import MidiController
+from dreamcam.control.osc.dispatch import OscDispatcher
 from dreamcam.control.osc.server import OscServer
 from dreamcam.engine.similarity import SimilarityFilter
 from dreamcam.engine.stream import StreamEngine
@@ -49,6 +52,21 @@ def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
     return torch.device(name), dtype
 
 
+def learn_console(midi: MidiController) -> None:
+    """--learn: each line typed on the console names what the last (or next) control moved drives."""
+    say("learn: move a control on the MIDI device, then type what it drives and Enter: a knob "
+        "(strength, guidance, bypass, ...), 'preset NAME' or an address ('/dreamcam/cue next'); 'off' stops")
+
+    def read() -> None:
+        for line in sys.stdin:
+            try:
+                midi.arm(line)
+            except ConfigError as e:
+                say(str(e))
+
+    threading.Thread(target=read, name="dreamcam-learn-console", daemon=True).start()
+
+
 def run(args: argparse.Namespace, plan: RunPlan) -> int:
     """Run live until stopped; 0, or DreamcamError when an output failed for good."""
     device, dtype = resolve_device(args.device)
@@ -72,24 +90,44 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
 
     with contextlib.ExitStack() as stack:
         stack.push(say_where_stopped)
+        if plan.midi is not None:  # opened by the checks: closed with the rest, whatever happens
+            for port in plan.midi:
+                if port is not None:
+                    stack.callback(port.close)
         # 1. Outputs and OSC open before the slow model load, so a missing virtual camera is said at once
         for sink in sinks:
             stack.enter_context(sink)
 
         # OSC listens from here on (a busy port is said before the slow load); what arrives while
         # the model loads waits in the store and applies at the first frame
+        # a new id each run: a controller that sees it change knows dreamcam restarted and
+        # sends its values again (the OBS script does)
+        instance = {"instance": secrets.token_hex(8)}
+        midi = None
+
+        def status() -> dict:
+            extra = midi.status() if midi is not None else {}
+            return instance | extra | (plan.runner.status() if plan.runner is not None else {"loading": True})
+
+        dispatcher = None
         if not args.no_osc:
-            # a new id each run: a controller that sees it change knows dreamcam restarted and
-            # sends its values again (the OBS script does)
-            instance = {"instance": secrets.token_hex(8)}
-            osc = stack.enter_context(
+            dispatcher = osc = stack.enter_context(
                 OscServer(
-                    store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow,
-                    status=lambda: instance | (plan.runner.status() if plan.runner is not None else {"loading": True}),
+                    store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow, status=status,
                     presets=plan.presets, feedback=args.osc_feedback, mapping=plan.mapping,
                 )
             )
             say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
+        if plan.midi is not None:
+            # MIDI controls go through the OSC checks: without an OSC server, a dispatcher with no socket
+            dispatcher = dispatcher or OscDispatcher(store, status=status, presets=plan.presets, mapping=plan.mapping)
+            inport, outport = plan.midi
+            midi = stack.enter_context(MidiController(
+                dispatcher, plan.mapping, inport, outport, map_path=args.map, learning=args.learn, on_learn=say))
+            feedback = f", feedback to {outport.name}" if outport is not None else " (the device has no output: no feedback)"
+            say(f"MIDI from {inport.name}{feedback}")
+            if args.learn:
+                learn_console(midi)
 
         # 2. Model, engine and backend
         phase = "during the model load"

@@ -21,7 +21,14 @@ from dreamcam.cli.flags import (
     use_engines_dir,
 )
 from dreamcam.cli.models import add_model_arguments, check_model_flags
-from dreamcam.cli.run_options import RunPlan, check_output_file, live_control, similarity_filter, t_index_list
+from dreamcam.cli.run_options import (
+    RunPlan,
+    check_output_file,
+    live_control,
+    open_midi,
+    similarity_filter,
+    t_index_list,
+)
 from dreamcam.control.osc.server import DEFAULT_PORT as DEFAULT_OSC_PORT
 from dreamcam.errors import ConfigError
 from dreamcam.frames import FIT_MODES
@@ -60,7 +67,13 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--osc-allow", help="only accept OSC from these sender IPs, comma-separated; "
                      "needed for an --osc-host other than loopback ('any' lets every sender steer)")
     run.add_argument("--osc-feedback", help="HOST:PORT to push changed values to, so controllers stay in sync")
-    run.add_argument("--osc-map", help="TOML file binding a controller's own addresses (e.g. /1/fader1) to parameters")
+    run.add_argument("--map", "--osc-map", dest="map", metavar="FILE",
+                     help="controller map (TOML) binding OSC addresses (/1/fader1) and MIDI controls (cc 7, note 36) "
+                          "to knobs, presets and actions; MIDI learn writes to it")
+    run.add_argument("--midi", metavar="PORT",
+                     help="MIDI controller input: auto (the first), an index or (part of) a name from `dreamcam devices`")
+    run.add_argument("--learn", action="store_true",
+                     help="MIDI learn from the console: move a control, then type the knob it drives (needs --midi and --map)")
     run.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
     run.add_argument("--presets", help="TOML presets file (re-read when it changes)")
     run.add_argument("--backend", default="auto", help=" | ".join(BACKENDS))
@@ -108,6 +121,7 @@ def check(args: argparse.Namespace) -> RunPlan:
         for spec in sink_specs
     ]
     check_distinct_recordings(sink_specs, plan.sinks)
+    plan.midi = open_midi(args)  # last: a port opened is closed by the live part
     return plan
 
 

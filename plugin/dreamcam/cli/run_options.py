@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dreamcam.cli.console import say
-from dreamcam.control.osc.maps import OscMapping
+from dreamcam.control.maps import ControllerMap
+from dreamcam.control.midi.ports import open_ports
 from dreamcam.control.presets import PresetLibrary
 from dreamcam.engine.schedule import check_t_index_list, strength_to_t_index_list
 from dreamcam.errors import ConfigError
@@ -23,13 +24,14 @@ class RunPlan:
 
     store: ParamStore
     presets: PresetLibrary | None
-    mapping: OscMapping | None
+    mapping: ControllerMap | None
     t_index: list[int]
     similarity: tuple[float, int] | None
     source: Any
     sinks: list
     sink_specs: list[str]
     runner: Any = field(default=None)  # the live loop, once it exists: an output's quit key stops it
+    midi: tuple[Any, Any] | None = None  # --midi: the input port and the device's output port (or None)
 
     def stop(self) -> None:
         if self.runner is not None:
@@ -94,10 +96,33 @@ def live_control(args):
     store.take_changes()  # the engine is prepared with these values
     if store.get("negative_prompt") and args.cfg_type not in ("full", "initialize"):
         say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg_type} it is unused")
-    mapping = OscMapping.load(args.osc_map) if args.osc_map else None
+    mapping = controller_map(args)
     if mapping is not None and presets is None:  # a preset binding with no file: said before any output opens
         mapping.check_presets(None)
     return store, presets, mapping
+
+
+def controller_map(args) -> ControllerMap | None:
+    """The --map file's bindings; with --learn a missing file is an empty map (learn makes it)."""
+    learn = getattr(args, "learn", False)
+    if learn and not args.midi:
+        raise ConfigError("--learn binds MIDI controls: add --midi auto (or the port `dreamcam devices` lists)")
+    if learn and not args.map:
+        raise ConfigError("--learn writes what it learns to a map file: add --map FILE (made when missing)")
+    if not args.map:
+        return None
+    path = os.path.expanduser(args.map)
+    if learn and not os.path.exists(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--map {args.map}: folder {folder} does not exist")
+        return ControllerMap([], path)
+    return ControllerMap.load(path)
+
+
+def open_midi(args) -> tuple[Any, Any] | None:
+    """--midi PORT: the opened input port and the same device's output port (None without one)."""
+    return open_ports(args.midi) if getattr(args, "midi", None) else None
 
 
 def similarity_filter(args) -> tuple[float, int] | None:

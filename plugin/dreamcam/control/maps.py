@@ -284,11 +284,12 @@ class ControllerMap:
             old = self.osc.get(b.address)
             self.osc[b.address] = b
             return old
-        old = None
-        for other in list(self.midi):
-            if _overlap(b.midi, other):
-                old = self.midi.pop(other)
-        self.midi[b.midi] = b
+        clash = [other for other in self.midi if _overlap(b.midi, other)]
+        old = self.midi[clash[0]] if clash else None
+        for other in clash:
+            if other != b.midi:
+                del self.midi[other]
+        self.midi[b.midi] = b  # in the place of the same control, if it was bound
         return old
 
     def get(self, address: str) -> Binding | None:

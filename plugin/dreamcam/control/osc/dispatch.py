@@ -159,6 +159,11 @@ class OscDispatcher:
         self._reject(kind, f"the same datagram as before from {sender[0]}")
         return True
 
+    def count_rejection(self, r: Rejected, origin: str) -> None:
+        """Count and log a controller message rejected before it became an action (a MIDI value
+        outside its binding's input range), as OSC rejections are."""
+        self._reject(r.kind, f"{r} (from {origin})")
+
     def _take(self, data: bytes, sender: tuple[str, int], updates: dict[str, Any]) -> list[bytes]:
         """Check one datagram and add its values to `updates` (later values win); returns replies.
 
