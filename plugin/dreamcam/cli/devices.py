@@ -1,5 +1,5 @@
-"""`dreamcam devices`: the cameras that open, the monitors, the usable virtual cameras, and the
-GPUs and backends that can run the model here.
+"""`dreamcam devices`: the cameras that open, the monitors, the usable virtual cameras, the MIDI
+ports, and the GPUs and backends that can run the model here.
 
 Each probe is quiet and quick: cameras are opened (not read) with OpenCV's logging silenced,
 monitors come from mss, each registered pyvirtualcam backend is opened at 64x48 and closed at
@@ -20,7 +20,8 @@ import cv2
 from dreamcam.backends import BackendSpec, auto_candidates, registered
 from dreamcam.cli.flags import engines_dir_text
 from dreamcam.cli.run_options import cpu_fallback_hint
-from dreamcam.errors import DeviceError
+from dreamcam.control.midi.ports import list_ports
+from dreamcam.errors import DeviceError, DreamcamError
 from dreamcam.sinks.virtualcam import install_hint
 from dreamcam.sources.base import quiet_opencv
 from dreamcam.sources.screen import new_mss
@@ -116,6 +117,33 @@ def find_virtualcam_backends(width: int = 64, height: int = 48, fps: float = 30.
     return result
 
 
+def find_midi() -> list[dict]:
+    """Each MIDI system's ports: [{api, inputs, outputs, error}] (on Linux ALSA, and JACK when
+    a JACK server runs); error says why a system cannot be opened here."""
+    try:
+        systems = list_ports()
+    except DreamcamError as e:  # mido or python-rtmidi missing
+        return [{"api": None, "inputs": [], "outputs": [], "error": str(e)}]
+    return [{"api": s.api, "inputs": s.inputs, "outputs": s.outputs, "error": s.error} for s in systems]
+
+
+def format_midi(systems: list[dict]) -> list[str]:
+    """The MIDI ports of `find_midi()`, as report lines."""
+    lines = ["MIDI controllers:"]
+    for s in systems:
+        where = f" ({s['api']})" if s["api"] and len(systems) > 1 else ""
+        if s["error"]:
+            lines.append(f"  none{where}: {s['error']}")
+            continue
+        for i, name in enumerate(s["inputs"]):
+            lines.append(f"  input {i}{where}: {name}   --midi {i}")
+        for name in s["outputs"]:
+            lines.append(f"  output{where}: {name}   (feedback)")
+        if not s["inputs"] and not s["outputs"]:
+            lines.append(f"  none{where}: no MIDI ports (plug a controller in)")
+    return lines
+
+
 def backend_report(spec: BackendSpec, device_types: set[str]) -> dict:
     """{name, usable, why, version} of one registered backend on a machine with these device types."""
     if spec.devices and not device_types.intersection(spec.devices):
@@ -152,7 +180,7 @@ def find_compute() -> dict:
 def probe() -> dict:
     """Everything `dreamcam devices` reports, as plain data."""
     return {"cameras": find_cameras(), "screen": find_monitors(), "virtualcam": find_virtualcam_backends(),
-            "compute": find_compute()}
+            "midi": find_midi(), "compute": find_compute()}
 
 
 def format_report(report: dict) -> str:
@@ -181,6 +209,8 @@ def format_report(report: dict) -> str:
         lines.append("  none registered on this OS")
     if report["virtualcam"] and not any(b["usable"] for b in report["virtualcam"]):
         lines.append(f"  to get one: {install_hint()}")
+    if "midi" in report:
+        lines.extend(format_midi(report["midi"]))
     if "compute" in report:  # a report of the I/O probes alone has none
         lines.extend(format_compute(report["compute"]))
     return "\n".join(lines)

@@ -40,13 +40,13 @@ class MidiPorts:
 def quiet_stderr() -> Iterator[None]:
     """Silence what C libraries print on file descriptor 2 (ALSA's "cannot open /dev/snd/seq",
     JACK's "server not running"): dreamcam says it once, in its own words."""
+    fd = 2  # the C libraries' stderr, whatever sys.stderr is now
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (pytest capture, OBS)
+        sys.stderr.flush()
+        saved = os.dup(fd)
+    except (AttributeError, OSError, ValueError):  # no file descriptor 2 (a GUI process)
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), fd)
@@ -118,10 +118,11 @@ def pick(names: list[str], spec: str, what: str = "input") -> str:
 
 
 def _stem(name: str) -> str:
-    """A port name without what differs between a device's input and output: rtmidi's client
-    prefix, a trailing port number, In/Out words."""
-    name = re.sub(r"^RtMidi(In|Out) Client:", "", name)
+    """A port name without what differs between a device's input and output: ALSA's client:port
+    numbers and Windows' port index at the end, the client name before a colon (JACK numbers a
+    device's second client), In/Out words."""
     name = re.sub(r"\s+\d+(:\d+)?$", "", name)
+    name = name.rsplit(":", 1)[-1]
     return re.sub(r"\b(in|out|input|output)\b", "", name, flags=re.I).strip().lower()
 
 
@@ -140,8 +141,8 @@ def open_ports(spec: str, *, feedback: bool = True) -> tuple[Any, Any | None]:
     systems = list_ports()
     usable = [s for s in systems if s.error is None and s.inputs]
     if not usable:
-        why = "; ".join(s.error for s in systems if s.error) or "no MIDI inputs here"
-        raise ConfigError(f"--midi {spec}: {why}; plug the controller in (`dreamcam devices` lists MIDI ports)")
+        why = "; ".join(s.error for s in systems if s.error) or "no MIDI inputs here: plug the controller in"
+        raise ConfigError(f"--midi {spec}: {why} (`dreamcam devices` lists MIDI ports)")
     errors = []
     for system in usable:
         try:
