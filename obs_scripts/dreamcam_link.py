@@ -163,7 +163,16 @@ def status_line(state, host: str, port: int) -> str:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         return format(value, fmt) if ok else "?"
 
-    return f"connected: {num('fps', '.1f')} fps, {num('latency_ms', '.0f')} ms"
+    line = f"connected: {num('fps', '.1f')} fps, {num('latency_ms', '.0f')} ms"
+    midi = state.get("midi")
+    if isinstance(midi, dict) and isinstance(midi.get("learn"), str):
+        line += f"; MIDI learn {midi['learn'][:80]}: move a control"
+    return line
+
+
+def learnable(params) -> list:
+    """The knobs a MIDI control can be learned for: those with a range, and the on/off ones."""
+    return [p.name for p in params if p.kind in ("float", "int", "bool")]
 
 
 def same_value(p: Param, a, b) -> bool:
@@ -380,6 +389,11 @@ class DreamcamLink:
             value = not self.bypass
             self._force("bypass", value)
             return value
+
+    def learn(self, target: str) -> bool:
+        """Ask dreamcam (started with --midi) to learn: the next control moved on its MIDI
+        device drives `target`, a knob name ('preset NAME' and 'off' work too). True when sent."""
+        return self._send(osc.encode_message(OSC_PREFIX + "learn", [target], "s"))
 
     # -- status -----------------------------------------------------------------------
     def poll(self) -> str:

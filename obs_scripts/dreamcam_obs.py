@@ -28,7 +28,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from dreamcam_link import DEFAULT_HOST, DEFAULT_PORT, PARAMS, POLL_MS, DreamcamLink  # noqa: E402
+from dreamcam_link import DEFAULT_HOST, DEFAULT_PORT, PARAMS, POLL_MS, DreamcamLink, learnable  # noqa: E402
 
 try:
     import obspython as obs
@@ -153,7 +153,24 @@ def script_properties():
     if info is None:
         obs.obs_property_set_enabled(status, False)
     obs.obs_properties_add_button(props, "refresh", "Refresh status and presets", _on_refresh)
+    learn = obs.obs_properties_add_list(props, "midi_learn", "MIDI learn: knob", obs.OBS_COMBO_TYPE_LIST,
+                                        obs.OBS_COMBO_FORMAT_STRING)
+    for name in learnable(params):
+        obs.obs_property_list_add_string(learn, name, name)
+    obs.obs_properties_add_button(props, "midi_learn_go", "MIDI learn: move a control for this knob", _on_learn)
     return props
+
+
+def _on_learn(props, prop):
+    """Arm dreamcam's MIDI learn (dreamcam run --midi ...) for the knob chosen in the list: the
+    next control moved on the MIDI device drives it, and dreamcam writes it to its --map file."""
+    name = obs.obs_data_get_string(_settings, "midi_learn") if _settings else ""
+    if _link is None or not name:
+        return False
+    if _link.learn(name):
+        _obs_log(logging.INFO, f"MIDI learn {name}: move a control on dreamcam's MIDI device")
+    _write_log()
+    return False
 
 
 def script_update(settings):
