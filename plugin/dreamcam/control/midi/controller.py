@@ -41,7 +41,8 @@ from dreamcam.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.004  # how often the input port is read when idle (a poll, as mido ports differ in blocking)
+POLL_S = 0.004  # how often a port without callbacks is read (mido's own port classes)
+TICK_S = 0.05  # how often learn checks its wait for a pair's low half, where the port calls back (rtmidi)
 FEEDBACK_INTERVAL_S = 0.01  # feedback is coalesced to at most 100 sends per control per second
 PAIR_WAIT_S = 0.15  # learn: how long a cc below 32 waits for its low half (cc n+32)
 
@@ -98,6 +99,7 @@ class MidiController:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self._callback = False  # set by start() for ports that call back
         dispatcher.add_action(LEARN_ADDRESS, self._learn_message)
 
     # ------------------------------------------------------------------ lifecycle
@@ -107,6 +109,11 @@ class MidiController:
             return self
         if self._closed:
             raise RuntimeError("this MidiController was closed; make a new one")
+        # rtmidi ports hand each message to a callback on rtmidi's own thread: nothing polls, so
+        # an idle controller costs the engine thread no interpreter time; other ports are polled
+        self._callback = _takes_callback(self.inport)
+        if self._callback:
+            self.inport.callback = self.handle
         self._threads.append(threading.Thread(target=self._read, name="dreamcam-midi", daemon=True))
         if self.outport is not None:
             self.store.subscribe(self._on_change)
@@ -126,6 +133,8 @@ class MidiController:
         for t in self._threads:
             t.join(timeout=2.0)
         self._threads.clear()
+        if self._callback:
+            self.inport.callback = None
         for port in (self.inport, self.outport):
             if port is not None and not getattr(port, "closed", False):
                 try:
@@ -151,16 +160,23 @@ class MidiController:
     def _read(self) -> None:
         while not self._stop.is_set():
             try:
-                for msg in self.inport.iter_pending():
-                    self.handle(msg)
+                if not self._callback:
+                    for msg in self.inport.iter_pending():
+                        self.handle(msg)
                 self.tick()
             except Exception:  # a bug or an unplugged device must not end control silently
                 log.exception("MIDI input failed")
                 self._stop.wait(1.0)
-            self._stop.wait(POLL_S)
+            self._stop.wait(TICK_S if self._callback else POLL_S)
 
     def handle(self, msg: Any) -> None:
-        """Act on one mido message (the input thread calls this for each message it reads)."""
+        """Act on one mido message (from rtmidi's callback thread, or the polling thread)."""
+        try:
+            self._handle(msg)
+        except Exception:  # on rtmidi's thread an exception would end in its C++ code
+            log.exception("MIDI message %s failed", msg)
+
+    def _handle(self, msg: Any) -> None:
         self.counts["received"] += 1
         event = _event(msg)
         if event is None:
@@ -352,6 +368,11 @@ class MidiController:
             out += msgs
         return out
 
+
+
+def _takes_callback(port: Any) -> bool:
+    """True for mido's rtmidi input ports, which call a callback on their own thread."""
+    return type(port).__module__ == "mido.backends.rtmidi" and hasattr(port, "callback")
 
 
 def _event(msg: Any) -> tuple[str, int, int, int] | None:
