@@ -1,5 +1,5 @@
-"""The example files the README's commands name (examples/presets.toml, examples/controller.toml)
-load with dreamcam's own loaders, and `dreamcam run` runs with them as they are."""
+"""The example files the README's commands name (examples/presets.toml, examples/controller.toml,
+examples/midi.toml) load with dreamcam's own loaders, and `dreamcam run` runs with them as they are."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dreamcam.control.maps import ControllerMap
+from dreamcam.control.osc.dispatch import LEARN, addresses
 from dreamcam.control.osc.maps import OscMapping
 from dreamcam.control.presets import PresetLibrary
 from dreamcam.knobs import ParamStore
@@ -15,6 +17,7 @@ from dreamcam.knobs import ParamStore
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "examples" / "presets.toml"
 CONTROLLER = ROOT / "examples" / "controller.toml"
+MIDI = ROOT / "examples" / "midi.toml"
 
 
 def test_the_presets_load_and_apply():
@@ -30,6 +33,15 @@ def test_the_presets_load_and_apply():
 def test_the_controller_map_loads_and_its_preset_buttons_name_real_presets():
     mapping = OscMapping.load(str(CONTROLLER))
     mapping.check_presets(PresetLibrary(str(PRESETS)).names())  # a preset binding the file lacks would raise
+
+
+def test_the_midi_map_loads_with_real_presets_and_addresses():
+    mapping = ControllerMap.load(MIDI)
+    assert len(mapping.midi) == 10 and not mapping.osc
+    mapping.check_presets(PresetLibrary(str(PRESETS)).names())
+    mapping.check_actions([*addresses(), LEARN])
+    for b in mapping.all():  # what learn would write for each loads back as the same binding
+        assert ControllerMap.parse(b.toml()).all() == [b]
 
 
 def test_dreamcam_run_takes_both_files(tmp_path):
