@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from dreamcam.control.maps import Action, Binding, ControllerMap, MidiControl, save_binding
+from dreamcam.control.bindings import Action, Binding, MidiControl
+from dreamcam.control.map_writer import binding_toml, save_binding
+from dreamcam.control.maps import ControllerMap
 from dreamcam.control.midi.learn import make_binding, parse_target
 from dreamcam.errors import ConfigError
 
@@ -117,9 +119,9 @@ def test_unknown_actions_are_refused_against_the_addresses_dreamcam_answers():
 
 def test_every_binding_writes_toml_that_loads_back_the_same(m):
     for b in m.all():
-        again = ControllerMap.parse(b.toml()).all()
-        assert again == [b], b.toml()
-    assert m.find_midi("cc", 7, 1).toml() == '[[bind]]\ncc = 7\nparam = "strength"\noutput = [0.2, 0.8]\ncurve = 3\n'
+        again = ControllerMap.parse(binding_toml(b)).all()
+        assert again == [b], binding_toml(b)
+    assert binding_toml(m.find_midi("cc", 7, 1)) == '[[bind]]\ncc = 7\nparam = "strength"\noutput = [0.2, 0.8]\ncurve = 3\n'
 
 
 def test_save_binding_keeps_comments_replaces_one_table_and_appends(tmp_path):
@@ -183,9 +185,9 @@ def test_learn_targets_refused(text):
 
 def test_learned_bindings():
     pair = MidiControl("cc14", 3, 2)
-    assert make_binding(pair, {"param": "seed"}).toml() == '[[bind]]\ncc14 = 3\nchannel = 2\nparam = "seed"\n'
+    assert binding_toml(make_binding(pair, {"param": "seed"})) == '[[bind]]\ncc14 = 3\nchannel = 2\nparam = "seed"\n'
     # a pair cannot switch: its high half is bound
-    assert make_binding(pair, {"param": "bypass"}).toml() == '[[bind]]\ncc = 3\nchannel = 2\nparam = "bypass"\nmode = "toggle"\n'
-    assert make_binding(MidiControl("note", 9, 1), {"param": "bypass"}).toml() == '[[bind]]\nnote = 9\nchannel = 1\nparam = "bypass"\n'
+    assert binding_toml(make_binding(pair, {"param": "bypass"})) == '[[bind]]\ncc = 3\nchannel = 2\nparam = "bypass"\nmode = "toggle"\n'
+    assert binding_toml(make_binding(MidiControl("note", 9, 1), {"param": "bypass"})) == '[[bind]]\nnote = 9\nchannel = 1\nparam = "bypass"\n'
     with pytest.raises(ConfigError, match="is a key or pad; guidance takes a range"):
         make_binding(MidiControl("note", 9, 1), {"param": "guidance"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dreamcam.errors import ConfigError
 from dreamcam.control.osc.server import OscServer
-from dreamcam.control.maps import Action
+from dreamcam.control.bindings import Action
 from dreamcam.control.osc.maps import OscMapping, Rejected, osc_value
 from dreamcam.knobs import ParamStore
 from dreamcam.control.presets import PresetLibrary

@@ -1,6 +1,7 @@
 """Controller maps: one TOML file binding OSC addresses and MIDI controls to dreamcam, one
 loader and one validator for both (`ControllerMap`). `dreamcam run --map FILE` (`--osc-map` is
-the older name) reads it; MIDI learn (`dreamcam.control.midi`) writes to it (`save_binding`).
+the older name) reads it; MIDI learn (`dreamcam.control.midi`) writes to it
+(`dreamcam.control.map_writer`). The bindings themselves are `dreamcam.control.bindings`.
 
 One `[[bind]]` table per control. The control is an OSC address (`address = "/1/fader1"`) or a
 MIDI control: `cc = 7` (a 7-bit control change, 0..127), `cc14 = 7` (a 14-bit pair: the high
@@ -31,188 +32,31 @@ own and cannot be bound as controls (they are what `action` sends).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import re
-import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dreamcam.control.bindings import (
+    CURVES,
+    KEYS,
+    MAX_ARGS,
+    MIDI_KINDS,
+    MIDI_MAX,
+    MODES,
+    Binding,
+    MidiControl,
+    default_input,
+    default_mode,
+)
 from dreamcam.control.presets import load_toml
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import OSC_PREFIX, PARAMS
 
 log = logging.getLogger(__name__)
-
-MIDI_KINDS = ("cc", "cc14", "note")
-MIDI_MAX = {"cc": 127, "cc14": 16383, "note": 127}  # the value range a MIDI control sends, from 0
-CURVES = {"linear": 1.0, "exp": 2.0, "log": 0.5}  # name -> the exponent g of y = x^g
-MODES = ("momentary", "toggle")
-KEYS = ("address", *MIDI_KINDS, "channel", "param", "preset", "action", "args", "input", "output", "curve", "mode")
-MAX_ARGS = 8
-
-
-class Rejected(Exception):
-    """A controller message that changes nothing; `kind` is the counter it goes to."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-
-
-def number_arg(args: list[Any], address: str) -> float | int:
-    """The single numeric argument (OSC i, h, f, d; T/F count as 1/0) of a message, finite."""
-    if len(args) != 1:
-        raise Rejected("bad_args", f"{address} takes 1 number, got {len(args)} arguments")
-    v = args[0]
-    if isinstance(v, bool):
-        return int(v)
-    if not isinstance(v, (int, float)):
-        raise Rejected("bad_args", f"{address} takes a number, got {type(v).__name__}")
-    if isinstance(v, float) and not math.isfinite(v):
-        raise Rejected("not_finite", f"{address} got {v!r}; values must be finite")
-    return v
-
-
-@dataclass(frozen=True)
-class MidiControl:
-    """A MIDI control: kind cc | cc14 | note, its number (cc14: the high half's cc, 0..31) and
-    channel (1..16, None: any)."""
-
-    kind: str
-    number: int
-    channel: int | None = None
-
-    def __str__(self) -> str:
-        on = f" on channel {self.channel}" if self.channel is not None else ""
-        return f"{self.kind} {self.number}{on}"
-
-    def any_channel(self) -> MidiControl:
-        return replace(self, channel=None)
-
-
-@dataclass(frozen=True)
-class Action:
-    """What one controller message asks for.
-
-    kind: "set" (`name` = value), "toggle" (flip the on/off knob `name`), "preset" (apply preset
-    `name`) or "send" (the dreamcam address `name` with `args`).
-    """
-
-    kind: str
-    name: str
-    value: Any = None
-    args: tuple = ()
-
-
-@dataclass(frozen=True)
-class Binding:
-    """One control bound to a knob (`param`), a preset or an action address; `address` (OSC)
-    or `midi` names the control."""
-
-    address: str | None = None
-    midi: MidiControl | None = None
-    param: str | None = None
-    preset: str | None = None
-    action: str | None = None
-    args: tuple = ()
-    input: tuple[float, float] = (0.0, 1.0)
-    output: tuple[float, float] | None = None
-    curve: float = 1.0
-    mode: str = "momentary"
-    line: int | None = field(default=None, compare=False)  # where the file has it, for messages
-
-    @property
-    def control(self) -> str:
-        """The control as a person names it: /1/fader1, cc 7 on channel 1."""
-        return self.address if self.address is not None else str(self.midi)
-
-    def translate(self, value: float | str | None) -> Action | None:
-        """The action for a value the control sent (None: a press without a value, an OSC
-        message without arguments; text for a text knob); None when it changes nothing.
-        Raises Rejected for a value outside `input`."""
-        if self.param is not None and PARAMS[self.param].kind is str:
-            if not isinstance(value, str):
-                raise Rejected("bad_args", f"{self.control} ({self.param}) takes 1 string")
-            return Action("set", self.param, value)
-        i0, i1 = self.input
-        if value is not None:
-            lo, hi = min(i0, i1), max(i0, i1)
-            if not lo <= value <= hi:
-                raise Rejected("out_of_range", f"{self.control} takes {_fmt(lo)}..{_fmt(hi)}, got {value!r}")
-        pressed = value is None or (value >= (i0 + i1) / 2 if i1 >= i0 else value <= (i0 + i1) / 2)
-        if self.preset is not None:
-            return Action("preset", self.preset) if pressed else None
-        if self.action is not None:
-            return Action("send", self.action, args=self.args) if pressed else None
-        p = PARAMS[self.param]
-        if p.kind is bool:
-            if self.mode == "toggle":
-                return Action("toggle", self.param) if pressed else None
-            return Action("set", self.param, pressed)
-        if value is None:
-            raise Rejected("bad_args", f"{self.control} ({self.param}) takes a value")
-        x = (value - i0) / (i1 - i0)
-        o0, o1 = self.output
-        out = o0 + (x**self.curve) * (o1 - o0)
-        return Action("set", self.param, round(out) if p.kind is int else float(out))
-
-    def feedback(self, name: str, value: Any) -> float | None:
-        """The value to send to this control when knob `name` became `value` (the inverse of
-        `translate`), in `input` units; None when this binding does not show that knob."""
-        i0, i1 = self.input
-        if self.preset is not None:
-            return float(i1 if value == self.preset else i0) if name == "preset" else None
-        if self.param != name:
-            return None
-        p = PARAMS[name]
-        if p.kind is bool:
-            return float(i1 if value else i0)
-        o0, o1 = self.output
-        if o1 == o0:
-            return float(i0)
-        x = min(1.0, max(0.0, (float(value) - o0) / (o1 - o0)))
-        return float(i0 + x ** (1.0 / self.curve) * (i1 - i0))
-
-    def toml(self) -> str:
-        """This binding as a `[[bind]]` table: the keys given, defaults left out, in a fixed order."""
-        lines = ["[[bind]]"]
-        if self.address is not None:
-            lines.append(f"address = {_toml_str(self.address)}")
-        else:
-            lines.append(f"{self.midi.kind} = {self.midi.number}")
-            if self.midi.channel is not None:
-                lines.append(f"channel = {self.midi.channel}")
-        if self.param is not None:
-            lines.append(f"param = {_toml_str(self.param)}")
-        elif self.preset is not None:
-            lines.append(f"preset = {_toml_str(self.preset)}")
-        else:
-            lines.append(f"action = {_toml_str(self.action)}")
-            if self.args:
-                lines.append(f"args = [{', '.join(_toml_value(a) for a in self.args)}]")
-        if self.input != default_input(self):
-            lines.append(f"input = [{_toml_value(self.input[0])}, {_toml_value(self.input[1])}]")
-        p = PARAMS.get(self.param) if self.param else None
-        if p is not None and p.kind in (int, float) and self.output != (float(p.lo), float(p.hi)):
-            lines.append(f"output = [{_toml_value(self.output[0])}, {_toml_value(self.output[1])}]")
-        if self.curve != 1.0:
-            name = next((n for n, g in CURVES.items() if g == self.curve), None)
-            lines.append(f"curve = {_toml_str(name) if name else _toml_value(self.curve)}")
-        if p is not None and p.kind is bool and self.mode != default_mode(self):
-            lines.append(f"mode = {_toml_str(self.mode)}")
-        return "\n".join(lines) + "\n"
-
-
-def default_input(b: Binding) -> tuple[float, float]:
-    return (0.0, 1.0) if b.midi is None else (0.0, float(MIDI_MAX[b.midi.kind]))
-
-
-def default_mode(b: Binding) -> str:
-    return "toggle" if b.midi is not None and b.midi.kind == "note" else "momentary"
 
 
 class ControllerMap:
@@ -500,88 +344,3 @@ def _pair(value: Any, what: str) -> tuple[float, float]:
     if not ok:
         raise ConfigError(f"{what} must be two finite numbers like [0, 1], got {value!r}")
     return float(value[0]), float(value[1])
-
-
-def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else str(v)
-
-
-def _toml_str(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)  # a JSON string is a TOML basic string
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, str):
-        return _toml_str(v)
-    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
-        return str(int(v))
-    return repr(v)
-
-
-# ------------------------------------------------------------------ writing (MIDI learn)
-
-
-def save_binding(path: str | os.PathLike, binding: Binding) -> ControllerMap:
-    """Write `binding` into the map file at `path`: its control's `[[bind]]` table is replaced,
-    or a new one appended; every other line (comments, other bindings) stays as it was. The file
-    is made when missing. Returns the map as the file now reads.
-
-    The new text is written to a temporary file beside it and renamed over it, so a crash never
-    leaves half a file. A file that does not load now (an edit in progress) is not touched:
-    ConfigError naming its line and the fix.
-    """
-    path = Path(path).expanduser()
-    text = ""
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-        current = ControllerMap.parse(text, str(path))
-        headers = bind_lines(text)
-        if len(headers) != len(current.all()):
-            raise ConfigError(f"{path}: write its bindings as [[bind]] tables (one per control) so that learn can "
-                              "add to it, or pick another --map file")
-    new_text = _with_binding(text, binding)
-    written = ControllerMap.parse(new_text, str(path))  # what the file will say, checked before writing
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(new_text)
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return written
-
-
-def _with_binding(text: str, binding: Binding) -> str:
-    """The map text with `binding`'s table put in place of the tables of the controls it
-    replaces (the first of them; the others dropped), or appended."""
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(("\n", "\r")):
-        lines[-1] += "\n"
-    starts = [n - 1 for n in bind_lines(text)]
-    scratch = ControllerMap([])
-    blocks = []  # (first line, end line) of each table the new binding replaces
-    for k, start in enumerate(starts):
-        end = starts[k + 1] if k + 1 < len(starts) else len(lines)
-        # comments and blank lines just above the next table belong to it
-        while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
-            end -= 1
-        old = ControllerMap.parse("".join(lines[start:end]), "").all()[0]
-        scratch.osc, scratch.midi = {}, {}
-        scratch.put(old)
-        if scratch.put(binding) is not None:
-            blocks.append((start, end))
-    new = binding.toml().splitlines(keepends=True)
-    if not blocks:
-        sep = ["\n"] if lines and lines[-1].strip() else []
-        return "".join(lines + sep + new)
-    (first, first_end), rest = blocks[0], blocks[1:]
-    for start, end in reversed(rest):
-        del lines[start:end]
-    lines[first:first_end] = new
-    return "".join(lines)

@@ -34,7 +34,9 @@ from typing import Any
 
 import mido
 
-from dreamcam.control.maps import MIDI_MAX, Binding, ControllerMap, MidiControl, Rejected, save_binding
+from dreamcam.control.bindings import MIDI_MAX, Binding, MidiControl, Rejected
+from dreamcam.control.map_writer import save_binding
+from dreamcam.control.maps import ControllerMap
 from dreamcam.control.midi.learn import describe, make_binding, parse_target
 from dreamcam.control.osc.dispatch import LEARN as LEARN_ADDRESS
 from dreamcam.errors import ConfigError

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dreamcam.control.maps import Binding, MidiControl, default_input
+from dreamcam.control.bindings import Binding, MidiControl, default_input
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import OSC_PREFIX, PARAMS
 

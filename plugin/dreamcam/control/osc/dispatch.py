@@ -23,7 +23,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from dreamcam.errors import ConfigError
-from dreamcam.control.maps import Action
+from dreamcam.control.bindings import Action
 from dreamcam.control.osc.maps import OscMapping, Rejected, check_packet, checked_value, osc_value, param_arg
 from dreamcam.knobs import OSC_PREFIX, PARAMS, ParamStore, describe
 

@@ -11,7 +11,8 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
-from dreamcam.control.maps import Binding, ControllerMap, Rejected, number_arg  # noqa: F401 (Rejected, number_arg: the OSC names)
+from dreamcam.control.bindings import Binding, Rejected, number_arg
+from dreamcam.control.maps import ControllerMap
 from dreamcam.engine.prompts import parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS, KnobError
