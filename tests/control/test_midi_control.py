@@ -250,7 +250,7 @@ def test_a_broken_map_file_is_not_overwritten_and_the_running_bindings_stay(live
     live.device.move(cc(21, 127))
     assert wait_for(lambda: live.midi.last_learned == "cc 21 on channel 1 -> delta")
     line = next(s for s in live.said if "did not save" in s)
-    assert "line 40: cc must be a whole number 0..127, got 200" in line and "the running bindings stay" in line
+    assert "line 41: cc must be a whole number 0..127, got 200" in line and "the running bindings stay" in line
     assert live.map_path.read_text() == broken  # untouched
     live.device.move(cc(0, 127), cc(21, 0))  # the old bindings and the learned one both work
     assert live.shows(strength=0.8, delta=0.0)

@@ -79,11 +79,11 @@ def test_feedback_of_presets_and_switches(m):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ('[[bind]]\ncc = 128\nparam = "strength"\n', r"c.toml: line 1: cc must be a whole number 0..127, got 128"),
+        ('[[bind]]\ncc = 128\nparam = "strength"\n', r"c.toml: line 2: cc must be a whole number 0..127, got 128"),
         ('[[bind]]\ncc14 = 40\nparam = "strength"\n', r"cc14 must be a whole number 0..31.*cc n\+32"),
         ('[[bind]]\ncc = 1\nchannel = 0\nparam = "strength"\n', r"channel must be 1..16"),
         ('[[bind]]\ncc = 1\nnote = 2\nparam = "strength"\n', r"exactly one control.*got cc, note"),
-        ('\n\n[[bind]]\nnote = 3\nparam = "strength"\n', r"line 3 \(note 3\): strength takes a range: bind it to a knob"),
+        ('\n\n[[bind]]\nnote = 3\nparam = "strength"\n', r"line 5 \(note 3\): strength takes a range: bind it to a knob"),
         ('[[bind]]\ncc = 1\nparam = "prompt"\n', r"prompt is text, which a MIDI control cannot send"),
         ('[[bind]]\ncc14 = 1\nparam = "bypass"\n', r"bypass is on/off: bind it to a cc or a note"),
         ('[[bind]]\ncc14 = 1\npreset = "x"\n', r"a preset binding fires on a press"),

@@ -101,7 +101,7 @@ def test_feedback_is_the_inverse(mapping):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ('[[bind]]\naddress = "/1/f"\nparam = "volume"\n', r"m.toml: line 1 \(/1/f\): unknown param 'volume'"),
+        ('[[bind]]\naddress = "/1/f"\nparam = "volume"\n', r"m.toml: line 3 \(/1/f\): unknown param 'volume'"),
         ('[[bind]]\naddress = "/dreamcam/strength"\nparam = "strength"\n', r"reserved|dreamcam answers itself"),
         ('[[bind]]\naddress = "fader"\nparam = "strength"\n', r"must be an OSC address"),
         ('[[bind]]\naddress = "/a"\n', r"exactly one of param"),
@@ -113,7 +113,7 @@ def test_feedback_is_the_inverse(mapping):
         ('[[bind]]\naddress = "/a"\nparam = "strength"\ninput = [1, 1]\n', r"input range must not be empty"),
         ('[[bind]]\naddress = "/a"\nparam = "strength"\ninput = [0]\n', r"two finite numbers"),
         ('[[bind]]\naddress = "/a"\nparam = "prompt"\ninput = [0, 1]\n', r"prompt takes no input"),
-        ('[[bind]]\naddress = "/a"\nparam = "strength"\nslope = "log"\n', r"line 1: unknown keys slope"),
+        ('[[bind]]\naddress = "/a"\nparam = "strength"\nslope = "log"\n', r"line 4: unknown keys slope"),
         ('[[bind]]\naddress = "/a"\nparam = "strength"\ncurve = "cubic"\n', r'curve must be "linear", "exp", "log"'),
         ('[[bind]]\naddress = "/a"\nparam = "strength"\n[[bind]]\naddress = "/a"\nparam = "delta"\n', r"bound twice"),
         ('[[bind]\naddress = "/a"\n', r"line 1, column"),

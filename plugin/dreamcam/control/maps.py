@@ -99,7 +99,10 @@ class ControllerMap:
         lines = bind_lines(text)
         if len(lines) != len(entries):  # written as `bind = [...]`: entries are then named by number
             lines = [None] * len(entries)
-        bindings = [_binding(entry, i, line, source) for i, (entry, line) in enumerate(zip(entries, lines), 1)]
+        text_lines = text.removeprefix("\ufeff").splitlines()
+        ends = [*lines[1:], len(text_lines) + 1] if lines and lines[0] else lines
+        bindings = [_binding(entry, _At(source, i, line, text_lines, end))
+                    for i, (entry, line, end) in enumerate(zip(entries, lines, ends), 1)]
         m = cls.__new__(cls)
         m.source, m.osc, m.midi = source, {}, {}
         for b in bindings:
@@ -214,13 +217,32 @@ def _where(source: str, line: int | None, control: str | None = None, i: int | N
     return f"{at} ({control})" if control else at
 
 
-def _binding(entry: Any, i: int, line: int | None, source: str) -> Binding:
-    at = _where(source, line, None, i)
+class _At:
+    """Where an entry is, for error lines: `f"{at}"` its table's line, `at(key)` the line of one
+    of its keys (the table's when not found), each with the control once it is known."""
+
+    def __init__(self, source: str, i: int, line: int | None, lines: list[str], end: int | None) -> None:
+        self.source, self.i, self.line, self.lines, self.end = source, i, line, lines, end
+        self.control: str | None = None
+
+    def __str__(self) -> str:
+        return _where(self.source, self.line, self.control, self.i)
+
+    def __call__(self, key: str) -> str:
+        if self.line:
+            pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+            for n in range(self.line, min(self.end or len(self.lines), len(self.lines) + 1)):
+                if pattern.match(self.lines[n - 1]):
+                    return _where(self.source, n, self.control, self.i)
+        return str(self)
+
+
+def _binding(entry: Any, at: _At) -> Binding:
     if not isinstance(entry, dict):
         raise ConfigError(f"{at}: expected a table with a control (address, cc, cc14 or note) and param, preset or action")
     unknown = set(entry) - set(KEYS)
     if unknown:
-        raise ConfigError(f"{at}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(KEYS)}")
+        raise ConfigError(f"{at(sorted(unknown)[0])}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(KEYS)}")
     sources = [k for k in ("address", *MIDI_KINDS) if k in entry]
     if len(sources) != 1:
         raise ConfigError(f'{at}: give exactly one control: address = "/1/fader1", cc = 7, cc14 = 7 or note = 36'
@@ -230,27 +252,30 @@ def _binding(entry: Any, i: int, line: int | None, source: str) -> Binding:
     if kind == "address":
         address = entry["address"]
         if not isinstance(address, str) or not address.startswith("/") or len(address) > 256:
-            raise ConfigError(f'{at}: address must be an OSC address such as "/1/fader1", got {address!r}')
+            raise ConfigError(f'{at("address")}: address must be an OSC address such as "/1/fader1", got {address!r}')
         if address.startswith(OSC_PREFIX):
-            raise ConfigError(f"{at}: {address} is under {OSC_PREFIX}, which dreamcam answers itself; bind another "
+            raise ConfigError(f"{at('address')}: {address} is under {OSC_PREFIX}, which dreamcam answers itself; bind another "
                               f'address (to send it from a control, write action = "{address}")')
         if "channel" in entry:
-            raise ConfigError(f"{at} ({address}): channel is for MIDI controls; drop it")
+            at.control = address
+            raise ConfigError(f"{at('channel')}: channel is for MIDI controls; drop it")
     else:
         top = 31 if kind == "cc14" else 127
         number = entry[kind]
         if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= top:
-            raise ConfigError(f"{at}: {kind} must be a whole number 0..{top}, got {number!r}"
+            raise ConfigError(f"{at(kind)}: {kind} must be a whole number 0..{top}, got {number!r}"
                               + ("; a cc14 pair is cc n (high half) and cc n+32 (low half)" if kind == "cc14" else ""))
         channel = entry.get("channel")
         if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or not 1 <= channel <= 16):
-            raise ConfigError(f"{at} ({kind} {number}): channel must be 1..16 (leave it out for any channel), got {channel!r}")
+            at.control = f"{kind} {number}"
+            raise ConfigError(f"{at('channel')}: channel must be 1..16 (leave it out for any channel), got {channel!r}")
         midi = MidiControl(kind, number, channel)
-    b = Binding(address=address, midi=midi, line=line)
-    return _target(entry, b, _where(source, line, b.control, i))
+    b = Binding(address=address, midi=midi, line=at.line)
+    at.control = b.control
+    return _target(entry, b, at)
 
 
-def _target(entry: dict, b: Binding, at: str) -> Binding:
+def _target(entry: dict, b: Binding, at: _At) -> Binding:
     """`b` with what the entry's param, preset or action asks, checked."""
     targets = [k for k in ("param", "preset", "action") if k in entry]
     if len(targets) != 1:
@@ -258,66 +283,66 @@ def _target(entry: dict, b: Binding, at: str) -> Binding:
     what = targets[0]
     value = entry[what]
     if "args" in entry and what != "action":
-        raise ConfigError(f"{at}: args go with action = ...; drop them")
+        raise ConfigError(f"{at('args')}: args go with action = ...; drop them")
     midi_kind = b.midi.kind if b.midi is not None else None
-    inp = _pair(entry["input"], f"{at} input") if "input" in entry else default_input(b)
+    inp = _pair(entry["input"], f"{at('input')}: input") if "input" in entry else default_input(b)
     if inp[0] == inp[1]:
-        raise ConfigError(f"{at}: input range must not be empty, got {list(inp)}")
+        raise ConfigError(f"{at('input')}: input range must not be empty, got {list(inp)}")
     if midi_kind is not None and not all(0 <= v <= MIDI_MAX[midi_kind] for v in inp):
-        raise ConfigError(f"{at}: input must lie in 0..{MIDI_MAX[midi_kind]}, what {midi_kind} sends; got {list(inp)}")
+        raise ConfigError(f"{at('input')}: input must lie in 0..{MIDI_MAX[midi_kind]}, what {midi_kind} sends; got {list(inp)}")
     b = replace(b, input=inp)
     press_only = "a preset binding" if what == "preset" else "an action binding"
     if what in ("preset", "action"):
         for key in ("output", "curve", "mode"):
             if key in entry:
-                raise ConfigError(f"{at}: {press_only} has no {key}; it fires on each press")
+                raise ConfigError(f"{at(key)}: {press_only} has no {key}; it fires on each press")
         if midi_kind == "cc14":
             raise ConfigError(f"{at}: {press_only} fires on a press: bind it to a cc or a note, not a cc14 pair")
     if what == "preset":
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{at}: preset must be a preset name, got {value!r}")
+            raise ConfigError(f"{at('preset')}: preset must be a preset name, got {value!r}")
         return replace(b, preset=value)
     if what == "action":
         if not isinstance(value, str) or not value.startswith(OSC_PREFIX) or len(value) > 256:
-            raise ConfigError(f'{at}: action must be an address of dreamcam\'s such as "/dreamcam/cue", got {value!r}')
+            raise ConfigError(f'{at("action")}: action must be an address of dreamcam\'s such as "/dreamcam/cue", got {value!r}')
         args = entry.get("args", [])
         if not isinstance(args, list) or len(args) > MAX_ARGS or not all(_plain_arg(a) for a in args):
-            raise ConfigError(f'{at}: args must be a list of up to {MAX_ARGS} strings or numbers, like ["next"]; got {args!r}')
+            raise ConfigError(f'{at("args")}: args must be a list of up to {MAX_ARGS} strings or numbers, like ["next"]; got {args!r}')
         return replace(b, action=value, args=tuple(args))
     if value not in PARAMS or value == "preset":
         names = ", ".join(n for n in PARAMS if n != "preset")
-        raise ConfigError(f'{at}: unknown param {value!r}; known: {names} (use preset = "NAME" for presets)')
+        raise ConfigError(f'{at("param")}: unknown param {value!r}; known: {names} (use preset = "NAME" for presets)')
     p = PARAMS[value]
     b = replace(b, param=value)
     if p.kind is str:
         if midi_kind is not None:
-            raise ConfigError(f"{at}: {value} is text, which a MIDI control cannot send; bind it to an OSC address")
+            raise ConfigError(f"{at('param')}: {value} is text, which a MIDI control cannot send; bind it to an OSC address")
         for key in ("input", "output", "curve", "mode"):
             if key in entry:
-                raise ConfigError(f"{at}: {value} takes no {key}")
+                raise ConfigError(f"{at(key)}: {value} takes no {key}")
         return b
     if p.kind is bool:
         for key in ("output", "curve"):
             if key in entry:
-                raise ConfigError(f"{at}: {value} is on/off and takes no {key}; mode = \"toggle\" or \"momentary\" sets how")
+                raise ConfigError(f"{at(key)}: {value} is on/off and takes no {key}; mode = \"toggle\" or \"momentary\" sets how")
         if midi_kind == "cc14":
-            raise ConfigError(f"{at}: {value} is on/off: bind it to a cc or a note, not a cc14 pair")
+            raise ConfigError(f"{at('param')}: {value} is on/off: bind it to a cc or a note, not a cc14 pair")
         mode = entry.get("mode", default_mode(b))
         if mode not in MODES:
-            raise ConfigError(f'{at}: mode must be "toggle" (each press flips it) or "momentary" (on while held), got {mode!r}')
+            raise ConfigError(f'{at("mode")}: mode must be "toggle" (each press flips it) or "momentary" (on while held), got {mode!r}')
         return replace(b, mode=mode)
     if "mode" in entry:
-        raise ConfigError(f"{at}: mode is for on/off knobs; {value} takes input, output and curve")
+        raise ConfigError(f"{at('mode')}: mode is for on/off knobs; {value} takes input, output and curve")
     if midi_kind == "note":
-        raise ConfigError(f"{at}: {value} takes a range: bind it to a knob or fader (cc or cc14); a note "
+        raise ConfigError(f"{at('param')}: {value} takes a range: bind it to a knob or fader (cc or cc14); a note "
                           "binds presets, on/off knobs (bypass) and actions")
-    out = _pair(entry.get("output", [p.lo, p.hi]), f"{at} output")
+    out = _pair(entry.get("output", [p.lo, p.hi]), f"{at('output')}: output")
     for v in out:
         try:
             p.validate(int(v) if p.kind is int and float(v).is_integer() else v)
         except ConfigError as e:
-            raise ConfigError(f"{at}: output {list(out)}: {e}") from None
-    return replace(b, output=out, curve=_curve(entry.get("curve", "linear"), at))
+            raise ConfigError(f"{at('output')}: output {list(out)}: {e}") from None
+    return replace(b, output=out, curve=_curve(entry.get("curve", "linear"), at("curve")))
 
 
 def _curve(value: Any, at: str) -> float:
