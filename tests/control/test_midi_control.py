@@ -196,6 +196,34 @@ def test_feedback_goes_out_on_change_without_echo(live):
     assert wait_for(lambda: d.last_cc(0) == round(127 * ((0.3 - 0.2) / 0.6) ** 0.5))
 
 
+class EchoingDevice(StandInDevice):
+    """A controller that echoes every message it receives back to dreamcam, as some do."""
+
+    def _send(self, msg):
+        super()._send(msg)
+        self.move(msg)
+
+
+def test_a_device_that_echoes_what_it_receives_does_not_loop(tmp_path):
+    lv = Live(tmp_path)
+    lv.midi.close()
+    lv.device = EchoingDevice("echoing controller")
+    lv.midi = MidiController(lv.osc, lv.mapping, lv.device, lv.device).start()
+    try:
+        assert wait_for(lambda: lv.midi.counts["echo"] >= 5)  # the start-up values came back
+        lv.device.move(note_on(37), note_off(37))  # one press: bypass on, its light on, echoed
+        assert wait_for(lambda: lv.device.last_note(37) == "on")
+        assert lv.shows(bypass=True)
+        time.sleep(0.3)
+        assert lv.status()["bypass"] is True  # the echoed note-on did not flip it back
+        lv.send("/dreamcam/strength", 0.5)  # from OSC: the fader's echo does not re-round it
+        assert wait_for(lambda: lv.device.last_cc(0) == round(127 * ((0.5 - 0.2) / 0.6) ** 0.5))
+        time.sleep(0.3)
+        assert lv.status()["strength"] == 0.5
+    finally:
+        lv.close()
+
+
 def test_learn_armed_over_osc_writes_the_map_and_it_loads_back(live):
     live.send("/dreamcam/learn", "transition")
     assert live.shows(midi={**live.status()["midi"], "learn": "transition"})

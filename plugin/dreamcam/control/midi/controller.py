@@ -18,7 +18,9 @@ the controls bound to it: a cc the value through the binding's range and curve i
 both halves, a note on (127) or off for on/off knobs and for the preset a pad applies. The
 control whose own movement made a change does not get it back (a motor fader would fight the
 hand moving it); a toggle or preset pad does, so its light shows the new state. Each control is
-sent a value only when it differs from the last one sent to it.
+sent a value only when it differs from the last one sent to it, and a message from the device
+equal to one sent to it in the last ECHO_S is taken as the device's echo (some controllers echo
+what they receive) and dropped: a toggle does not flip back.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dreamcam.control.maps import ControllerMap
 from dreamcam.control.midi.learn import describe, make_binding, parse_target
 from dreamcam.control.osc.dispatch import LEARN as LEARN_ADDRESS
 from dreamcam.errors import ConfigError
+from dreamcam.knobs import PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ POLL_S = 0.004  # how often a port without callbacks is read (mido's own port cl
 TICK_S = 0.05  # how often learn checks its wait for a pair's low half, where the port calls back (rtmidi)
 FEEDBACK_INTERVAL_S = 0.01  # feedback is coalesced to at most 100 sends per control per second
 PAIR_WAIT_S = 0.15  # learn: how long a cc below 32 waits for its low half (cc n+32)
+ECHO_S = 0.1  # a message equal to one sent to the device this recently is its echo (USB: a few ms), not a hand
 
 
 class MidiController:
@@ -85,7 +89,7 @@ class MidiController:
         self.learning = learning
         self._on_learn = on_learn or (lambda line: log.warning("%s", line))
         self._clock = clock
-        self.counts: Counter[str] = Counter({k: 0 for k in ("received", "applied", "rejected", "unbound", "ignored")})
+        self.counts: Counter[str] = Counter({k: 0 for k in ("received", "applied", "rejected", "unbound", "ignored", "echo")})
         self.sent = 0  # feedback messages
         self.last_learned: str | None = None
         self._lock = threading.Lock()  # learn state: armed from OSC, console and input threads
@@ -98,6 +102,7 @@ class MidiController:
         self._fb_pending: dict[str, tuple[Any, MidiControl | None]] = {}
         self._fb_wake = threading.Event()
         self._last_sent: dict[tuple, int] = {}
+        self._echo: dict[tuple[str, int, int], tuple[int, float]] = {}  # what was sent: (value, when)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -185,11 +190,13 @@ class MidiController:
             self.counts["ignored"] += 1
             return
         kind, number, channel, value = event
+        sent = self._echo.pop(event[:3], None)
+        echo = sent is not None and sent[0] == _raw(msg) and self._clock() - sent[1] < ECHO_S
         self._channels[(kind, number)] = channel
         if kind == "cc":
             high = number - 32 if 32 <= number < 64 else number
             pair = self.mapping.find_midi("cc14", high, channel)
-            if self._learn_moved(MidiControl("cc", number, channel)):
+            if not echo and self._learn_moved(MidiControl("cc", number, channel)):
                 return
             if pair is not None:
                 if number < 32:
@@ -197,17 +204,22 @@ class MidiController:
                     value = value << 7
                 else:
                     value = (self._pair.get((channel, high), 0) << 7) | value
-                self._apply(pair, value, MidiControl("cc14", high, channel))
+                self._apply(pair, value, MidiControl("cc14", high, channel), echo)
                 return
-        elif self._learn_moved(MidiControl(kind, number, channel)):
+        elif not echo and self._learn_moved(MidiControl(kind, number, channel)):
             return
         binding = self.mapping.find_midi(kind, number, channel)
         if binding is None:
             self.counts["unbound"] += 1
             return
-        self._apply(binding, value, MidiControl(kind, number, channel))
+        self._apply(binding, value, MidiControl(kind, number, channel), echo)
 
-    def _apply(self, binding: Binding, value: int, control: MidiControl) -> None:
+    def _apply(self, binding: Binding, value: int, control: MidiControl, echo: bool = False) -> None:
+        """Act on a control's value; a device's `echo` of what it was sent only where acting is
+        the same as doing nothing (a momentary switch): a toggle would flip back, a knob re-round."""
+        if echo and not (binding.param is not None and PARAMS[binding.param].kind is bool and binding.mode == "momentary"):
+            self.counts["echo"] += 1
+            return
         try:
             action = binding.translate(value)
         except Rejected as r:
@@ -336,6 +348,8 @@ class MidiController:
                     try:
                         self.outport.send(msg)
                         self.sent += 1
+                        event = _event(msg)
+                        self._echo[event[:3]] = (_raw(msg), self._clock())
                     except Exception as e:  # an unplugged device: input may still come back
                         log.debug("MIDI feedback failed: %s", e)
             self._stop.wait(FEEDBACK_INTERVAL_S)
@@ -375,6 +389,11 @@ class MidiController:
 def _takes_callback(port: Any) -> bool:
     """True for mido's rtmidi input ports, which call a callback on their own thread."""
     return type(port).__module__ == "mido.backends.rtmidi" and hasattr(port, "callback")
+
+
+def _raw(msg: Any) -> int:
+    """The value byte of a control message as sent: a cc's value, a note's velocity (0: off)."""
+    return msg.value if msg.type == "control_change" else (msg.velocity if msg.type == "note_on" else 0)
 
 
 def _event(msg: Any) -> tuple[str, int, int, int] | None:
