@@ -62,7 +62,7 @@ def learn_console(midi: MidiController) -> None:
             try:
                 midi.arm(line)
             except ConfigError as e:
-                say(str(e))
+                say_live(str(e))
 
     threading.Thread(target=read, name="dreamcam-learn-console", daemon=True).start()
 
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
             dispatcher = dispatcher or OscDispatcher(store, status=status, presets=plan.presets, mapping=plan.mapping)
             inport, outport = plan.midi
             midi = stack.enter_context(MidiController(
-                dispatcher, plan.mapping, inport, outport, map_path=args.map, learning=args.learn, on_learn=say))
+                dispatcher, plan.mapping, inport, outport, map_path=args.map, learning=args.learn, on_learn=say_live))
             feedback = f", feedback to {outport.name}" if outport is not None else " (the device has no output: no feedback)"
             say(f"MIDI from {inport.name}{feedback}")
             if args.learn:

@@ -20,7 +20,7 @@ control whose own movement made a change does not get it back (a motor fader wou
 hand moving it); a toggle or preset pad does, so its light shows the new state. Each control is
 sent a value only when it differs from the last one sent to it, and a message from the device
 equal to one sent to it in the last ECHO_S is taken as the device's echo (some controllers echo
-what they receive) and dropped: a toggle does not flip back.
+what they receive), not a hand: a toggle does not flip back, a knob is not re-rounded.
 """
 
 from __future__ import annotations
@@ -29,17 +29,16 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import mido
 
 from dreamcam.control.bindings import MIDI_MAX, Binding, MidiControl, Rejected
 from dreamcam.control.map_writer import save_binding
 from dreamcam.control.maps import ControllerMap
 from dreamcam.control.midi.learn import describe, make_binding, parse_target
+from dreamcam.control.midi.messages import event, messages, raw, takes_callback
 from dreamcam.control.osc.dispatch import LEARN as LEARN_ADDRESS
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS
@@ -118,7 +117,7 @@ class MidiController:
             raise RuntimeError("this MidiController was closed; make a new one")
         # rtmidi ports hand each message to a callback on rtmidi's own thread: nothing polls, so
         # an idle controller costs the engine thread no interpreter time; other ports are polled
-        self._callback = _takes_callback(self.inport)
+        self._callback = takes_callback(self.inport)
         if self._callback:
             self.inport.callback = self.handle
         self._threads.append(threading.Thread(target=self._read, name="dreamcam-midi", daemon=True))
@@ -185,13 +184,13 @@ class MidiController:
 
     def _handle(self, msg: Any) -> None:
         self.counts["received"] += 1
-        event = _event(msg)
-        if event is None:
+        got = event(msg)
+        if got is None:
             self.counts["ignored"] += 1
             return
-        kind, number, channel, value = event
-        sent = self._echo.pop(event[:3], None)
-        echo = sent is not None and sent[0] == _raw(msg) and self._clock() - sent[1] < ECHO_S
+        kind, number, channel, value = got
+        sent = self._echo.pop(got[:3], None)
+        echo = sent is not None and sent[0] == raw(msg) and self._clock() - sent[1] < ECHO_S
         self._channels[(kind, number)] = channel
         if kind == "cc":
             high = number - 32 if 32 <= number < 64 else number
@@ -348,8 +347,7 @@ class MidiController:
                     try:
                         self.outport.send(msg)
                         self.sent += 1
-                        event = _event(msg)
-                        self._echo[event[:3]] = (_raw(msg), self._clock())
+                        self._echo[event(msg)[:3]] = (raw(msg), self._clock())
                     except Exception as e:  # an unplugged device: input may still come back
                         log.debug("MIDI feedback failed: %s", e)
             self._stop.wait(FEEDBACK_INTERVAL_S)
@@ -369,40 +367,8 @@ class MidiController:
             if c == skip:  # it shows this value already: it sent it
                 self._last_sent[key] = level
                 continue
-            if c.kind == "note":
-                on = level >= (b.input[0] + b.input[1]) / 2
-                msgs = [mido.Message("note_on", channel=channel, note=c.number, velocity=127) if on else
-                        mido.Message("note_off", channel=channel, note=c.number, velocity=0)]
-            elif c.kind == "cc14":
-                msgs = [mido.Message("control_change", channel=channel, control=c.number, value=level >> 7),
-                        mido.Message("control_change", channel=channel, control=c.number + 32, value=level & 127)]
-            else:
-                msgs = [mido.Message("control_change", channel=channel, control=c.number, value=level)]
             if self._last_sent.get(key) == level:
                 continue
             self._last_sent[key] = level
-            out += msgs
+            out += messages(c, level, channel, on=level >= (b.input[0] + b.input[1]) / 2)
         return out
-
-
-
-def _takes_callback(port: Any) -> bool:
-    """True for mido's rtmidi input ports, which call a callback on their own thread."""
-    return type(port).__module__ == "mido.backends.rtmidi" and hasattr(port, "callback")
-
-
-def _raw(msg: Any) -> int:
-    """The value byte of a control message as sent: a cc's value, a note's velocity (0: off)."""
-    return msg.value if msg.type == "control_change" else (msg.velocity if msg.type == "note_on" else 0)
-
-
-def _event(msg: Any) -> tuple[str, int, int, int] | None:
-    """(kind, number, channel 1..16, value) of a control message; None for other messages."""
-    kind = getattr(msg, "type", None)
-    if kind == "control_change":
-        return "cc", msg.control, msg.channel + 1, msg.value
-    if kind == "note_on":
-        return "note", msg.note, msg.channel + 1, MIDI_MAX["note"] if msg.velocity > 0 else 0
-    if kind == "note_off":
-        return "note", msg.note, msg.channel + 1, 0
-    return None
