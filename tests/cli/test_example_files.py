@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dreamcam.control.map_writer import binding_toml
+from dreamcam.control.map_file import binding_toml
 from dreamcam.control.maps import ControllerMap
 from dreamcam.control.osc.dispatch import LEARN, addresses
 from dreamcam.control.osc.maps import OscMapping

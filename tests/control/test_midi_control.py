@@ -306,3 +306,30 @@ def test_out_of_range_midi_values_are_rejected_and_counted(tmp_path):
         assert lv.status()["strength"] == 0.4
     finally:
         lv.close()
+
+
+def test_an_edited_map_file_applies_while_running_and_a_broken_edit_is_refused(live, caplog):
+    import logging
+
+    from dreamcam.control.map_file import MapReloader
+
+    with MapReloader(live.map_path, live.osc.replace_map) as reloader, \
+            caplog.at_level(logging.WARNING, logger="dreamcam.control.map_file"):
+        live.map_path.write_text(MAP.replace('cc = 16\nchannel = 2', 'cc = 17\nchannel = 2'))  # the user edits it
+        assert wait_for(lambda: reloader.reloads == 1)
+        live.device.move(cc(17, 127, channel=2))  # the new control drives delta, over MIDI and OSC alike
+        assert live.shows(delta=5.0)
+        assert live.midi.mapping.find_midi("cc", 16, 2) is None
+        live.map_path.write_text(MAP + '\n[[bind]]\nnote = 60\nparam = "guidance"\n')  # a mistake
+        assert wait_for(lambda: reloader.refused == 1)
+        assert "line 42 (note 60): guidance takes a range" in caplog.text and "the running bindings stay" in caplog.text
+        live.device.move(cc(17, 0, channel=2))  # what ran before the mistake still runs
+        assert live.shows(delta=0.0)
+        live.map_path.write_text(MAP + '\n[[bind]]\nnote = 60\npreset = "nowhere"\n')  # fine: a warning only
+        assert wait_for(lambda: reloader.reloads == 2)
+        live.send("/dreamcam/learn", "seed")  # learn goes on adding to the map that runs now
+        assert wait_for(lambda: live.status()["midi"]["learn"] == "seed")
+        live.device.move(cc(90, 127))
+        assert wait_for(lambda: live.midi.last_learned == "cc 90 on channel 1 -> seed")
+        assert wait_for(lambda: reloader.reloads == 3)  # its own save is read back: the same map
+        assert same(ControllerMap.load(live.map_path), live.midi.mapping)

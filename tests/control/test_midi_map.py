@@ -7,7 +7,7 @@ import os
 
 import pytest
 from dreamcam.control.bindings import Action, Binding, MidiControl
-from dreamcam.control.map_writer import binding_toml, save_binding
+from dreamcam.control.map_file import binding_toml, save_binding
 from dreamcam.control.maps import ControllerMap
 from dreamcam.control.midi.learn import make_binding, parse_target
 from dreamcam.errors import ConfigError

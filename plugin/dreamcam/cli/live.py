@@ -22,6 +22,7 @@ from dreamcam.cli.model_load import load_model
 from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
 from dreamcam.control.controller import Controller
+from dreamcam.control.map_file import MapReloader
 from dreamcam.control.midi.controller import MidiController
 from dreamcam.control.osc.dispatch import OscDispatcher
 from dreamcam.control.osc.server import OscServer
@@ -128,6 +129,8 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
             say(f"MIDI from {inport.name}{feedback}")
             if args.learn:
                 learn_console(midi)
+        if args.map and dispatcher is not None:  # an edit of the map file applies while running
+            stack.enter_context(MapReloader(args.map, dispatcher.replace_map))
 
         # 2. Model, engine and backend
         phase = "during the model load"

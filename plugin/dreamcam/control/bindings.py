@@ -2,7 +2,7 @@
 preset or an action, and how a value a control sends becomes an action (`Binding.translate`) and
 a knob's value the value shown back on the control (`Binding.feedback`). The file format, its
 loader and validator are `dreamcam.control.maps`; writing a binding into a file is
-`dreamcam.control.map_writer`.
+`dreamcam.control.map_file`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Controller maps: one TOML file binding OSC addresses and MIDI controls to dreamcam, one
 loader and one validator for both (`ControllerMap`). `dreamcam run --map FILE` (`--osc-map` is
 the older name) reads it; MIDI learn (`dreamcam.control.midi`) writes to it
-(`dreamcam.control.map_writer`). The bindings themselves are `dreamcam.control.bindings`.
+(`dreamcam.control.map_file`). The bindings themselves are `dreamcam.control.bindings`.
 
 One `[[bind]]` table per control. The control is an OSC address (`address = "/1/fader1"`) or a
 MIDI control: `cc = 7` (a 7-bit control change, 0..127), `cc14 = 7` (a 14-bit pair: the high

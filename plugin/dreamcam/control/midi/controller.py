@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamcam.control.bindings import MIDI_MAX, Binding, MidiControl, Rejected
-from dreamcam.control.map_writer import save_binding
+from dreamcam.control.map_file import save_binding
 from dreamcam.control.maps import ControllerMap
 from dreamcam.control.midi.learn import describe, make_binding, parse_target
 from dreamcam.control.midi.messages import event, messages, raw, takes_callback
@@ -80,9 +80,10 @@ class MidiController:
     ) -> None:
         self.dispatcher = dispatcher
         self.store = dispatcher.store
-        self.mapping = mapping if mapping is not None else ControllerMap([], str(map_path or "<learned>"))
-        if dispatcher.mapping is not self.mapping:
-            dispatcher.remap(self.mapping)
+        if mapping is None:
+            mapping = ControllerMap([], str(map_path or "<learned>"))
+        if dispatcher.mapping is not mapping:
+            dispatcher.remap(mapping)
         self.inport, self.outport = inport, outport
         self.map_path = Path(map_path).expanduser() if map_path is not None else None
         self.learning = learning
@@ -153,6 +154,11 @@ class MidiController:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def mapping(self) -> ControllerMap:
+        """The running map: the dispatcher's, which a re-read file replaces and learn adds to."""
+        return self.dispatcher.mapping
 
     def status(self) -> dict[str, Any]:
         """For /dreamcam/status: {"midi": {input, output, counts, sent, learn, learned}}."""

@@ -108,6 +108,13 @@ class OscDispatcher:
         mapped = list(mapping.bindings) if mapping is not None else []
         self._addresses = frozenset(a.encode() for a in [*addresses(), *self.actions, *mapped])
 
+    def replace_map(self, mapping: OscMapping) -> None:
+        """Use a map re-read from its file, once its presets and actions check out (ConfigError
+        otherwise: the running map stays)."""
+        mapping.check_presets(self.presets.names() if self.presets is not None else None)
+        mapping.check_actions([*addresses(), LEARN, *self.actions])
+        self.remap(mapping)
+
     def add_action(self, address: str, handler: Callable[[list[Any]], None]) -> None:
         """Answer `address` (under /dreamcam/) by calling handler(args) on the serving thread; the
         handler checks the arguments first and raises Rejected (nothing done) when they are wrong."""

@@ -1,11 +1,16 @@
-"""Writing one binding into a controller map file, as MIDI learn does: the control's `[[bind]]`
-table replaced or appended, every other line kept, the file replaced in one rename."""
+"""A controller map file on disk: re-read when it is edited while dreamcam runs (`MapReloader`),
+and written one binding at a time, as MIDI learn does (`save_binding`: the control's `[[bind]]`
+table replaced or appended, every other line kept, the file replaced in one rename)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,87 @@ from dreamcam.control.bindings import CURVES, Binding, default_input, default_mo
 from dreamcam.control.maps import ControllerMap, bind_lines
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS
+
+log = logging.getLogger(__name__)
+
+RELOAD_POLL_S = 0.25  # how often the file's size and time are looked at
+RELOAD_SETTLE_S = 0.2  # a change is read once the file has stayed unchanged this long (an editor's several writes)
+
+
+class MapReloader:
+    """Re-reads a map file when it changes and hands the new map to `apply` (on its own thread).
+
+    A file that does not load (an edit in progress, a typo) is said in one line naming the line
+    and the fix, and the running bindings stay; so does a map `apply` refuses (ConfigError).
+    Bindings learned but not saved (the file was broken then) give way to the file's once it
+    loads again: the file is what runs.
+    """
+
+    def __init__(self, path: str | os.PathLike, apply: Callable[[ControllerMap], None]) -> None:
+        self.path = Path(path).expanduser()
+        self.apply = apply
+        self.reloads = 0  # maps applied
+        self.refused = 0  # changes that did not load
+        self._stamp = self._pending = self._read_stamp()
+        self._since = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read_stamp(self) -> tuple[int, int]:
+        try:
+            st = self.path.stat()
+            return st.st_mtime_ns, st.st_size
+        except OSError:
+            return (-1, -1)
+
+    def poll(self, now: float | None = None) -> bool:
+        """Look at the file once; True when a new map was applied."""
+        now = time.monotonic() if now is None else now
+        stamp = self._read_stamp()
+        if stamp == self._stamp:
+            self._pending = stamp
+            return False
+        if stamp != self._pending:
+            self._pending, self._since = stamp, now
+            return False
+        if now - self._since < RELOAD_SETTLE_S:
+            return False
+        self._stamp = stamp
+        try:
+            mapping = ControllerMap.load(self.path)
+            self.apply(mapping)
+        except ConfigError as e:
+            self.refused += 1
+            log.warning("%s; the running bindings stay", e)
+            return False
+        self.reloads += 1
+        log.info("controller map %s re-read: %d bindings", self.path, len(mapping.all()))
+        return True
+
+    def start(self) -> MapReloader:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="dreamcam-map-reload", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(RELOAD_POLL_S):
+            try:
+                self.poll()
+            except Exception:  # a bug must not end reloading silently; it is logged with its trace
+                log.exception("controller map reload failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    def __enter__(self) -> MapReloader:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def binding_toml(b: Binding) -> str:
