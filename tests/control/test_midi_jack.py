@@ -8,6 +8,7 @@ its faders send, what its motor faders and lights receive); dreamcam finds them 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -35,13 +36,19 @@ DEVICE = "dreamcam-test-nano"
 pytestmark = pytest.mark.skipif(shutil.which("jackd") is None, reason="jackd is not installed (apt install jackd2)")
 
 
+def _die_with_parent() -> None:
+    """In the child: end when the test process ends, even one that crashes before teardown."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @pytest.fixture
 def jack(monkeypatch):
     """A JACK server of this test's own, on the dummy driver; its name in $JACK_DEFAULT_SERVER."""
     name = f"dreamcam-test-{os.getpid()}"
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
     proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "1024"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
     deadline = time.monotonic() + 20
     while not any(s.api == "UNIX_JACK" for s in list_ports()):
