@@ -8,9 +8,11 @@
 #   ffmpeg                  the Media Source's decoder
 #   libgl1-mesa-dri         software OpenGL for OBS's renderer
 #   xdotool                 presses keys in the preview window (the preview sink's key tests)
+#   jackd2                  a JACK server with its dummy driver: real rtmidi MIDI ports with no sound card
+#                           (tests/control/test_midi_jack.py; ALSA MIDI needs /dev/snd, which CI lacks)
 set -euo pipefail
 
-PACKAGES=(obs-studio obs-plugins xvfb xauth ffmpeg libgl1-mesa-dri xdotool)
+PACKAGES=(obs-studio obs-plugins xvfb xauth ffmpeg libgl1-mesa-dri xdotool jackd2)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
