@@ -261,6 +261,11 @@ class FlickerMeter:
             "flicker_ms": round(ms / total, 3) if total else None,
         }
 
+    def history(self) -> list[Sample]:
+        """The last measured samples (at most 256), oldest first, cuts included."""
+        with self._lock:
+            return list(self._recent)
+
     def flush(self, timeout: float = 2.0) -> bool:
         """Wait (at most `timeout` s) until the pair handed over last is measured; True when it is."""
         end = time.perf_counter() + timeout
