@@ -85,9 +85,10 @@ class Warp:
         valid pixels and all channels (uint8 (H, W) or (H, W, C), C <= 4); nan where no pixel is valid."""
         if not cv2.countNonZero(self.mask):
             return math.nan
-        warped = cv2.remap(prev, self.map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # in float: a warped image rounded to whole grey levels would add its rounding to the figure
+        warped = cv2.remap(prev.astype(np.float32), self.map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         channels = 1 if cur.ndim == 2 else cur.shape[2]
-        return float(np.mean(cv2.mean(cv2.absdiff(warped, cur), mask=self.mask)[:channels]))
+        return float(np.mean(cv2.mean(cv2.absdiff(warped, cur.astype(np.float32)), mask=self.mask)[:channels]))
 
 
 class FlowWarp:
