@@ -105,6 +105,8 @@ def test_sweep_takes_any_numeric_knob_and_says_what_is_wrong():
             bench_args.parse_sweep(bad)
     with pytest.raises(ConfigError, match="--sweep belongs to --flicker"):
         bench_args.check(sweep_args(sweep="strength=0.3"))
+    with pytest.raises(ConfigError, match="drop --peer"):
+        bench_args.check(sweep_args(flicker=True, peer=True))
     with pytest.raises(ConfigError, match="no such file"):
         bench_args.check(sweep_args(flicker=True, source="file:/no/such/clip.mp4"))
 

@@ -91,6 +91,9 @@ def check(args: argparse.Namespace) -> None:
     if not args.flicker and (args.sweep or args.source):
         raise ConfigError(f"{'--sweep' if args.sweep else '--source'} belongs to --flicker; add --flicker")
     if args.flicker:
+        extra = [f"--{f}" for f in ("peer", "loop", "profile") if getattr(args, f)]
+        if extra:
+            raise ConfigError(f"--flicker times the live loop over a clip on its own; drop {' and '.join(extra)}")
         sweep_of(args)
         clip_path(args.source)
     if not args.flicker_rate >= 0:
