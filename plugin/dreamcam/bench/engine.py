@@ -3,6 +3,8 @@
 Modes are a small dispatcher (`MODES`): each takes the parsed arguments and returns one
 result dict that `run` prints (as JSON with --json). Today:
 
+- "flicker" (--flicker): flicker, flicker_rel, fps and latency over a clip for each setting of
+  a knob sweep (`dreamcam.bench.flicker`).
 - "engine": dreamcam's engine through a backend (eager / compiled / tensorrt), optionally
   side by side with the peer, StreamDiffusion 0.1.1 (--peer, see `dreamcam.bench.peer`), on the same
   modules in the same process. With --loop it also times a live loop (a moving test pattern
@@ -32,6 +34,7 @@ import torch
 
 from dreamcam.backends import choose_backend, make_backend
 from dreamcam.bench import loop, osc
+from dreamcam.bench.flicker import bench_flicker, format_flicker
 from dreamcam.bench.extras import time_extras
 from dreamcam.bench.gate import TimingGate
 from dreamcam.bench.peer import PeerRunner, bench_interleaved
@@ -143,14 +146,16 @@ MODES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "engine": bench_engine,
     "bypass": bench_bypass,
     "osc": bench_osc,
+    "flicker": bench_flicker,
 }
 
 
 def mode_of(args: argparse.Namespace) -> str:
     """Which mode the flags ask for."""
-    if args.bypass and args.osc:
-        raise ConfigError("--bypass and --osc are separate benchmarks: pass one of them")
-    return "bypass" if args.bypass else "osc" if args.osc else "engine"
+    chosen = [flag for flag in ("bypass", "osc", "flicker") if getattr(args, flag)]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join('--' + f for f in chosen)} are separate benchmarks: pass one of them")
+    return chosen[0] if chosen else "engine"
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -168,7 +173,7 @@ def environment(device: str) -> dict[str, Any]:
 
 def format_text(r: dict[str, Any]) -> str:
     lines = [f"{r['arch']} {r['size']} t_index={r['t_index_list']} on {r['device']} ({r.get('env', {}).get('gpu', 'cpu')})"]
-    for key in ("peer", "dreamcam", "loop"):
+    for key in ("peer", "dreamcam", "loop", "loop_meter"):
         if key in r:
             s = r[key]
             label = f"dreamcam[{r['backend']}]" if key == "dreamcam" else key
@@ -176,6 +181,8 @@ def format_text(r: dict[str, Any]) -> str:
                          + (f"  start {s['startup_s']} s" if "startup_s" in s else ""))
     if "ratio_fps" in r:
         lines.append(f"  dreamcam / peer: {r['ratio_fps']}x fps")
+    if "meter_cost" in r:
+        lines.append(f"  flicker meter: loop {100 * r['meter_cost']:+.1f}% slower with it")
     return "\n".join(lines)
 
 
@@ -196,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
         print(text)
     elif mode == "engine":
         print(format_text(result))
+    elif mode == "flicker":
+        print(format_flicker(result))
     else:
         print("\n".join(f"{k}: {v}" for k, v in result.items()))
     sys.stdout.flush()

@@ -33,8 +33,17 @@ def time_extras(args: argparse.Namespace, backend: Any, frames: list, result: di
             result["pipelined"] = {"error": f"{type(e).__name__}: {e}"}
     if args.loop:
         # the run path: 1280x720 test pattern thread -> Runner (framing, pipelining) -> null sink
-        result["loop"] = bench_live_loop(backend, width=args.width, height=args.height, frames=args.frames,
-                                         warmup=args.warmup)
+        loop_kw = {"width": args.width, "height": args.height, "frames": args.frames, "warmup": args.warmup}
+        result["loop"] = bench_live_loop(backend, **loop_kw)
+        if args.flicker_rate > 0:
+            # the flicker meter's cost: the loop with and without it, alternated (A B A B) so a
+            # load change falls on both; each figure is the better of its two runs
+            with_meter = [bench_live_loop(backend, **loop_kw, flicker_rate=args.flicker_rate)]
+            without = [result["loop"], bench_live_loop(backend, **loop_kw)]
+            with_meter.append(bench_live_loop(backend, **loop_kw, flicker_rate=args.flicker_rate))
+            result["loop"] = max(without, key=lambda r: r["fps"])
+            result["loop_meter"] = max(with_meter, key=lambda r: r["fps"])
+            result["meter_cost"] = round(1.0 - result["loop_meter"]["fps"] / result["loop"]["fps"], 4)
         result["loop_vs_engine"] = round(result["loop"]["fps"] / result["dreamcam"]["fps"], 3)
         if "fps" in result.get("pipelined", {}):  # the engine alone two deep, as the loop runs it
             result["loop_vs_pipelined"] = round(result["loop"]["fps"] / result["pipelined"]["fps"], 3)

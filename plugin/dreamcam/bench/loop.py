@@ -33,6 +33,7 @@ from pyvirtualcam.util import encode_fourcc
 from dreamcam.bench.timing import summarize, time_frames
 from dreamcam.control.controller import Bypass, Controller
 from dreamcam.knobs import ParamStore
+from dreamcam.runtime.flicker import FlickerMeter
 from dreamcam.runtime.runner import Runner
 from dreamcam.sinks.base import NullSink
 from dreamcam.sinks.virtualcam import VirtualCamSink
@@ -172,6 +173,7 @@ def bench_live_loop(
     input_size: tuple[int, int] = (1280, 720),
     source_fps: float = 480.0,
     pipeline: bool | None = None,
+    flicker_rate: float = 0.0,
 ) -> dict:
     """The live loop as `dreamcam run` runs it: a moving test pattern of `input_size` (w, h)
     captured at `source_fps` (faster than the engine, so the engine sets the pace) -> `Runner`
@@ -182,7 +184,9 @@ def bench_live_loop(
     `warmup` frames run first, then `frames` are timed. Returns frames, fps (frames / wall
     seconds), p50_ms / p99_ms (the runner's engine_ms: per frame, the time the backend held
     it), latency_p50_ms / latency_p99_ms (capture -> handed to the sink), pipelined,
-    overlapped_frames and dropped_input (captured frames the loop never took).
+    overlapped_frames and dropped_input (captured frames the loop never took). flicker_rate > 0:
+    the loop also feeds a `FlickerMeter` sampling that many pairs a second (as `dreamcam run`
+    does), and the result adds its flicker, flicker_rel, flicker_samples and flicker_ms.
     """
     if frames < 1 or warmup < 0:
         raise ValueError(f"need frames >= 1 and warmup >= 0; got {frames} and {warmup}")
@@ -197,12 +201,15 @@ def bench_live_loop(
         kw = {"width": width, "height": height, "pipeline": pipeline, "controller": controller}
         if warmup:
             Runner(source, backend, [sink], frames=warmup, **kw).run()
-        runner = Runner(source, backend, [sink], frames=frames, **kw)
+        meter = stack.enter_context(FlickerMeter(width, height, rate=flicker_rate)) if flicker_rate > 0 else None
+        runner = Runner(source, backend, [sink], frames=frames, meter=meter, **kw)
         dropped0 = source.dropped
         t0 = time.perf_counter()
         summary = runner.run()
         elapsed = time.perf_counter() - t0
+    meter_figures = {k: summary[k] for k in ("flicker", "flicker_rel", "flicker_samples", "flicker_ms")} if meter else {}
     return {
+        **meter_figures,
         "frames": summary["frames"],
         "fps": round(summary["frames"] / elapsed, 2),
         "p50_ms": summary["p50_ms"],

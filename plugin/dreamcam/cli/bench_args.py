@@ -21,6 +21,7 @@ from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS
 
 ARCH_CHOICES = ("tiny", "sd-turbo", "sd15")
+DEFAULT_SWEEP = ("stability", (0.0, 0.5, 0.8))  # --flicker's sweep where the knob table has that knob
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="time the live loop itself, no model: 1280x720 test pattern -> 512x512 -> 1280x720 virtual camera, one core")
     p.add_argument("--osc", action="store_true",
                    help="time OSC update -> engine parameter latency, and frame timing under a 10,000-message burst")
+    p.add_argument("--flicker", action="store_true",
+                   help="measure flicker (warping error), fps and latency over a clip for each setting of --sweep")
+    p.add_argument("--source", default=None, metavar="file:PATH",
+                   help="--flicker: the clip (default: a still scene with camera noise, then a cut, made in a temporary folder)")
+    p.add_argument("--sweep", default=None, metavar="KNOB=V1,V2,...",
+                   help=f"--flicker: the settings compared side by side, any numeric live knob "
+                        f"(default {DEFAULT_SWEEP[0]}={','.join(f'{v:g}' for v in DEFAULT_SWEEP[1])} where that knob "
+                        f"exists, else the current settings)")
+    p.add_argument("--flicker-rate", type=float, default=0.0, metavar="HZ",
+                   help="--loop: also time the loop with the flicker meter sampling HZ pairs a second (dreamcam run's default is 10)")
     p.add_argument("--seconds", type=float, default=5.0, help="--bypass: how long to run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, type=os.path.expanduser, help="also write the JSON object to this file")
@@ -77,4 +88,58 @@ def check(args: argparse.Namespace) -> None:
     check_model_flags(args)
     check_sizes(args)
     PARAMS["strength"].validate(args.strength)
+    if not args.flicker and (args.sweep or args.source):
+        raise ConfigError(f"{'--sweep' if args.sweep else '--source'} belongs to --flicker; add --flicker")
+    if args.flicker:
+        extra = [f"--{f}" for f in ("peer", "loop", "profile") if getattr(args, f)]
+        if extra:
+            raise ConfigError(f"--flicker times the live loop over a clip on its own; drop {' and '.join(extra)}")
+        sweep_of(args)
+        clip_path(args.source)
+    if not args.flicker_rate >= 0:
+        raise ConfigError(f"--flicker-rate takes samples per second >= 0, got {args.flicker_rate}")
     use_engines_dir(args)
+
+
+def parse_sweep(text: str) -> tuple[str, list]:
+    """`KNOB=V1,V2,...` -> (knob, checked values): any int or float knob of the knob table."""
+    name, sep, values = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not values.strip():
+        raise ConfigError(f"--sweep takes KNOB=V1,V2,..., e.g. strength=0.3,0.6; got {text!r}")
+    param = PARAMS.get(name)
+    numeric = [p.name for p in PARAMS.values() if p.kind in (int, float)]
+    if param is None or param.kind not in (int, float):
+        what = "no live knob" if param is None else f"{param.type_name}, not a number"
+        raise ConfigError(f"--sweep {name}: {what}; sweepable knobs: {', '.join(numeric)}")
+    out = []
+    for v in values.split(","):
+        try:
+            number = float(v)
+        except ValueError:
+            raise ConfigError(f"--sweep {name}: {v.strip()!r} is not a number") from None
+        out.append(param.validate(number))  # out of range: one line with the knob's range
+    return name, out
+
+
+def sweep_of(args: argparse.Namespace) -> tuple[str | None, list]:
+    """The knob and values --flicker compares: --sweep, else DEFAULT_SWEEP where the knob table has
+    that knob, else (None, [None]): one row with the current settings."""
+    if args.sweep:
+        return parse_sweep(args.sweep)
+    name, values = DEFAULT_SWEEP
+    if name in PARAMS:
+        return name, [PARAMS[name].validate(v) for v in values]
+    return None, [None]
+
+
+def clip_path(source: str | None) -> str | None:
+    """--source file:PATH (or a plain PATH) -> PATH, checked to exist; None: make the test clip."""
+    if source is None:
+        return None
+    path = source[5:] if source.startswith("file:") else source
+    if ":" in source and not source.startswith("file:") and not os.path.exists(path):
+        raise ConfigError(f"--flicker reads a video file: --source file:PATH, got {source!r}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--source {source}: no such file; write a test clip with python -m dreamcam.bench.clips CLIP.mp4")
+    return path

@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+from dreamcam.runtime.flicker import flicker_text
+
 STATUS_LOG_EVERY_S = 10.0  # without a terminal (a service, a log file): one status line this often
 
 
@@ -24,7 +26,7 @@ def status_printer():
         last[0] = now
         line = (
             f"{st['fps']:6.1f} fps | engine {st['engine_ms']:6.1f} ms | latency {st['latency_ms']:6.1f} ms "
-            f"| in {st['input_fps']:5.1f} fps | dropped {st['dropped']}"
+            f"| in {st['input_fps']:5.1f} fps | dropped {st['dropped']} | {flicker_text(st.get('flicker'), st.get('flicker_rel'))}"
             f"{' | BYPASS' if st['bypass'] else ''}{' | NO SIGNAL (reconnecting)' if st['signal_lost'] else ''}"
         )
         sys.stderr.write(f"\r{line}   " if tty else f"dreamcam: {line}\n")

@@ -29,6 +29,7 @@ from dreamcam.control.osc.server import OscServer
 from dreamcam.engine.similarity import SimilarityFilter
 from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError, DreamcamError
+from dreamcam.runtime.flicker import FlickerMeter, flicker_text
 from dreamcam.runtime.pace import PaceWatch, advice, tee
 from dreamcam.runtime.runner import Runner
 from dreamcam.sinks.file import FileSink
@@ -149,13 +150,21 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
         # 3. The input last (nothing captured waits on an unopened output); all closed in reverse
         phase = "while the input opened"
         controller = stack.enter_context(Controller(engine, store))
+        meter = None
+        if args.flicker_rate > 0:  # its thread measures sampled frame pairs, off the frame path
+            meter = stack.enter_context(FlickerMeter(args.width, args.height, fit_mode=args.fit, rate=args.flicker_rate))
         stack.enter_context(plan.source)
         runner = plan.runner = Runner(
             plan.source, backend, sinks, width=args.width, height=args.height, controller=controller,
             frames=args.frames, fit_mode=args.fit,
             similarity=SimilarityFilter(*plan.similarity) if plan.similarity else None,
             on_status=tee(status_printer(), PaceWatch(say_live, lambda: advice(backend, engine))),
+            meter=meter,
         )
+        if meter is not None:
+            for sink in sinks:  # the preview window shows the figure under its fps line
+                if hasattr(sink, "overlay"):
+                    sink.overlay = lambda: flicker_text(**runner.flicker())
         install_signal_handlers(runner)
         say(f"live: {args.source} -> {', '.join(plan.sink_specs)} (Ctrl-C to stop)")
         summary = runner.run()

@@ -32,6 +32,7 @@ from dreamcam.cli.run_options import (
 from dreamcam.control.osc.server import DEFAULT_PORT as DEFAULT_OSC_PORT
 from dreamcam.errors import ConfigError
 from dreamcam.frames import FIT_MODES
+from dreamcam.runtime.flicker import DEFAULT_RATE as FLICKER_RATE
 from dreamcam.sinks.base import parse_bitrate, parse_size
 from dreamcam.sinks.specs import check_distinct_recordings, open_sink
 from dreamcam.sources.specs import open_source
@@ -80,6 +81,8 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     add_knob_arguments(run)
     add_device_argument(run)
     add_engines_dir_argument(run)
+    run.add_argument("--flicker-rate", type=float, default=FLICKER_RATE, metavar="HZ",
+                     help=f"flicker meter samples per second, measured off the frame path (default {FLICKER_RATE:g}; 0: off)")
     run.add_argument("--frames", type=int, default=0, help="stop after N frames (0: run until Ctrl-C)")
     run.add_argument("--stats-json", type=os.path.expanduser,  # cmd.exe, PowerShell and --x=~/.. leave ~ as is
                      help="write frames, fps and p50/p99 frame ms here at exit")
@@ -93,6 +96,8 @@ def check(args: argparse.Namespace) -> RunPlan:
     store, presets, mapping = live_control(args)
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
+    if not args.flicker_rate >= 0:  # nan too
+        raise ConfigError(f"--flicker-rate takes samples per second >= 0 (0 turns the meter off), got {args.flicker_rate}")
     if args.stats_json:  # said now, not when the run ends
         check_output_file(args.stats_json, "--stats-json")
     check_sizes(args)

@@ -32,6 +32,12 @@ queued behind the frame ahead (so it can exceed 1000/fps; fps is the throughput)
 model did not run for (bypass, similarity skip) count in frames, fps and latency, not in engine_ms.
 The summary's `pipelined_frames` counts frames that took the pipelined path, `overlapped_frames`
 those submitted while the frame ahead was still in flight.
+
+Flicker: with a `dreamcam.runtime.flicker.FlickerMeter`, each engine frame's input and output go
+to `meter.add` (references only; a due sample goes to the meter's thread through a newest-only
+slot), so consecutive frames k-1, k are measured off the frame path. Bypassed frames break the
+chain and clear the live figure; `status()` and the summary carry `flicker` and `flicker_rel`
+(None where there is no figure).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import numpy as np
 from dreamcam.backends import Backend
 from dreamcam.engine.similarity import SimilarityFilter, image_key
 from dreamcam.frames import Frame, fit
+from dreamcam.runtime.flicker import FlickerMeter
 from dreamcam.runtime.pace import engine_bound
 from dreamcam.runtime.stats import RunStats
 
@@ -85,6 +92,7 @@ class Runner:
             one processed skip the engine and repeat its output (None: every frame is processed).
         pipeline: use the backend's submit/collect: None (default) where it overlaps
             (`backend.overlaps`, the graphed backends on CUDA), True wherever it has them, False never.
+        meter: a started `FlickerMeter` that measures the output's flicker (None: not measured).
     """
 
     def __init__(
@@ -103,6 +111,7 @@ class Runner:
         no_signal_after: float = NO_SIGNAL_AFTER_S,
         similarity: SimilarityFilter | None = None,
         pipeline: bool | None = None,
+        meter: FlickerMeter | None = None,
     ) -> None:
         self.source, self.backend, self.sinks = source, backend, list(sinks)
         self.width, self.height = width, height
@@ -114,6 +123,7 @@ class Runner:
         self.no_signal_after = no_signal_after
         self.similarity = similarity
         self.pipeline = pipeline
+        self.meter = meter
         self.submitted = 0  # frames that took the pipelined path (submit / collect)
         self.overlapped = 0  # of those, frames submitted while the frame ahead was still in flight
         self._last_out: np.ndarray | None = None
@@ -182,6 +192,11 @@ class Runner:
         t1 = time.perf_counter()
         self._emit(Frame(out, frame.t_capture, frame.index))
         self.stats.record(engine_ms, frame.t_capture, t1)
+        if self.meter is not None:
+            if self.bypass:
+                self.meter.gap(reset=True)
+            else:
+                self.meter.add(img, out, frame.index)
         return out
 
     def _pipelined(self, frame: Frame) -> np.ndarray:
@@ -243,6 +258,8 @@ class Runner:
         t1 = time.perf_counter()
         self._emit(Frame(out, frame.t_capture, frame.index))
         self.stats.record((t1 - t_submit) * 1000.0, frame.t_capture, t1)
+        if self.meter is not None:
+            self.meter.add(frame.image, out, frame.index)
         return out
 
     def _idle(self, last_out: np.ndarray | None, silent_s: float, now: float) -> None:
@@ -271,7 +288,16 @@ class Runner:
             "frames": s.frames,
             "bypass": self.bypass,
             "signal_lost": bool(getattr(self.source, "signal_lost", False)),
+            **self.flicker(),
         }
+
+    def flicker(self) -> dict:
+        """`flicker` (grey levels) and `flicker_rel` (times the input's own) over the last seconds;
+        None where there is no figure: no meter, the first frames, bypass."""
+        if self.meter is None or self.bypass:
+            return {"flicker": None, "flicker_rel": None}
+        flicker, rel = self.meter.reading()
+        return {"flicker": flicker, "flicker_rel": rel}
 
     @property
     def dropped(self) -> int:
@@ -296,6 +322,11 @@ class Runner:
             }
         )
         out.update(self.output_counts())
+        if self.meter is not None:
+            self.meter.flush()  # the last pair handed over is measured too
+            out.update(self.meter.summary())
+        else:
+            out.update({"flicker": None, "flicker_rel": None})
         return out
 
     def output_counts(self) -> dict:

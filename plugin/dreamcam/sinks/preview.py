@@ -1,4 +1,5 @@
-"""The preview window: an OpenCV window with an fps / latency / dropped overlay and keys.
+"""The preview window: an OpenCV window with an fps / latency / dropped overlay (and, from
+`dreamcam run`, the flicker figure) and keys.
 
 Keys: q or Esc quits (calls `on_quit`), space toggles bypass (calls `on_bypass`); closing the
 window counts as q. Needs OpenCV with a GUI (`opencv-python`, not `opencv-python-headless`)
@@ -191,6 +192,7 @@ class PreviewSink(Sink):
         self._framer = Framer(width, height, fit_mode)
         self._shown_at: deque[float] = deque(maxlen=30)
         self._gui: _Gui | None = None
+        self.overlay: Callable[[], str] | None = None  # a second overlay line (dreamcam run: the flicker figure)
 
     def _open(self) -> None:
         check_display()
@@ -205,11 +207,14 @@ class PreviewSink(Sink):
         fps = (len(self._shown_at) - 1) / span if span > 0 else 0.0
         recent = list(self.latencies_ms)[-30:]
         latency = float(np.median(recent)) if recent else (now - frame.t_capture) * 1000.0
-        text = f"{fps:5.1f} fps  {latency:5.0f} ms  dropped {self.dropped}"
+        lines = [f"{fps:5.1f} fps  {latency:5.0f} ms  dropped {self.dropped}"]
+        if self.overlay is not None:
+            lines.append(self.overlay())
         scale = max(0.35, min(1.0, self.width / 900))
-        org = (8, 8 + int(22 * scale))
-        cv2.putText(bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        for i, text in enumerate(lines):
+            org = (8, 8 + int(22 * scale) * (i + 1) + 4 * i)
+            cv2.putText(bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
         self._gui.show(self.title, bgr)
 
     def _key(self, key: int) -> None:
