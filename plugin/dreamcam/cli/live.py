@@ -97,6 +97,8 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
         engine = StreamEngine(pipe, plan.t_index, args.width, args.height, cfg_type=args.cfg_type, device=device, dtype=dtype)
         s = store.snapshot()
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
+        engine.set_feedback(s["feedback"])  # before the backend: --parallel-frames holds it at 0 and says so
+        engine.set_motion_guard(s["motion_guard"])
         t0 = time.perf_counter()
         phase = "while the backend warmed up"
         with elapsed(f"backend {chosen}: {BACKEND_START.get(chosen, 'starting')}"):
