@@ -23,6 +23,9 @@ the guard's threshold is a cut: that frame's feedback drops to 0 and comes back 
 `RAMP_FRAMES` frames. Everything is tensor ops on the engine's device with no host sync, and the
 knob values live in device tensors, so a CUDA graph captured once follows every knob change.
 
+The first frame after `prepare` counts as a cut whenever the guard is on (its thumbnail is
+compared with a far-off one): a scene starts there, and nothing before it belongs to it.
+
 `cut` (a 0-dim float tensor, 1.0 on a frame where a cut was detected) is handed to each callable
 in `StreamEngine.scene_cut_hooks` inside the frame step, so other per-scene state (the cached
 attention bank) can be reset with device ops on the same frame.
@@ -46,6 +49,7 @@ MOTION_GRID = 16  # the motion check compares 16x16 grey thumbnails of consecuti
 # motion_guard g in (0, 1] -> threshold on the thumbnails' mean absolute difference ([-1, 1] units):
 # log-linear from LOOSE (g near 0: only a hard cut) to TIGHT (g = 1: moderate motion)
 THRESHOLD_LOOSE, THRESHOLD_TIGHT = 0.3, 0.01
+NO_FRAME = 1e4  # the thumbnail before the first frame: any frame differs from it by more than any threshold
 
 
 def motion_threshold(guard: float) -> float:
@@ -73,7 +77,7 @@ class LatentFeedback:
         self.knob = torch.zeros((), **f32)
         self.threshold = torch.full((), math.inf, **f32)
         self.gate = torch.zeros((), **f32)  # 0..1: 0 right after a cut (and at the start), then ramps to 1
-        self.last_thumb = torch.zeros((1, 1, MOTION_GRID, MOTION_GRID), **f32)
+        self.last_thumb = torch.full((1, 1, MOTION_GRID, MOTION_GRID), NO_FRAME, **f32)
         self.score = torch.zeros((), **f32)  # this frame's motion score, written by `check_motion`
         self.score_seen = self.score  # what `blend` reads (a separate buffer once `split_score` ran)
         self.cut = torch.zeros((), **f32)  # 1.0 on a frame where a cut was detected
@@ -107,7 +111,7 @@ class LatentFeedback:
         """Forget the previous frames (a new prompt or prepare): the next frame starts fresh."""
         self.gate.zero_()
         self.prev.zero_()
-        self.last_thumb.zero_()
+        self.last_thumb.fill_(NO_FRAME)
 
     def state(self) -> list[torch.Tensor]:
         """The tensors a frame writes for the next (`StreamEngine.carried_state`)."""
