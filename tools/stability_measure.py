@@ -14,7 +14,8 @@ frames. Measured per stability value, same engine, seed and clip:
 - corr: Pearson correlation of the output's grey with the input's grey, mean over the still part
   (the output still follows the input);
 - cut_frames: frames after the cut until the output's correlation with the new scene reaches 90%
-  of what stability 0 reaches there (the bar: within a second of frames);
+  of where it settles (its mean over the last 4 frames); 0 = the first frame after the cut (the
+  bar: within a second of frames);
 - ghost: correlation of the first output after the cut with the old scene, minus stability 0's.
 
 `--mode raw` blends the noisy start latent as the livepeer fork does (docs/stability.md compares).
@@ -63,53 +64,53 @@ def corr(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(grey(x), grey(y))[0, 1])
 
 
-def run_clip(engine: StreamEngine, frames: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
-    outs, t = [], 0.0
-    for f in frames:
-        t0 = time.perf_counter()
-        outs.append(engine.img2img(f))
-        t += time.perf_counter() - t0
-    return outs, len(frames) / t
-
-
-def measure(pipe, size: int, strength: float, stabilities: list[float], still: int, after: int,
-            mode: str, prompt: str, seed: int = 2, guard: float | None = None) -> list[dict]:
+def measure(pipe, size: int, strength: float, settings: list[tuple[float, dict]], still: int, after: int,
+            mode: str, prompt: str, seed: int = 2) -> list[dict]:
+    """settings: (stability, parts) pairs, the first the reference. The engines take the clip's
+    frames in turn (frame k on every engine, then frame k+1), so a busy shared CPU slows all alike."""
     frames, a, b = clip(size, still, after)
-    rows, ref = [], None
-    for s in stabilities:
+    engines = []
+    for _, parts in settings:
         engine = StreamEngine(pipe, [35], size, size, cfg_type="none", device="cpu", dtype=torch.float32)
         engine.prepare(prompt, seed=seed)
         engine.set_strength(strength)
-        parts = stability_parts(s)
         engine.latent_feedback.mode = mode
         engine.set_feedback(parts["feedback"])
-        engine.set_motion_guard(parts["motion_guard"] if guard is None else guard)
+        engine.set_motion_guard(parts["motion_guard"])
         engine.img2img(frames[0])  # warm-up frame (allocations), then the engine starts fresh
         engine.prepare(prompt, seed=seed)
-        engine.set_strength(strength)
-        outs, fps = run_clip(engine, frames)
-        skip = 6  # the feedback ramps in over the first frames
-        diffs = [np.abs(outs[k].astype(np.float64) - outs[k - 1]).mean() for k in range(skip, still)]
-        post = [corr(o, b) for o in outs[still:]]
-        row = {"stability": s, **parts, "mode": mode, "flicker": float(np.mean(diffs)), "fps": fps,
-               "corr": float(np.mean([corr(o, a) for o in outs[skip:still]])),
-               "post_corr": post, "ghost_old": corr(outs[still], a)}
+        engines.append(engine)
+    outs = [[] for _ in engines]
+    secs = [0.0 for _ in engines]
+    for f in frames:
+        for i, engine in enumerate(engines):
+            t0 = time.perf_counter()
+            outs[i].append(engine.img2img(f))
+            secs[i] += time.perf_counter() - t0
+    rows, ref = [], None
+    skip = 6  # the feedback ramps in over the first frames
+    for (s, parts), o, t, engine in zip(settings, outs, secs, engines):
+        diffs = [np.abs(o[k].astype(np.float64) - o[k - 1]).mean() for k in range(skip, still)]
+        post = [corr(x, b) for x in o[still:]]
+        row = {"stability": s, **parts, "mode": mode, "flicker": float(np.mean(diffs)), "fps": len(frames) / t,
+               "corr": float(np.mean([corr(x, a) for x in o[skip:still]])), "post_corr": post,
+               "ghost_old": corr(o[still], a)}
         if ref is None:
             ref = row
-        target = 0.9 * float(np.mean(ref["post_corr"][2:]))
+        target = 0.9 * float(np.mean(post[-4:]))  # 90% of where this setting settles on the new scene
         row["cut_frames"] = next((k for k, c in enumerate(post) if c >= target), None)
         row["ratio"] = row["flicker"] / ref["flicker"]
-        row["fps_ratio"] = fps / ref["fps"]
+        row["fps_ratio"] = row["fps"] / ref["fps"]
         row["ghost"] = row["ghost_old"] - ref["ghost_old"]
         rows.append(row)
-        print(f"stability {s:.2f} (feedback {parts['feedback']:.3f}, guard {engine.motion_guard:.2f}, {mode}): "
-              f"flicker {row['flicker']:.3f} ({row['ratio']:.2f}x)  fps {fps:.1f} ({row['fps_ratio']:.2f}x)  "
+        print(f"stability {s:.2f} (feedback {parts['feedback']:.3f}, guard {parts['motion_guard']:.2f}, {mode}): "
+              f"flicker {row['flicker']:.3f} ({row['ratio']:.2f}x)  fps {row['fps']:.1f} ({row['fps_ratio']:.2f}x)  "
               f"corr {row['corr']:.3f}  cut {row['cut_frames']} frames  ghost {row['ghost']:+.3f}", flush=True)
     return rows
 
 
 def op_cost(size: int, reps: int = 300) -> dict:
-    """Milliseconds per frame of the motion check and of the blend + keep alone, on this CPU."""
+    """Milliseconds per frame of the motion check and of the blend + keep alone, on this CPU (one thread)."""
     from dreamcam.engine.feedback import LatentFeedback
 
     fb = LatentFeedback(1, (4, size // 8, size // 8), torch.device("cpu"), torch.float32)
@@ -122,10 +123,13 @@ def op_cost(size: int, reps: int = 300) -> dict:
     for name, fn in (("motion_ms", lambda: fb.check_motion(x)), ("blend_ms", lambda: fb.keep(fb.blend(lat, a, b, lat)))):
         for _ in range(20):
             fn()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        out[name] = (time.perf_counter() - t0) / reps * 1e3
+        batches = []  # the fastest of 6 batches: a busy shared CPU only ever adds time
+        for _ in range(6):
+            t0 = time.perf_counter()
+            for _ in range(reps // 6):
+                fn()
+            batches.append((time.perf_counter() - t0) / (reps // 6) * 1e3)
+        out[name] = min(batches)
     return out
 
 
@@ -139,6 +143,7 @@ def main() -> None:
     p.add_argument("--after", type=int, default=16)
     p.add_argument("--mode", default="renoised", choices=("renoised", "raw"))
     p.add_argument("--guard", type=float, default=None, help="motion_guard instead of stability's part")
+    p.add_argument("--feedback", default=None, help="comma-separated feedback values instead of --stability")
     p.add_argument("--prompt", default="a watercolor painting")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args()
@@ -146,8 +151,14 @@ def main() -> None:
     pipe = tiny_pipeline(seed=0) if args.model == "tiny" else load_pipeline(args.model, device="cpu", dtype=torch.float32)
     cost = op_cost(args.size)
     print(f"ops at {args.size}: motion check {cost['motion_ms']:.3f} ms, blend+keep {cost['blend_ms']:.3f} ms", flush=True)
-    rows = measure(pipe, args.size, args.strength, [float(v) for v in args.stability.split(",")], args.still, args.after,
-                   args.mode, args.prompt, guard=args.guard)
+    if args.feedback:  # expert values instead of stability's parts (stability column: the feedback)
+        settings = [(float(v), {"feedback": float(v), "motion_guard": args.guard if args.guard is not None else 0.5})
+                    for v in args.feedback.split(",")]
+    else:
+        settings = [(float(v), stability_parts(float(v))) for v in args.stability.split(",")]
+        if args.guard is not None:
+            settings = [(s, {**parts, "motion_guard": args.guard}) for s, parts in settings]
+    rows = measure(pipe, args.size, args.strength, settings, args.still, args.after, args.mode, args.prompt)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "ops": cost, "rows": rows}, f, indent=1)
