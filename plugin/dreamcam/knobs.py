@@ -27,9 +27,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
+from dreamcam.engine.stability import FEEDBACK_MAX, stability_parts
 from dreamcam.errors import ConfigError
 
 MAX_PROMPT_CHARS = 4096
+STABILITY_DEFAULT = 0.0  # `dreamcam run`'s stability; its parts' defaults follow from it
 OSC_PREFIX = "/dreamcam/"
 TYPE_NAMES = {float: "float", int: "int", bool: "bool", str: "str"}
 
@@ -155,6 +157,15 @@ PARAMS: dict[str, Param] = {
         Param("delta", float, 1.0, "RCFG delta: weight of the residual noise", 0.0, 5.0,
               label="Delta (RCFG residual weight)", step=0.05, apply=Apply.FENCE, setter="set_delta"),
         Param("seed", int, 2, "noise seed", 0, 2**31 - 1, step=1, apply=Apply.FADE, setter="set_seed"),
+        Param("stability", float, STABILITY_DEFAULT,
+              "steadier picture, less flicker: sets feedback and motion_guard (an expert knob set later overrides); 0 = off",
+              0.0, 1.0, label="Stability (0 = off)", step=0.05),
+        Param("feedback", float, stability_parts(STABILITY_DEFAULT)["feedback"],
+              "latent feedback: how much of the previous frame each frame starts from (expert; stability sets it)",
+              0.0, FEEDBACK_MAX, step=0.01, apply=Apply.FENCE, setter="set_feedback"),
+        Param("motion_guard", float, stability_parts(STABILITY_DEFAULT)["motion_guard"],
+              "on a scene cut or fast motion the feedback steps back for a moment; sensitivity, 0 = off (expert)",
+              0.0, 1.0, step=0.05, apply=Apply.FENCE, setter="set_motion_guard"),
         Param("transition", float, 0.5, "prompt and seed cross-fade time in seconds", 0.0, 60.0,
               label="Transition (seconds)", step=0.1),
         Param("preset", str, "", "a preset from the presets file (--presets): its values apply, then those given with it",
@@ -201,8 +212,13 @@ class ParamStore:
         return bool(self.update({name: value}))
 
     def update(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate all values first, then store them together; returns those that changed."""
+        """Validate all values first, then store them together; returns those that changed.
+
+        `stability` writes its parts (`engine.stability.stability_parts`) too; an expert knob
+        given in the same update wins over its part."""
         checked = {name: _param(name).validate(v) for name, v in values.items()}
+        if "stability" in checked:
+            checked = {**stability_parts(checked["stability"]), **checked}
         with self._lock:
             changed = {k: v for k, v in checked.items() if self._values[k] != v}
             self._values.update(changed)

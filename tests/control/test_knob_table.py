@@ -19,7 +19,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 # a valid value other than the default, for every knob in the table
 OTHER = {"prompt": "a fox, ink drawing", "negative_prompt": "blurry", "strength": 0.75, "guidance": 7.5,
-         "delta": 0.5, "seed": 424242, "transition": 1.5, "preset": "calm", "bypass": True}
+         "delta": 0.5, "seed": 424242, "stability": 0.6, "feedback": 0.3, "motion_guard": 0.8,
+         "transition": 1.5, "preset": "calm", "bypass": True}
+# stability goes first: it writes its parts (feedback, motion_guard), and the experts sent after it override them
 
 
 def osc(address: str, value=None) -> bytes:

@@ -19,7 +19,7 @@ def test_carried_state_is_the_live_tensors_a_frame_changes(tiny_pipe):
     with pytest.raises(RuntimeError, match="prepare"):
         engine.carried_state()
     engine.prepare("a cat", guidance_scale=1.4)
-    latents, residual, init = engine.carried_state()
+    latents, residual, init, *_feedback = engine.carried_state()
     assert latents.shape == residual.shape == init.shape == (2, 4, 8, 8)
     assert init is engine.init_noise and latents[1:].data_ptr() == engine.x_t_latent_buffer.data_ptr()
     before = [t.clone() for t in (latents, residual)]

@@ -19,6 +19,7 @@ from dreamcam.backends import check_backend_device, choose_backend, make_backend
 from dreamcam.backends.options import check_knobs, knob_options
 from dreamcam.cli.console import elapsed, say, say_live, status_printer
 from dreamcam.cli.model_load import load_model
+from dreamcam.cli.models import BUILTIN_MODELS
 from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
 from dreamcam.control.controller import Controller
@@ -72,7 +73,7 @@ def learn_console(midi: MidiController) -> None:
 def run(args: argparse.Namespace, plan: RunPlan) -> int:
     """Run live until stopped; 0, or DreamcamError when an output failed for good."""
     device, dtype = resolve_device(args.device)
-    if args.device == "auto" and device.type == "cpu" and args.model != "tiny":
+    if args.device == "auto" and device.type == "cpu" and args.model not in BUILTIN_MODELS:
         mps = getattr(torch.backends, "mps", None)
         say(cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available())))
     chosen = choose_backend(args.backend, device.type)
@@ -139,6 +140,8 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
         engine = StreamEngine(pipe, plan.t_index, args.width, args.height, cfg_type=args.cfg_type, device=device, dtype=dtype)
         s = store.snapshot()
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
+        engine.set_feedback(s["feedback"])  # before the backend: --parallel-frames holds it at 0 and says so
+        engine.set_motion_guard(s["motion_guard"])
         t0 = time.perf_counter()
         phase = "while the backend warmed up"
         with elapsed(f"backend {chosen}: {BACKEND_START.get(chosen, 'starting')}"):

@@ -92,6 +92,7 @@ class EngineState:
         self._write_schedule(self.t_index_list)
         if self.similarity_filter is not None:  # an output of the old prompt is no frame to repeat
             self.similarity_filter.keep(None)
+        self.latent_feedback.reset()  # nor is a latent of the old prompt one to feed back
         self.prepared = True
 
     def _draw_noise(self, out: torch.Tensor, generator: torch.Generator) -> None:
@@ -227,6 +228,25 @@ class EngineState:
         self._delta.fill_(self.delta)
 
     @torch.no_grad()
+    def set_feedback(self, feedback: float) -> None:
+        """0..FEEDBACK_MAX: how much of the previous frame's denoised latent each frame starts
+        from (engine/feedback.py); 0 = off (the frame step skips the work, unless a captured graph holds it)."""
+        self.latent_feedback.set_value(feedback)
+
+    @torch.no_grad()
+    def set_motion_guard(self, guard: float) -> None:
+        """0..1: how readily a scene cut or fast motion drops the feedback to 0 for a moment; 0 = never."""
+        self.latent_feedback.set_guard(guard)
+
+    @property
+    def feedback(self) -> float:
+        return self.latent_feedback.value
+
+    @property
+    def motion_guard(self) -> float:
+        return self.latent_feedback.guard
+
+    @torch.no_grad()
     def set_seed(self, seed: int) -> None:
         """Redraw the per-step noise from `seed` into the same buffer."""
         self._require_prepared()
@@ -271,13 +291,15 @@ class EngineState:
         with torch.no_grad():
             self._init_noise.copy_(value)
 
-    def carried_state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def carried_state(self) -> tuple[torch.Tensor, ...]:
         """The tensors a frame writes and the next frame reads: the stream batch's latents
         (B, 4, h, w), the RCFG residual noise (B, 4, h, w) and the init noise (B, 4, h, w; the
-        sequential path re-seeds it from each frame). The live tensors, not copies: a backend
-        copies them to undo its warm-up frames (`backends.compiled.step.StateSnapshot`)."""
+        sequential path re-seeds it from each frame), then latent feedback's (the previous
+        frame's latent, the motion gate and thumbnail, ...: `LatentFeedback.state`). The live
+        tensors, not copies: a backend copies them to undo its warm-up frames
+        (`backends.compiled.step.StateSnapshot`)."""
         self._require_prepared()
-        return self._x_batch, self.stock_noise, self._init_noise
+        return (self._x_batch, self.stock_noise, self._init_noise, *self.latent_feedback.state())
 
     @property
     def x_t_latent_buffer(self) -> torch.Tensor | None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamcam.engine.feedback import LatentFeedback
 from dreamcam.engine.state import EngineState
 from dreamcam.errors import ConfigError
 from dreamcam.models.pipelines import move_pipeline
@@ -106,12 +107,24 @@ class StreamEngine(EngineState):
         self.unet_batch_size = self.batch_size + self.uncond_rows
 
         self.similarity_filter: SimilarityFilter | None = None
+        # latent feedback and the motion guard (engine/feedback.py): off until set_feedback / set_motion_guard
+        self.latent_feedback = LatentFeedback(f, (4, self.latent_height, self.latent_width), self.device, self.dtype)
+        # callables taking the 0-dim `cut` tensor (1.0 on a frame where the motion guard saw a scene
+        # cut), called inside the frame step: device ops only, so a captured graph holds them
+        self.scene_cut_hooks: list = []
         self.prepared = False
         self.num_inference_steps = 50
 
     # ------------------------------------------------------------------ the frame step
 
+    def _feedback_running(self) -> bool:
+        """Whether this frame runs the feedback and motion ops (off: skipped, today's engine)."""
+        fb = self.latent_feedback
+        return fb.in_graph or fb.value > 0 or (fb.guard > 0 and bool(self.scene_cut_hooks))
+
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        if self._feedback_running():
+            self.latent_feedback.check_motion(x.to(device=self.device))
         out = self.vae.encode(x.to(device=self.device, dtype=self.vae.dtype))
         dist = getattr(out, "latent_dist", None)
         latents = dist.sample(self.generator) if dist is not None else out.latents
@@ -167,6 +180,20 @@ class StreamEngine(EngineState):
         return denoised
 
     def predict_x0_batch(self, x_t_latent: torch.Tensor) -> torch.Tensor:
+        """The denoised latents of the frames that finished, from the new frames' start latents
+        (`encode_image`'s), with latent feedback and the motion guard when they run."""
+        if not self._feedback_running():
+            return self._denoise(x_t_latent)
+        fb, f = self.latent_feedback, self.frame_buffer_size
+        noise = self._init_noise[0] if f == 1 else self._init_noise[:f]  # the noise encode_image used
+        x_t_latent = fb.blend(x_t_latent, self.alpha_prod_t_sqrt[0], self.beta_prod_t_sqrt[0], noise)
+        for hook in self.scene_cut_hooks:
+            hook(fb.cut)
+        x0 = self._denoise(x_t_latent)
+        fb.keep(x0)
+        return x0
+
+    def _denoise(self, x_t_latent: torch.Tensor) -> torch.Tensor:
         f, s = self.frame_buffer_size, self.denoising_steps_num
         if self.use_denoising_batch:
             if s > 1:
@@ -244,7 +271,7 @@ class StreamEngine(EngineState):
         self._require_prepared()
         f = self.frame_buffer_size
         latent = torch.randn((f, 4, self.latent_height, self.latent_width), generator=self.generator)
-        y = self.decode_image(self.predict_x0_batch(latent.to(self.device, self.dtype)))
+        y = self.decode_image(self._denoise(latent.to(self.device, self.dtype)))  # no feedback: nothing came before
         out = to_uint8_frames(y).numpy()
         return out[0] if f == 1 else out
 

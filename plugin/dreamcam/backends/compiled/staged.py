@@ -60,6 +60,7 @@ class _StagedSlot(Slot):
 
     lat: torch.Tensor
     x0: torch.Tensor
+    score: torch.Tensor  # the frame's motion score (latent feedback's motion guard), encode -> denoise
     encoded: torch.cuda.Event | None
     decoded: torch.cuda.Event | None
 
@@ -77,12 +78,16 @@ class StagedStep(GraphedStep):
         cuda = engine.device.type == "cuda"
         self.encode_stream = torch.cuda.Stream(device=engine.device) if cuda else None
         self.decode_stream = torch.cuda.Stream(device=engine.device) if cuda else None
+        # the motion score is written by encode and read by denoise: frame N+1's encode runs beside
+        # frame N's denoise, so each frame's score travels in its slot, as its latents do
+        self._score_out, self._score_in = engine.latent_feedback.split_score()
         snapshot = StateSnapshot(engine)
         with on_stream(self.stream):
             self.buf = _StageBuffers(self.step)
         for slot in self._slots:  # the hand-over buffers between stages (_StagedSlot), and their events
             slot.lat = torch.zeros_like(self.buf.lat)
             slot.x0 = torch.zeros_like(self.buf.x0)
+            slot.score = torch.zeros_like(self._score_out)
             slot.encoded, slot.decoded = (torch.cuda.Event() if cuda else None for _ in range(2))
         stages = ((self._encode, self.encode_stream), (self._denoise, self.stream), (self._decode, self.decode_stream))
         for fn, stream in stages:  # warm each stage alone as it will run (no recompile: same layouts)
@@ -135,6 +140,7 @@ class StagedStep(GraphedStep):
                 self.step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
             self._stages[0]()
             slot.lat.copy_(self.buf.lat)
+            slot.score.copy_(self._score_out)
             if slot.encoded is not None:
                 slot.encoded.record()
         # 3. Denoise: frames in submission order on the one compute stream (the stream batch's state)
@@ -142,6 +148,7 @@ class StagedStep(GraphedStep):
             self.stream.wait_event(slot.encoded)
         with on_stream(self.stream):
             self.buf.lat_in.copy_(slot.lat)
+            self._score_in.copy_(slot.score)
             self._stages[1]()
             slot.x0.copy_(self.buf.x0)
             if slot.computed is not None:
@@ -167,3 +174,5 @@ class StagedStep(GraphedStep):
     def close(self) -> None:
         super().close()
         self.graphs, self._stages = None, []  # frees the graphs
+        feedback = self.engine.latent_feedback
+        feedback.score_seen = feedback.score  # one buffer again: encode and denoise run in turn

@@ -199,6 +199,10 @@ class GraphedStep:
         self._in_flight: deque[Slot] = deque()
         self._next = 0
         self.graph: torch.cuda.CUDAGraph | None = None
+        # latent feedback and the motion guard run every frame, whatever their knobs, so the step
+        # captured now holds them and a knob change (a device tensor filled in place) needs no re-capture
+        feedback = engine.latent_feedback
+        feedback.in_graph = feedback.blocked is None
 
         snapshot = StateSnapshot(engine)
         with self._on_stream():
@@ -315,6 +319,7 @@ class GraphedStep:
             torch.cuda.synchronize(self.engine.device)
         self._in_flight.clear()
         self.graph = None
+        self.engine.latent_feedback.in_graph = False  # the engine alone skips them again when off
 
 
 class FramePipeline:
