@@ -21,6 +21,7 @@ from dreamcam.cli.model_load import load_model
 from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
 from dreamcam.control.controller import Controller
+from dreamcam.control.osc.compat import Compat
 from dreamcam.control.osc.server import OscServer
 from dreamcam.engine.similarity import SimilarityFilter
 from dreamcam.engine.stream import StreamEngine
@@ -87,9 +88,13 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
                     store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow,
                     status=lambda: instance | (plan.runner.status() if plan.runner is not None else {"loading": True}),
                     presets=plan.presets, feedback=args.osc_feedback, mapping=plan.mapping,
+                    compat=Compat(args.osc_compat) if args.osc_compat != "off" else None,
                 )
             )
             say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
+            if osc.compat is not None:
+                reports = f"; reports to {osc.report_to[0]}:{osc.report_to[1]}" if osc.report_to else ""
+                say(f"OSC also takes {args.osc_compat} addresses: {', '.join(osc.compat.aliases)}{reports}")
 
         # 2. Model, engine and backend
         phase = "during the model load"

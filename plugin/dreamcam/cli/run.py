@@ -22,6 +22,7 @@ from dreamcam.cli.flags import (
 )
 from dreamcam.cli.models import add_model_arguments, check_model_flags
 from dreamcam.cli.run_options import RunPlan, check_output_file, live_control, similarity_filter, t_index_list
+from dreamcam.control.osc.compat import COMPAT_MODES, TD_LISTEN_PORT
 from dreamcam.control.osc.server import DEFAULT_PORT as DEFAULT_OSC_PORT
 from dreamcam.errors import ConfigError
 from dreamcam.frames import FIT_MODES
@@ -61,6 +62,9 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                      "needed for an --osc-host other than loopback ('any' lets every sender steer)")
     run.add_argument("--osc-feedback", help="HOST:PORT to push changed values to, so controllers stay in sync")
     run.add_argument("--osc-map", help="TOML file binding a controller's own addresses (e.g. /1/fader1) to parameters")
+    run.add_argument("--osc-compat", default="off", choices=COMPAT_MODES,
+                     help="also take another tool's OSC addresses: td (StreamDiffusionTD: /prompt, /prompt_list, ...; "
+                          f"its port is {TD_LISTEN_PORT}) or scope (daydream Scope: /scope/prompt, ...)")
     run.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
     run.add_argument("--presets", help="TOML presets file (re-read when it changes)")
     run.add_argument("--backend", default="auto", help=" | ".join(BACKENDS))

@@ -21,6 +21,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from dreamcam.errors import ConfigError
+from dreamcam.control.osc.compat import Compat
 from dreamcam.control.osc.maps import OscMapping, Rejected, check_packet, checked_value, param_arg
 from dreamcam.knobs import OSC_PREFIX, PARAMS, ParamStore, describe
 
@@ -68,6 +69,7 @@ class OscDispatcher:
         presets: a `PresetLibrary` for /dreamcam/preset.
         mapping: an `OscMapping` binding controller addresses to parameters or presets; its
             preset bindings are checked against `presets` here (ConfigError).
+        compat: a `compat.Compat`: another tool's addresses (StreamDiffusionTD, Scope) taken too.
     """
 
     def __init__(
@@ -78,8 +80,10 @@ class OscDispatcher:
         status: Callable[[], dict[str, Any]] | None = None,
         presets: Any = None,
         mapping: OscMapping | None = None,
+        compat: Compat | None = None,
     ) -> None:
         self.store = store
+        self.compat = compat
         self.allow = allow
         self.status = status
         self.presets = presets
@@ -94,6 +98,7 @@ class OscDispatcher:
         self._buckets: dict[str, tuple[float, float]] = {}  # sender address -> (tokens, when)
         # the addresses a message may have: dreamcam's and the mapped ones
         mapped = list(mapping.bindings) if mapping is not None else []
+        mapped += list(compat.aliases) if compat is not None else []
         self._addresses = frozenset(a.encode() for a in [*addresses(), *mapped])
 
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
@@ -222,6 +227,9 @@ class OscDispatcher:
             return {name: checked_value(name, param_arg(name, args, address), address)}
         binding = self.mapping.get(address) if self.mapping is not None else None
         if binding is None:
+            aliased = self.compat.values(address, args) if self.compat is not None else None
+            if aliased is not None:
+                return {name: checked_value(name, v, address) for name, v in aliased.items()}
             raise Rejected("unknown_address", f"unknown address {address}")
         result = binding.translate(args)
         if result is None:
