@@ -368,6 +368,12 @@ class DreamcamLink:
                 self.select_preset(name)
             return name
 
+    def step_cue(self, how: str) -> bool:
+        """Send /dreamcam/cue with "next" or "previous": dreamcam keeps the cue list and the
+        current cue (its status shows it). True when it was sent."""
+        with self._lock:
+            return self._send(osc.encode_message(OSC_PREFIX + "cue", [how], "s"))
+
     @property
     def bypass(self) -> bool:
         """dreamcam's bypass as last known here (sent or read from its state)."""

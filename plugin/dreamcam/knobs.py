@@ -157,8 +157,13 @@ PARAMS: dict[str, Param] = {
         Param("seed", int, 2, "noise seed", 0, 2**31 - 1, step=1, apply=Apply.FADE, setter="set_seed"),
         Param("transition", float, 0.5, "prompt and seed cross-fade time in seconds", 0.0, 60.0,
               label="Transition (seconds)", step=0.1),
+        Param("slew", float, 0.1, "glide time in seconds of the continuous knobs (strength, guidance, delta, ...): "
+              "a fader's jitter or a preset's jump does not pop the picture; 0 = at once", 0.0, 10.0,
+              label="Slew (seconds)", step=0.05),
         Param("preset", str, "", "a preset from the presets file (--presets): its values apply, then those given with it",
               presettable=False, max_len=256),
+        Param("cue", str, "", "the current cue of the presets file's cue list (cues = [...]); "
+              "next, previous or a cue name steps to it and applies its preset", presettable=False, max_len=256),
         Param("bypass", bool, False, "pass the input through untouched", label="Bypass (pass the input through)",
               presettable=False),
     )

@@ -90,7 +90,12 @@ def live_control(args):
         if presets is None:
             raise ConfigError("--preset NAME needs --presets FILE")
         presets.apply(args.preset, store)
-    store.update({p: getattr(args, p) for p in PARAMS if getattr(args, p, None) is not None})
+    if getattr(args, "cue", None):
+        if presets is None:
+            raise ConfigError("--cue NAME needs --presets FILE with a cue list")
+        cue = presets.step_cue("", args.cue)
+        store.update({**presets.get(cue), "preset": cue, "cue": cue})
+    store.update({p: getattr(args, p) for p in PARAMS if p != "cue" and getattr(args, p, None) is not None})
     store.take_changes()  # the engine is prepared with these values
     if store.get("negative_prompt") and args.cfg_type not in ("full", "initialize"):
         say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg_type} it is unused")

@@ -8,7 +8,10 @@ How each knob applies is the knob table's (`dreamcam.knobs`, `Param.apply`):
   `transition` seconds (0 = at once); the new seed's noise is slerped in over `transition`
   seconds (variance kept).
 - `Apply.STORE` knobs write nothing to the engine: `transition` and `bypass` (`Controller.bypass`,
-  read by whoever runs the frames) are kept here; `preset` was expanded into values by its writer.
+  read by whoever runs the frames) are kept here; `preset` and `cue` were expanded into values by
+  their writer.
+- Continuous knobs (floats an engine setter applies: strength, guidance, delta, ...) glide to a
+  new value over `slew` seconds (`dreamcam.control.slew`); discrete ones apply at once.
 
 Prompt blending: a prompt with `|` is a weighted blend of sub-prompts, each optionally ending in
 `:WEIGHT` (a non-negative number; 1 when left out). Weights are relative: they are scaled to
@@ -27,6 +30,7 @@ from typing import Any
 
 import torch
 
+from dreamcam.control.slew import Slew, gliding_knobs
 from dreamcam.engine.prompts import parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS, Apply, ParamStore
@@ -198,6 +202,8 @@ class Controller:
         self._seed_fade: _Fade | None = None
         self._encoder = PromptEncoder(engine.encode_prompt, self._text, device=getattr(engine, "device", None))
         self._closed = False
+        values = store.snapshot()
+        self._slew = Slew({n: values[n] for n in gliding_knobs()}, values["slew"])
         # the knobs applied by code here; the table's other knobs go to the engine setter it names
         self._appliers: dict[str, Callable[[Any], None]] = {
             "transition": self._set_transition,
@@ -205,6 +211,7 @@ class Controller:
             "prompt": self._request_texts,
             "negative_prompt": self._request_texts,
             "seed": self._start_seed,
+            "slew": self._slew.retime,
         }
         for p in PARAMS.values():
             if p.apply is not Apply.STORE and p.name not in self._appliers:
@@ -242,6 +249,9 @@ class Controller:
             self._step_prompt(now)
         if self._seed_fade is not None:
             self._step_seed(now)
+        if self._slew.active:
+            for name, value in self._slew.step(now).items():
+                getattr(self.engine, PARAMS[name].setter)(value)
 
     def _apply_changes(self, changes: dict[str, Any]) -> None:
         # what is kept here first (a seed fade starting in the same change uses the new
@@ -250,7 +260,9 @@ class Controller:
             if p.name not in changes:
                 continue
             applier = self._appliers.get(p.name)
-            if applier is not None:
+            if p.name in self._slew.values:
+                self._slew.target(p.name, changes[p.name], self._clock())
+            elif applier is not None:
                 applier(changes[p.name])
             elif p.setter is not None:
                 getattr(self.engine, p.setter)(changes[p.name])
@@ -318,8 +330,8 @@ class Controller:
 
     @property
     def transitioning(self) -> bool:
-        """True while a prompt or seed cross-fade is running."""
-        return self._prompt_fade is not None or self._seed_fade is not None
+        """True while a prompt or seed cross-fade or a knob's glide is running."""
+        return self._prompt_fade is not None or self._seed_fade is not None or self._slew.active
 
     @property
     def encode_ms(self) -> float:

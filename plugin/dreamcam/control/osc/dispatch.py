@@ -84,6 +84,8 @@ class OscDispatcher:
     ) -> None:
         self.store = store
         self.compat = compat
+        self._cue = store.get("cue")
+        store.subscribe(self._on_cue)  # another writer (a preset with the CLI's --cue, a test) moves the cue too
         self.allow = allow
         self.status = status
         self.presets = presets
@@ -100,6 +102,10 @@ class OscDispatcher:
         mapped = list(mapping.bindings) if mapping is not None else []
         mapped += list(compat.aliases) if compat is not None else []
         self._addresses = frozenset(a.encode() for a in [*addresses(), *mapped])
+
+    def _on_cue(self, name: str, value: Any) -> None:
+        if name == "cue":
+            self._cue = value
 
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
         """Validate one datagram and store its values; returns the datagrams to send back.
@@ -160,6 +166,7 @@ class OscDispatcher:
                 else:
                     staged.update(self._message_values(msg.address, list(msg.params)))
             except Rejected as r:
+                self._cue = self.store.get("cue")  # a cue stepped in a bundle that is dropped did not happen
                 rest = f"; the bundle's other {len(messages) - 1} messages are not applied" if len(messages) > 1 else ""
                 self._reject(r.kind, f"{r} (from {sender[0]}){rest}")
                 self._remember_bad(data, r.kind)
@@ -222,6 +229,10 @@ class OscDispatcher:
                 if len(args) != 1 or not isinstance(args[0], str):
                     raise Rejected("bad_args", f"{address} takes 1 string (a preset name)")
                 return self._preset_values(args[0])
+            if name == "cue":
+                if len(args) != 1 or not isinstance(args[0], str):
+                    raise Rejected("bad_args", f"{address} takes 1 string: next, previous or a cue name")
+                return self._cue_values(args[0])
             if name not in PARAMS:
                 raise Rejected("unknown_address", f"unknown address {address}; known: {', '.join(addresses())}")
             return {name: checked_value(name, param_arg(name, args, address), address)}
@@ -236,6 +247,17 @@ class OscDispatcher:
             return {}
         name, value = result
         return self._preset_values(value) if name == "preset" else {name: checked_value(name, value, address)}
+
+    def _cue_values(self, how: str) -> dict[str, Any]:
+        """The values of the cue `how` names (next, previous or a cue), from the current one."""
+        if self.presets is None:
+            raise Rejected("unknown_preset", "a cue asked for, but no presets file is loaded (--presets)")
+        try:
+            name = self.presets.step_cue(self._cue, how)
+        except ConfigError as e:
+            raise Rejected("unknown_preset", str(e)[:300]) from None
+        self._cue = name  # a second "next" in the same burst steps on from this one
+        return {**self._preset_values(name), "cue": name}
 
     def _preset_values(self, name: str) -> dict[str, Any]:
         if self.presets is None:
