@@ -145,6 +145,11 @@ def script_properties():
         if p.name == "preset":
             _fill_presets(obs.obs_properties_add_list(props, "preset", p.label, obs.OBS_COMBO_TYPE_LIST,
                                                       obs.OBS_COMBO_FORMAT_STRING))
+        elif p.choices:
+            choice = obs.obs_properties_add_list(props, p.name, p.label, obs.OBS_COMBO_TYPE_LIST,
+                                                 obs.OBS_COMBO_FORMAT_STRING)
+            for c in p.choices:
+                obs.obs_property_list_add_string(choice, c, c)
         elif p.kind == "text":
             obs.obs_properties_add_text(props, p.name, p.label, obs.OBS_TEXT_MULTILINE)
         elif p.kind == "float":

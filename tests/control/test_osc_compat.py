@@ -123,8 +123,9 @@ def test_scope_addresses_set_dreamcams_knobs(reply_sock):
         scope.send_message("/scope/prompt", "a glowing reef at night")
         scope.send_message("/scope/noise_scale", 0.75)
         scope.send_message("/scope/paused", True)  # no counterpart
-        st = settle(reply_sock, srv.port, lambda s: s["strength"] == 0.75 and s["rejected_total"] >= 1)
-        assert st["prompt"] == "a glowing reef at night"
+        scope.send_message("/scope/tempo/tempoBpm", 128.0)  # a Tempo node under its default address
+        st = settle(reply_sock, srv.port, lambda s: s["strength"] == 0.75 and s["rejected_total"] >= 1 and s["bpm"] == 128)
+        assert st["prompt"] == "a glowing reef at night" and st["bpm"] == 128
         assert st["rejected"]["unknown_address"] == 1
         # a /dreamcam/ address still works on the same server
         scope.send_message("/dreamcam/strength", 0.3)

@@ -20,6 +20,7 @@ from dreamcam.cli.console import elapsed, say, say_live, status_printer
 from dreamcam.cli.model_load import load_model
 from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
+from dreamcam.control.clock import BeatClock, LinkSession
 from dreamcam.control.controller import Controller
 from dreamcam.control.osc.compat import Compat
 from dreamcam.control.osc.server import OscServer
@@ -48,6 +49,13 @@ def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
         raise ConfigError(f"--device cuda: no CUDA GPU is visible to torch: {why}; or use --device cpu (slow)")
     dtype = torch.float16 if name == "cuda" else torch.float32
     return torch.device(name), dtype
+
+
+def beat_status(beats: BeatClock, plan: RunPlan) -> dict:
+    """The beat clock's fields of /dreamcam/status (tempo, beat, clock, link_peers) and whether a
+    quantised change waits for its beat."""
+    ctl = plan.controller
+    return beats.status() | {"quantize_pending": bool(ctl is not None and ctl.sync.pending)}
 
 
 def run(args: argparse.Namespace, plan: RunPlan) -> int:
@@ -79,6 +87,11 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
 
         # OSC listens from here on (a busy port is said before the slow load); what arrives while
         # the model loads waits in the store and applies at the first frame
+        # the beat clock: an Ableton Link session with --link, else tap tempo or the bpm knob
+        beats = BeatClock(store.get("bpm"), link=LinkSession(store.get("bpm")) if args.link else None)
+        stack.callback(beats.close)
+        if args.link:
+            say(f"Ableton Link joined: {beats.bpm():.1f} bpm, {beats.link.peers()} peer(s) so far")
         if not args.no_osc:
             # a new id each run: a controller that sees it change knows dreamcam restarted and
             # sends its values again (the OBS script does)
@@ -86,9 +99,10 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
             osc = stack.enter_context(
                 OscServer(
                     store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow,
-                    status=lambda: instance | (plan.runner.status() if plan.runner is not None else {"loading": True}),
+                    status=lambda: instance | beat_status(beats, plan) |
+                    (plan.runner.status() if plan.runner is not None else {"loading": True}),
                     presets=plan.presets, feedback=args.osc_feedback, mapping=plan.mapping,
-                    compat=Compat(args.osc_compat) if args.osc_compat != "off" else None,
+                    compat=Compat(args.osc_compat) if args.osc_compat != "off" else None, clock=beats,
                 )
             )
             say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
@@ -112,13 +126,14 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
 
         # 3. The input last (nothing captured waits on an unopened output); all closed in reverse
         phase = "while the input opened"
-        controller = stack.enter_context(Controller(engine, store))
+        controller = plan.controller = stack.enter_context(Controller(engine, store, beats=beats))
         stack.enter_context(plan.source)
         runner = plan.runner = Runner(
             plan.source, backend, sinks, width=args.width, height=args.height, controller=controller,
             frames=args.frames, fit_mode=args.fit,
             similarity=SimilarityFilter(*plan.similarity) if plan.similarity else None,
-            on_status=tee(status_printer(), PaceWatch(say_live, lambda: advice(backend, engine))),
+            on_status=tee(status_printer(lambda: beat_status(beats, plan)),
+                          PaceWatch(say_live, lambda: advice(backend, engine))),
         )
         install_signal_handlers(runner)
         say(f"live: {args.source} -> {', '.join(plan.sink_specs)} (Ctrl-C to stop)")

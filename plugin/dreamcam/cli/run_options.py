@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dreamcam.cli.console import say
+from dreamcam.control.lfo import parse_lfos
 from dreamcam.control.osc.maps import OscMapping
 from dreamcam.control.presets import PresetLibrary
 from dreamcam.engine.schedule import check_t_index_list, strength_to_t_index_list
@@ -30,6 +31,7 @@ class RunPlan:
     sinks: list
     sink_specs: list[str]
     runner: Any = field(default=None)  # the live loop, once it exists: an output's quit key stops it
+    controller: Any = field(default=None)  # the live controller, once it exists (its quantised change in status)
 
     def stop(self) -> None:
         if self.runner is not None:
@@ -96,6 +98,11 @@ def live_control(args):
         cue = presets.step_cue("", args.cue)
         store.update({**presets.get(cue), "preset": cue, "cue": cue})
     store.update({p: getattr(args, p) for p in PARAMS if p != "cue" and getattr(args, p, None) is not None})
+    if args.lfo is not None:
+        try:
+            parse_lfos(args.lfo)
+        except ConfigError as e:
+            raise ConfigError(f"--lfo: {e}") from None
     store.take_changes()  # the engine is prepared with these values
     if store.get("negative_prompt") and args.cfg_type not in ("full", "initialize"):
         say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg_type} it is unused")

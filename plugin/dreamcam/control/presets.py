@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dreamcam.control.lfo import parse_lfos
 from dreamcam.engine.prompts import parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS, ParamStore, preset_keys
@@ -98,6 +99,11 @@ def parse_presets_and_cues(text: str, source: str = "<presets>") -> tuple[dict[s
                 parse_prompt(values["prompt"])
             except ConfigError as e:
                 raise ConfigError(f"{at_key('prompt')}: preset {name!r}: {e}") from None
+        if "lfo" in values:
+            try:
+                parse_lfos(values["lfo"])
+            except ConfigError as e:
+                raise ConfigError(f"{at_key('lfo')}: preset {name!r}: {e}") from None
         presets[name] = values
     return presets, _check_cues(cues, presets, source, text.splitlines())
 

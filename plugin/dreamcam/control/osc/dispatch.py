@@ -21,8 +21,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from dreamcam.errors import ConfigError
+from dreamcam.control.clock import BeatClock
 from dreamcam.control.osc.compat import Compat
-from dreamcam.control.osc.maps import OscMapping, Rejected, check_packet, checked_value, param_arg
+from dreamcam.control.osc.maps import OscMapping, Rejected, check_packet, checked_value, number_arg, param_arg
 from dreamcam.knobs import OSC_PREFIX, PARAMS, ParamStore, describe
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ STATE = OSC_PREFIX + "state"
 KNOBS = OSC_PREFIX + "knobs"  # no arguments: the reply is KNOBS with one JSON string, the knob table
 PRESETS = OSC_PREFIX + "presets"  # optional page number: the reply is PRESETS with one JSON string
 QUERIES = (STATUS, KNOBS, PRESETS)
+TAP = OSC_PREFIX + "tap"  # no argument, or a number above 0 (a pad's press; 0, its release, is ignored): tap tempo
+ACTIONS = (TAP,)
 # Replies are what a spoofed sender could aim at someone else (a 24-byte query answered with
 # kilobytes), so each is bounded: at most REPLY_MAX_BYTES (well inside one UDP datagram, which
 # the OBS script reads with a 64 KiB buffer) and at most REPLY_RATE per second per sender
@@ -70,6 +73,8 @@ class OscDispatcher:
         mapping: an `OscMapping` binding controller addresses to parameters or presets; its
             preset bindings are checked against `presets` here (ConfigError).
         compat: a `compat.Compat`: another tool's addresses (StreamDiffusionTD, Scope) taken too.
+        clock: the beat clock /dreamcam/tap taps (`dreamcam.control.clock.BeatClock`); a
+            fixed-tempo one of its own when None.
     """
 
     def __init__(
@@ -81,8 +86,10 @@ class OscDispatcher:
         presets: Any = None,
         mapping: OscMapping | None = None,
         compat: Compat | None = None,
+        clock: BeatClock | None = None,
     ) -> None:
         self.store = store
+        self.clock = clock if clock is not None else BeatClock(store.get("bpm"))
         self.compat = compat
         self._cue = store.get("cue")
         store.subscribe(self._on_cue)  # another writer (a preset with the CLI's --cue, a test) moves the cue too
@@ -229,6 +236,8 @@ class OscDispatcher:
                 if len(args) != 1 or not isinstance(args[0], str):
                     raise Rejected("bad_args", f"{address} takes 1 string (a preset name)")
                 return self._preset_values(args[0])
+            if name == "tap":
+                return self._tap(args, address)
             if name == "cue":
                 if len(args) != 1 or not isinstance(args[0], str):
                     raise Rejected("bad_args", f"{address} takes 1 string: next, previous or a cue name")
@@ -247,6 +256,18 @@ class OscDispatcher:
             return {}
         name, value = result
         return self._preset_values(value) if name == "preset" else {name: checked_value(name, value, address)}
+
+    def _tap(self, args: list[Any], address: str) -> dict[str, Any]:
+        """A tap: from the second on, the tapped tempo goes to the `bpm` knob (the clock has it
+        already). Ignored while Ableton Link peers set the tempo."""
+        if len(args) > 1 or (args and number_arg(args, address) <= 0):
+            if len(args) > 1:
+                raise Rejected("bad_args", f"{address} takes no argument, or 1 number (a press above 0)")
+            return {}
+        bpm = self.clock.tap()
+        if bpm is None and self.clock.link is not None and self.clock.link.peers() > 0:
+            self._log_once("tap_link", "%s ignored: Ableton Link peers set the tempo", address)
+        return {} if bpm is None else {"bpm": checked_value("bpm", bpm, address)}
 
     def _cue_values(self, how: str) -> dict[str, Any]:
         """The values of the cue `how` names (next, previous or a cue), from the current one."""
@@ -358,7 +379,7 @@ def _dumps(state: dict[str, Any]) -> str:
 
 def addresses() -> list[str]:
     """Every address dreamcam answers: one per knob in the table, then the queries."""
-    return [p.osc for p in PARAMS.values()] + list(QUERIES)
+    return [p.osc for p in PARAMS.values()] + list(ACTIONS) + list(QUERIES)
 
 
 def knobs_json() -> str:

@@ -45,6 +45,7 @@ from typing import Any
 
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import OSC_PREFIX, PARAMS, KnobError
+from dreamcam.control.lfo import parse_lfos
 from dreamcam.control.presets import load_toml
 from dreamcam.engine.prompts import parse_prompt
 
@@ -157,6 +158,11 @@ def checked_value(name: str, value: Any, address: str) -> Any:
             parse_prompt(value)
         except ConfigError as e:
             raise Rejected("bad_prompt", f"{address}: {e}") from None
+    if name == "lfo":
+        try:
+            parse_lfos(value)
+        except ConfigError as e:
+            raise Rejected("bad_args", f"{address}: {e}") from None
     return value
 
 

@@ -9,6 +9,9 @@ one of `preset` takes a preset's name and applies its values), plus three querie
     /dreamcam/knobs              no arguments: the sender gets /dreamcam/knobs s (JSON: the table)
     /dreamcam/presets [page]     the sender gets /dreamcam/presets s (JSON: page, pages, total, names)
 
+and the action /dreamcam/tap (tap tempo). With `compat`, another tool's addresses as well
+(compat.py: StreamDiffusionTD's /prompt, ..., Scope's /scope/prompt, ...).
+
 Replies are bounded (dispatch.REPLY_MAX_BYTES, REPLY_RATE per sender address) and a listen
 address other than loopback needs `allow` (addresses, or "any"): otherwise a forged sender
 could aim replies at someone else.
@@ -39,6 +42,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dreamcam.errors import ConfigError
+from dreamcam.control.clock import BeatClock
 from dreamcam.control.osc.compat import REPORT_INTERVAL_S, Compat
 from dreamcam.control.osc.dispatch import OscDispatcher, build_message
 from dreamcam.control.osc.maps import ALLOW_ANY, OscMapping, parse_allow, parse_feedback
@@ -87,6 +91,7 @@ class OscServer(OscDispatcher):
         compat: a `compat.Compat`: another tool's addresses taken too; where that tool's server
             reports (StreamDiffusionTD: /stream-info/fps, ...), the same reports go once a second
             to `feedback`, or to the tool's own report port (127.0.0.1:8248) without it.
+        clock: the beat clock that /dreamcam/tap taps.
     """
 
     def __init__(
@@ -101,13 +106,15 @@ class OscServer(OscDispatcher):
         feedback: tuple[str, int] | None = None,
         mapping: OscMapping | None = None,
         compat: Compat | None = None,
+        clock: BeatClock | None = None,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"--osc-port must be a whole number in 0..65535, got {port!r}")
         allow_set = parse_allow(allow)
         self.allow_any = allow is not None and allow_set is None  # "any", typed out
         self.feedback = parse_feedback(feedback)
-        super().__init__(store, allow=allow_set, status=status, presets=presets, mapping=mapping, compat=compat)
+        super().__init__(store, allow=allow_set, status=status, presets=presets, mapping=mapping, compat=compat,
+                         clock=clock)
         self.report_to = (self.feedback or compat.report_to) if compat is not None and compat.reports else None
         self.host = host
         self.port = port
