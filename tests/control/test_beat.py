@@ -299,3 +299,15 @@ def test_beat_sync_without_quantise_passes_everything():
     assert sync.fade_seconds(1.5) == 1.5
     sync.gate({"quantize": "bar", "bpm": 60.0}, None, 0.2)
     assert sync.fade_seconds(1.5) == pytest.approx(1.5)  # 1.5 beats at 60 bpm
+
+
+def test_a_held_presets_lfo_and_tempo_land_with_it():
+    t = Driven(0.0)
+    clock = BeatClock(120, time=t)
+    sync = BeatSync(clock, {"quantize": "bar", "lfo": "", "bpm": 120.0})
+    t.t = 0.3
+    assert sync.gate({"preset": "p", "lfo": "delta sine 4 1", "bpm": 90.0}, None, t.t) == ({}, None)
+    assert not sync.lfos and clock.bpm() == 120.0 and sync.due == pytest.approx(2.0)
+    t.t = 2.0
+    changes, _ = sync.gate({}, None, t.t)
+    assert changes["preset"] == "p" and set(sync.lfos) == {"delta"} and clock.bpm() == 90.0

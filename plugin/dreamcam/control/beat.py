@@ -47,25 +47,24 @@ class BeatSync:
     def gate(self, changes: dict[str, Any], ready: Any, now: float) -> tuple[dict[str, Any], Any]:
         """The changes (and prompt encoding) to apply at `now`: scene changes wait for the next
         boundary while quantising; everything held lands on the first call at or after it."""
-        if "bpm" in changes:
-            self.clock.set_bpm(float(changes["bpm"]), now)
-        if "quantize" in changes:
+        if "quantize" in changes:  # decides whether this very change waits
             self.quantum = QUANTA[changes["quantize"]]
-        if "lfo" in changes:
-            self._set_lfos(changes["lfo"])
         if self.quantum and any(k in changes for k in SCENE_KNOBS):
             if self._held is None:
                 self._held, self.due = {}, self.clock.next_boundary(now, self.quantum)
-            self._held.update(changes)
+            self._held.update(changes)  # a preset's tempo and LFOs land with it
             changes = {}
-        if self._held is None:
-            return changes, ready
-        if ready is not None:  # the held prompt's encoding (the encoder keeps only the newest)
-            self._held_ready, ready = ready, None
-        if not self.quantum or now >= self.due - _EPS_S:
-            changes = {**self._held, **changes}
-            ready, self._held, self._held_ready, self.due = self._held_ready, None, None, None
-            self.landed_at = now
+        if self._held is not None:
+            if ready is not None:  # the held prompt's encoding (the encoder keeps only the newest)
+                self._held_ready, ready = ready, None
+            if not self.quantum or now >= self.due - _EPS_S:
+                changes = {**self._held, **changes}
+                ready, self._held, self._held_ready, self.due = self._held_ready, None, None, None
+                self.landed_at = now
+        if "bpm" in changes:
+            self.clock.set_bpm(float(changes["bpm"]), now)
+        if "lfo" in changes:
+            self._set_lfos(changes["lfo"])
         return changes, ready
 
     def fade_seconds(self, transition: float) -> float:
