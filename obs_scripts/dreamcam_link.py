@@ -40,7 +40,8 @@ OSC_PREFIX = "/dreamcam/"
 KNOBS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dreamcam_knobs.json")
 
 # kind: "text", "float", "int" or "bool"; lo/hi: the accepted range (None for text and bool)
-Param = namedtuple("Param", "name kind default lo hi label step max_len")
+# choices: the only values a text knob takes (shown as a list in OBS), or None
+Param = namedtuple("Param", "name kind default lo hi label step max_len choices", defaults=(None,))
 _KINDS = {"str": "text", "float": "float", "int": "int", "bool": "bool"}
 _OSC_TAG = {"text": "s", "float": "f", "int": "i", "bool": "i"}
 
@@ -55,7 +56,7 @@ def params_from_knobs(knobs) -> tuple:
     for k in knobs:
         try:
             params.append(Param(k["name"], _KINDS[k["type"]], k["default"], k["min"], k["max"], k["label"],
-                                k["step"], k["max_len"]))
+                                k["step"], k["max_len"], k.get("choices")))
         except (KeyError, TypeError) as e:
             raise ValueError(f"knob table entry {k!r} is not what dreamcam knobs --json writes ({e!r}); "
                              "write the file anew with it") from e
@@ -376,6 +377,12 @@ class DreamcamLink:
             if name is not None:
                 self.select_preset(name)
             return name
+
+    def step_cue(self, how: str) -> bool:
+        """Send /dreamcam/cue with "next" or "previous": dreamcam keeps the cue list and the
+        current cue (its status shows it). True when it was sent."""
+        with self._lock:
+            return self._send(osc.encode_message(OSC_PREFIX + "cue", [how], "s"))
 
     @property
     def bypass(self) -> bool:

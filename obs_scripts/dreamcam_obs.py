@@ -3,7 +3,7 @@
 Sends dreamcam's live knobs (prompt, strength, guidance, ..., preset, bypass: the knob table
 in dreamcam_knobs.json) to a running `dreamcam run` over OSC/UDP the moment they change, polls
 `/dreamcam/status` for the status line and the preset list, and registers hotkeys for
-next/previous preset and bypass.
+next/previous preset, next/previous cue and bypass.
 
 Needs only the Python standard library (OBS embeds its own Python); uses python-osc when it
 is importable. Keep `dreamcam_link.py`, `dreamcam_osc.py` and `dreamcam_knobs.json` (dreamcam's
@@ -47,7 +47,11 @@ HOTKEYS = (
     ("dreamcam.next_preset", "dreamcam: next preset"),
     ("dreamcam.previous_preset", "dreamcam: previous preset"),
     ("dreamcam.toggle_bypass", "dreamcam: toggle bypass"),
+    ("dreamcam.next_cue", "dreamcam: next cue"),
+    ("dreamcam.previous_cue", "dreamcam: previous cue"),
 )
+CUE_HOTKEYS = {"dreamcam.next_cue": "next", "dreamcam.previous_cue": "previous"}
+NOT_PROPERTIES = ("cue",)  # knobs stepped with hotkeys, not edited as a property
 
 
 def _obs_log(level, msg):
@@ -78,7 +82,7 @@ def _read_settings(settings) -> tuple:
     """(the knobs set in OBS by name, the names of those left at their defaults)."""
     values, unset = {}, []
     for p in _params():
-        if not obs.obs_data_has_user_value(settings, p.name):
+        if p.name in NOT_PROPERTIES or not obs.obs_data_has_user_value(settings, p.name):
             unset.append(p.name)  # never set here, or reset to defaults: dreamcam's own value stays
             continue
         if p.kind == "text":
@@ -136,9 +140,16 @@ def script_properties():
     if _settings:
         _set_defaults(_settings, params)  # dreamcam's own defaults, for knobs the file lacks
     for p in params:
+        if p.name in NOT_PROPERTIES:
+            continue
         if p.name == "preset":
             _fill_presets(obs.obs_properties_add_list(props, "preset", p.label, obs.OBS_COMBO_TYPE_LIST,
                                                       obs.OBS_COMBO_FORMAT_STRING))
+        elif p.choices:
+            choice = obs.obs_properties_add_list(props, p.name, p.label, obs.OBS_COMBO_TYPE_LIST,
+                                                 obs.OBS_COMBO_FORMAT_STRING)
+            for c in p.choices:
+                obs.obs_property_list_add_string(choice, c, c)
         elif p.kind == "text":
             obs.obs_properties_add_text(props, p.name, p.label, obs.OBS_TEXT_MULTILINE)
         elif p.kind == "float":
@@ -191,6 +202,10 @@ def script_update(settings):
 def _hotkey_action(name):
     def callback(pressed):
         if not pressed or _link is None:
+            return
+        if name in CUE_HOTKEYS:
+            sent = _link.step_cue(CUE_HOTKEYS[name])
+            _obs_log(logging.INFO, f"cue {CUE_HOTKEYS[name]}" if sent else "cue not sent: dreamcam is not reachable")
             return
         if name == "dreamcam.toggle_bypass":
             value = _link.toggle_bypass()

@@ -71,6 +71,7 @@ class Param:
     setter: str | None = None  # the engine method taking the value (Apply.FENCE)
     presettable: bool = True  # a presets file may set it
     max_len: int = MAX_PROMPT_CHARS  # text knobs: most characters accepted
+    choices: tuple[str, ...] = ()  # text knobs: the only values accepted, when given
 
     def validate(self, value: Any) -> Any:
         """Return the value as this knob's type, or raise KnobError saying why not."""
@@ -79,6 +80,8 @@ class Param:
                 raise KnobError("bad_type", f"{self.name} must be text, got {type(value).__name__}")
             if len(value) > self.max_len:
                 raise KnobError("too_long", f"{self.name} is {len(value)} characters; at most {self.max_len} are accepted")
+            if self.choices and value not in self.choices:
+                raise KnobError("out_of_range", f"{self.name} must be one of {', '.join(self.choices)}, got {value[:80]!r}")
             return value
         if self.kind is bool:
             if isinstance(value, bool):
@@ -105,6 +108,8 @@ class Param:
 
     @property
     def range_text(self) -> str:
+        if self.choices:
+            return "|".join(self.choices)
         return f"{_num(self.lo)}..{_num(self.hi)}" if self.lo is not None else ""
 
     @property
@@ -137,6 +142,7 @@ class Param:
             "apply": self.apply.value,
             "preset": self.presettable,
             "max_len": self.max_len if self.kind is str else None,
+            "choices": list(self.choices) or None,
         }
 
 
@@ -168,8 +174,19 @@ PARAMS: dict[str, Param] = {
               0.0, 1.0, step=0.05, apply=Apply.FENCE, setter="set_motion_guard"),
         Param("transition", float, 0.5, "prompt and seed cross-fade time in seconds", 0.0, 60.0,
               label="Transition (seconds)", step=0.1),
+        Param("slew", float, 0.1, "glide time in seconds of the continuous knobs (strength, guidance, delta, ...): "
+              "a fader's jitter or a preset's jump does not pop the picture; 0 = at once", 0.0, 10.0,
+              label="Slew (seconds)", step=0.05),
+        Param("bpm", float, 120.0, "tempo of the beat clock when no Ableton Link peer sets it (/dreamcam/tap taps it)",
+              20.0, 999.0, label="Tempo (BPM)", step=0.1),
+        Param("quantize", str, "off", "when a preset, cue, prompt or seed change lands: off (at once), on the next beat "
+              "or bar; transition then counts beats", choices=("off", "beat", "bar"), label="Quantise changes"),
+        Param("lfo", str, "", 'knobs following a tempo-synced LFO: "KNOB SHAPE BEATS DEPTH; ...", '
+              'e.g. "strength sine 4 0.1" (shapes: sine, triangle, saw, random)', max_len=1024, label="LFOs"),
         Param("preset", str, "", "a preset from the presets file (--presets): its values apply, then those given with it",
               presettable=False, max_len=256),
+        Param("cue", str, "", "the current cue of the presets file's cue list (cues = [...]); "
+              "next, previous or a cue name steps to it and applies its preset", presettable=False, max_len=256),
         Param("bypass", bool, False, "pass the input through untouched", label="Bypass (pass the input through)",
               presettable=False),
     )

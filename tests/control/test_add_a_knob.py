@@ -114,7 +114,7 @@ def test_the_controller_calls_the_setter_the_new_knob_names_after_the_fence(grai
     engine.prepare("a cat")
     calls = []
     engine.set_grain = lambda value: calls.append(("set_grain", value))
-    store = ParamStore()
+    store = ParamStore({"slew": 0.0})  # slew 0: the setter gets the value at once, not a glide
     with Controller(engine, store) as ctrl:
         store.set("grain", 0.4)
         ctrl.apply(lambda: calls.append(("fence", None)))

@@ -35,7 +35,7 @@ def frame(i: int = 0) -> np.ndarray:
 @pytest.fixture
 def rig(tiny_pipe):
     engine = make_engine(tiny_pipe)
-    store = ParamStore({"prompt": "a cat", "transition": 0.0, "seed": 2})
+    store = ParamStore({"prompt": "a cat", "transition": 0.0, "seed": 2, "slew": 0.0})
     with Controller(engine, store) as ctrl:
         yield engine, store, ctrl
 
@@ -131,7 +131,7 @@ def test_fence_comes_before_each_engine_write_and_only_then(tiny_pipe):
     that writes to the engine, never on a call with nothing to apply (most frames)."""
     engine = make_engine(tiny_pipe)
     log = WriteLog(engine)
-    store = ParamStore({"prompt": "a cat", "transition": 0.2, "seed": 2})
+    store = ParamStore({"prompt": "a cat", "transition": 0.2, "seed": 2, "slew": 0.0})
     t = [0.0]
     with Controller(engine, store, clock=lambda: t[0]) as ctrl:
         for _ in range(3):

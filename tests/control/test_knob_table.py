@@ -20,7 +20,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 # a valid value other than the default, for every knob in the table
 OTHER = {"prompt": "a fox, ink drawing", "negative_prompt": "blurry", "strength": 0.75, "guidance": 7.5,
          "delta": 0.5, "seed": 424242, "stability": 0.6, "feedback": 0.3, "motion_guard": 0.8,
-         "transition": 1.5, "preset": "calm", "bypass": True}
+         "transition": 1.5, "slew": 0.5, "bpm": 90.0, "quantize": "bar",
+         "lfo": "strength sine 4 0.1", "preset": "calm", "cue": "calm", "bypass": True}
 # stability goes first: it writes its parts (feedback, motion_guard), and the experts sent after it override them
 
 
@@ -34,7 +35,7 @@ def osc(address: str, value=None) -> bytes:
 def test_every_knob_set_over_udp_shows_in_the_status_reply(tmp_path):
     assert set(OTHER) == set(PARAMS), "give OTHER a value for each knob of the table"
     presets = tmp_path / "presets.toml"
-    presets.write_text('[calm]\nstrength = 0.75\n', encoding="utf-8")
+    presets.write_text('cues = ["calm"]\n[calm]\nstrength = 0.75\n', encoding="utf-8")
     store = ParamStore()
     with OscServer(store, port=0, presets=PresetLibrary(presets)) as server, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:

@@ -66,7 +66,7 @@ def wait_for(cond, timeout=60.0):
 
 
 def test_osc_changes_show_within_two_frames(tiny_pipe):
-    values = {"prompt": "a cat", "strength": 0.4, "seed": 2, "transition": 0.0}
+    values = {"prompt": "a cat", "strength": 0.4, "seed": 2, "transition": 0.0, "slew": 0.0}
     store = ParamStore(values)
     engine = make_engine(tiny_pipe, "a cat", 0.4, 2)
     source = TestPatternSource(96, 80, fps=8)

@@ -47,7 +47,7 @@ def server(presets):
 
 
 def test_address_table_derives_from_params():
-    assert addresses() == [f"/dreamcam/{n}" for n in PARAMS] + ["/dreamcam/status", "/dreamcam/knobs", "/dreamcam/presets"]
+    assert addresses() == [f"/dreamcam/{n}" for n in PARAMS] + ["/dreamcam/tap", "/dreamcam/status", "/dreamcam/knobs", "/dreamcam/presets"]
     assert DEFAULT_PORT == 9000
 
 

@@ -58,3 +58,21 @@ def test_obs_script_steers_dreamcam_and_hotkey_switches_preset(tmp_path):
             studio.trigger_hotkey("dreamcam.next_preset")
             wait_until(lambda: store.get("preset") not in ("", first), what="the next preset")
     assert sum(server.rejected.values()) == 0, dict(server.rejected)
+
+
+def test_obs_cue_hotkeys_step_dreamcams_cue_list(tmp_path):
+    presets_file = tmp_path / "show.toml"
+    presets_file.write_text('cues = ["storm", "calm"]\n' + PRESETS)
+    store = ParamStore()
+    settings = {"host": "127.0.0.1"}
+    with OscServer(store, port=0, presets=PresetLibrary(str(presets_file))) as server:
+        with ObsStudio(scripts=[(SCRIPT, dict(settings, port=server.port))]) as studio:
+            studio.trigger_hotkey("dreamcam.next_cue")
+            wait_until(lambda: store.get("cue") == "storm", what="the first cue from the hotkey")
+            assert store.get("prompt") == "a storm over the sea" and store.get("seed") == 99
+            studio.trigger_hotkey("dreamcam.next_cue")
+            wait_until(lambda: store.get("cue") == "calm", what="the next cue")
+            studio.trigger_hotkey("dreamcam.previous_cue")
+            wait_until(lambda: store.get("cue") == "storm", what="the previous cue")
+            assert "Traceback" not in studio.log_text()
+    assert sum(server.rejected.values()) == 0, dict(server.rejected)

@@ -14,8 +14,10 @@ from dreamcam.runtime.flicker import flicker_text
 STATUS_LOG_EVERY_S = 10.0  # without a terminal (a service, a log file): one status line this often
 
 
-def status_printer():
-    """On a terminal, one live line rewritten in place; elsewhere a plain line every 10 s."""
+def status_printer(beat=None):
+    """On a terminal, one live line rewritten in place; elsewhere a plain line every 10 s.
+    `beat` (a callable returning the beat clock's status) adds tempo and beat while Link or tap
+    tempo drive the clock."""
     tty = sys.stderr.isatty()
     last = [0.0]
 
@@ -29,10 +31,19 @@ def status_printer():
             f"| in {st['input_fps']:5.1f} fps | dropped {st['dropped']} | {flicker_text(st.get('flicker'), st.get('flicker_rel'))}"
             f"{' | BYPASS' if st['bypass'] else ''}{' | NO SIGNAL (reconnecting)' if st['signal_lost'] else ''}"
         )
+        line += beat_text(beat() if beat is not None else {})
         sys.stderr.write(f"\r{line}   " if tty else f"dreamcam: {line}\n")
         sys.stderr.flush()
 
     return show
+
+
+def beat_text(b: dict) -> str:
+    """" | 124.0 bpm link (1 peer) beat 3.2" while Link or tap tempo drive the beat clock; else ""."""
+    if b.get("clock") not in ("link", "tap"):
+        return ""
+    peers = f" ({b['link_peers']} peer{'s' if b['link_peers'] != 1 else ''})" if b["clock"] == "link" else ""
+    return f" | {b['tempo']:.1f} bpm {b['clock']}{peers} beat {b['bar_phase'] + 1:.1f}"
 
 
 def say(msg: str) -> None:

@@ -22,10 +22,12 @@ from dreamcam.cli.model_load import load_model
 from dreamcam.cli.models import BUILTIN_MODELS
 from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
+from dreamcam.control.clock import BeatClock, LinkSession
 from dreamcam.control.controller import Controller
 from dreamcam.control.map_file import MapReloader
 from dreamcam.control.midi.controller import MidiController
 from dreamcam.control.osc.dispatch import OscDispatcher
+from dreamcam.control.osc.compat import Compat
 from dreamcam.control.osc.server import OscServer
 from dreamcam.engine.similarity import SimilarityFilter
 from dreamcam.engine.stream import StreamEngine
@@ -70,6 +72,13 @@ def learn_console(midi: MidiController) -> None:
     threading.Thread(target=read, name="dreamcam-learn-console", daemon=True).start()
 
 
+def beat_status(beats: BeatClock, plan: RunPlan) -> dict:
+    """The beat clock's fields of /dreamcam/status (tempo, beat, clock, link_peers) and whether a
+    quantised change waits for its beat."""
+    ctl = plan.controller
+    return beats.status() | {"quantize_pending": bool(ctl is not None and ctl.sync.pending)}
+
+
 def run(args: argparse.Namespace, plan: RunPlan) -> int:
     """Run live until stopped; 0, or DreamcamError when an output failed for good."""
     device, dtype = resolve_device(args.device)
@@ -103,13 +112,18 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
 
         # OSC listens from here on (a busy port is said before the slow load); what arrives while
         # the model loads waits in the store and applies at the first frame
+        # the beat clock: an Ableton Link session with --link, else tap tempo or the bpm knob
+        beats = BeatClock(store.get("bpm"), link=LinkSession(store.get("bpm")) if args.link else None)
+        stack.callback(beats.close)
+        if args.link:
+            say(f"Ableton Link joined: {beats.bpm():.1f} bpm, {beats.link.peers()} peer(s) so far")
         # a new id each run: a controller that sees it change knows dreamcam restarted and
         # sends its values again (the OBS script does)
         instance = {"instance": secrets.token_hex(8)}
         midi = None
 
         def status() -> dict:
-            extra = midi.status() if midi is not None else {}
+            extra = beat_status(beats, plan) | (midi.status() if midi is not None else {})
             return instance | extra | (plan.runner.status() if plan.runner is not None else {"loading": True})
 
         dispatcher = None
@@ -118,12 +132,16 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
                 OscServer(
                     store, host=args.osc_host, port=args.osc_port, allow=args.osc_allow, status=status,
                     presets=plan.presets, feedback=args.osc_feedback, mapping=plan.mapping,
+                    compat=Compat(args.osc_compat) if args.osc_compat != "off" else None, clock=beats,
                 )
             )
             say(f"OSC on {args.osc_host}:{osc.port} (/dreamcam/prompt, /dreamcam/strength, ... ; /dreamcam/status)")
+            if osc.compat is not None:
+                reports = f"; reports to {osc.report_to[0]}:{osc.report_to[1]}" if osc.report_to else ""
+                say(f"OSC also takes {args.osc_compat} addresses: {', '.join(osc.compat.aliases)}{reports}")
         if plan.midi is not None:
             # MIDI controls go through the OSC checks: without an OSC server, a dispatcher with no socket
-            dispatcher = dispatcher or OscDispatcher(store, status=status, presets=plan.presets, mapping=plan.mapping)
+            dispatcher = dispatcher or OscDispatcher(store, status=status, presets=plan.presets, mapping=plan.mapping, clock=beats)
             inport, outport = plan.midi
             midi = stack.enter_context(MidiController(
                 dispatcher, plan.mapping, inport, outport, map_path=args.map, learning=args.learn, on_learn=say_live))
@@ -152,7 +170,7 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
 
         # 3. The input last (nothing captured waits on an unopened output); all closed in reverse
         phase = "while the input opened"
-        controller = stack.enter_context(Controller(engine, store))
+        controller = plan.controller = stack.enter_context(Controller(engine, store, beats=beats))
         meter = None
         if args.flicker_rate > 0:  # its thread measures sampled frame pairs, off the frame path
             meter = stack.enter_context(FlickerMeter(args.width, args.height, fit_mode=args.fit, rate=args.flicker_rate))
@@ -161,7 +179,8 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
             plan.source, backend, sinks, width=args.width, height=args.height, controller=controller,
             frames=args.frames, fit_mode=args.fit,
             similarity=SimilarityFilter(*plan.similarity) if plan.similarity else None,
-            on_status=tee(status_printer(), PaceWatch(say_live, lambda: advice(backend, engine))),
+            on_status=tee(status_printer(lambda: beat_status(beats, plan)),
+                          PaceWatch(say_live, lambda: advice(backend, engine))),
             meter=meter,
         )
         if meter is not None:

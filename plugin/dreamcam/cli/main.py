@@ -43,7 +43,8 @@ def _add_param_flags(p: argparse.ArgumentParser) -> None:
         if param.default != "":
             shown.append(f"default {param.default!r}")
         more = f" ({'; '.join(shown)})" if shown else ""
-        p.add_argument(param.flag, dest=param.name, type=param.kind, default=None, help=f"{param.help}{more}")
+        p.add_argument(param.flag, dest=param.name, type=param.kind, default=None, help=f"{param.help}{more}",
+                       choices=param.choices or None)
 
 
 def _command_module(name: str):

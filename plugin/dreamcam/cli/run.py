@@ -8,6 +8,7 @@ model and the backend and run the live loop.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
 from dreamcam.backends import BACKENDS, check_backend_device, choose_backend
@@ -29,6 +30,8 @@ from dreamcam.cli.run_options import (
     similarity_filter,
     t_index_list,
 )
+from dreamcam.control.clock import LINK_PACKAGE
+from dreamcam.control.osc.compat import COMPAT_MODES, TD_LISTEN_PORT
 from dreamcam.control.osc.server import DEFAULT_PORT as DEFAULT_OSC_PORT
 from dreamcam.errors import ConfigError
 from dreamcam.frames import FIT_MODES
@@ -75,6 +78,11 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                      help="MIDI controller input: auto (the first), an index or (part of) a name from `dreamcam devices`")
     run.add_argument("--learn", action="store_true",
                      help="MIDI learn from the console: move a control, then type the knob it drives (needs --midi and --map)")
+    run.add_argument("--osc-compat", default="off", choices=COMPAT_MODES,
+                     help="also take another tool's OSC addresses: td (StreamDiffusionTD: /prompt, /prompt_list, ...; "
+                          f"its port is {TD_LISTEN_PORT}) or scope (daydream Scope: /scope/prompt, ...)")
+    run.add_argument("--link", action="store_true",
+                     help="join an Ableton Link session: its tempo and beat drive --quantize and LFOs (needs dreamcam[link])")
     run.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
     run.add_argument("--presets", help="TOML presets file (re-read when it changes)")
     run.add_argument("--backend", default="auto", help=" | ".join(BACKENDS))
@@ -94,6 +102,8 @@ def check(args: argparse.Namespace) -> RunPlan:
     # an unknown --backend is said here; which backend auto picks waits for torch unless --device is given
     chosen = choose_backend(args.backend, "cpu" if args.device == "auto" else args.device)
     store, presets, mapping = live_control(args)
+    if args.link and importlib.util.find_spec("link") is None:  # said now, not after the model load
+        raise ConfigError(f"--link needs {LINK_PACKAGE}: pip install 'dreamcam[link]' (or pip install {LINK_PACKAGE})")
     if args.frames < 0:
         raise ConfigError(f"--frames must be >= 0, got {args.frames}")
     if not args.flicker_rate >= 0:  # nan too

@@ -12,6 +12,7 @@ from typing import Any
 from dreamcam.cli.console import say
 from dreamcam.control.maps import ControllerMap
 from dreamcam.control.midi.ports import open_ports
+from dreamcam.control.lfo import parse_lfos
 from dreamcam.control.presets import PresetLibrary
 from dreamcam.engine.schedule import check_t_index_list, strength_to_t_index_list
 from dreamcam.errors import ConfigError
@@ -32,6 +33,7 @@ class RunPlan:
     sink_specs: list[str]
     runner: Any = field(default=None)  # the live loop, once it exists: an output's quit key stops it
     midi: tuple[Any, Any] | None = None  # --midi: the input port and the device's output port (or None)
+    controller: Any = field(default=None)  # the live controller, once it exists (its quantised change in status)
 
     def stop(self) -> None:
         if self.runner is not None:
@@ -92,7 +94,17 @@ def live_control(args):
         if presets is None:
             raise ConfigError("--preset NAME needs --presets FILE")
         presets.apply(args.preset, store)
-    store.update({p: getattr(args, p) for p in PARAMS if getattr(args, p, None) is not None})
+    if getattr(args, "cue", None):
+        if presets is None:
+            raise ConfigError("--cue NAME needs --presets FILE with a cue list")
+        cue = presets.step_cue("", args.cue)
+        store.update({**presets.get(cue), "preset": cue, "cue": cue})
+    store.update({p: getattr(args, p) for p in PARAMS if p != "cue" and getattr(args, p, None) is not None})
+    if args.lfo is not None:
+        try:
+            parse_lfos(args.lfo)
+        except ConfigError as e:
+            raise ConfigError(f"--lfo: {e}") from None
     store.take_changes()  # the engine is prepared with these values
     if store.get("negative_prompt") and args.cfg_type not in ("full", "initialize"):
         say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg_type} it is unused")

@@ -8,7 +8,12 @@ How each knob applies is the knob table's (`dreamcam.knobs`, `Param.apply`):
   `transition` seconds (0 = at once); the new seed's noise is slerped in over `transition`
   seconds (variance kept).
 - `Apply.STORE` knobs write nothing to the engine: `transition` and `bypass` (`Controller.bypass`,
-  read by whoever runs the frames) are kept here; `preset` was expanded into values by its writer.
+  read by whoever runs the frames) are kept here; `preset` and `cue` were expanded into values by
+  their writer.
+- Continuous knobs (floats an engine setter applies: strength, guidance, delta, ...) glide to a
+  new value over `slew` seconds (`dreamcam.control.slew`); discrete ones apply at once.
+- On the beat (`dreamcam.control.beat`): with `quantize` on, a scene change (prompt, seed,
+  preset, cue) waits for the next beat or bar of the beat clock; `lfo` swings knobs in time.
 
 Prompt blending: a prompt with `|` is a weighted blend of sub-prompts, each optionally ending in
 `:WEIGHT` (a non-negative number; 1 when left out). Weights are relative: they are scaled to
@@ -27,6 +32,9 @@ from typing import Any
 
 import torch
 
+from dreamcam.control.beat import BeatSync
+from dreamcam.control.clock import BeatClock
+from dreamcam.control.slew import Slew, gliding_knobs
 from dreamcam.engine.prompts import parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS, Apply, ParamStore
@@ -180,9 +188,12 @@ class Controller:
         engine: a prepared `StreamEngine` (or anything with its setters and buffers).
         store: the parameter store.
         clock: seconds, monotonic (default `time.monotonic`); transitions are timed with it.
+        beats: the beat clock for quantised changes and LFOs (`dreamcam.control.clock`); by
+            default a fixed-tempo one at the `bpm` knob, on `clock`.
     """
 
-    def __init__(self, engine: Any, store: ParamStore, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, engine: Any, store: ParamStore, *, clock: Callable[[], float] = time.monotonic,
+                 beats: BeatClock | None = None) -> None:
         self.engine = engine
         self.store = store
         self.bypass = bool(store.get("bypass"))
@@ -198,6 +209,10 @@ class Controller:
         self._seed_fade: _Fade | None = None
         self._encoder = PromptEncoder(engine.encode_prompt, self._text, device=getattr(engine, "device", None))
         self._closed = False
+        values = store.snapshot()
+        self._slew = Slew({n: values[n] for n in gliding_knobs()}, values["slew"])
+        self.beats = beats if beats is not None else BeatClock(values["bpm"], time=clock)
+        self.sync = BeatSync(self.beats, values)  # quantised changes and LFOs
         # the knobs applied by code here; the table's other knobs go to the engine setter it names
         self._appliers: dict[str, Callable[[Any], None]] = {
             "transition": self._set_transition,
@@ -205,6 +220,7 @@ class Controller:
             "prompt": self._request_texts,
             "negative_prompt": self._request_texts,
             "seed": self._start_seed,
+            "slew": self._slew.retime,
         }
         for p in PARAMS.values():
             if p.apply is not Apply.STORE and p.name not in self._appliers:
@@ -230,6 +246,8 @@ class Controller:
         each frame wait for the one ahead and undo the overlap of frames in flight."""
         changes = self.store.take_changes()
         ready = self._encoder.take()
+        now = self._clock()
+        changes, ready = self.sync.gate(changes, ready, now)
         writes = any(PARAMS[name].apply is not Apply.STORE for name in changes)
         if fence is not None and (writes or ready is not None or self.transitioning):
             fence()
@@ -237,11 +255,15 @@ class Controller:
             self._apply_changes(changes)
         if ready is not None:
             self._start_prompt(ready)
-        now = self._clock()
         if self._prompt_fade is not None:
             self._step_prompt(now)
         if self._seed_fade is not None:
             self._step_seed(now)
+        if self._slew.active or self.sync.active:
+            values = self._slew.step(now) if self._slew.active else {}
+            values.update(self.sync.modulate(self._slew.values, now))
+            for name, value in values.items():
+                getattr(self.engine, PARAMS[name].setter)(value)
 
     def _apply_changes(self, changes: dict[str, Any]) -> None:
         # what is kept here first (a seed fade starting in the same change uses the new
@@ -250,7 +272,9 @@ class Controller:
             if p.name not in changes:
                 continue
             applier = self._appliers.get(p.name)
-            if applier is not None:
+            if p.name in self._slew.values:
+                self._slew.target(p.name, changes[p.name], self._clock())
+            elif applier is not None:
                 applier(changes[p.name])
             elif p.setter is not None:
                 getattr(self.engine, p.setter)(changes[p.name])
@@ -280,7 +304,7 @@ class Controller:
             (self._cond.clone(), None if self._uncond is None else self._uncond.clone()),
             (enc.cond.to(self._cond.dtype), None if target_uncond is None else target_uncond.to(self._cond.dtype)),
             self._clock(),
-            self.transition,
+            self.sync.fade_seconds(self.transition),
         )
         self._text = (enc.prompt, enc.negative_prompt)
 
@@ -302,7 +326,8 @@ class Controller:
             self._seed_fade = None
             e.set_seed(seed)
             return
-        self._seed_fade = _Fade(e.init_noise.clone(), (seed, e.noise_for_seed(seed)), self._clock(), self.transition)
+        seconds = self.sync.fade_seconds(self.transition)
+        self._seed_fade = _Fade(e.init_noise.clone(), (seed, e.noise_for_seed(seed)), self._clock(), seconds)
 
     def _step_seed(self, now: float) -> None:
         f = self._seed_fade
@@ -318,8 +343,8 @@ class Controller:
 
     @property
     def transitioning(self) -> bool:
-        """True while a prompt or seed cross-fade is running."""
-        return self._prompt_fade is not None or self._seed_fade is not None
+        """True while a prompt or seed cross-fade, a knob's glide or an LFO is running."""
+        return self._prompt_fade is not None or self._seed_fade is not None or self._slew.active or self.sync.active
 
     @property
     def encode_ms(self) -> float:

@@ -14,6 +14,10 @@ keys left out keep their current value when the preset is applied.
     negative_prompt = "blurry"
     seed = 7
 
+A cue list, for a show: `cues = ["watercolor", "neon city", "sketch"]` at the top of the file
+(before the first [table], as TOML wants), each a preset of the file. `/dreamcam/cue next`,
+`previous` or a cue's name steps through it (the `cue` knob holds the current one).
+
 The file is re-read when its modification time or size changes (`maybe_reload`, cheap to call
 every frame) and has then stayed unchanged for a moment (an editor that saves in several writes is
 not read half-way); a broken file then keeps the last good presets and logs one line naming the
@@ -31,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dreamcam.control.lfo import parse_lfos
 from dreamcam.engine.prompts import parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS, ParamStore, preset_keys
@@ -47,12 +52,21 @@ MAX_FILE_BYTES = 4 * 1024 * 1024  # thousands of presets; more is not a presets 
 _MISSING = (-1, -1)  # the stamp of a file that cannot be read
 
 
+CUES_KEY = "cues"  # the top-level key of the cue list
+
+
 def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, Any]]:
-    """Parse and validate presets TOML text; ConfigError names `source`, the line and the fix.
+    """Parse and validate presets TOML text; ConfigError names `source`, the line and the fix."""
+    return parse_presets_and_cues(text, source)[0]
+
+
+def parse_presets_and_cues(text: str, source: str = "<presets>") -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The presets of a presets file, and its cue list (empty without `cues = [...]`).
 
     Time grows linearly with the file: the header lines are indexed once, and a key's line is
     looked for only when that key is wrong."""
     data = load_toml(text, source)
+    cues = data.pop(CUES_KEY, [])
     keys = preset_keys()
     lines = text.splitlines()
     headers = _header_lines(lines)
@@ -85,8 +99,28 @@ def parse_presets(text: str, source: str = "<presets>") -> dict[str, dict[str, A
                 parse_prompt(values["prompt"])
             except ConfigError as e:
                 raise ConfigError(f"{at_key('prompt')}: preset {name!r}: {e}") from None
+        if "lfo" in values:
+            try:
+                parse_lfos(values["lfo"])
+            except ConfigError as e:
+                raise ConfigError(f"{at_key('lfo')}: preset {name!r}: {e}") from None
         presets[name] = values
-    return presets
+    return presets, _check_cues(cues, presets, source, text.splitlines())
+
+
+def _check_cues(cues: Any, presets: dict[str, Any], source: str, lines: list[str]) -> list[str]:
+    def where() -> str:  # looked for only when the list is wrong
+        line = next((i for i, t in enumerate(lines, 1) if re.match(rf"\s*{CUES_KEY}\s*=", t)), None)
+        return f"{source}: line {line}" if line else source
+
+    if not isinstance(cues, list) or not all(isinstance(c, str) for c in cues):
+        raise ConfigError(f'{where()}: {CUES_KEY} must be a list of preset names, such as {CUES_KEY} = ["watercolor", "sketch"] '
+                          "(a preset cannot be named cues)")
+    missing = [c for c in cues if c not in presets]
+    if missing:
+        raise ConfigError(f"{where()}: the cue list names {', '.join(map(repr, missing))}, which the file has no preset of; "
+                          f"known: {', '.join(presets) or '(none)'}")
+    return list(cues)
 
 
 def load_toml(text: str, source: str) -> dict[str, Any]:
@@ -189,7 +223,7 @@ class PresetLibrary:
             ) from e
         except UnicodeDecodeError as e:
             raise ConfigError(f"presets file {self.path} is not UTF-8 text: {e}") from e
-        self._presets = parse_presets(text, str(self.path))
+        self._presets, self._cues = parse_presets_and_cues(text, str(self.path))
         self._stamp_loaded = stamp
         log.info("loaded %d presets from %s", len(self._presets), self.path)
 
@@ -201,6 +235,27 @@ class PresetLibrary:
         """Preset names in file order."""
         with self._lock:
             return list(self._presets)
+
+    def cues(self) -> list[str]:
+        """The cue list (preset names in show order); empty when the file has none."""
+        with self._lock:
+            return list(self._cues)
+
+    def step_cue(self, current: str, how: str) -> str:
+        """The cue after (`next`) or before (`previous`) `current`, or the cue named `how`; the
+        first cue when `current` is none of them; the list does not wrap around. ConfigError
+        when there is no cue list or no cue of that name."""
+        cues = self.cues()
+        if not cues:
+            raise ConfigError(f"{self.path} has no cue list; add {CUES_KEY} = [\"preset\", ...] at its top")
+        i = cues.index(current) if current in cues else None
+        if how in ("next", "previous"):
+            if i is None:
+                return cues[0]
+            return cues[min(i + 1, len(cues) - 1)] if how == "next" else cues[max(i - 1, 0)]
+        if how not in cues:
+            raise ConfigError(f"no cue named {how!r} in {self.path}; cues: {', '.join(cues)} (or next, previous)")
+        return how
 
     def get(self, name: str) -> dict[str, Any]:
         """The values of preset `name` (a copy); ConfigError when there is none of that name."""
@@ -244,11 +299,11 @@ class PresetLibrary:
             return False  # still being written, perhaps: read it at a later check
         self._pending = None
         try:
-            presets = parse_presets(read_presets_text(self.path), str(self.path))
+            presets, cues = parse_presets_and_cues(read_presets_text(self.path), str(self.path))
         except (OSError, UnicodeDecodeError, ConfigError) as e:
             return self._broken(stamp, str(e))
         with self._lock:
-            self._presets = presets
+            self._presets, self._cues = presets, cues
         self._stamp_loaded, self._bad_stamp = stamp, None
         self.reloads += 1
         log.info("reloaded %d presets from %s", len(presets), self.path)

@@ -24,7 +24,9 @@ from pythonosc.osc_packet import OscPacket
 
 from dreamcam.errors import ConfigError
 from dreamcam.control.bindings import Action
-from dreamcam.control.osc.maps import OscMapping, Rejected, check_packet, checked_value, osc_value, param_arg
+from dreamcam.control.clock import BeatClock
+from dreamcam.control.osc.compat import Compat
+from dreamcam.control.osc.maps import OscMapping, Rejected, check_packet, checked_value, number_arg, osc_value, param_arg
 from dreamcam.knobs import OSC_PREFIX, PARAMS, ParamStore, describe
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ KNOBS = OSC_PREFIX + "knobs"  # no arguments: the reply is KNOBS with one JSON s
 PRESETS = OSC_PREFIX + "presets"  # optional page number: the reply is PRESETS with one JSON string
 QUERIES = (STATUS, KNOBS, PRESETS)
 LEARN = OSC_PREFIX + "learn"  # a knob name (or "preset NAME", or an address): the next MIDI control moved binds to it
+TAP = OSC_PREFIX + "tap"  # no argument, or a number above 0 (a pad's press; 0, its release, is ignored): tap tempo
+ACTIONS = (TAP,)
 # Replies are what a spoofed sender could aim at someone else (a 24-byte query answered with
 # kilobytes), so each is bounded: at most REPLY_MAX_BYTES (well inside one UDP datagram, which
 # the OBS script reads with a 64 KiB buffer) and at most REPLY_RATE per second per sender
@@ -72,6 +76,9 @@ class OscDispatcher:
         presets: a `PresetLibrary` for /dreamcam/preset.
         mapping: an `OscMapping` binding controller addresses to parameters or presets; its
             preset bindings are checked against `presets` here (ConfigError).
+        compat: a `compat.Compat`: another tool's addresses (StreamDiffusionTD, Scope) taken too.
+        clock: the beat clock /dreamcam/tap taps (`dreamcam.control.clock.BeatClock`); a
+            fixed-tempo one of its own when None.
     """
 
     def __init__(
@@ -82,8 +89,14 @@ class OscDispatcher:
         status: Callable[[], dict[str, Any]] | None = None,
         presets: Any = None,
         mapping: OscMapping | None = None,
+        compat: Compat | None = None,
+        clock: BeatClock | None = None,
     ) -> None:
         self.store = store
+        self.clock = clock if clock is not None else BeatClock(store.get("bpm"))
+        self.compat = compat
+        self._cue = store.get("cue")
+        store.subscribe(self._on_cue)  # another writer (a preset with the CLI's --cue, a test) moves the cue too
         self.allow = allow
         self.status = status
         self.presets = presets
@@ -106,6 +119,7 @@ class OscDispatcher:
         self.mapping = mapping
         # the addresses a message may have: dreamcam's, the actions and the mapped ones
         mapped = list(mapping.bindings) if mapping is not None else []
+        mapped += list(self.compat.aliases) if self.compat is not None else []
         self._addresses = frozenset(a.encode() for a in [*addresses(), *self.actions, *mapped])
 
     def replace_map(self, mapping: OscMapping) -> None:
@@ -132,6 +146,10 @@ class OscDispatcher:
             return False
         self._flush(dict(values))
         return True
+
+    def _on_cue(self, name: str, value: Any) -> None:
+        if name == "cue":
+            self._cue = value
 
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
         """Validate one datagram and store its values; returns the datagrams to send back.
@@ -197,6 +215,7 @@ class OscDispatcher:
                 else:
                     staged.update(self._message_values(msg.address, list(msg.params)))
             except Rejected as r:
+                self._cue = self.store.get("cue")  # a cue stepped in a bundle that is dropped did not happen
                 rest = f"; the bundle's other {len(messages) - 1} messages are not applied" if len(messages) > 1 else ""
                 self._reject(r.kind, f"{r} (from {sender[0]}){rest}")
                 self._remember_bad(data, r.kind)
@@ -262,11 +281,20 @@ class OscDispatcher:
                 if len(args) != 1 or not isinstance(args[0], str):
                     raise Rejected("bad_args", f"{address} takes 1 string (a preset name)")
                 return self._preset_values(args[0])
+            if name == "tap":
+                return self._tap(args, address)
+            if name == "cue":
+                if len(args) != 1 or not isinstance(args[0], str):
+                    raise Rejected("bad_args", f"{address} takes 1 string: next, previous or a cue name")
+                return self._cue_values(args[0])
             if name not in PARAMS:
                 raise Rejected("unknown_address", f"unknown address {address}; known: {', '.join(addresses())}")
             return {name: checked_value(name, param_arg(name, args, address), address)}
         binding = self.mapping.get(address) if self.mapping is not None else None
         if binding is None:
+            aliased = self.compat.values(address, args) if self.compat is not None else None
+            if aliased is not None:
+                return {name: checked_value(name, v, address) for name, v in aliased.items()}
             raise Rejected("unknown_address", f"unknown address {address}")
         action = binding.translate(osc_value(binding, args))
         return {} if action is None else self._action_values(action, address)
@@ -280,6 +308,29 @@ class OscDispatcher:
         if action.kind == "send":
             return self._message_values(action.name, list(action.args))
         return {action.name: checked_value(action.name, action.value, where)}
+
+    def _tap(self, args: list[Any], address: str) -> dict[str, Any]:
+        """A tap: from the second on, the tapped tempo goes to the `bpm` knob (the clock has it
+        already). Ignored while Ableton Link peers set the tempo."""
+        if len(args) > 1 or (args and number_arg(args, address) <= 0):
+            if len(args) > 1:
+                raise Rejected("bad_args", f"{address} takes no argument, or 1 number (a press above 0)")
+            return {}
+        bpm = self.clock.tap()
+        if bpm is None and self.clock.link is not None and self.clock.link.peers() > 0:
+            self._log_once("tap_link", "%s ignored: Ableton Link peers set the tempo", address)
+        return {} if bpm is None else {"bpm": checked_value("bpm", bpm, address)}
+
+    def _cue_values(self, how: str) -> dict[str, Any]:
+        """The values of the cue `how` names (next, previous or a cue), from the current one."""
+        if self.presets is None:
+            raise Rejected("unknown_preset", "a cue asked for, but no presets file is loaded (--presets)")
+        try:
+            name = self.presets.step_cue(self._cue, how)
+        except ConfigError as e:
+            raise Rejected("unknown_preset", str(e)[:300]) from None
+        self._cue = name  # a second "next" in the same burst steps on from this one
+        return {**self._preset_values(name), "cue": name}
 
     def _preset_values(self, name: str) -> dict[str, Any]:
         if self.presets is None:
@@ -380,7 +431,7 @@ def _dumps(state: dict[str, Any]) -> str:
 
 def addresses() -> list[str]:
     """Every address dreamcam answers: one per knob in the table, then the queries."""
-    return [p.osc for p in PARAMS.values()] + list(QUERIES)
+    return [p.osc for p in PARAMS.values()] + list(ACTIONS) + list(QUERIES)
 
 
 def knobs_json() -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from dreamcam.control.bindings import Binding, Rejected, number_arg
 from dreamcam.control.maps import ControllerMap
+from dreamcam.control.lfo import parse_lfos
 from dreamcam.engine.prompts import parse_prompt
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS, KnobError
@@ -101,6 +102,11 @@ def checked_value(name: str, value: Any, address: str) -> Any:
             parse_prompt(value)
         except ConfigError as e:
             raise Rejected("bad_prompt", f"{address}: {e}") from None
+    if name == "lfo":
+        try:
+            parse_lfos(value)
+        except ConfigError as e:
+            raise Rejected("bad_args", f"{address}: {e}") from None
     return value
 
 

@@ -9,6 +9,9 @@ one of `preset` takes a preset's name and applies its values), plus three querie
     /dreamcam/knobs              no arguments: the sender gets /dreamcam/knobs s (JSON: the table)
     /dreamcam/presets [page]     the sender gets /dreamcam/presets s (JSON: page, pages, total, names)
 
+and the action /dreamcam/tap (tap tempo). With `compat`, another tool's addresses as well
+(compat.py: StreamDiffusionTD's /prompt, ..., Scope's /scope/prompt, ...).
+
 Replies are bounded (dispatch.REPLY_MAX_BYTES, REPLY_RATE per sender address) and a listen
 address other than loopback needs `allow` (addresses, or "any"): otherwise a forged sender
 could aim replies at someone else.
@@ -39,6 +42,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dreamcam.errors import ConfigError
+from dreamcam.control.clock import BeatClock
+from dreamcam.control.osc.compat import REPORT_INTERVAL_S, Compat
 from dreamcam.control.osc.dispatch import OscDispatcher, build_message
 from dreamcam.control.osc.maps import ALLOW_ANY, OscMapping, parse_allow, parse_feedback
 from dreamcam.knobs import PARAMS, ParamStore
@@ -83,6 +88,10 @@ class OscServer(OscDispatcher):
         presets: a `PresetLibrary` for /dreamcam/preset (reloaded when its file changes).
         feedback: (host, port) to push every changed value to, so controllers stay in sync.
         mapping: an `OscMapping` binding controller addresses to parameters or presets.
+        compat: a `compat.Compat`: another tool's addresses taken too; where that tool's server
+            reports (StreamDiffusionTD: /stream-info/fps, ...), the same reports go once a second
+            to `feedback`, or to the tool's own report port (127.0.0.1:8248) without it.
+        clock: the beat clock that /dreamcam/tap taps.
     """
 
     def __init__(
@@ -96,13 +105,17 @@ class OscServer(OscDispatcher):
         presets: Any = None,
         feedback: tuple[str, int] | None = None,
         mapping: OscMapping | None = None,
+        compat: Compat | None = None,
+        clock: BeatClock | None = None,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"--osc-port must be a whole number in 0..65535, got {port!r}")
         allow_set = parse_allow(allow)
         self.allow_any = allow is not None and allow_set is None  # "any", typed out
         self.feedback = parse_feedback(feedback)
-        super().__init__(store, allow=allow_set, status=status, presets=presets, mapping=mapping)
+        super().__init__(store, allow=allow_set, status=status, presets=presets, mapping=mapping, compat=compat,
+                         clock=clock)
+        self.report_to = (self.feedback or compat.report_to) if compat is not None and compat.reports else None
         self.host = host
         self.port = port
         self.rcvbuf = 0  # effective receive buffer in bytes, after start()
@@ -163,6 +176,8 @@ class OscServer(OscDispatcher):
             self._threads.append(
                 threading.Thread(target=self._push_feedback, name="dreamcam-osc-feedback", daemon=True)
             )
+        if self.report_to is not None:
+            self._threads.append(threading.Thread(target=self._push_reports, name="dreamcam-osc-reports", daemon=True))
         for t in self._threads:
             t.start()
         log.info("OSC listening on %s:%d (receive buffer %d bytes)", addr[0], self.port, self.rcvbuf)
@@ -273,6 +288,17 @@ class OscServer(OscDispatcher):
                 for address, v in self._feedback_messages(name, value):
                     self._send(build_message(address, v), self.feedback)
             self._stop.wait(FEEDBACK_INTERVAL_S)
+
+    def _push_reports(self) -> None:
+        """The compat tool's status reports (StreamDiffusionTD: /server_active, /stream-info/fps,
+        ...), made from the /dreamcam/state values, every REPORT_INTERVAL_S."""
+        while not self._stop.is_set():
+            try:
+                for address, value in self.compat.report(self.state()):
+                    self._send(build_message(address, value), self.report_to)
+            except Exception:  # a bug must not end the reports silently
+                log.exception("OSC reports to %s failed", self.report_to)
+            self._stop.wait(REPORT_INTERVAL_S)
 
     def _feedback_messages(self, name: str, value: Any) -> list[tuple[str, Any]]:
         out = [(PARAMS[name].osc, int(value) if isinstance(value, bool) else value)]
