@@ -13,7 +13,7 @@ from dreamcam.cli.flags import (
     check_sizes,
     use_engines_dir,
 )
-from dreamcam.cli.models import add_model_arguments, check_model_flags
+from dreamcam.cli.models import add_model_arguments, check_model_flags, is_tiny
 from dreamcam.errors import ConfigError
 
 ARCH_CHOICES = ("sd-turbo", "sd15")
@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """What can be said before torch and TensorRT load."""
-    if args.vae and (args.arch or args.model == "tiny"):
+    if args.vae and (args.arch or is_tiny(args.model)):
         raise ConfigError("--vae is for --model ID|PATH: the tiny model and --arch come with their own tiny VAE")
-    if args.arch and args.model != "tiny":
+    if args.arch and not is_tiny(args.model):
         raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
     if args.arch and not args.random_weights:
         raise ConfigError(f"--arch {args.arch} needs --random-weights (no pretrained weights are downloaded)")
