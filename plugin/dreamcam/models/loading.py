@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,8 @@ def model_family(id_or_path: str, *, hub: Hub | None = None) -> str | None:
     hub = hub or Hub()
     guard = hub.guard() if own else contextlib.nullcontext()
     try:
-        with guard, quiet_loggers("diffusers", "huggingface_hub"):
+        with guard, quiet_loggers("diffusers", "huggingface_hub"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # diffusers' deprecated hub arguments, every call
             return _index_family(DiffusionPipeline.load_config(name, local_files_only=not hub.online()))
     except Exception:  # noqa: BLE001 - not cached and offline, or no such repo: the loader says so
         return None

@@ -299,7 +299,7 @@ class TrtEngine:
             raise DeviceError("TensorRT execute_async_v3 failed; see the TensorRT messages above")
 
 
-class _TrtCall:
+class TrtCall:
     """Callable with the engine's UNet / encoder / decoder call signature, backed by a TrtEngine.
 
     Positional arguments fill the first inputs in order; `encoder_hidden_states` and SDXL's
@@ -407,8 +407,8 @@ class TensorRTBackend(FramePipeline):
         enc.allocate({"images": (f, 3, engine.height, engine.width)}, dev)
         dec.allocate({"latents": (f, 4, h, w)}, dev)
         self._trt = (unet, enc, dec)
-        unet_call = _TrtCall(unet, unet_input_names(engine.unet), "noise_pred")
-        vae = TinyVaeCalls(engine.vae, _TrtCall(enc, ["images"], "latents"), _TrtCall(dec, ["latents"], "images"))
+        unet_call = TrtCall(unet, unet_input_names(engine.unet), "noise_pred")
+        vae = TinyVaeCalls(engine.vae, TrtCall(enc, ["images"], "latents"), TrtCall(dec, ["latents"], "images"))
         self._swap = swap_modules(engine, unet_call, vae)
         self._swap.__enter__()
 
