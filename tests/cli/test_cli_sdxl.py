@@ -44,3 +44,10 @@ def test_weights_flags_on_tiny_sdxl_are_refused_in_one_line():
                  "--sink", "null", "--frames", "1", timeout=120)
     assert r.returncode == 2
     assert "--vae cannot be used with --model tiny-sdxl (random weights, nothing is loaded)" in r.stderr
+
+
+def test_bench_peer_on_sdxl_says_the_peer_cannot_run_it():
+    r = dreamcam("bench", "--model", "tiny-sdxl", "--device", "cpu", "--frames", "1", "--warmup", "0",
+                 "--width", "64", "--height", "64", "--peer")
+    assert r.returncode == 2, r.stderr
+    assert "--peer cannot run an SDXL model: StreamDiffusion 0.1.1 never passes SDXL's added conditioning" in r.stderr
