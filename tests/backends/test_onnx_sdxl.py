@@ -91,7 +91,7 @@ def test_ensure_plans_gives_the_sdxl_inputs_profile_shapes(xl, tmp_path, monkeyp
     assert unet["input_types"]["time_ids"] == "FLOAT" and unet["input_types"]["text_embeds"] == "FLOAT"
     # what the backend binds: the engine's own conditioning buffers' shapes, inside that profile
     assert trt_backend.unet_input_shapes(engine) == {
-        "sample": (rows, 4, 64, 64), "timestep": (rows,), "encoder_hidden_states": (rows, 77, 64),
+        "sample": (rows, 4, 64, 64), "timestep": (rows,), "encoder_hidden_states": (rows, 77, 80),
         "text_embeds": (rows, 32), "time_ids": (rows, 6)}
 
 

@@ -77,7 +77,7 @@ def test_the_unet_gets_what_diffusers_sdxl_img2img_gives_it(xl, width, height, n
         torch.testing.assert_close(ours[name], want, rtol=0, atol=0, msg=name)
     # time ids: original size, crop top-left, target size, each (height, width) of the engine
     assert ours["time_ids"][0].tolist() == [height, width, 0, 0, height, width]
-    assert ours["encoder_hidden_states"].shape[-1] == 2 * 32  # both text encoders, side by side
+    assert ours["encoder_hidden_states"].shape[-1] == 32 + 48  # both text encoders, side by side
     if negative is None:  # force_zeros_for_empty_prompt: no negative prompt is zeros, as in diffusers
         assert not ours["text_embeds"][:2].any() and not ours["encoder_hidden_states"][:2].any()
 
@@ -176,9 +176,9 @@ def test_a_prompt_blend_and_a_cross_fade_reach_the_pooled_embeddings(xl):
 def test_packing_round_trips_and_a_wrong_shape_is_one_line(xl):
     e = StreamEngine(xl, [30], 64, 64, cfg_type="none", device="cpu", dtype=torch.float32)
     e.prepare("a cat")
-    tokens, pooled = torch.randn(1, 77, 64), torch.randn(1, 32)
+    tokens, pooled = torch.randn(1, 77, 80), torch.randn(1, 32)
     packed = e.pack_prompt_embeds(tokens, pooled)
-    assert packed.shape == (1, 78, 64)
+    assert packed.shape == (1, 78, 80)
     t2, p2 = e.split_prompt_embeds(packed)
     assert torch.equal(t2, tokens) and torch.equal(p2, pooled)
     with pytest.raises(ConfigError, match=r"pass what engine.encode_prompt returns"):

@@ -51,8 +51,9 @@ def tiny_tokenizer(max_length: int = 77):
 
 
 TINY_ARCHS = ("sd", "sdxl")
-# the tiny SDXL's text widths: each encoder's hidden size, and the pooled (projected) width
-TINY_XL_TEXT_WIDTH = 32
+# the tiny SDXL's text widths: each encoder's hidden size (different, as SDXL's 768 and 1280 are:
+# a single-file loader tells the two encoders apart by them), and the pooled (projected) width
+TINY_XL_TEXT_WIDTHS = (32, 48)
 TINY_XL_POOLED_WIDTH = 32
 TINY_XL_TIME_EMBED_DIM = 8
 
@@ -128,11 +129,11 @@ def tiny_pipeline(seed: int = 0, *, device: str | torch.device = "cpu", dtype: t
     return move_pipeline(pipe, device, dtype)
 
 
-def _tiny_text_config(**extra: Any):
+def _tiny_text_config(width: int, **extra: Any):
     from transformers import CLIPTextConfig
 
     vocab_size = len(_byte_level_vocab())
-    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=TINY_XL_TEXT_WIDTH, intermediate_size=64,
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width,
                           num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
                           bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
                           **extra)
@@ -155,7 +156,7 @@ def _tiny_sdxl(seed: int):
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
             # SDXL: the two encoders' penultimate states side by side, linear projections in the
             # transformers, and the pooled text embedding plus 6 time ids added to the time embedding
-            cross_attention_dim=2 * TINY_XL_TEXT_WIDTH,
+            cross_attention_dim=sum(TINY_XL_TEXT_WIDTHS),
             attention_head_dim=8,
             use_linear_projection=True,
             addition_embed_type="text_time",
@@ -169,8 +170,9 @@ def _tiny_sdxl(seed: int):
             num_encoder_blocks=(1, 1, 1, 1),
             num_decoder_blocks=(1, 1, 1, 1),
         )
-        text_encoder = CLIPTextModel(_tiny_text_config())
-        text_encoder_2 = CLIPTextModelWithProjection(_tiny_text_config(projection_dim=TINY_XL_POOLED_WIDTH))
+        text_encoder = CLIPTextModel(_tiny_text_config(TINY_XL_TEXT_WIDTHS[0]))
+        text_encoder_2 = CLIPTextModelWithProjection(
+            _tiny_text_config(TINY_XL_TEXT_WIDTHS[1], projection_dim=TINY_XL_POOLED_WIDTH))
     scheduler = LCMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
     )
