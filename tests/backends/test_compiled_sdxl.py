@@ -70,6 +70,20 @@ def test_a_prompt_change_reaches_the_step_through_the_pooled_embeddings():
     assert np.abs(a.astype(int) - b.astype(int)).max() > 0
 
 
+def test_the_staged_frame_path_equals_the_graphed_one_on_sdxl():
+    """--overlap-stages runs the UNet stage apart from encode and decode: same conditioning, same frames."""
+    from dreamcam.backends.compiled.staged import StagedStep
+
+    outs = []
+    for step_class in (GraphedStep, StagedStep):
+        eng = _engine(tiny_pipeline(0, arch="sdxl"))
+        run = step_class(eng, warmup=1, cuda_graph=False)
+        outs.append([run.process(f) for f in _frames(3)])
+        run.close()
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
 @SLOW
 def test_sdxl_compiled_step_modules_follow_eager(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
