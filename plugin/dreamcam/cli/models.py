@@ -24,8 +24,8 @@ GPU_BACKENDS = ("compiled", "tensorrt")
 def add_model_arguments(p: argparse.ArgumentParser, *, default: str | None) -> None:
     """--model (default None: tiny unless the command builds another), --model-config, --vae, --lcm-lora, --lora."""
     p.add_argument("--model", default=default,
-                   help="hub id (e.g. stabilityai/sd-turbo, stabilityai/sdxl-turbo), local diffusers folder, single "
-                        ".safetensors/.ckpt file, or 'tiny' / 'tiny-sdxl' (offline random weights)"
+                   help="hub id, local diffusers folder, single .safetensors/.ckpt file (SD 1.x/2.x or SDXL), or "
+                        "'tiny' / 'tiny-sdxl' (offline random weights)"
                         + ("" if default else "; default tiny"))
     p.add_argument("--model-config", help="folder (or hub id) with the configs of a single-file checkpoint, for offline use")
     p.add_argument("--vae", help=f"a VAE to use instead of the model's: hub id or folder, e.g. {DEFAULT_TINY_VAE} "
