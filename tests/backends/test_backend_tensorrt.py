@@ -67,6 +67,31 @@ def test_tensorrt_backend_follows_eager(tmp_path):
         assert np.abs(b.process(frame).astype(int) - ref.img2img(frame).astype(int)).max() <= 3
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not (HAS_TRT and torch.cuda.is_available()),
+                    reason="needs the tensorrt package (10 or 11) and a CUDA GPU; neither can be installed here")
+def test_tensorrt_backend_follows_eager_on_sdxl(tmp_path):
+    """The SDXL UNet engine takes text_embeds and time_ids bound to the engine's buffers; another
+    engine size inside the profile reuses the plans (its time ids are inputs)."""
+    import numpy as np
+
+    from dreamcam.backends import make_backend
+
+    pipe = tiny_pipeline(0, device="cuda", dtype=torch.float16, arch="sdxl")
+    for w, h in ((512, 512), (384, 256)):
+        def eng():
+            e = StreamEngine(pipe, [20, 40], w, h, cfg_type="self", device="cuda", dtype=torch.float16)
+            e.prepare("a cat", guidance_scale=1.3)
+            return e
+
+        ref = eng()
+        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        with make_backend("tensorrt", eng(), folder=str(tmp_path)) as b:
+            for _ in range(3):
+                assert np.abs(b.process(frame).astype(int) - ref.img2img(frame).astype(int)).max() <= 3
+    assert len(list(tmp_path.glob("unet_*.plan"))) == 1
+
+
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here")
 def test_build_engines_without_tensorrt_is_one_clear_error():
     import argparse

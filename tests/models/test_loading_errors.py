@@ -118,14 +118,14 @@ def test_folder_without_model_index_points_at_the_checkpoint_inside(tmp_path):
         load_pipeline(str(tmp_path), progress=False)
 
 
-def test_folder_of_another_pipeline_kind(tmp_path):
+def test_folder_of_an_sdxl_pipeline_missing_a_part(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
         "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
         "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "EulerDiscreteScheduler"],
     }))
-    with pytest.raises(ModelLoadError, match="holds a StableDiffusionXLPipeline that has a second text encoder"):
+    with pytest.raises(ModelLoadError, match="holds a StableDiffusionXLPipeline that lacks tokenizer_2"):
         load_pipeline(str(tmp_path), progress=False)
 
 

@@ -1,6 +1,6 @@
 """Single-file checkpoints: the tiny pipeline written in the original LDM/SD key layout, loaded back.
 
-The converter below is the inverse of diffusers' single-file conversion, written for the tiny
+The converter (tests/ldm_layout.py) is the inverse of diffusers' single-file conversion, written for the tiny
 architecture (any number of levels, any layers_per_block), so `load_pipeline(file, config=...)`
 runs diffusers' real `from_single_file` path on a file laid out like those users download.
 The config folder holds configs only (no weights), so every weight must come from the file.
@@ -17,91 +17,7 @@ from safetensors.torch import save_file
 
 from dreamcam import StreamEngine, load_pipeline, tiny_pipeline
 from dreamcam.errors import ModelLoadError
-
-RESNET_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0",
-              "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
-
-
-def _rename(sd: dict, prefixes: dict[str, str], inner=None) -> dict:
-    """Rewrite each key's longest matching diffusers prefix; `inner(prefix, rest)` renames inside it."""
-    out = {}
-    order = sorted(prefixes, key=len, reverse=True)
-    for key, value in sd.items():
-        hit = next((p for p in order if key.startswith(p)), None)
-        if hit is None:
-            raise KeyError(f"no LDM name for {key}")
-        rest = key[len(hit):]
-        out[prefixes[hit] + (inner(hit, rest) if inner else rest)] = value
-    return out
-
-
-def unet_to_ldm(unet) -> dict:
-    cfg, n, L = unet.config, len(unet.config.block_out_channels), unet.config.layers_per_block
-    p = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.",
-         "conv_in.": "input_blocks.0.0.", "conv_norm_out.": "out.0.", "conv_out.": "out.2.",
-         "mid_block.resnets.0.": "middle_block.0.", "mid_block.attentions.0.": "middle_block.1.",
-         "mid_block.resnets.1.": "middle_block.2."}
-    for i in range(n):
-        for j in range(L):
-            p[f"down_blocks.{i}.resnets.{j}."] = f"input_blocks.{(L + 1) * i + j + 1}.0."
-            p[f"down_blocks.{i}.attentions.{j}."] = f"input_blocks.{(L + 1) * i + j + 1}.1."
-        if i < n - 1:
-            p[f"down_blocks.{i}.downsamplers.0.conv."] = f"input_blocks.{(L + 1) * (i + 1)}.0.op."
-        for j in range(L + 1):
-            p[f"up_blocks.{i}.resnets.{j}."] = f"output_blocks.{(L + 1) * i + j}.0."
-            p[f"up_blocks.{i}.attentions.{j}."] = f"output_blocks.{(L + 1) * i + j}.1."
-        if i < n - 1:
-            has_attn = "CrossAttn" in cfg.up_block_types[i]
-            p[f"up_blocks.{i}.upsamplers.0."] = f"output_blocks.{(L + 1) * i + L}.{2 if has_attn else 1}."
-
-    def inner(prefix: str, rest: str) -> str:
-        if ".resnets." in prefix or prefix.startswith("mid_block.resnets"):
-            head, _, tail = rest.partition(".")
-            return f"{RESNET_LDM.get(head, head)}.{tail}"
-        return rest
-
-    return {f"model.diffusion_model.{k}": v for k, v in _rename(unet.state_dict(), p, inner).items()}
-
-
-def vae_kl_to_ldm(vae) -> dict:
-    n, L = len(vae.config.block_out_channels), vae.config.layers_per_block
-    p = {"quant_conv.": "quant_conv.", "post_quant_conv.": "post_quant_conv."}
-    for part in ("encoder", "decoder"):
-        for name in ("conv_in.", "conv_out."):
-            p[f"{part}.{name}"] = f"{part}.{name}"
-        p[f"{part}.conv_norm_out."] = f"{part}.norm_out."
-        p[f"{part}.mid_block.resnets.0."] = f"{part}.mid.block_1."
-        p[f"{part}.mid_block.resnets.1."] = f"{part}.mid.block_2."
-        p[f"{part}.mid_block.attentions.0."] = f"{part}.mid.attn_1."
-    for i in range(n):
-        for j in range(L):
-            p[f"encoder.down_blocks.{i}.resnets.{j}."] = f"encoder.down.{i}.block.{j}."
-        for j in range(L + 1):
-            p[f"decoder.up_blocks.{i}.resnets.{j}."] = f"decoder.up.{n - 1 - i}.block.{j}."
-        if i < n - 1:
-            p[f"encoder.down_blocks.{i}.downsamplers.0."] = f"encoder.down.{i}.downsample."
-            p[f"decoder.up_blocks.{i}.upsamplers.0."] = f"decoder.up.{n - 1 - i}.upsample."
-    attn = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-
-    def inner(prefix: str, rest: str) -> str:
-        if prefix.endswith("attn_1.") or "attentions" in prefix:
-            for old, new in attn.items():
-                if rest.startswith(old + "."):
-                    return new + rest[len(old):]
-        return rest.replace("conv_shortcut.", "nin_shortcut.")
-
-    out = _rename(vae.state_dict(), p, inner)
-    # the original VAE's attention projections are 1x1 convolutions
-    return {f"first_stage_model.{k}": (v[:, :, None, None] if ".attn_1." in k and v.ndim == 2 else v)
-            for k, v in out.items()}
-
-
-def text_encoder_to_ldm(text_encoder) -> dict:
-    # original checkpoints nest the HF CLIP text model under text_model. (transformers 5 drops it)
-    return {
-        f"cond_stage_model.transformer.{k if k.startswith('text_model.') else 'text_model.' + k}": v
-        for k, v in text_encoder.state_dict().items()
-    }
+from ldm_layout import text_encoder_to_ldm, unet_to_ldm, vae_kl_to_ldm
 
 
 def tiny_kl_pipeline(seed: int):

@@ -20,6 +20,7 @@ from dreamcam.backends import make_backend
 from dreamcam.bench.extras import time_extras
 from dreamcam.bench.timing import make_engine, summarize
 from dreamcam.errors import ConfigError
+from dreamcam.models.pipelines import is_sdxl
 
 
 class PeerRunner:
@@ -29,6 +30,9 @@ class PeerRunner:
     """
 
     def __init__(self, pipe, cfg: dict[str, Any], args: argparse.Namespace) -> None:
+        if is_sdxl(pipe):  # else it fails at its first UNet call, deep inside diffusers
+            raise ConfigError("--peer cannot run an SDXL model: StreamDiffusion 0.1.1 never passes SDXL's added "
+                              "conditioning (pooled text embeddings, time ids) to the UNet; drop --peer")
         try:
             from streamdiffusion import StreamDiffusion  # lazy: an optional peer, installed only to compare
         except ImportError as e:

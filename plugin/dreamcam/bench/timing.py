@@ -21,6 +21,7 @@ from dreamcam.engine.schedule import check_t_index_list, strength_to_t_index_lis
 from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError
 from dreamcam.models.archs import arch_pipeline
+from dreamcam.models.paths import TINY_MODELS
 from dreamcam.models.pipelines import tiny_pipeline
 
 
@@ -77,7 +78,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     arch = args.arch or args.model or "tiny"
     if args.model and args.arch and args.arch != args.model:
         raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
-    if args.arch not in (None, "tiny") and not args.random_weights:
+    if not (args.arch is None or args.arch in TINY_MODELS) and not args.random_weights:
         raise ConfigError(f"--arch {arch} needs --random-weights: no pretrained weights are downloaded for benchmarks")
     if args.frames < 1 or args.warmup < 0:
         raise ConfigError(f"--frames must be >= 1 and --warmup >= 0, got {args.frames} and {args.warmup}")
@@ -95,14 +96,14 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     else:
         t_index = strength_to_t_index_list(args.strength, args.steps, 50)
     # a real model (hub id, folder, file) loads as `dreamcam run` loads it; tiny and --arch are built here
-    model = None if args.arch or arch == "tiny" else arch
+    model = None if args.arch or arch in TINY_MODELS else arch
     return {"arch": arch, "model": model, "backend": chosen, "device": device, "dtype": dtype, "t_index_list": t_index}
 
 
 def build_pipeline(arch: str, device: str, dtype: torch.dtype, seed: int = 0):
     """The random-weight pipeline `--arch` names (tiny: the offline tiny pipeline)."""
-    if arch == "tiny":
-        return tiny_pipeline(seed, device=device, dtype=dtype)
+    if arch in TINY_MODELS:
+        return tiny_pipeline(seed, device=device, dtype=dtype, arch=TINY_MODELS[arch])
     return arch_pipeline(arch, seed=seed, device=device, dtype=dtype)
 
 

@@ -16,11 +16,11 @@ from dreamcam.cli.flags import (
     check_sizes,
     use_engines_dir,
 )
-from dreamcam.cli.models import add_model_arguments, check_model_flags
+from dreamcam.cli.models import add_model_arguments, check_model_flags, is_tiny
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS
 
-ARCH_CHOICES = ("tiny", "sd-turbo", "sd15")
+ARCH_CHOICES = ("tiny", "tiny-sdxl", "sd-turbo", "sd15")
 DEFAULT_SWEEP = ("stability", (0.0, 0.5, 0.8))  # --flicker's sweep where the knob table has that knob
 
 
@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """What can be said before torch loads: model flags, sizes, strength, the engine cache."""
-    if args.arch and args.model not in (None, "tiny"):
+    if args.arch and not (args.model is None or is_tiny(args.model)):
         raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
     if args.random_weights and not args.arch:
         raise ConfigError("--random-weights builds an --arch (sd-turbo or sd15) with random weights; add --arch, "

@@ -13,7 +13,7 @@ from dreamcam.cli.flags import (
     check_sizes,
     use_engines_dir,
 )
-from dreamcam.cli.models import BUILTIN_MODELS, add_model_arguments, check_model_flags
+from dreamcam.cli.models import BUILTIN_MODELS, add_model_arguments, check_model_flags, is_tiny
 from dreamcam.errors import ConfigError
 
 ARCH_CHOICES = ("sd-turbo", "sd15")
@@ -35,7 +35,7 @@ def check(args: argparse.Namespace) -> None:
     """What can be said before torch and TensorRT load."""
     if args.vae and (args.arch or args.model in BUILTIN_MODELS):
         raise ConfigError("--vae is for --model ID|PATH: the tiny and toy models and --arch come with their own tiny VAE")
-    if args.arch and args.model != "tiny":
+    if args.arch and not is_tiny(args.model):
         raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
     if args.arch and not args.random_weights:
         raise ConfigError(f"--arch {args.arch} needs --random-weights (no pretrained weights are downloaded)")

@@ -10,9 +10,16 @@ import time
 import torch
 
 from dreamcam.cli.console import say
-from dreamcam.cli.models import BUILTIN_MODELS, DEFAULT_TINY_VAE, GPU_BACKENDS, parse_lora
-from dreamcam.models.loading import load_pipeline
+from dreamcam.cli.models import BUILTIN_MODELS, DEFAULT_TINY_VAE, DEFAULT_TINY_VAE_XL, GPU_BACKENDS, is_tiny, parse_lora
+from dreamcam.models.loading import load_pipeline, model_family
+from dreamcam.models.paths import TINY_MODELS
 from dreamcam.models.pipelines import tiny_pipeline
+
+
+def default_tiny_vae(model: str) -> str:
+    """The tiny VAE of the model's family: TAESDXL for an SDXL model (read from its files without
+    loading it), else TAESD."""
+    return DEFAULT_TINY_VAE_XL if model_family(model) == "sdxl" else DEFAULT_TINY_VAE
 
 
 def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, backend: str = "eager"):
@@ -20,12 +27,12 @@ def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
     where that cannot be loaded, the model's own (auto then runs eager, and says so)."""
     t0 = time.perf_counter()
     say(f"loading model {args.model} on {device} ...")
-    if args.model == "tiny":
-        pipe = tiny_pipeline(seed=0, device=device, dtype=dtype)
+    if is_tiny(args.model):
+        pipe = tiny_pipeline(seed=0, device=device, dtype=dtype, arch=TINY_MODELS[args.model])
     else:
         vae, optional = args.vae, False
         if vae is None and backend in GPU_BACKENDS and args.model not in BUILTIN_MODELS:  # toy: its own tiny VAE
-            vae, optional = DEFAULT_TINY_VAE, True
+            vae, optional = default_tiny_vae(args.model), True
             say(f"VAE: {vae} (the {backend} backend runs a tiny VAE; --vae to choose another)")
         loras = [parse_lora(s) for s in (args.lora or [])]
         pipe = load_pipeline(

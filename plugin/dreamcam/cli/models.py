@@ -7,25 +7,33 @@ import argparse
 from pathlib import Path
 
 from dreamcam.errors import ConfigError
+from dreamcam.models.paths import TINY_MODELS, TINY_VAES
 
-# TAESD for SD 1.x/2.x latents: the tiny VAE the compiled and TensorRT backends run when no --vae
-# is given (StreamDiffusion's default too)
-DEFAULT_TINY_VAE = "madebyollin/taesd"
+# the tiny VAE the compiled and TensorRT backends run when no --vae is given: TAESD for SD 1.x/2.x
+# latents (StreamDiffusion's default too), TAESDXL for SDXL's (`default_tiny_vae`)
+DEFAULT_TINY_VAE = TINY_VAES["sd"]
+DEFAULT_TINY_VAE_XL = TINY_VAES["sdxl"]
+
+
+def is_tiny(model: str | None) -> bool:
+    """An offline random-weight model name ("tiny", "tiny-sdxl"): built, nothing loaded."""
+    return model in TINY_MODELS
 GPU_BACKENDS = ("compiled", "tensorrt")
-# models dreamcam brings along (nothing to download): tiny has random weights, toy is a small trained
+# models dreamcam brings along (nothing to download): tiny and tiny-sdxl have random weights, toy is a small trained
 # model with its own tiny VAE (so no other VAE, LoRA or config may be loaded into either)
-BUILTIN_MODELS = ("tiny", "toy")
+BUILTIN_MODELS = (*TINY_MODELS, "toy")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, default: str | None) -> None:
     """--model (default None: tiny unless the command builds another), --model-config, --vae, --lcm-lora, --lora."""
     p.add_argument("--model", default=default,
-                   help="hub id, local diffusers folder, single .safetensors/.ckpt file, 'toy' (small trained model, "
-                        "colour words steer it) or 'tiny' (offline random weights)"
+                   help="hub id, local diffusers folder, single .safetensors/.ckpt file (SD 1.x/2.x or SDXL), "
+                        "'toy' (small trained model, colour words steer it) or 'tiny' / 'tiny-sdxl' (offline random weights)"
                         + ("" if default else "; default tiny"))
     p.add_argument("--model-config", help="folder (or hub id) with the configs of a single-file checkpoint, for offline use")
     p.add_argument("--vae", help=f"a VAE to use instead of the model's: hub id or folder, e.g. {DEFAULT_TINY_VAE} "
-                                 "(tiny, fast; the compiled and tensorrt backends load it when none is given)")
+                                 f"or for SDXL {DEFAULT_TINY_VAE_XL} (tiny, fast; the compiled and tensorrt backends "
+                                 "load the one of the model's family when none is given)")
     p.add_argument("--lcm-lora", help="LCM-LoRA fused into the model, e.g. latent-consistency/lcm-lora-sdv1-5")
     p.add_argument("--lora", action="append", help="a LoRA fused at a scale: PATH_OR_ID[:SCALE] (repeatable)")
 
@@ -45,7 +53,7 @@ def check_model_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"{', '.join(given)} cannot be used with --model toy (a small model with its own VAE, "
                           "nothing else fits it); drop them, or pass a real model to --model")
     if given:
-        built = f"--arch {arch}" if arch else "--model tiny"
+        built = f"--arch {arch}" if arch else f"--model {args.model or 'tiny'}"
         raise ConfigError(f"{', '.join(given)} cannot be used with {built} (random weights, nothing is loaded); "
                           "drop them, or pass a real model to --model")
 

@@ -9,12 +9,29 @@ frames, never reallocating them: a compiled or captured frame step keeps reading
 Shapes and names (S steps, F frames per call, B batch rows) are described in engine/stream.py; the
 fixed structure (device, dtype, scheduler, batch sizes, cfg type) is set by
 `StreamEngine.__init__` before anything here runs.
+
+SDXL (an SDXL pipeline: two text encoders, a UNet with addition_embed_type "text_time"): the UNet
+also takes `added_cond_kwargs`, the pooled text embedding of the second text encoder
+(`text_embeds`, (rows, P)) and six time ids (`time_ids`, (rows, 6): original size, crop top-left,
+target size, all (height, width) of the engine, as diffusers' SDXL pipelines pass for an image
+of that size). Both are buffers of the UNet batch's rows (unconditional rows first, as the token
+embeddings), filled in place like every other tensor here. `unet_conditioning` is the one place
+that says what every UNet call of the frame step passes.
+
+So that whatever blends or fades prompt embeddings (prompt blends, cross-fades in
+`control.controller`) treats the pooled embedding exactly like the token embeddings, an SDXL
+prompt's embeddings travel as one tensor: `encode_prompt` returns the token embeddings
+(1, 77, W) with the pooled embedding appended as extra row(s) (zero-padded to width W), and
+`set_prompt_embeds` splits them into the two buffers (`pack_prompt_embeds`, `split_prompt_embeds`).
+Weighted sums and lerps of packed tensors are the same sums and lerps of both parts.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +43,13 @@ from dreamcam.engine.schedule import check_finite, check_t_index_list, strength_
 from dreamcam.engine.similarity import SimilarityFilter
 
 log = logging.getLogger(__name__)
+
+SDXL_TIME_IDS = 6  # original (h, w), crop top-left (y, x), target (h, w)
+_ENCODE_LOGGERS = (
+    "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion",
+    "diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl",
+    "transformers.tokenization_utils_base",
+)
 
 
 class EngineState:
@@ -83,7 +107,11 @@ class EngineState:
         self._delta = torch.ones((), dtype=dt, device=dev)
 
         cond, uncond = self.encode_prompt(prompt, negative_prompt)
-        self._embeds = torch.empty((self.unet_batch_size, *cond.shape[1:]), dtype=cond.dtype, device=dev)
+        tokens = cond.shape[1] - (self._pooled_layout()[1] if self.is_sdxl else 0)
+        self._embeds = torch.empty((self.unet_batch_size, tokens, cond.shape[2]), dtype=cond.dtype, device=dev)
+        self._unet_conditioning: dict[str, Any] = {"encoder_hidden_states": self._embeds}
+        if self.is_sdxl:
+            self._allocate_added_cond(cond.dtype)
         self.prompt = prompt
         self.negative_prompt = negative_prompt
         self.set_prompt_embeds(cond, uncond)
@@ -94,6 +122,59 @@ class EngineState:
             self.similarity_filter.keep(None)
         self.latent_feedback.reset()  # nor is a latent of the old prompt one to feed back
         self.prepared = True
+
+    def _allocate_added_cond(self, dtype: torch.dtype) -> None:
+        """SDXL's added conditioning buffers (pooled text embeddings, time ids) for every UNet row;
+        the time ids are those of the engine's size, fixed for its life."""
+        rows, dev = self.unet_batch_size, self.device
+        width, _ = self._pooled_layout()
+        self._text_embeds = torch.zeros((rows, width), dtype=dtype, device=dev)
+        self._time_ids = torch.empty((rows, SDXL_TIME_IDS), dtype=dtype, device=dev)
+        self._upload(self._time_ids, self.time_ids().expand(rows, -1))
+        self._unet_conditioning["added_cond_kwargs"] = {"text_embeds": self._text_embeds, "time_ids": self._time_ids}
+
+    def time_ids(self) -> torch.Tensor:
+        """SDXL's time ids for one row at the engine size, (1, 6) on the host: original size,
+        crop top-left (0, 0) and target size, each (height, width), as diffusers' SDXL img2img
+        pipeline computes them for an image of the engine's size."""
+        h, w = self.height, self.width
+        return torch.tensor([[h, w, 0, 0, h, w]], dtype=self.dtype)
+
+    def _pooled_layout(self) -> tuple[int, int]:
+        """SDXL: the pooled embedding's width P and the rows it takes when packed after the token
+        embeddings (width W = the UNet's cross-attention width): ceil(P / W)."""
+        unet_cfg = self.pipe.unet.config
+        width = int(self.pipe.text_encoder_2.config.projection_dim)
+        time_dim = int(unet_cfg.addition_time_embed_dim)
+        n_ids = (int(unet_cfg.projection_class_embeddings_input_dim) - width) / time_dim
+        if n_ids != SDXL_TIME_IDS:
+            raise ConfigError(
+                f"this SDXL UNet takes {n_ids:g} time ids, not the {SDXL_TIME_IDS} of SDXL and SDXL-Turbo "
+                "(a refiner with aesthetic scores?): dreamcam runs SDXL base-style models"
+            )
+        return width, math.ceil(width / int(unet_cfg.cross_attention_dim))
+
+    def pack_prompt_embeds(self, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """SDXL: token embeddings (N, T, W) and pooled embeddings (N, P) -> one (N, T + k, W)
+        tensor, the pooled embedding zero-padded into the k extra rows (see the module doc)."""
+        width, k = self._pooled_layout()
+        n, _, w = tokens.shape
+        extra = torch.zeros((n, k * w), dtype=tokens.dtype, device=tokens.device)
+        extra[:, :width] = pooled.to(tokens.dtype)
+        return torch.cat([tokens, extra.view(n, k, w)], dim=1)
+
+    def split_prompt_embeds(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDXL: the inverse of `pack_prompt_embeds`: (N, T + k, W) -> tokens (N, T, W), pooled (N, P)."""
+        width, k = self._pooled_layout()
+        tokens = getattr(self, "_embeds", None)
+        want = (None if tokens is None else tokens.shape[1] + k, int(self.pipe.unet.config.cross_attention_dim))
+        if packed.ndim != 3 or (want[0] is not None and packed.shape[1] != want[0]) or packed.shape[2] != want[1]:
+            raise ConfigError(
+                f"SDXL prompt embeddings are (1, {want[0] or 'tokens + ' + str(k)}, {want[1]}): the token embeddings "
+                f"with the pooled embedding in the last {k} row(s); got {tuple(packed.shape)}: pass what "
+                "engine.encode_prompt returns, or engine.pack_prompt_embeds(tokens, pooled)"
+            )
+        return packed[:, :-k], packed[:, -k:].reshape(packed.shape[0], -1)[:, :width]
 
     def _draw_noise(self, out: torch.Tensor, generator: torch.Generator) -> None:
         s, f = self.denoising_steps_num, self.frame_buffer_size
@@ -158,15 +239,28 @@ class EngineState:
     @torch.no_grad()
     def encode_prompt(self, prompt: str, negative_prompt: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
         """Text embeddings (1, tokens, width) for a prompt, and for the negative prompt when the
-        cfg type uses one. A prompt longer than the text encoder takes is truncated (one warning)."""
+        cfg type uses one. A prompt longer than the text encoder takes is truncated (one warning).
+
+        SDXL: both text encoders' penultimate hidden states side by side (diffusers' SDXL
+        `encode_prompt`), with the second encoder's pooled embedding packed after them (see the
+        module doc); an empty negative prompt is zeros where the model says so
+        (force_zeros_for_empty_prompt), as in diffusers' SDXL pipelines without a negative prompt."""
         if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
             raise ConfigError("prompt and negative_prompt must be strings")
         self._warn_if_truncated(prompt)
         need_uncond = self.uncond_rows > 0
         # our own warning above replaces the per-call ones of diffusers and the tokenizer
-        with quiet_loggers(
-            "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion", "transformers.tokenization_utils_base"
-        ):
+        with quiet_loggers(*_ENCODE_LOGGERS):
+            if self.is_sdxl:
+                cond, uncond, pooled, uncond_pooled = self.pipe.encode_prompt(
+                    prompt=prompt,
+                    device=self.device,
+                    num_images_per_prompt=1,
+                    do_classifier_free_guidance=need_uncond,
+                    negative_prompt=(negative_prompt or None) if need_uncond else None,
+                )
+                cond = self.pack_prompt_embeds(cond, pooled)
+                return cond, (None if uncond is None else self.pack_prompt_embeds(uncond, uncond_pooled))
             cond, uncond = self.pipe.encode_prompt(
                 prompt=prompt,
                 device=self.device,
@@ -189,16 +283,43 @@ class EngineState:
 
     @torch.no_grad()
     def set_prompt_embeds(self, cond: torch.Tensor, uncond: torch.Tensor | None = None) -> None:
-        """Copy (1, tokens, width) embeddings into the engine's buffer; used from the next frame."""
+        """Copy (1, tokens, width) embeddings (as `encode_prompt` returns them; SDXL: packed with
+        the pooled embedding) into the engine's buffers; used from the next frame."""
         u = self.uncond_rows
-        self._embeds[u:].copy_(cond.to(self._embeds.dtype).expand(self.batch_size, -1, -1))
+        self._write_prompt_rows(u, self.unet_batch_size, cond)
         if u and uncond is not None:
-            self._embeds[:u].copy_(uncond.to(self._embeds.dtype).expand(u, -1, -1))
+            self._write_prompt_rows(0, u, uncond)
+
+    def _write_prompt_rows(self, start: int, stop: int, embeds: torch.Tensor) -> None:
+        n = stop - start
+        if not self.is_sdxl:
+            self._embeds[start:stop].copy_(embeds.to(self._embeds.dtype).expand(n, -1, -1))
+            return
+        tokens, pooled = self.split_prompt_embeds(embeds)
+        self._embeds[start:stop].copy_(tokens.to(self._embeds.dtype).expand(n, -1, -1))
+        self._text_embeds[start:stop].copy_(pooled.to(self._text_embeds.dtype).expand(n, -1))
 
     @property
     def prompt_embeds(self) -> torch.Tensor:
-        """The UNet's encoder_hidden_states: unconditional rows first (full/initialize), then conditional."""
+        """The embeddings of every UNet row, unconditional rows first (full/initialize), then
+        conditional, in `encode_prompt`'s layout: the UNet's encoder_hidden_states buffer itself;
+        SDXL: a packed copy of it and the pooled embeddings (the buffers are in `unet_conditioning`)."""
+        if self.is_sdxl:
+            return self.pack_prompt_embeds(self._embeds, self._text_embeds)
         return self._embeds
+
+    @property
+    def unet_conditioning(self) -> dict[str, Any]:
+        """The keyword arguments every UNet call of the frame step passes, all pre-allocated
+        buffers updated in place: `encoder_hidden_states` (rows, 77, W), and for SDXL
+        `added_cond_kwargs` {"text_embeds": (rows, P), "time_ids": (rows, 6)}. A call that needs
+        the same conditioning (an SDXL ControlNet) passes these same tensors."""
+        return self._unet_conditioning
+
+    @property
+    def added_cond_kwargs(self) -> dict[str, torch.Tensor] | None:
+        """SDXL's added conditioning buffers (see `unet_conditioning`); None for SD 1.x / 2.x."""
+        return self._unet_conditioning.get("added_cond_kwargs")
 
     def set_prompt(self, prompt: str) -> None:
         self._require_prepared()
@@ -210,7 +331,7 @@ class EngineState:
         self._require_prepared()
         if self.uncond_rows:
             _, uncond = self.encode_prompt("", negative_prompt)
-            self._embeds[: self.uncond_rows].copy_(uncond.to(self._embeds.dtype).expand(self.uncond_rows, -1, -1))
+            self._write_prompt_rows(0, self.uncond_rows, uncond)
         self.negative_prompt = negative_prompt
 
     @torch.no_grad()

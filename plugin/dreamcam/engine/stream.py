@@ -28,7 +28,7 @@ import torch
 from dreamcam.engine.feedback import LatentFeedback
 from dreamcam.engine.state import EngineState
 from dreamcam.errors import ConfigError
-from dreamcam.models.pipelines import move_pipeline
+from dreamcam.models.pipelines import is_sdxl, move_pipeline
 from dreamcam.models.quiet import quiet_imports
 from dreamcam.engine.schedule import CFG_TYPES, check_size, check_t_index_list
 from dreamcam.engine.similarity import SimilarityFilter
@@ -42,7 +42,9 @@ class StreamEngine(EngineState):
     (engine/state.py); this class owns the engine structure and the frame step.
 
     Args:
-        pipe: a diffusers `StableDiffusionPipeline` (SD 1.x / 2.x / sd-turbo architecture).
+        pipe: a diffusers `StableDiffusionPipeline` (SD 1.x / 2.x / sd-turbo architecture) or
+            `StableDiffusionXLPipeline` (SDXL / SDXL-Turbo: the UNet also gets the pooled text
+            embeddings and the time ids, see `EngineState.unet_conditioning`).
         t_index_list: indices into the `num_inference_steps` LCM schedule, strictly increasing;
             one UNet step per index. Lower indices are noisier (more change).
         width, height: engine resolution in pixels, multiples of 8.
@@ -75,6 +77,12 @@ class StreamEngine(EngineState):
         for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
             if getattr(pipe, part, None) is None:
                 raise ConfigError(f"the pipeline has no {part}: pass a diffusers StableDiffusionPipeline")
+        self.is_sdxl = is_sdxl(pipe)
+        if self.is_sdxl:
+            for part in ("text_encoder_2", "tokenizer_2"):
+                if getattr(pipe, part, None) is None:
+                    raise ConfigError(f"the pipeline's UNet takes SDXL's added conditioning but the pipeline has no "
+                                      f"{part}: pass a diffusers StableDiffusionXLPipeline")
         self.width = check_size("width", width)
         self.height = check_size("height", height)
         self.t_index_list = check_t_index_list(t_index_list)
@@ -153,7 +161,7 @@ class StreamEngine(EngineState):
             x_in = torch.cat([x, x], dim=0)
         else:
             x_in = x
-        pred = self.unet(x_in, t, encoder_hidden_states=self._embeds, return_dict=False)[0]
+        pred = self.unet(x_in, t, **self.unet_conditioning, return_dict=False)[0]
 
         # 2. Residual classifier-free guidance
         if cfg == "none":

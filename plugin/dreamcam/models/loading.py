@@ -1,8 +1,11 @@
 """Load a real Stable Diffusion pipeline for the engine: hub id, diffusers folder or checkpoint file.
 
-`load_pipeline` returns a diffusers `StableDiffusionPipeline` ready for `StreamEngine`: LCM
-scheduler, no safety checker, optional tiny VAE, LCM-LoRA and LoRAs fused into the weights (the
-UNet then runs at full speed, with no LoRA layers left in it), on the requested device and dtype.
+`load_pipeline` returns a diffusers `StableDiffusionPipeline` (SD 1.x / 2.x, sd-turbo) or
+`StableDiffusionXLPipeline` (SDXL, SDXL-Turbo; `model_family` tells them apart from the model's
+files before anything loads) ready for `StreamEngine`: LCM scheduler, no safety checker,
+optional tiny VAE (`TINY_VAES`: madebyollin/taesd for SD, madebyollin/taesdxl for SDXL),
+LCM-LoRA and LoRAs fused into the weights (the UNet then runs at full speed, with no LoRA
+layers left in it), on the requested device and dtype.
 
 The hub is only contacted when it answers within `hub.HUB_PROBE_TIMEOUT_S`; otherwise (or with
 `HF_HUB_OFFLINE=1`) everything loads from the local Hugging Face cache, and a model that is not
@@ -16,11 +19,13 @@ import contextlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from dreamcam.errors import ConfigError, ModelLoadError
 from dreamcam.models.components import fuse_loras, load_vae
@@ -28,19 +33,25 @@ from dreamcam.models.hub import Hub
 from dreamcam.models.paths import (
     CHECKPOINT_SUFFIXES,
     HUB_ID,
+    TINY_MODELS,
+    TINY_VAES,
     check_checkpoint_file,
     check_exists,
     is_checkpoint_path,
     looks_like_path,
     one_line,
 )
-from dreamcam.models.pipelines import TOY_MODEL_DIR, move_pipeline, tiny_pipeline
+from dreamcam.models.pipelines import TOY_MODEL_DIR, is_sdxl, move_pipeline, tiny_pipeline
+from dreamcam.models.quiet import quiet_loggers
 
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("lcm", "keep")
-# Components StreamEngine drives; a pipeline with a second text encoder (SDXL) needs other conditioning.
+# Components StreamEngine drives; SDXL adds a second text encoder and tokenizer.
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+SDXL_COMPONENTS = ("text_encoder_2", "tokenizer_2")
+# a single SDXL checkpoint in the original layout: its second text encoder (OpenCLIP bigG)
+_SDXL_CHECKPOINT_KEY = "conditioner.embedders.1."
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -49,7 +60,7 @@ _DTYPES = {
 _NO_WEIGHTS_HINT = (
     "pass a local diffusers folder (--model ./my-model-folder), a single checkpoint file "
     "(--model ./model.safetensors), or use --model toy (the small model shipped with dreamcam) or "
-    "--model tiny (random weights) to run without downloads"
+    "--model tiny / tiny-sdxl (random weights) to run without downloads"
 )
 
 
@@ -66,17 +77,19 @@ def load_pipeline(
     progress: bool = True,
     vae_optional: bool = False,
 ):
-    """Load a Stable Diffusion 1.x/2.x-style pipeline for `StreamEngine`.
+    """Load a Stable Diffusion 1.x/2.x-style or SDXL pipeline for `StreamEngine`.
 
-    id_or_path: "tiny" (the offline random-weight pipeline, seed 0), "toy" (the small trained
-        model shipped in the package, loaded as the diffusers folder it is), a diffusers folder
+    id_or_path: "tiny" or "tiny-sdxl" (the offline random-weight pipelines, seed 0), "toy" (the small
+        trained model shipped in the package, loaded as the diffusers folder it is), a diffusers folder
         (`save_pretrained` layout, with model_index.json), a single original-layout checkpoint
         (.safetensors or .ckpt, as downloaded from model sites), or a hub id such as
-        "stabilityai/sd-turbo" (from the local cache when the hub cannot be reached).
+        "stabilityai/sd-turbo" or "stabilityai/sdxl-turbo" (from the local cache when the hub
+        cannot be reached). SDXL models (two text encoders) load as `StableDiffusionXLPipeline`.
     config: for a single checkpoint file, a diffusers folder (or hub id) of the same
         architecture to take component configs, tokenizer and scheduler from; without it
         diffusers infers the architecture and fetches its configs from the hub.
-    vae: hub id or folder of an `AutoencoderTiny` (e.g. "madebyollin/taesd") or an
+    vae: hub id or folder of an `AutoencoderTiny` (e.g. "madebyollin/taesd", for SDXL
+        "madebyollin/taesdxl": `TINY_VAES[model_family(model)]`) or an
         `AutoencoderKL`, or a single .safetensors/.ckpt `AutoencoderKL` file; replaces the
         pipeline's VAE.
     lcm_lora: hub id, folder or .safetensors file of an LCM-LoRA, fused at scale 1.
@@ -129,8 +142,9 @@ def load_pipeline(
         from diffusers import LCMScheduler
 
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
-    pipe.safety_checker = None
-    pipe.register_to_config(requires_safety_checker=False)
+    if not is_sdxl(pipe):  # SDXL pipelines have no safety checker
+        pipe.safety_checker = None
+        pipe.register_to_config(requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=not progress)
     log.info("model ready: %s on %s (%s)", id_or_path, device, str(dtype).removeprefix("torch."))
     return pipe
@@ -148,9 +162,9 @@ def toy_pipeline(*, device: str | torch.device | None = None, dtype: torch.dtype
 
 
 def _load_base(id_or_path: str, *, config: str | None, vae: str | None, hub: Hub, dtype: torch.dtype):
-    if id_or_path == "tiny":
-        log.info("building the tiny random-weight pipeline...")
-        return tiny_pipeline(0, dtype=dtype)
+    if id_or_path in TINY_MODELS:
+        log.info("building the %s random-weight pipeline...", id_or_path)
+        return tiny_pipeline(0, dtype=dtype, arch=TINY_MODELS[id_or_path])
     if id_or_path == "toy":
         if not (TOY_MODEL_DIR / "model_index.json").is_file():
             raise ModelLoadError(
@@ -177,9 +191,66 @@ def _load_base(id_or_path: str, *, config: str | None, vae: str | None, hub: Hub
     return _load_hub(id_or_path, hub, dtype)
 
 
-def _load_folder(path: Path, dtype: torch.dtype):
-    from diffusers import StableDiffusionPipeline
+def model_family(id_or_path: str, *, hub: Hub | None = None) -> str | None:
+    """"sdxl" or "sd" for a model name, read from its files without loading it (a folder's or a
+    cached hub model's model_index.json, a .safetensors checkpoint's key names); None where
+    that cannot be told (a hub id neither cached nor reachable, a .ckpt file, a missing path)."""
+    name = str(id_or_path)
+    if name in TINY_MODELS:
+        return TINY_MODELS[name]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _index_family(_read_index(path / "model_index.json")) if (path / "model_index.json").is_file() else None
+    if path.is_file():
+        if path.suffix.lower() != ".safetensors":
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return "sdxl" if any(k.startswith(_SDXL_CHECKPOINT_KEY) for k in f.keys()) else "sd"
+        except Exception:  # noqa: BLE001 - a broken file is said by the loader, in its own words
+            return None
+    if looks_like_path(name) or not HUB_ID.match(name) or "/" not in name:
+        return None
+    from diffusers import DiffusionPipeline
 
+    # inside load_pipeline the caller's hub already guards; alone, this call guards itself
+    own = hub is None
+    hub = hub or Hub()
+    guard = hub.guard() if own else contextlib.nullcontext()
+    try:
+        with guard, quiet_loggers("diffusers", "huggingface_hub"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # diffusers' deprecated hub arguments, every call
+            return _index_family(DiffusionPipeline.load_config(name, local_files_only=not hub.online()))
+    except Exception:  # noqa: BLE001 - not cached and offline, or no such repo: the loader says so
+        return None
+
+
+def _index_family(spec: dict[str, Any]) -> str:
+    return "sdxl" if "text_encoder_2" in spec or "XL" in str(spec.get("_class_name", "")) else "sd"
+
+
+def _pipeline_class(family: str | None):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+
+
+def _family_kwargs(family: str | None) -> dict[str, Any]:
+    """from_pretrained/from_single_file arguments of each family: SD has a safety checker to
+    drop, SDXL an invisible watermarker (not for a live camera)."""
+    if family == "sdxl":
+        return {"add_watermarker": False}
+    return {"safety_checker": None, "requires_safety_checker": False}
+
+
+def _read_index(index: Path) -> dict[str, Any]:
+    try:
+        return json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{index} is not readable JSON ({one_line(e)}); save the pipeline again") from e
+
+
+def _load_folder(path: Path, dtype: torch.dtype):
     index = path / "model_index.json"
     if not index.is_file():
         files = sorted(p.name for p in path.iterdir() if p.suffix.lower() in CHECKPOINT_SUFFIXES)
@@ -188,34 +259,34 @@ def _load_folder(path: Path, dtype: torch.dtype):
             f"{path} is not a diffusers pipeline folder (no model_index.json); pass a folder written by "
             f"save_pretrained, or a single .safetensors/.ckpt checkpoint{hint}"
         )
-    _check_index(path, index)
-    log.info("loading diffusers pipeline from %s (UNet, VAE, text encoder)...", path)
+    family = _check_index(path, index)
+    what = "UNet, VAE, two text encoders" if family == "sdxl" else "UNet, VAE, text encoder"
+    log.info("loading diffusers pipeline from %s (%s)...", path, what)
     try:
-        return StableDiffusionPipeline.from_pretrained(
-            str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
+        return _pipeline_class(family).from_pretrained(
+            str(path), dtype=dtype, local_files_only=True, **_family_kwargs(family)
         )
     except Exception as e:
         raise ModelLoadError(f"could not load the diffusers pipeline in {path}: {one_line(e)}") from e
 
 
-def _check_index(path: Path, index: Path) -> None:
-    try:
-        spec = json.loads(index.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{index} is not readable JSON ({one_line(e)}); save the pipeline again") from e
-    missing = [c for c in REQUIRED_COMPONENTS if not (isinstance(spec.get(c), list) and spec[c][0])]
-    if missing or "text_encoder_2" in spec:
+def _check_index(path: Path, index: Path) -> str:
+    """The folder's family ("sd" or "sdxl"); ModelLoadError where a component the engine drives is missing."""
+    spec = _read_index(index)
+    family = _index_family(spec)
+    needed = REQUIRED_COMPONENTS + (SDXL_COMPONENTS if family == "sdxl" else ())
+    missing = [c for c in needed if not (isinstance(spec.get(c), list) and spec[c][0])]
+    if missing:
         kind = spec.get("_class_name", "unknown pipeline")
-        what = f"lacks {', '.join(missing)}" if missing else "has a second text encoder"
         raise ModelLoadError(
-            f"{path} holds a {kind} that {what}; dreamcam runs Stable Diffusion 1.x/2.x-style pipelines "
-            f"({', '.join(REQUIRED_COMPONENTS)})"
+            f"{path} holds a {kind} that lacks {', '.join(missing)}; dreamcam runs Stable Diffusion 1.x/2.x-style "
+            f"pipelines ({', '.join(REQUIRED_COMPONENTS)}) and SDXL base-style ones (also {', '.join(SDXL_COMPONENTS)}; "
+            "an SDXL refiner, with no first text encoder, is not a stream model)"
         )
+    return family
 
 
 def _load_single_file(path: Path | str, *, config: str | None, vae: str | None, hub: Hub, dtype: torch.dtype):
-    from diffusers import StableDiffusionPipeline
-
     name = path.name if isinstance(path, Path) else path
     if isinstance(path, Path):
         check_checkpoint_file(path)
@@ -225,11 +296,14 @@ def _load_single_file(path: Path | str, *, config: str | None, vae: str | None, 
     if vae is not None:
         extra["vae"] = load_vae(vae, hub=hub, dtype=dtype)
     cfg = str(Path(config).expanduser()) if config and Path(config).expanduser().is_dir() else config
-    log.info("loading checkpoint %s (UNet, VAE, text encoder)...", name)
+    family = model_family(str(path), hub=hub)
+    if family is None and cfg is not None:  # a .ckpt: its config folder (or hub id) says what it is
+        family = model_family(cfg, hub=hub)
+    what = "UNet, VAE, two text encoders" if family == "sdxl" else "UNet, VAE, text encoder"
+    log.info("loading checkpoint %s (%s)...", name, what)
     try:
-        return StableDiffusionPipeline.from_single_file(
-            str(path), config=cfg, dtype=dtype, safety_checker=None, requires_safety_checker=False,
-            local_files_only=not hub.online(), **extra,
+        return _pipeline_class(family).from_single_file(
+            str(path), config=cfg, dtype=dtype, local_files_only=not hub.online(), **_family_kwargs(family), **extra,
         )
     except Exception as e:
         if not hub.online() and (config is None or not Path(config).expanduser().is_dir()):
@@ -242,15 +316,15 @@ def _load_single_file(path: Path | str, *, config: str | None, vae: str | None, 
 
 
 def _load_hub(repo_id: str, hub: Hub, dtype: torch.dtype):
-    from diffusers import StableDiffusionPipeline
-
     if not HUB_ID.match(repo_id):
         raise ModelLoadError(f"model {repo_id!r} is not a hub id (owner/name), a folder or a file; {_NO_WEIGHTS_HINT}")
     online = hub.online()
-    log.info("loading %s from the %s (UNet, VAE, text encoder)...", repo_id, "hub" if online else "local cache")
+    family = model_family(repo_id, hub=hub)
+    what = "UNet, VAE, two text encoders" if family == "sdxl" else "UNet, VAE, text encoder"
+    log.info("loading %s from the %s (%s)...", repo_id, "hub" if online else "local cache", what)
     try:
-        return StableDiffusionPipeline.from_pretrained(
-            repo_id, dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=not online
+        return _pipeline_class(family).from_pretrained(
+            repo_id, dtype=dtype, local_files_only=not online, **_family_kwargs(family)
         )
     except Exception as e:
         if not online:

@@ -15,6 +15,10 @@ from safetensors import safe_open
 from dreamcam.errors import ModelLoadError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+# the offline random-weight pipelines by name (`tiny_pipeline`), and the family each is
+TINY_MODELS = {"tiny": "sd", "tiny-sdxl": "sdxl"}
+# the tiny VAE (TAESD) that decodes each family's latents
+TINY_VAES = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 

@@ -40,7 +40,14 @@ import torch
 
 from dreamcam.backends.cache import engines_dir
 from dreamcam.backends.compiled.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
-from dreamcam.backends.tensorrt.onnx_export import export_unet, export_vae_decoder, export_vae_encoder
+from dreamcam.backends.tensorrt.onnx_export import (
+    export_unet,
+    export_vae_decoder,
+    export_vae_encoder,
+    sdxl_widths,
+    unet_input_names,
+    unet_is_sdxl,
+)
 from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError, DeviceError
 
@@ -292,21 +299,62 @@ class TrtEngine:
             raise DeviceError("TensorRT execute_async_v3 failed; see the TensorRT messages above")
 
 
-class _TrtCall:
-    """Callable with the engine's UNet / encoder / decoder call signature, backed by a TrtEngine."""
+class TrtCall:
+    """Callable with the engine's UNet / encoder / decoder call signature, backed by a TrtEngine.
+
+    Positional arguments fill the first inputs in order; `encoder_hidden_states` and SDXL's
+    `added_cond_kwargs` ({"text_embeds", "time_ids"}, the engine's `unet_conditioning`) fill
+    the inputs of those names. Each value is copied into the engine's bound buffer of that name."""
 
     def __init__(self, trt_engine: TrtEngine, inputs: list[str], output: str) -> None:
         self.trt, self.inputs, self.output = trt_engine, inputs, output
 
+    def feeds(self, args: tuple[torch.Tensor, ...], encoder_hidden_states: torch.Tensor | None = None,
+              added_cond_kwargs: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The call's tensors by input name; every input of the engine must get one."""
+        values = dict(zip(self.inputs, args))
+        if encoder_hidden_states is not None:
+            values["encoder_hidden_states"] = encoder_hidden_states
+        values.update(added_cond_kwargs or {})
+        if set(values) != set(self.inputs):
+            raise ConfigError(f"the TensorRT engine takes {', '.join(self.inputs)}; the call gave {', '.join(values)} "
+                              "(an SDXL engine for an SD model or the reverse? delete the plan to rebuild)")
+        return values
+
     def __call__(self, *args: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 return_dict: bool = False):
-        values = list(args) + ([encoder_hidden_states] if encoder_hidden_states is not None else [])
-        for name, value in zip(self.inputs, values):
-            buf = self.trt.buffers[name]
-            buf.copy_(value)
+                 added_cond_kwargs: dict[str, torch.Tensor] | None = None, return_dict: bool = False):
+        for name, value in self.feeds(args, encoder_hidden_states, added_cond_kwargs).items():
+            self.trt.buffers[name].copy_(value)
         self.trt.infer(torch.cuda.current_stream())
         out = self.trt.buffers[self.output]
         return (out,) if "encoder_hidden_states" in self.inputs else out
+
+
+def unet_profile_shapes(unet: Any, prof: Profile) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) shapes of every UNet input over the profile: the latent batch and size,
+    the timestep and text embeddings per batch row (SDXL: pooled embeddings and time ids too)."""
+    rows = [prof.batch[i] for i in range(3)]
+    shapes = {
+        "sample": prof.shapes("sample", 4, True),
+        "timestep": tuple((b,) for b in rows),
+        "encoder_hidden_states": tuple((b, 77, unet.config.cross_attention_dim) for b in rows),
+    }
+    if unet_is_sdxl(unet):
+        width, n_ids = sdxl_widths(unet)
+        shapes["text_embeds"] = tuple((b, width) for b in rows)
+        shapes["time_ids"] = tuple((b, n_ids) for b in rows)
+    return shapes
+
+
+def unet_input_shapes(engine: StreamEngine) -> dict[str, tuple[int, ...]]:
+    """The shapes the engine's UNet calls bind: its batch rows, latent size and conditioning."""
+    rows = engine.unet_batch_size
+    shapes = {"sample": (rows, 4, engine.latent_height, engine.latent_width), "timestep": (rows,)}
+    cond = engine.unet_conditioning
+    shapes["encoder_hidden_states"] = tuple(cond["encoder_hidden_states"].shape)
+    for name, t in (cond.get("added_cond_kwargs") or {}).items():
+        shapes[name] = tuple(t.shape)
+    return shapes
 
 
 def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, Path]:
@@ -317,9 +365,8 @@ def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, 
     profiles = default_profiles(engine)
     gpu = torch.cuda.get_device_name(engine.device)
     precision = PRECISIONS[engine.dtype]  # the export's dtype, which a strongly typed build keeps
-    d = engine.unet.config.cross_attention_dim
     specs = {
-        "unet": ({"sample": (4, True), "timestep": None, "encoder_hidden_states": None}, export_unet, engine.unet),
+        "unet": ({}, export_unet, engine.unet),
         "vae_encoder": ({"images": (3, False)}, export_vae_encoder, engine.vae),
         "vae_decoder": ({"latents": (4, True)}, export_vae_decoder, engine.vae),
     }
@@ -331,13 +378,10 @@ def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, 
             onnx_path = folder / "onnx" / f"{part}_{mhash}.onnx"
             if not onnx_path.exists():
                 export(module, onnx_path)
-            shapes = {}
-            for name, spec in inputs.items():
-                if spec is not None:
-                    shapes[name] = prof.shapes(name, *spec)
             if part == "unet":
-                shapes["timestep"] = tuple((prof.batch[i],) for i in range(3))
-                shapes["encoder_hidden_states"] = tuple((prof.batch[i], 77, d) for i in range(3))
+                shapes = unet_profile_shapes(engine.unet, prof)
+            else:
+                shapes = {name: prof.shapes(name, *spec) for name, spec in inputs.items()}
             build_plan(onnx_path, plan, shapes, timing_cache=folder / timing_cache_name(trt.__version__, gpu))
         plans[part] = plan
     return plans
@@ -358,15 +402,13 @@ class TensorRTBackend(FramePipeline):
         plans = ensure_plans(engine, Path(folder) if folder else None)
         dev, f = engine.device, engine.frame_buffer_size
         h, w = engine.latent_height, engine.latent_width
-        rows = engine.unet_batch_size
         unet, enc, dec = (TrtEngine(plans[p]) for p in ("unet", "vae_encoder", "vae_decoder"))
-        unet.allocate({"sample": (rows, 4, h, w), "timestep": (rows,),
-                       "encoder_hidden_states": tuple(engine.prompt_embeds.shape)}, dev)
+        unet.allocate(unet_input_shapes(engine), dev)
         enc.allocate({"images": (f, 3, engine.height, engine.width)}, dev)
         dec.allocate({"latents": (f, 4, h, w)}, dev)
         self._trt = (unet, enc, dec)
-        unet_call = _TrtCall(unet, ["sample", "timestep", "encoder_hidden_states"], "noise_pred")
-        vae = TinyVaeCalls(engine.vae, _TrtCall(enc, ["images"], "latents"), _TrtCall(dec, ["latents"], "images"))
+        unet_call = TrtCall(unet, unet_input_names(engine.unet), "noise_pred")
+        vae = TinyVaeCalls(engine.vae, TrtCall(enc, ["images"], "latents"), TrtCall(dec, ["latents"], "images"))
         self._swap = swap_modules(engine, unet_call, vae)
         self._swap.__enter__()
 

@@ -6,9 +6,13 @@ that range. Inputs and outputs by name:
 
 | graph       | inputs                                                                  | output                     |
 | ----------- | ----------------------------------------------------------------------- | -------------------------- |
-| unet        | sample (B, 4, h, w), timestep (B,) float32, encoder_hidden_states (B, 77, D) | noise_pred (B, 4, h, w) |
+| unet        | sample (B, 4, h, w), timestep (B,) float32, encoder_hidden_states (B, 77, D); SDXL also text_embeds (B, P), time_ids (B, 6) | noise_pred (B, 4, h, w) |
 | vae_encoder | images (B, 3, H, W) in [-1, 1]                                           | latents (B, 4, H/8, W/8)   |
 | vae_decoder | latents (B, 4, h, w) (unscaled, as TAESD's decoder takes them)          | images (B, 3, 8h, 8w)      |
+
+An SDXL UNet (addition_embed_type "text_time") takes its added conditioning as two more inputs,
+the pooled text embeddings and the time ids, so a new prompt or another engine size (the time ids
+hold it) needs no new graph or engine.
 
 The graphs are exported in the modules' own dtype (fp16 on a GPU for TensorRT; fp32 on a CPU,
 where the tests compare them against torch with onnxruntime).
@@ -28,15 +32,37 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
+SDXL_INPUTS = ("text_embeds", "time_ids")  # the added conditioning, in added_cond_kwargs' names
+
+
+def unet_is_sdxl(unet: Any) -> bool:
+    return getattr(unet.config, "addition_embed_type", None) == "text_time"
+
+
+def unet_input_names(unet: Any) -> list[str]:
+    """The UNet graph's inputs in order: sample, timestep, encoder_hidden_states (and SDXL's two)."""
+    return ["sample", "timestep", "encoder_hidden_states", *(SDXL_INPUTS if unet_is_sdxl(unet) else ())]
+
+
+def sdxl_widths(unet: Any) -> tuple[int, int]:
+    """An SDXL UNet's pooled text-embedding width P and number of time ids, from its config."""
+    cfg = unet.config
+    n_ids = 6  # original size, crop top-left, target size
+    return int(cfg.projection_class_embeddings_input_dim) - n_ids * int(cfg.addition_time_embed_dim), n_ids
+
+
 class UNetGraph(torch.nn.Module):
-    """UNet2DConditionModel with plain tensor inputs and one tensor output."""
+    """UNet2DConditionModel with plain tensor inputs and one tensor output (SDXL: the added
+    conditioning as two more tensor inputs)."""
 
     def __init__(self, unet: torch.nn.Module) -> None:
         super().__init__()
         self.unet = unet
 
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+    def forward(self, sample, timestep, encoder_hidden_states, text_embeds=None, time_ids=None):
+        added = None if text_embeds is None else {"text_embeds": text_embeds, "time_ids": time_ids}
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added,
+                         return_dict=False)[0]
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str,
@@ -52,22 +78,30 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str],
 
 def unet_example_inputs(unet: Any, *, batch: int = 2, latent_hw: tuple[int, int] = (8, 8),
                         text_len: int = 77) -> tuple[torch.Tensor, ...]:
+    """Example inputs in `unet_input_names` order (SDXL: also pooled embeddings and the time ids
+    of an image of 8h x 8w pixels)."""
     p = next(unet.parameters())
     h, w = latent_hw
     d = unet.config.cross_attention_dim
-    return (
+    args = (
         torch.randn(batch, unet.config.in_channels, h, w, device=p.device, dtype=p.dtype),
         torch.linspace(999, 1, batch, device=p.device, dtype=torch.float32),
         torch.randn(batch, text_len, d, device=p.device, dtype=p.dtype),
     )
+    if not unet_is_sdxl(unet):
+        return args
+    width, _ = sdxl_widths(unet)
+    ids = torch.tensor([8 * h, 8 * w, 0, 0, 8 * h, 8 * w], device=p.device, dtype=p.dtype).expand(batch, -1)
+    return (*args, torch.randn(batch, width, device=p.device, dtype=p.dtype), ids.contiguous())
 
 
 def export_unet(unet: Any, path: str | Path, *, batch: int = 2, latent_hw: tuple[int, int] = (8, 8)) -> Path:
     """UNet -> ONNX with dynamic batch B and latent size (h, w); traced at the given example shape."""
-    axes = {"sample": {0: "B", 2: "h", 3: "w"}, "timestep": {0: "B"}, "encoder_hidden_states": {0: "B"},
-            "noise_pred": {0: "B", 2: "h", 3: "w"}}
+    names = unet_input_names(unet)
+    axes = {"sample": {0: "B", 2: "h", 3: "w"}, "noise_pred": {0: "B", 2: "h", 3: "w"},
+            **{name: {0: "B"} for name in names[1:]}}
     args = unet_example_inputs(unet, batch=batch, latent_hw=latent_hw)
-    return _export(UNetGraph(unet), args, Path(path), ["sample", "timestep", "encoder_hidden_states"], "noise_pred", axes)
+    return _export(UNetGraph(unet), args, Path(path), names, "noise_pred", axes)
 
 
 def export_vae_encoder(vae: Any, path: str | Path, *, batch: int = 1, hw: tuple[int, int] = (64, 64)) -> Path:
