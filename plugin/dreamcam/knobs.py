@@ -159,6 +159,14 @@ PARAMS: dict[str, Param] = {
               label="Transition (seconds)", step=0.1),
         Param("preset", str, "", "a preset from the presets file (--presets): its values apply, then those given with it",
               presettable=False, max_len=256),
+        Param("attn_bank", int, 0, "cached attention: past frames each self-attention layer also attends to "
+              "(0 = off); steadier detail on a still camera", 0, 4,
+              label="Attention bank (frames, 0 = off)", step=1, apply=Apply.FENCE, setter="set_attn_bank"),
+        Param("attn_refresh", int, 1, "cached attention: bank a new frame every N frames", 1, 16,
+              label="Attention bank refresh (frames)", step=1, apply=Apply.FENCE, setter="set_attn_refresh"),
+        Param("attn_fusion", float, 0.0, "cached attention: blend output features towards banked ones at least "
+              "0.98 alike (0 = off)", 0.0, 1.0,
+              label="Attention fusion (0 = off)", step=0.05, apply=Apply.FENCE, setter="set_attn_fusion"),
         Param("bypass", bool, False, "pass the input through untouched", label="Bypass (pass the input through)",
               presettable=False),
     )

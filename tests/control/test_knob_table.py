@@ -19,7 +19,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 # a valid value other than the default, for every knob in the table
 OTHER = {"prompt": "a fox, ink drawing", "negative_prompt": "blurry", "strength": 0.75, "guidance": 7.5,
-         "delta": 0.5, "seed": 424242, "transition": 1.5, "preset": "calm", "bypass": True}
+         "delta": 0.5, "seed": 424242, "transition": 1.5, "preset": "calm", "bypass": True,
+         "attn_bank": 2, "attn_refresh": 3, "attn_fusion": 0.5}
 
 
 def osc(address: str, value=None) -> bytes:
