@@ -256,13 +256,12 @@ class AttentionRouter:
                 attn.set_processor(self.processors[i])
 
     def uninstall(self) -> None:
-        """Give every attn1 layer back the processor it had before `install`."""
+        """Give every attn1 layer back the processor it had before `install` (idempotent; the
+        originals are kept: unfusing projections may put ours back, and a second call undoes it)."""
         self.bank = None
         for i, attn in enumerate(self.modules):
-            if self.originals[i] is not None:
-                if attn.processor is self.processors[i]:
-                    attn.set_processor(self.originals[i])
-                self.originals[i] = None
+            if self.originals[i] is not None and attn.processor is self.processors[i]:
+                attn.set_processor(self.originals[i])
 
 
 _ROUTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -479,15 +478,18 @@ class CachedAttention:
             self._attn.static = True
 
     def release_attention_from_graph(self) -> None:
-        """The graphed backend is closed: eager rules again (an unused bank is uninstalled)."""
-        if self._attn_graph is None:
-            return
+        """The graphed backend is closed: eager rules again, and the UNet's processors are what the
+        knob says (banked while on, its own while off). Idempotent: a backend calls it again after
+        unfusing projections, which puts back the processors saved when it fused them."""
         self._attn_graph, self._attn_graph_armed = None, False
         if self._attn is not None:
             self._attn.static = False
-            if not self.attn_bank and self._attn.installed:
-                self._attn.installed = False
-                router_for(self.pipe.unet).uninstall()
+            self._attn.installed = bool(self.attn_bank)
+        router = router_for(self.pipe.unet, create=False)
+        if router is not None and self.attention_active:
+            router.install()
+        elif router is not None:
+            router.uninstall()
 
 
 def _whole(name: str, value: Any, lo: int, hi: int) -> int:

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from dreamcam.engine.attention import router_for
+
 log = logging.getLogger(__name__)
 
 OPSET = 17
@@ -57,13 +59,16 @@ class UNetBankGraph(torch.nn.Module):
         self.bank = bank
 
     def forward(self, sample, timestep, encoder_hidden_states, attn_mask, attn_write, attn_fusion, *bank):
+        router = router_for(self.unet)
+        router.install()
         static, self.bank.static = self.bank.static, True
+        routed, router.bank = router.bank, self.bank
         try:
             fusion = attn_fusion.reshape(()).to(sample.dtype)
             with self.bank.functional(list(bank), attn_mask > 0.5, attn_write > 0.5, fusion) as new:
                 pred = self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
         finally:
-            self.bank.static = static
+            self.bank.static, router.bank = static, routed
         return (pred, *new)
 
 
