@@ -195,3 +195,20 @@ def test_tensorrt_backend_with_the_bank_follows_eager(tmp_path):
                 for e in (ref, eng):
                     e.set_attn_bank(3)
                     e.reset_attention_bank()
+
+
+def test_a_refused_bank_is_one_warning_and_the_loop_runs_on(tiny_pipe, caplog):
+    """attn_bank sent over OSC to a graph captured without the bank: the controller logs the
+    engine's one line and keeps going (the other knobs of the same change still apply)."""
+    from dreamcam.control.controller import Controller
+    from dreamcam.knobs import ParamStore
+
+    e = _engine(tiny_pipe, bank=0)
+    run = GraphedStep(e, warmup=1)
+    store = ParamStore()
+    with Controller(e, store) as controller:
+        store.update({"attn_bank": 2, "attn_fusion": 0.4, "guidance": 2.0})
+        controller.apply(run.fence)
+    run.close()
+    assert e.attn_bank == 0 and e.attn_fusion == 0.4 and e.guidance_scale == 2.0
+    assert "attn_bank 2 not applied: the compiled backend captured its graph without cached attention" in caplog.text

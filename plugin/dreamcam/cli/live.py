@@ -97,6 +97,10 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
         engine = StreamEngine(pipe, plan.t_index, args.width, args.height, cfg_type=args.cfg_type, device=device, dtype=dtype)
         s = store.snapshot()
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
+        # cached attention before the backend: a graphed backend captures the bank only if it is on now
+        engine.set_attn_refresh(s["attn_refresh"])
+        engine.set_attn_fusion(s["attn_fusion"])
+        engine.set_attn_bank(s["attn_bank"])
         t0 = time.perf_counter()
         phase = "while the backend warmed up"
         with elapsed(f"backend {chosen}: {BACKEND_START.get(chosen, 'starting')}"):
