@@ -10,7 +10,7 @@ import time
 import torch
 
 from dreamcam.cli.console import say
-from dreamcam.cli.models import DEFAULT_TINY_VAE, GPU_BACKENDS, parse_lora
+from dreamcam.cli.models import BUILTIN_MODELS, DEFAULT_TINY_VAE, GPU_BACKENDS, parse_lora
 from dreamcam.models.loading import load_pipeline
 from dreamcam.models.pipelines import tiny_pipeline
 
@@ -24,7 +24,7 @@ def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
         pipe = tiny_pipeline(seed=0, device=device, dtype=dtype)
     else:
         vae, optional = args.vae, False
-        if vae is None and backend in GPU_BACKENDS:
+        if vae is None and backend in GPU_BACKENDS and args.model not in BUILTIN_MODELS:  # toy: its own tiny VAE
             vae, optional = DEFAULT_TINY_VAE, True
             say(f"VAE: {vae} (the {backend} backend runs a tiny VAE; --vae to choose another)")
         loras = [parse_lora(s) for s in (args.lora or [])]
