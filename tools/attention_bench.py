@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--model", default="tiny", help="tiny or toy (load_pipeline), or arch:sd-turbo (random weights, "
                    "the real shapes: for the cost only)")
     p.add_argument("--cost-only", action="store_true", help="skip the still/cut measurement")
+    p.add_argument("--no-cost", action="store_true", help="skip the timing")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--frames", type=int, default=36)
     p.add_argument("--cut", type=int, default=28, help="frame index of the scene cut")
@@ -81,16 +82,18 @@ def main() -> None:
         e.set_attn_bank(0)
         outs[bank] = out
         still = [np.abs(out[k] - out[k - 1]).mean() for k in range(4, args.cut)]
-        rows.append({"attn_bank": bank, "still_change": round(float(np.mean(still)), 3)})
+        rows.append({"attn_bank": bank, "still_change": round(float(np.mean(still)), 4)})
         print(f"attn_bank {bank}: still frame-to-frame change {rows[-1]['still_change']} levels", flush=True)
 
+    if args.no_cost:
+        args.repeats = 0
     # cost: one engine, the bank sizes interleaved frame by frame (a shared machine's load hits all alike)
     banks = [row["attn_bank"] for row in rows]
     e = StreamEngine(pipe, t_index, args.size, args.size, cfg_type=args.cfg, device="cpu", dtype=torch.float32)
     e.prepare(args.prompt, seed=2)
     e.set_attn_fusion(args.fusion)
     ms: dict[int, list[float]] = {b: [] for b in banks}
-    for rep in range(args.repeats + 1):
+    for rep in range(args.repeats + 1 if args.repeats else 0):
         for b in banks:
             e.set_attn_bank(b)
             e.img2img(clip[0])  # the bank fills (a reset at each change), untimed
@@ -101,6 +104,8 @@ def main() -> None:
     e.set_attn_bank(0)
     for row in rows:
         t = ms[row["attn_bank"]]
+        if not t:
+            continue
         row["ms_per_frame_min"], row["ms_per_frame_median"] = round(min(t), 1), round(statistics.median(t), 1)
         print(f"attn_bank {row['attn_bank']}: {row['ms_per_frame_min']} ms/frame (min), "
               f"{row['ms_per_frame_median']} (median) over {args.repeats}", flush=True)

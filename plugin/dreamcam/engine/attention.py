@@ -21,9 +21,14 @@ write small device tensors (`BankControl`), so a CUDA graph captured with the ba
 The bank is a ring: refresh number n (counted from the last reset) writes slot n mod frames.
 Which slots are attended is a device-side mask, so nothing on the host decides per frame.
 
+Processors: the banked processors sit on the (possibly shared) UNet, one `AttentionRouter` per
+UNet; before each UNet call an engine points the router at its own bank, or at none, in which
+case every layer calls the processor it had before (the same object: the same computation).
+
 Off, exactly and cheaply: until `set_attn_bank(n > 0)` the UNet's own processors run (nothing is
-installed or allocated); `set_attn_bank(0)` in eager mode puts them back, so the output is bit
-for bit what it was without the feature. Under a graphed backend (compiled, TensorRT) the shape
+installed or allocated; the frame step's only extra work is one dictionary look-up);
+`set_attn_bank(0)` in eager mode puts them back, so the output is bit for bit what it was
+without the feature. Under a graphed backend (compiled, TensorRT) the shape
 of the computation is fixed at capture: if cached attention was on when the backend started, the
 graph attends to all 4 slots and computes fusion every frame (0 frames or fusion 0 then mask
 them out, exactly for fusion, up to float rounding for the bank); if it was off, the graph has no
