@@ -172,6 +172,14 @@ PARAMS: dict[str, Param] = {
         Param("motion_guard", float, stability_parts(STABILITY_DEFAULT)["motion_guard"],
               "on a scene cut or fast motion the feedback steps back for a moment; sensitivity, 0 = off (expert)",
               0.0, 1.0, step=0.05, apply=Apply.FENCE, setter="set_motion_guard"),
+        Param("attn_bank", int, 0, "cached attention: past frames each self-attention layer also attends to "
+              "(0 = off); steadier detail on a still camera", 0, 4,
+              label="Attention bank (frames, 0 = off)", step=1, apply=Apply.FENCE, setter="set_attn_bank"),
+        Param("attn_refresh", int, 1, "cached attention: bank a new frame every N frames", 1, 16,
+              label="Attention bank refresh (frames)", step=1, apply=Apply.FENCE, setter="set_attn_refresh"),
+        Param("attn_fusion", float, 0.0, "cached attention: blend output features towards banked ones at least "
+              "0.98 alike (0 = off)", 0.0, 1.0,
+              label="Attention fusion (0 = off)", step=0.05, apply=Apply.FENCE, setter="set_attn_fusion"),
         Param("transition", float, 0.5, "prompt and seed cross-fade time in seconds", 0.0, 60.0,
               label="Transition (seconds)", step=0.1),
         Param("slew", float, 0.1, "glide time in seconds of the continuous knobs (strength, guidance, delta, ...): "

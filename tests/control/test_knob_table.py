@@ -21,7 +21,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 OTHER = {"prompt": "a fox, ink drawing", "negative_prompt": "blurry", "strength": 0.75, "guidance": 7.5,
          "delta": 0.5, "seed": 424242, "stability": 0.6, "feedback": 0.3, "motion_guard": 0.8,
          "transition": 1.5, "slew": 0.5, "bpm": 90.0, "quantize": "bar",
-         "lfo": "strength sine 4 0.1", "preset": "calm", "cue": "calm", "bypass": True}
+         "lfo": "strength sine 4 0.1", "preset": "calm", "cue": "calm", "bypass": True,
+         "attn_bank": 2, "attn_refresh": 3, "attn_fusion": 0.5}
 # stability goes first: it writes its parts (feedback, motion_guard), and the experts sent after it override them
 
 

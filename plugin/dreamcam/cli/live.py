@@ -160,6 +160,10 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
         engine.set_feedback(s["feedback"])  # before the backend: --parallel-frames holds it at 0 and says so
         engine.set_motion_guard(s["motion_guard"])
+        # cached attention before the backend: a graphed backend captures the bank only if it is on now
+        engine.set_attn_refresh(s["attn_refresh"])
+        engine.set_attn_fusion(s["attn_fusion"])
+        engine.set_attn_bank(s["attn_bank"])
         t0 = time.perf_counter()
         phase = "while the backend warmed up"
         with elapsed(f"backend {chosen}: {BACKEND_START.get(chosen, 'starting')}"):

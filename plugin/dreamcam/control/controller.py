@@ -277,7 +277,10 @@ class Controller:
             elif applier is not None:
                 applier(changes[p.name])
             elif p.setter is not None:
-                getattr(self.engine, p.setter)(changes[p.name])
+                try:
+                    getattr(self.engine, p.setter)(changes[p.name])
+                except ConfigError as e:  # in range, but not possible with this engine/backend: say so, run on
+                    log.warning("%s %r not applied: %s", p.name, changes[p.name], e)
 
     def _set_transition(self, seconds: float) -> None:
         self.transition = float(seconds)

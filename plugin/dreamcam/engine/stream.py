@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dreamcam.engine.feedback import LatentFeedback
+from dreamcam.engine.attention import CachedAttention
 from dreamcam.engine.state import EngineState
 from dreamcam.errors import ConfigError
 from dreamcam.models.pipelines import is_sdxl, move_pipeline
@@ -35,11 +36,12 @@ from dreamcam.engine.similarity import SimilarityFilter
 
 
 
-class StreamEngine(EngineState):
+class StreamEngine(CachedAttention, EngineState):
     """Few-step img2img / txt2img over a stream of frames, StreamDiffusion style.
 
     `prepare` and the live setters (set_prompt, set_strength, set_seed, ...) are `EngineState`'s
-    (engine/state.py); this class owns the engine structure and the frame step.
+    (engine/state.py), the cached-attention setters (set_attn_bank, ...) `CachedAttention`'s
+    (engine/attention.py); this class owns the engine structure and the frame step.
 
     Args:
         pipe: a diffusers `StableDiffusionPipeline` (SD 1.x / 2.x / sd-turbo architecture) or
@@ -161,6 +163,7 @@ class StreamEngine(EngineState):
             x_in = torch.cat([x, x], dim=0)
         else:
             x_in = x
+        self.route_attention()  # cached attention: this engine's bank (or none) for the UNet's self-attention
         pred = self.unet(x_in, t, **self.unet_conditioning, return_dict=False)[0]
 
         # 2. Residual classifier-free guidance

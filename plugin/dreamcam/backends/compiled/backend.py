@@ -292,5 +292,6 @@ class CompiledBackend(FramePipeline):
 
     def _release(self) -> None:
         self._swap.__exit__(None, None, None)
-        self._modules.close()
+        self._modules.close()  # unfusing sets the processors fused_qkv saved; then cached attention's again
+        self.engine.release_attention_from_graph()
         torch.backends.cudnn.benchmark_limit = self._cudnn_limit

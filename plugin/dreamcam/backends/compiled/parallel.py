@@ -46,6 +46,8 @@ def carries_state(engine: StreamEngine) -> str | None:
         return f"{engine.denoising_steps_num} steps keep each frame's latents in the stream batch for the next"
     if engine.cfg_type in ("self", "initialize"):
         return f"--cfg {engine.cfg_type} carries its residual noise to the next frame"
+    if getattr(engine, "attention_active", False):
+        return "cached attention (--attn-bank) carries its feature bank to the next frame"
     return None
 
 

@@ -115,10 +115,11 @@ def capture_graph(fn: Callable[[], Any], stream: torch.cuda.Stream | None = None
 
 class StateSnapshot:
     """Copies of the engine's carried state (`engine.carried_state()`: latents in flight, residual
-    and init noise), to undo warm-up frames."""
+    and init noise; `engine.attention_state()`: the cached-attention bank and its counters, when
+    on), to undo warm-up frames."""
 
     def __init__(self, engine: StreamEngine) -> None:
-        self._pairs = [(t, t.clone()) for t in engine.carried_state()]
+        self._pairs = [(t, t.clone()) for t in (*engine.carried_state(), *engine.attention_state())]
 
     def restore(self) -> None:
         for live, saved in self._pairs:
@@ -187,8 +188,11 @@ class GraphedStep:
 
     slot_class = Slot  # a subclass's slots may carry more (StagedStep's hand-over buffers)
 
-    def __init__(self, engine: StreamEngine, *, warmup: int = 1, cuda_graph: bool = True) -> None:
+    def __init__(self, engine: StreamEngine, *, warmup: int = 1, cuda_graph: bool = True,
+                 backend: str = "compiled") -> None:
         self.engine = engine
+        # cached attention: the graph has the bank (all slots) if it is on now, else none (engine/attention.py)
+        engine.hold_attention_for_graph(backend)
         self.step = DeviceFrameStep(engine)
         cuda = engine.device.type == "cuda"
         self.stream = torch.cuda.Stream(device=engine.device) if cuda else None
@@ -320,6 +324,7 @@ class GraphedStep:
         self._in_flight.clear()
         self.graph = None
         self.engine.latent_feedback.in_graph = False  # the engine alone skips them again when off
+        self.engine.release_attention_from_graph()
 
 
 class FramePipeline:

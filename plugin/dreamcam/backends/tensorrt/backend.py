@@ -41,13 +41,16 @@ import torch
 from dreamcam.backends.cache import engines_dir
 from dreamcam.backends.compiled.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
 from dreamcam.backends.tensorrt.onnx_export import (
+    BANK_CONTROL,
     export_unet,
+    export_unet_bank,
     export_vae_decoder,
     export_vae_encoder,
     sdxl_widths,
     unet_input_names,
     unet_is_sdxl,
 )
+from dreamcam.engine.attention import MAX_BANK_FRAMES, layer_tokens
 from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError, DeviceError
 
@@ -357,34 +360,94 @@ def unet_input_shapes(engine: StreamEngine) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def bank_profile_shapes(engine: StreamEngine, prof: Profile) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """Profile shapes (min, opt, max) of the `unet_bank` graph's cached-attention inputs: the
+    control tensors, and every layer's bank (4, B, tokens at that profile size, width)."""
+    bank = engine.attention_bank
+    n_blocks = len(engine.pipe.unet.config.block_out_channels)
+    shapes: dict[str, tuple[tuple[int, ...], ...]] = {name: ((MAX_BANK_FRAMES,),) * 3 for name in BANK_CONTROL}
+    shapes["attn_fusion"] = ((1,),) * 3
+    for i, layer in enumerate(bank.layers):
+        dims = []
+        for j in range(3):
+            tokens = layer_tokens(layer.name, n_blocks, (prof.height[j] // 8, prof.width[j] // 8))
+            dims.append((MAX_BANK_FRAMES, prof.batch[j], tokens, layer.width))
+        shapes[f"bank_k{i}"] = shapes[f"bank_v{i}"] = tuple(dims)
+        if layer.o is not None:
+            shapes[f"bank_o{i}"] = tuple((m, b, t, layer.o.shape[-1]) for m, b, t, _ in dims)
+    return shapes
+
+
 def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, Path]:
-    """Export and build any plan missing from the cache for this engine's model; returns the paths."""
+    """Export and build any plan missing from the cache for this engine's model; returns the paths.
+
+    With cached attention on, the UNet's plan is `unet_bank` (the bank as engine inputs/outputs),
+    still returned under "unet"."""
     trt = import_tensorrt()
     folder = Path(folder or engines_dir() / "tensorrt")
     mhash = model_hash(engine.unet, engine.vae)
     profiles = default_profiles(engine)
     gpu = torch.cuda.get_device_name(engine.device)
     precision = PRECISIONS[engine.dtype]  # the export's dtype, which a strongly typed build keeps
+    banked = engine.attention_active
+    if banked and unet_is_sdxl(engine.unet):
+        raise ConfigError("cached attention (--attn-bank) runs on TensorRT for SD 1.x/2.x models only: "
+                          "use --backend compiled for SDXL with the bank, or --attn-bank 0")
+    unet_export = (lambda _module, path: export_unet_bank(engine, path)) if banked else export_unet
     specs = {
-        "unet": ({}, export_unet, engine.unet),
+        "unet": ({}, unet_export, engine.unet),
         "vae_encoder": ({"images": (3, False)}, export_vae_encoder, engine.vae),
         "vae_decoder": ({"latents": (4, True)}, export_vae_decoder, engine.vae),
     }
     plans = {}
     for part, (inputs, export, module) in specs.items():
         prof = profiles[part]
-        plan = folder / plan_name(part, mhash, prof, trt.__version__, gpu, precision)
+        stem = "unet_bank" if part == "unet" and banked else part
+        plan = folder / plan_name(stem, mhash, prof, trt.__version__, gpu, precision)
         if not plan.exists():
-            onnx_path = folder / "onnx" / f"{part}_{mhash}.onnx"
+            onnx_path = folder / "onnx" / f"{stem}_{mhash}.onnx"
             if not onnx_path.exists():
                 export(module, onnx_path)
             if part == "unet":
                 shapes = unet_profile_shapes(engine.unet, prof)
+                if banked:
+                    shapes.update(bank_profile_shapes(engine, prof))
             else:
                 shapes = {name: prof.shapes(name, *spec) for name, spec in inputs.items()}
             build_plan(onnx_path, plan, shapes, timing_cache=folder / timing_cache_name(trt.__version__, gpu))
         plans[part] = plan
     return plans
+
+
+class _TrtBankCall:
+    """The `unet_bank` engine with the UNet's call signature. Its bank inputs are bound to the
+    engine's own bank tensors, its bank outputs to buffers of the same shapes; after each call
+    the outputs are copied back into the bank (a device copy inside the frame's CUDA graph, so
+    one graph serves every frame: alternating the bindings would need one graph per parity)."""
+
+    def __init__(self, trt_engine: TrtEngine, engine: StreamEngine) -> None:
+        self.trt = trt_engine
+        bank = engine.attention_bank
+        self.control = bank.control
+        self.pairs = []
+        for name, tensor in zip(bank.io_names(), bank.io_tensors()):
+            trt_engine.buffers[name] = tensor
+            trt_engine.context.set_tensor_address(name, tensor.data_ptr())
+            self.pairs.append((tensor, trt_engine.buffers[name + "_out"]))
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                 return_dict: bool = False):
+        buf, c = self.trt.buffers, self.control
+        buf["sample"].copy_(sample)
+        buf["timestep"].copy_(timestep)
+        buf["encoder_hidden_states"].copy_(encoder_hidden_states)
+        buf["attn_mask"].copy_(c.mask)
+        buf["attn_write"].copy_(c.write)
+        buf["attn_fusion"].copy_(c.fusion.reshape(1))
+        self.trt.infer(torch.cuda.current_stream())
+        for bank, out in self.pairs:
+            bank.copy_(out)
+        return (buf["noise_pred"],)
 
 
 class TensorRTBackend(FramePipeline):
@@ -403,17 +466,25 @@ class TensorRTBackend(FramePipeline):
         dev, f = engine.device, engine.frame_buffer_size
         h, w = engine.latent_height, engine.latent_width
         unet, enc, dec = (TrtEngine(plans[p]) for p in ("unet", "vae_encoder", "vae_decoder"))
-        unet.allocate(unet_input_shapes(engine), dev)
+        unet_shapes = unet_input_shapes(engine)
+        if engine.attention_active:  # cached attention: the bank rides along as engine inputs/outputs
+            bank = engine.attention_bank
+            unet_shapes.update({"attn_mask": (MAX_BANK_FRAMES,), "attn_write": (MAX_BANK_FRAMES,), "attn_fusion": (1,)})
+            unet_shapes.update({n: tuple(t.shape) for n, t in zip(bank.io_names(), bank.io_tensors())})
+        unet.allocate(unet_shapes, dev)
         enc.allocate({"images": (f, 3, engine.height, engine.width)}, dev)
         dec.allocate({"latents": (f, 4, h, w)}, dev)
         self._trt = (unet, enc, dec)
-        unet_call = TrtCall(unet, unet_input_names(engine.unet), "noise_pred")
+        if engine.attention_active:
+            unet_call = _TrtBankCall(unet, engine)
+        else:
+            unet_call = TrtCall(unet, unet_input_names(engine.unet), "noise_pred")
         vae = TinyVaeCalls(engine.vae, TrtCall(enc, ["images"], "latents"), TrtCall(dec, ["latents"], "images"))
         self._swap = swap_modules(engine, unet_call, vae)
         self._swap.__enter__()
 
         try:
-            self._run = GraphedStep(engine, warmup=1, cuda_graph=cuda_graph)
+            self._run = GraphedStep(engine, warmup=1, cuda_graph=cuda_graph, backend=self.name)
         except BaseException:  # put the engine's own modules back: `auto` falls back to eager on them
             self._release()
             raise
@@ -422,4 +493,5 @@ class TensorRTBackend(FramePipeline):
 
     def _release(self) -> None:
         self._swap.__exit__(None, None, None)
+        self.engine.release_attention_from_graph()
         self._trt = ()

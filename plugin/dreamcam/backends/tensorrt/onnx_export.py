@@ -14,6 +14,14 @@ An SDXL UNet (addition_embed_type "text_time") takes its added conditioning as t
 the pooled text embeddings and the time ids, so a new prompt or another engine size (the time ids
 hold it) needs no new graph or engine.
 
+With cached attention on (engine/attention.py), the UNet is exported as `unet_bank` instead: the
+same three inputs, then `attn_mask` (4,) and `attn_write` (4,) (float32, 1 = slot attended /
+slot written this frame), `attn_fusion` (1,) float32, then every layer's bank
+`bank_k{i}`, `bank_v{i}` (and `bank_o{i}` for fusion layers), each (4, B, tokens_i, width_i);
+outputs `noise_pred` and the updated bank as `bank_k{i}_out`, ... in the same order. The graph
+is pure (bank in -> bank out); the TensorRT backend binds the engine's bank tensors as the
+inputs and copies the outputs back after each call.
+
 The graphs are exported in the modules' own dtype (fp16 on a GPU for TensorRT; fp32 on a CPU,
 where the tests compare them against torch with onnxruntime).
 """
@@ -26,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dreamcam.engine.attention import router_for
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +75,36 @@ class UNetGraph(torch.nn.Module):
                          return_dict=False)[0]
 
 
-def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str,
+class UNetBankGraph(torch.nn.Module):
+    """The UNet with cached attention as a pure function: bank and control in, prediction and the
+    updated bank out (`AttentionBank.functional`), attending to every slot as a graph must."""
+
+    def __init__(self, unet: torch.nn.Module, bank: Any) -> None:
+        super().__init__()
+        self.unet = unet
+        self.bank = bank
+
+    def forward(self, sample, timestep, encoder_hidden_states, attn_mask, attn_write, attn_fusion, *bank):
+        router = router_for(self.unet)
+        router.install()
+        static, self.bank.static = self.bank.static, True
+        routed, router.bank = router.bank, self.bank
+        try:
+            fusion = attn_fusion.reshape(()).to(sample.dtype)
+            with self.bank.functional(list(bank), attn_mask > 0.5, attn_write > 0.5, fusion) as new:
+                pred = self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+        finally:
+            self.bank.static, router.bank = static, routed
+        return (pred, *new)
+
+
+def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str | list[str],
             dynamic_axes: dict[str, dict[int, str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    outputs = [output] if isinstance(output, str) else list(output)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks
-        torch.onnx.export(module.eval(), args, str(path), input_names=inputs, output_names=[output],
+        torch.onnx.export(module.eval(), args, str(path), input_names=inputs, output_names=outputs,
                           dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
     log.info("exported %s", path)
     return path
@@ -102,6 +136,36 @@ def export_unet(unet: Any, path: str | Path, *, batch: int = 2, latent_hw: tuple
             **{name: {0: "B"} for name in names[1:]}}
     args = unet_example_inputs(unet, batch=batch, latent_hw=latent_hw)
     return _export(UNetGraph(unet), args, Path(path), names, "noise_pred", axes)
+
+
+BANK_CONTROL = ("attn_mask", "attn_write", "attn_fusion")
+
+
+def unet_bank_example_inputs(engine: Any) -> tuple[torch.Tensor, ...]:
+    """Inputs of `unet_bank` at the engine's batch and size: random sample and embeddings, the
+    engine's current control values and its live bank tensors (as they are)."""
+    bank = engine.attention_bank
+    c = bank.control
+    sample, t, emb = unet_example_inputs(engine.pipe.unet, batch=engine.unet_batch_size,
+                                         latent_hw=(engine.latent_height, engine.latent_width))
+    ctl = (c.mask.float(), c.write.float(), c.fusion.float().reshape(1))
+    return (sample, t, emb, *ctl, *bank.io_tensors())
+
+
+def export_unet_bank(engine: Any, path: str | Path) -> Path:
+    """The engine's UNet with its cached-attention bank as inputs and outputs (`unet_bank`);
+    dynamic batch B, latent size (h, w) and bank tokens t{i}; traced at the engine's shape."""
+    bank = engine.attention_bank
+    names = bank.io_names()
+    axes = {"sample": {0: "B", 2: "h", 3: "w"}, "timestep": {0: "B"}, "encoder_hidden_states": {0: "B"},
+            "noise_pred": {0: "B", 2: "h", 3: "w"}}
+    for name in names:
+        i = name[len("bank_k"):]
+        axes[name] = axes[name + "_out"] = {1: "B", 2: f"t{i}"}
+    inputs = ["sample", "timestep", "encoder_hidden_states", *BANK_CONTROL, *names]
+    args = unet_bank_example_inputs(engine)
+    return _export(UNetBankGraph(engine.pipe.unet, bank), args, Path(path), inputs,
+                   ["noise_pred", *(n + "_out" for n in names)], axes)
 
 
 def export_vae_encoder(vae: Any, path: str | Path, *, batch: int = 1, hw: tuple[int, int] = (64, 64)) -> Path:
