@@ -18,10 +18,11 @@ colour fields, noise and dreamcam's own test pattern; nothing is downloaded):
 The result is a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
 scheduler/, float16 safetensors) that `dreamcam.load_pipeline("toy")` loads.
 
-Rerun (about 12 minutes on 2 CPU cores; deterministic for a seed, progress on stderr):
+Rerun (deterministic for a seed, progress on stderr; the shipped run took 28 minutes on 2 CPU cores
+shared with 7 other jobs, --quick 12 minutes; an idle machine is several times faster):
 
     PYTHONPATH=plugin python tools/train_toy.py                      # writes plugin/dreamcam/models/toy
-    PYTHONPATH=plugin python tools/train_toy.py --quick --out /tmp/toy   # a 2-minute smoke run
+    PYTHONPATH=plugin python tools/train_toy.py --quick --out /tmp/toy   # a shorter run, for trying changes
 """
 
 from __future__ import annotations
