@@ -34,25 +34,29 @@ def saturation(img: np.ndarray) -> float:
     return float((a.max(axis=-1) - a.min(axis=-1)).mean())
 
 
-def disc_centre(img: np.ndarray) -> tuple[float, float]:
-    """(x, y) centre of the yellow of the test pattern's disc: red and green high, blue low."""
-    a = np.asarray(img, np.float64)
-    yellow = np.clip((a[..., 0] + a[..., 1]) / 2 - a[..., 2] - 60, 0, None)
-    ys, xs = np.mgrid[: a.shape[0], : a.shape[1]]
-    total = yellow.sum()
-    assert total > 0, "no yellow disc in the picture"
-    return float((xs * yellow).sum() / total), float((ys * yellow).sum() / total)
+def best_shift(a: np.ndarray, b: np.ndarray, reach: int = 6) -> tuple[int, int]:
+    """The (dx, dy) within +-reach pixels that moves `b` onto `a` best (highest correlation of the overlap)."""
+    h, w = a.shape[:2]
+    best, where = -2.0, (0, 0)
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            ca = a[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+            cb = b[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+            c = corr(ca, cb)
+            if c > best:
+                best, where = c, (dx, dy)
+    return where
 
 
-def assert_same_picture(out: np.ndarray, ref: np.ndarray, *, min_corr: float = 0.75) -> None:
+def assert_same_picture(out: np.ndarray, ref: np.ndarray, *, min_corr: float = 0.75, flip_margin: float = 0.1) -> None:
     """`out` shows `ref`: correlated, the right way up and round, colours in the right channels."""
     assert out.shape == ref.shape, f"{out.shape} != {ref.shape}"
     c = corr(out, ref)
     assert c >= min_corr, f"output correlates {c:.2f} with its input (want >= {min_corr})"
     for name, flipped in (("left-right", ref[:, ::-1]), ("upside-down", ref[::-1])):
         cf = corr(out, flipped)
-        assert c > cf + 0.1, f"output looks {name} flipped: corr {c:.2f} with the input, {cf:.2f} flipped"
-    varying = [ch for ch in range(3) if ref[..., ch].std() > 10]
+        assert c > cf + flip_margin, f"output looks {name} flipped: corr {c:.2f} with the input, {cf:.2f} flipped"
+    varying = [ch for ch in range(3) if ref[..., ch].std() > 30]  # a channel that hardly varies says little
     for ch in varying:
         own = corr(out[..., ch], ref[..., ch])
         for other in varying:
@@ -63,7 +67,7 @@ def assert_same_picture(out: np.ndarray, ref: np.ndarray, *, min_corr: float = 0
     assert shift.max() < 40, f"mean colour moved by {shift.round(1)} (RGB): colour order or range"
 
 
-def engine(pipe, prompt: str = "a photo", strength: float = 0.5, size: int = SIZE, **kw) -> StreamEngine:
+def engine(pipe, prompt: str = "a photo", strength: float = 0.3, size: int = SIZE, **kw) -> StreamEngine:
     """A prepared one-step engine at size x size (residual CFG "self", as `dreamcam run`)."""
     eng = StreamEngine(pipe, strength_to_t_index_list(strength, 1), size, size, cfg_type=kw.pop("cfg_type", "self"), **kw)
     eng.prepare(prompt)

@@ -18,10 +18,11 @@ colour fields, noise and dreamcam's own test pattern; nothing is downloaded):
 The result is a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
 scheduler/, float16 safetensors) that `dreamcam.load_pipeline("toy")` loads.
 
-Rerun (about 12 minutes on 2 CPU cores; deterministic for a seed, progress on stderr):
+Rerun (deterministic for a seed, progress on stderr; the shipped run took 28 minutes on 2 CPU cores
+shared with 7 other jobs, --quick 12 minutes; an idle machine is several times faster):
 
     PYTHONPATH=plugin python tools/train_toy.py                      # writes plugin/dreamcam/models/toy
-    PYTHONPATH=plugin python tools/train_toy.py --quick --out /tmp/toy   # a 2-minute smoke run
+    PYTHONPATH=plugin python tools/train_toy.py --quick --out /tmp/toy   # a shorter run, for trying changes
 """
 
 from __future__ import annotations
@@ -278,12 +279,13 @@ def train_unet(unet, text_encoder, vae, tokenizer, pics: Pictures, steps: int, b
     vae.requires_grad_(False)
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        size = 128 if step % 8 == 0 else (96 if step % 4 == 0 else 64)
+        # mostly small pictures (cheap), a quarter each at 96 and 128 (the live size): about equal pixels per step
+        size = 128 if step % 4 == 0 else (96 if step % 4 == 2 else 64)
         n = batch if size == 64 else batch // 4 if size == 128 else batch // 2
         x = pics.batch(n, size)
         # captions; a quarter of the rows blend two captions (embeddings and tints alike)
         # (k captions per step, each for n / k rows: the 77-token text encoder costs as much as the UNet)
-        k = max(2, n // 2)
+        k = max(2, n // 4)
         caps, mats = zip(*(caption(rng, words, tints) for _ in range(2 * k)))
         ids = tokenizer(list(caps), padding="max_length", max_length=tokenizer.model_max_length,
                         truncation=True, return_tensors="pt").input_ids
@@ -298,8 +300,12 @@ def train_unet(unet, text_encoder, vae, tokenizer, pics: Pictures, steps: int, b
         noisy_in = torch.rand(n, 1, 1, 1, generator=gen) < 0.3
         x_in = torch.where(noisy_in, x + torch.randn(x.shape, generator=gen) * 0.05, x).clamp(0, 1)
         with torch.no_grad():
-            z_in, z_clean, z_tint = (vae.encoder(torch.cat([x_in, x, apply_tint(x, mat)]) * 2 - 1) * sf).chunk(3)
-        t = torch.where(torch.rand(n, generator=gen) < 0.7, lcm_ts[torch.randint(50, (n,), generator=gen)],
+            z_clean, z_tint = (vae.encoder(torch.cat([x, apply_tint(x, mat)]) * 2 - 1) * sf).chunk(2)
+            z_in = z_clean.clone()
+            if noisy_in.any():
+                z_in[noisy_in.view(-1)] = vae.encoder(x_in[noisy_in.view(-1)] * 2 - 1) * sf
+        # mostly the LCM timesteps of strengths 0..0.85 (what img2img runs), some of any timestep
+        t = torch.where(torch.rand(n, generator=gen) < 0.75, lcm_ts[torch.randint(7, 50, (n,), generator=gen)],
                         torch.randint(0, 1000, (n,), generator=gen))
         a = alphas[t].view(n, 1, 1, 1)
         noise = torch.randn(z_in.shape, generator=gen)
@@ -347,9 +353,10 @@ def evaluate(folder: str | Path, seed: int = 123) -> dict[str, float]:
     return out
 
 
-def readme_picture(folder: str | Path, path: str | Path, size: int = 256) -> None:
+def readme_picture(folder: str | Path, path: str | Path, size: int = 128) -> None:
     """docs/img/testpattern-toy.png: test pattern frame 63 (centre-cropped), what the toy model makes
-    of it with dreamcam run's default prompt and strength, and with the prompt "red"."""
+    of it at 128x128 with dreamcam run's default prompt and strength, and with the prompt "red"
+    (shown at twice the size)."""
     from dreamcam import StreamEngine, load_pipeline, strength_to_t_index_list
     from dreamcam.frames import fit
     from dreamcam.knobs import PARAMS
@@ -364,6 +371,8 @@ def readme_picture(folder: str | Path, path: str | Path, size: int = 256) -> Non
             out = eng.img2img(frame)
         panels.append(out)
     gap = np.full((size, 4, 3), 255, np.uint8)
+    panels = [p.repeat(2, axis=0).repeat(2, axis=1) for p in panels]  # shown at twice the size it runs at
+    gap = np.full((2 * size, 4, 3), 255, np.uint8)
     row = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
     Image.fromarray(row).save(path, optimize=True)
     log(f"wrote {path} ({Path(path).stat().st_size / 1024:.0f} KB)")
@@ -373,10 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "plugin" / "dreamcam" / "models" / "toy"), help="folder to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pictures", type=int, default=3000, help="procedural pictures in the pool")
-    p.add_argument("--vae-steps", type=int, default=1500)
-    p.add_argument("--unet-steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=32, help="UNet batch at 64x64 (halved at 96, quartered at 128)")
+    p.add_argument("--pictures", type=int, default=2000, help="procedural pictures in the pool")
+    p.add_argument("--vae-steps", type=int, default=1200)
+    p.add_argument("--unet-steps", type=int, default=1400)
+    p.add_argument("--batch", type=int, default=16, help="UNet batch at 64x64 (halved at 96, quartered at 128)")
     p.add_argument("--vae-batch", type=int, default=8, help="VAE batch of 48x48 crops")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; on a shared, busy machine 1 is many times faster than 2 (threads spin on each other)")

@@ -177,7 +177,7 @@ def test_bad_arguments_are_config_errors():
         load_pipeline("tiny", loras=[("x", "strong")])
     with pytest.raises(ConfigError, match=r"each LoRA must be a \(path, scale\) pair"):
         load_pipeline("tiny", loras=[("x",)])
-    with pytest.raises(ConfigError, match="model must be 'tiny', a hub id"):
+    with pytest.raises(ConfigError, match="model must be 'tiny', 'toy', a hub id"):
         load_pipeline("  ")
 
 

@@ -13,7 +13,7 @@ from dreamcam.knobs import ParamStore
 from dreamcam.runtime.runner import Runner
 from dreamcam.sources import ImageSource
 
-from picture_checks import SIZE, assert_same_picture, disc_centre, engine, pattern
+from picture_checks import SIZE, assert_same_picture, best_shift, engine, pattern
 from recording import RecordingSink
 
 
@@ -33,5 +33,7 @@ def test_bypass_and_engine_frames_line_up(toy_pipe, tmp_path, mode):
     through = last_frame(toy_pipe, path, mode, bypass=True)
     made = last_frame(toy_pipe, path, mode, bypass=False)
     assert_same_picture(made, through)
-    (x0, y0), (x1, y1) = disc_centre(through), disc_centre(made)
-    assert abs(x0 - x1) <= 4 and abs(y0 - y1) <= 4, f"disc at {x0:.1f},{y0:.1f} in bypass, {x1:.1f},{y1:.1f} from the engine"
+    dx, dy = best_shift(through, made, reach=12)
+    # the toy VAE's strided convolutions move the picture a few pixels (measured: up to 6 at 128x128);
+    # a wrong framing (another fit mode, a crop of the wrong part) moves it by tens of pixels
+    assert abs(dx) <= 8 and abs(dy) <= 8, f"the engine's frame sits {dx},{dy} pixels off the bypass frame"
