@@ -142,6 +142,9 @@ def _num(v: float | None) -> str:
     return "" if v is None else (str(int(v)) if float(v).is_integer() else str(v))
 
 
+# the per-ControlNet knob rows: name suffix and which ControlNet (engine/controlnet.py MAX_CONTROLNETS)
+CONTROL_SLOTS = (("", "first"), ("_2", "second"), ("_3", "third"))
+
 PARAMS: dict[str, Param] = {
     p.name: p
     for p in (
@@ -157,6 +160,17 @@ PARAMS: dict[str, Param] = {
         Param("seed", int, 2, "noise seed", 0, 2**31 - 1, step=1, apply=Apply.FADE, setter="set_seed"),
         Param("transition", float, 0.5, "prompt and seed cross-fade time in seconds", 0.0, 60.0,
               label="Transition (seconds)", step=0.1),
+        # per-ControlNet knobs (--controlnet, at most 3): the first's without a number, the others' with one
+        *(Param(f"control_scale{sfx}", float, 1.0,
+                f"{which} ControlNet's strength: 0 = off (not run), 1 = as trained", 0.0, 2.0,
+                label=f"ControlNet{sfx.replace('_', ' ')} scale", step=0.05, apply=Apply.FENCE,
+                setter=f"set_control_scale{sfx}")
+          for sfx, which in CONTROL_SLOTS),
+        *(Param(f"preprocessor{sfx}", str, "",
+                f"which of the {which} ControlNet's loaded preprocessors (--control) runs: canny, softedge, depth "
+                "or input; empty = the first loaded", label=f"ControlNet{sfx.replace('_', ' ')} preprocessor",
+                apply=Apply.FENCE, setter=f"set_preprocessor{sfx}", max_len=64)
+          for sfx, which in CONTROL_SLOTS),
         Param("preset", str, "", "a preset from the presets file (--presets): its values apply, then those given with it",
               presettable=False, max_len=256),
         Param("bypass", bool, False, "pass the input through untouched", label="Bypass (pass the input through)",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamcam.engine.controlnet import ControlStack
 from dreamcam.engine.state import EngineState
 from dreamcam.errors import ConfigError
 from dreamcam.models.pipelines import move_pipeline
@@ -50,6 +51,7 @@ class StreamEngine(EngineState):
         use_denoising_batch: all steps of consecutive frames in one UNet call (the stream batch).
         do_add_noise: re-noise intermediate latents between steps.
         device, dtype: where and in which precision to run (default: the pipeline's).
+        control: ControlNets run on every UNet step (engine/controlnet.py), or None.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class StreamEngine(EngineState):
         do_add_noise: bool = True,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        control: ControlStack | None = None,
     ) -> None:
         # 1. Check inputs
         if cfg_type not in CFG_TYPES:
@@ -105,6 +108,7 @@ class StreamEngine(EngineState):
         self.uncond_rows = {"full": self.batch_size, "initialize": f}.get(cfg_type, 0)
         self.unet_batch_size = self.batch_size + self.uncond_rows
 
+        self.control = control
         self.similarity_filter: SimilarityFilter | None = None
         self.prepared = False
         self.num_inference_steps = 50
@@ -140,7 +144,11 @@ class StreamEngine(EngineState):
             x_in = torch.cat([x, x], dim=0)
         else:
             x_in = x
-        pred = self.unet(x_in, t, encoder_hidden_states=self._embeds, return_dict=False)[0]
+        kwargs = self.unet_kwargs()
+        if self.control is not None:
+            layout = (cfg, f) if cfg in ("initialize", "full") else ("none", 0)
+            kwargs = {**kwargs, **self.control.residuals(x_in, t, layout, kwargs)}
+        pred = self.unet(x_in, t, **kwargs, return_dict=False)[0]
 
         # 2. Residual classifier-free guidance
         if cfg == "none":
@@ -165,6 +173,19 @@ class StreamEngine(EngineState):
             delta_x = self._alpha_next * delta_x / self._beta_next
             self.stock_noise.copy_(torch.cat([self._init_noise[f:], self._init_noise[:f]], dim=0) + delta_x)
         return denoised
+
+    def unet_kwargs(self) -> dict[str, Any]:
+        """The UNet's conditioning keyword arguments, the same for every ControlNet: the one
+        place that builds them (encoder_hidden_states; SDXL adds its added_cond_kwargs here)."""
+        return {"encoder_hidden_states": self._embeds}
+
+    @torch.no_grad()
+    def feed_control(self, x: torch.Tensor) -> None:
+        """The new frames' control images (float (F, 3, H, W) in [-1, 1]) into the ControlNets'
+        buffers; once per frame, before `frame_step` (outside a captured graph). No-op without
+        ControlNets."""
+        if self.control is not None:
+            self.control.feed(x)
 
     def predict_x0_batch(self, x_t_latent: torch.Tensor) -> torch.Tensor:
         f, s = self.frame_buffer_size, self.denoising_steps_num
@@ -214,6 +235,7 @@ class StreamEngine(EngineState):
         sim = self.similarity_filter
         if sim is not None and (again := sim.repeat(x)) is not None:
             return again
+        self.feed_control(x)
         y = self.frame_step(x)
         if sim is not None:
             sim.keep(y)
