@@ -4,8 +4,9 @@
 that cannot fit (made for another base model: SDXL's for SD 1.5, SD 2's for SD 1.5) is a
 `ModelLoadError` of one line naming the mismatch, checked from its config before any weight is
 read where possible, like a LoRA's (models/components.py). "tiny" builds a random-weight
-ControlNet from the UNet itself (`ControlNetModel.from_unet`) with its zero-initialised output
-convolutions re-initialised, so its residuals are not all zero: for tests and benchmarks.
+ControlNet from the UNet itself (`ControlNetModel.from_unet`) with its zero-initialised
+convolutions re-initialised (the residual outputs, and the control image embedding's last), so
+its residuals are not zero and depend on the control image: for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -30,16 +31,25 @@ _MUST_MATCH = ("cross_attention_dim", "block_out_channels", "in_channels", "addi
 
 def tiny_controlnet(unet: Any, seed: int = 0):
     """A random-weight ControlNet matching `unet` (its encoder copied, as training starts), with
-    the output convolutions (zero at the start of training) drawn at random instead."""
+    the convolutions that are zero at the start of training (the residual outputs and the last
+    of the control image embedding) drawn at random instead."""
     quiet_imports()
     from diffusers import ControlNetModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 16, 32, 32))
-        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
-            torch.nn.init.normal_(conv.weight, std=0.02)  # residuals of the same order as the features
-            torch.nn.init.zeros_(conv.bias)
+        # zero at the start of training: the output convolutions (else every residual is 0) and
+        # the control image embedding's last one (else the control image changes nothing)
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            conv.reset_parameters()  # torch's default init: residuals of the order of the features
+        # eight default-initialised convolutions shrink the control image's signal ~1e4-fold: scale
+        # the embedding's output to unit spread, so the control image steers as much as the latent
+        emb = net.controlnet_cond_embedding
+        with torch.no_grad():
+            torch.nn.init.zeros_(emb.conv_out.bias)
+            probe = (torch.rand(2, 3, 64, 64) > 0.9).float()  # edge-map-like
+            emb.conv_out.weight.div_(emb(probe).std().clamp_min(1e-12))
     with quiet_loggers("diffusers"):
         return net.to(device=unet.device, dtype=unet.dtype)
 
