@@ -84,4 +84,4 @@ GPU_TESTS = ("tests/gpu/test_live_setters.py tests/backends/test_pipeline_backen
              "tests/backends/test_backend_select.py tests/engine/test_device_framing.py "
              "tests/backends/test_compiled_knobs.py tests/models/test_loading.py tests/backends/test_staged_step.py "
              "tests/backends/test_fp8.py tests/backends/test_parallel_step.py tests/runtime/test_pace.py "
-             "tests/backends/test_backend_protocol.py")
+             "tests/backends/test_backend_protocol.py tests/backends/test_controlnet_backends.py")

@@ -51,6 +51,7 @@ class ControlUnit:
     name: str = "controlnet"
     active: str = ""
     images: torch.Tensor | None = field(default=None, repr=False)  # (rows, 3, H, W) in [0, 1]
+    call: Any = field(default=None, repr=False)  # what runs the model (a backend's compiled one); None: the model
     scale_t: torch.Tensor | None = field(default=None, repr=False)  # 0-dim, on the engine's device
 
     def __post_init__(self) -> None:
@@ -143,7 +144,7 @@ class ControlStack:
         down, mid = None, None
         for u in self.running():
             cond = rows_like(u.images, layout)
-            d, m = u.model(x_in, t, controlnet_cond=cond, conditioning_scale=u.scale_t, return_dict=False,
+            d, m = (u.call or u.model)(x_in, t, controlnet_cond=cond, conditioning_scale=u.scale_t, return_dict=False,
                            **unet_kwargs)
             down = list(d) if down is None else [a + b for a, b in zip(down, d)]
             mid = m if mid is None else mid + m
