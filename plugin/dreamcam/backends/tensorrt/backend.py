@@ -19,6 +19,10 @@ dreamcam builds strongly typed there too (as NVIDIA's TensorRT 11 diffusion demo
 from a weakly typed FP16 build: GroupNorm (exported as InstanceNormalization) now computes in fp16,
 where TensorRT 10's weakly typed default was fp32; unmeasured until TensorRT runs on a lent GPU.
 
+ControlNets (engine/controlnet.py): one engine per ControlNet (the scale an input, the residuals
+outputs) and the UNet engine built from the graph with residual inputs, which the ControlNet
+engines' outputs (summed in torch over several) feed; all inside the one captured frame graph.
+
 Requires the `tensorrt` package (10 or 11) and a CUDA GPU.
 """
 
@@ -40,7 +44,15 @@ import torch
 
 from dreamcam.backends.cache import engines_dir
 from dreamcam.backends.compiled.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
-from dreamcam.backends.tensorrt.onnx_export import export_unet, export_vae_decoder, export_vae_encoder
+from dreamcam.backends.tensorrt.onnx_export import (
+    export_controlnet,
+    export_unet,
+    export_unet_residuals,
+    export_vae_decoder,
+    export_vae_encoder,
+    residual_factors,
+    residual_names,
+)
 from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError, DeviceError
 
@@ -309,8 +321,25 @@ class _TrtCall:
         return (out,) if "encoder_hidden_states" in self.inputs else out
 
 
+def _down(n: int, factor: int) -> int:
+    """A latent side after the UNet's stride-2 downsamplers (each rounds up) for this factor."""
+    while factor > 1:
+        n, factor = (n + 1) // 2, factor // 2
+    return n
+
+
+def residual_shapes(unet: Any, rows: int, latent_h: int, latent_w: int) -> dict[str, tuple[int, ...]]:
+    """The ControlNet residual tensors by name (down_i, mid) at this batch and latent size."""
+    factors = residual_factors(unet)
+    return {name: (rows, c, _down(latent_h, f), _down(latent_w, f))
+            for name, (c, f) in zip(residual_names(len(factors) - 1), factors)}
+
+
 def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, Path]:
-    """Export and build any plan missing from the cache for this engine's model; returns the paths."""
+    """Export and build any plan missing from the cache for this engine's model; returns the paths.
+
+    With ControlNets (engine.control) the UNet plan is "unet_residuals" (residual inputs) and each
+    ControlNet has its own plan, "controlnet_0", "controlnet_1", ... (keyed by its own hash)."""
     trt = import_tensorrt()
     folder = Path(folder or engines_dir() / "tensorrt")
     mhash = model_hash(engine.unet, engine.vae)
@@ -318,29 +347,89 @@ def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, 
     gpu = torch.cuda.get_device_name(engine.device)
     precision = PRECISIONS[engine.dtype]  # the export's dtype, which a strongly typed build keeps
     d = engine.unet.config.cross_attention_dim
+    control = getattr(engine, "control", None)
+    unet_part = "unet" if control is None else "unet_residuals"
     specs = {
-        "unet": ({"sample": (4, True), "timestep": None, "encoder_hidden_states": None}, export_unet, engine.unet),
-        "vae_encoder": ({"images": (3, False)}, export_vae_encoder, engine.vae),
-        "vae_decoder": ({"latents": (4, True)}, export_vae_decoder, engine.vae),
+        unet_part: ({"sample": (4, True), "timestep": None, "encoder_hidden_states": None},
+                    export_unet if control is None else export_unet_residuals, engine.unet, mhash),
+        "vae_encoder": ({"images": (3, False)}, export_vae_encoder, engine.vae, mhash),
+        "vae_decoder": ({"latents": (4, True)}, export_vae_decoder, engine.vae, mhash),
     }
+    for i, unit in enumerate(control.units if control is not None else []):
+        def export_cn(net, path, _unet=engine.unet):
+            return export_controlnet(net, _unet, path)
+
+        specs[f"controlnet_{i}"] = ({"sample": (4, True), "timestep": None, "encoder_hidden_states": None,
+                                     "controlnet_cond": (3, False)}, export_cn, unit.model, model_hash(unit.model))
     plans = {}
-    for part, (inputs, export, module) in specs.items():
-        prof = profiles[part]
-        plan = folder / plan_name(part, mhash, prof, trt.__version__, gpu, precision)
+    for part, (inputs, export, module, h) in specs.items():
+        prof = profiles["unet" if part.startswith(("unet", "controlnet")) else part]
+        plan = folder / plan_name(part, h, prof, trt.__version__, gpu, precision)
         if not plan.exists():
-            onnx_path = folder / "onnx" / f"{part}_{mhash}.onnx"
+            onnx_path = folder / "onnx" / f"{part}_{h}.onnx"
             if not onnx_path.exists():
                 export(module, onnx_path)
             shapes = {}
             for name, spec in inputs.items():
                 if spec is not None:
                     shapes[name] = prof.shapes(name, *spec)
-            if part == "unet":
+            if part.startswith(("unet", "controlnet")):
                 shapes["timestep"] = tuple((prof.batch[i],) for i in range(3))
                 shapes["encoder_hidden_states"] = tuple((prof.batch[i], 77, d) for i in range(3))
+            if part == "unet_residuals":
+                per = [residual_shapes(engine.unet, prof.batch[i], prof.height[i] // 8, prof.width[i] // 8)
+                       for i in range(3)]
+                shapes.update({name: tuple(p[name] for p in per) for name in per[0]})
+            if part.startswith("controlnet"):
+                shapes["conditioning_scale"] = ((1,), (1,), (1,))
             build_plan(onnx_path, plan, shapes, timing_cache=folder / timing_cache_name(trt.__version__, gpu))
         plans[part] = plan
     return plans
+
+
+class _TrtResidualUNetCall:
+    """The UNet call with ControlNet residual keyword arguments, backed by the unet_residuals
+    engine: the residuals are copied into its input buffers (zeros when none are given)."""
+
+    def __init__(self, trt_engine: TrtEngine, names: list[str]) -> None:
+        self.trt, self.names = trt_engine, names
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
+                 down_block_additional_residuals: list[torch.Tensor] | None = None,
+                 mid_block_additional_residual: torch.Tensor | None = None, return_dict: bool = False):
+        b = self.trt.buffers
+        b["sample"].copy_(sample)
+        b["timestep"].copy_(timestep)
+        b["encoder_hidden_states"].copy_(encoder_hidden_states)
+        residuals = (None if down_block_additional_residuals is None
+                     else [*down_block_additional_residuals, mid_block_additional_residual])
+        for i, name in enumerate(self.names):
+            if residuals is None:
+                b[name].zero_()
+            else:
+                b[name].copy_(residuals[i])
+        self.trt.infer(torch.cuda.current_stream())
+        return (b["noise_pred"],)
+
+
+class _TrtControlNetCall:
+    """A ControlNetModel's call (sample, timestep, encoder_hidden_states, controlnet_cond,
+    conditioning_scale) -> (down residuals, mid), backed by a controlnet engine. The results are
+    the engine's output buffers: used (summed, copied into the UNet's inputs) before its next run."""
+
+    def __init__(self, trt_engine: TrtEngine, names: list[str]) -> None:
+        self.trt, self.names = trt_engine, names
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
+                 controlnet_cond: torch.Tensor, conditioning_scale: torch.Tensor, return_dict: bool = False):
+        b = self.trt.buffers
+        b["sample"].copy_(sample)
+        b["timestep"].copy_(timestep)
+        b["encoder_hidden_states"].copy_(encoder_hidden_states)
+        b["controlnet_cond"].copy_(controlnet_cond)
+        b["conditioning_scale"].copy_(torch.as_tensor(conditioning_scale).reshape(1))
+        self.trt.infer(torch.cuda.current_stream())
+        return [b[n] for n in self.names[:-1]], b[self.names[-1]]
 
 
 class TensorRTBackend(FramePipeline):
@@ -359,13 +448,29 @@ class TensorRTBackend(FramePipeline):
         dev, f = engine.device, engine.frame_buffer_size
         h, w = engine.latent_height, engine.latent_width
         rows = engine.unet_batch_size
-        unet, enc, dec = (TrtEngine(plans[p]) for p in ("unet", "vae_encoder", "vae_decoder"))
-        unet.allocate({"sample": (rows, 4, h, w), "timestep": (rows,),
-                       "encoder_hidden_states": tuple(engine.prompt_embeds.shape)}, dev)
+        control = engine.control
+        unet_part = "unet" if control is None else "unet_residuals"
+        unet, enc, dec = (TrtEngine(plans[p]) for p in (unet_part, "vae_encoder", "vae_decoder"))
+        unet_inputs = {"sample": (rows, 4, h, w), "timestep": (rows,),
+                       "encoder_hidden_states": tuple(engine.prompt_embeds.shape)}
+        residuals = residual_shapes(engine.unet, rows, h, w) if control is not None else {}
+        unet.allocate({**unet_inputs, **residuals}, dev)
         enc.allocate({"images": (f, 3, engine.height, engine.width)}, dev)
         dec.allocate({"latents": (f, 4, h, w)}, dev)
-        self._trt = (unet, enc, dec)
-        unet_call = _TrtCall(unet, ["sample", "timestep", "encoder_hidden_states"], "noise_pred")
+        nets = [TrtEngine(plans[f"controlnet_{i}"]) for i in range(len(control.units))] if control is not None else []
+        for net in nets:
+            net.allocate({**unet_inputs, "controlnet_cond": (rows, 3, engine.height, engine.width),
+                          "conditioning_scale": (1,)}, dev)
+        self._trt = (unet, enc, dec, *nets)
+        if control is None:
+            unet_call = _TrtCall(unet, ["sample", "timestep", "encoder_hidden_states"], "noise_pred")
+        else:
+            # ControlNet engines feed the UNet engine's residual inputs; every ControlNet runs each
+            # frame (its scale is an engine input the captured graph reads)
+            unet_call = _TrtResidualUNetCall(unet, list(residuals))
+            control.skip_zero = False
+            for u, net in zip(control.units, nets):
+                u.call = _TrtControlNetCall(net, list(residuals))
         vae = TinyVaeCalls(engine.vae, _TrtCall(enc, ["images"], "latents"), _TrtCall(dec, ["latents"], "images"))
         self._swap = swap_modules(engine, unet_call, vae)
         self._swap.__enter__()
@@ -379,5 +484,10 @@ class TensorRTBackend(FramePipeline):
         log.info("tensorrt backend ready in %.1f s", self.startup_s)
 
     def _release(self) -> None:
+        control = self.engine.control
+        if control is not None:
+            control.skip_zero = True
+            for u in control.units:
+                u.call = None
         self._swap.__exit__(None, None, None)
         self._trt = ()
