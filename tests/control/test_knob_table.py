@@ -19,7 +19,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 # a valid value other than the default, for every knob in the table
 OTHER = {"prompt": "a fox, ink drawing", "negative_prompt": "blurry", "strength": 0.75, "guidance": 7.5,
-         "delta": 0.5, "seed": 424242, "transition": 1.5, "preset": "calm", "bypass": True}
+         "delta": 0.5, "seed": 424242, "transition": 1.5, "preset": "calm", "bypass": True,
+         "control_scale": 0.4, "control_scale_2": 1.5, "control_scale_3": 0.0, "preprocessor": "depth",
+         "preprocessor_2": "softedge", "preprocessor_3": "input"}
 
 
 def osc(address: str, value=None) -> bytes:

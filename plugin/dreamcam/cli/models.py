@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dreamcam.engine.control_spec import MAX_CONTROLNETS, PREPROCESSORS, check_control_flags
 from dreamcam.errors import ConfigError
+from dreamcam.knobs import CONTROL_SLOTS, PARAMS
 
 # TAESD for SD 1.x/2.x latents: the tiny VAE the compiled and TensorRT backends run when no --vae
 # is given (StreamDiffusion's default too)
@@ -81,9 +82,6 @@ def check_control_knobs(args: argparse.Namespace, values: dict) -> list[str]:
     checked against what is loaded: a preprocessor knob naming one not loaded, or a knob of a
     ControlNet not given, is a ConfigError now, not a warning once live."""
     specs = check_controlnet_flags(args)
-    # lazy: the knob table is only needed for the per-ControlNet rows
-    from dreamcam.knobs import CONTROL_SLOTS, PARAMS
-
     for i, (sfx, _) in enumerate(CONTROL_SLOTS):
         scale, prep = f"control_scale{sfx}", f"preprocessor{sfx}"
         given = [PARAMS[k].flag for k in (scale, prep) if values.get(k) != PARAMS[k].default]
