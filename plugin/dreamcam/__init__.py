@@ -14,6 +14,7 @@ _EXPORTS = {
     "StreamEngine": "dreamcam.engine.stream",
     "strength_to_t_index_list": "dreamcam.engine.schedule",
     "tiny_pipeline": "dreamcam.models.pipelines",
+    "toy_pipeline": "dreamcam.models.loading",
     "load_pipeline": "dreamcam.models.loading",
     "ConfigError": "dreamcam.errors",
     "DreamcamError": "dreamcam.errors",

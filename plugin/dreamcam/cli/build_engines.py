@@ -13,7 +13,7 @@ from dreamcam.cli.flags import (
     check_sizes,
     use_engines_dir,
 )
-from dreamcam.cli.models import add_model_arguments, check_model_flags
+from dreamcam.cli.models import BUILTIN_MODELS, add_model_arguments, check_model_flags
 from dreamcam.errors import ConfigError
 
 ARCH_CHOICES = ("sd-turbo", "sd15")
@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """What can be said before torch and TensorRT load."""
-    if args.vae and (args.arch or args.model == "tiny"):
-        raise ConfigError("--vae is for --model ID|PATH: the tiny model and --arch come with their own tiny VAE")
+    if args.vae and (args.arch or args.model in BUILTIN_MODELS):
+        raise ConfigError("--vae is for --model ID|PATH: the tiny and toy models and --arch come with their own tiny VAE")
     if args.arch and args.model != "tiny":
         raise ConfigError(f"--model {args.model} and --arch {args.arch} disagree; pass one of them")
     if args.arch and not args.random_weights:

@@ -17,7 +17,12 @@ import torch
 from dreamcam.backends import check_backend_device, choose_backend, make_backend
 from dreamcam.backends.options import check_knobs, knob_options
 from dreamcam.cli.console import elapsed, say, say_live, status_printer
+<<<<<<< HEAD
 from dreamcam.cli.model_load import load_controlnets, load_model
+=======
+from dreamcam.cli.model_load import load_model
+from dreamcam.cli.models import BUILTIN_MODELS
+>>>>>>> s3/toy
 from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
 from dreamcam.control.controller import Controller
@@ -52,7 +57,7 @@ def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
 def run(args: argparse.Namespace, plan: RunPlan) -> int:
     """Run live until stopped; 0, or DreamcamError when an output failed for good."""
     device, dtype = resolve_device(args.device)
-    if args.device == "auto" and device.type == "cpu" and args.model != "tiny":
+    if args.device == "auto" and device.type == "cpu" and args.model not in BUILTIN_MODELS:
         mps = getattr(torch.backends, "mps", None)
         say(cpu_fallback_hint(cuda_build=torch.version.cuda, mps=bool(mps and mps.is_available())))
     chosen = choose_backend(args.backend, device.type)

@@ -10,7 +10,7 @@ import time
 import torch
 
 from dreamcam.cli.console import say
-from dreamcam.cli.models import DEFAULT_TINY_VAE, GPU_BACKENDS, check_controlnet_flags, parse_lora
+from dreamcam.cli.models import BUILTIN_MODELS, DEFAULT_TINY_VAE, GPU_BACKENDS, check_controlnet_flags, parse_lora
 from dreamcam.engine.controlnet import build_control_stack
 from dreamcam.knobs import CONTROL_SLOTS, PARAMS
 from dreamcam.models.loading import load_pipeline
@@ -26,7 +26,7 @@ def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
         pipe = tiny_pipeline(seed=0, device=device, dtype=dtype)
     else:
         vae, optional = args.vae, False
-        if vae is None and backend in GPU_BACKENDS:
+        if vae is None and backend in GPU_BACKENDS and args.model not in BUILTIN_MODELS:  # toy: its own tiny VAE
             vae, optional = DEFAULT_TINY_VAE, True
             say(f"VAE: {vae} (the {backend} backend runs a tiny VAE; --vae to choose another)")
         loras = [parse_lora(s) for s in (args.lora or [])]

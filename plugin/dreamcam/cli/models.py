@@ -14,12 +14,16 @@ from dreamcam.knobs import CONTROL_SLOTS, PARAMS
 # is given (StreamDiffusion's default too)
 DEFAULT_TINY_VAE = "madebyollin/taesd"
 GPU_BACKENDS = ("compiled", "tensorrt")
+# models dreamcam brings along (nothing to download): tiny has random weights, toy is a small trained
+# model with its own tiny VAE (so no other VAE, LoRA or config may be loaded into either)
+BUILTIN_MODELS = ("tiny", "toy")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, default: str | None) -> None:
     """--model (default None: tiny unless the command builds another), --model-config, --vae, --lcm-lora, --lora."""
     p.add_argument("--model", default=default,
-                   help="hub id, local diffusers folder, single .safetensors/.ckpt file, or 'tiny' (offline random weights)"
+                   help="hub id, local diffusers folder, single .safetensors/.ckpt file, 'toy' (small trained model, "
+                        "colour words steer it) or 'tiny' (offline random weights)"
                         + ("" if default else "; default tiny"))
     p.add_argument("--model-config", help="folder (or hub id) with the configs of a single-file checkpoint, for offline use")
     p.add_argument("--vae", help=f"a VAE to use instead of the model's: hub id or folder, e.g. {DEFAULT_TINY_VAE} "
@@ -30,15 +34,18 @@ def add_model_arguments(p: argparse.ArgumentParser, *, default: str | None) -> N
 
 def check_model_flags(args: argparse.Namespace) -> None:
     """The tiny model (also bench's default, --model not given) and an --arch are built from random
-    weights: flags that load weights into them are refused rather than silently ignored; --lora
-    scales are checked."""
+    weights, the toy model is a finished small model with its own VAE: flags that load weights into
+    them are refused rather than silently ignored; --lora scales are checked."""
     for text in args.lora or []:
         parse_lora(text)
     arch = getattr(args, "arch", None)  # bench and build-engines only
-    if args.model not in (None, "tiny") and not arch:
+    if args.model not in (None, *BUILTIN_MODELS) and not arch:
         return
     given = [flag for flag, value in (("--vae", args.vae), ("--lcm-lora", args.lcm_lora), ("--lora", args.lora),
                                       ("--model-config", args.model_config)) if value]
+    if given and args.model == "toy" and not arch:
+        raise ConfigError(f"{', '.join(given)} cannot be used with --model toy (a small model with its own VAE, "
+                          "nothing else fits it); drop them, or pass a real model to --model")
     if given:
         built = f"--arch {arch}" if arch else "--model tiny"
         raise ConfigError(f"{', '.join(given)} cannot be used with {built} (random weights, nothing is loaded); "

@@ -10,7 +10,7 @@ import torch
 
 from dreamcam.backends.tensorrt.backend import check_capturable, ensure_plans, import_tensorrt
 from dreamcam.cli.model_load import load_model
-from dreamcam.cli.models import DEFAULT_TINY_VAE
+from dreamcam.cli.models import BUILTIN_MODELS, DEFAULT_TINY_VAE
 from dreamcam.engine.schedule import strength_to_t_index_list
 from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import DeviceError
@@ -27,7 +27,7 @@ def build(args: argparse.Namespace) -> dict[str, Path]:
         pipe = arch_pipeline(args.arch, device=device, dtype=dtype)
     else:
         # the tiny VAE dreamcam run loads for this backend, so the cached engines are the ones it finds
-        if args.model != "tiny":
+        if args.model not in BUILTIN_MODELS:
             args.vae = args.vae or DEFAULT_TINY_VAE
         pipe = load_model(args, device, dtype, "tensorrt")
     engine = StreamEngine(pipe, strength_to_t_index_list(0.5, args.steps), args.width, args.height,

@@ -34,7 +34,7 @@ from dreamcam.models.paths import (
     looks_like_path,
     one_line,
 )
-from dreamcam.models.pipelines import move_pipeline, tiny_pipeline
+from dreamcam.models.pipelines import TOY_MODEL_DIR, move_pipeline, tiny_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ _DTYPES = {
 }
 _NO_WEIGHTS_HINT = (
     "pass a local diffusers folder (--model ./my-model-folder), a single checkpoint file "
-    "(--model ./model.safetensors), or use --model tiny to run without weights"
+    "(--model ./model.safetensors), or use --model toy (the small model shipped with dreamcam) or "
+    "--model tiny (random weights) to run without downloads"
 )
 
 
@@ -67,7 +68,8 @@ def load_pipeline(
 ):
     """Load a Stable Diffusion 1.x/2.x-style pipeline for `StreamEngine`.
 
-    id_or_path: "tiny" (the offline random-weight pipeline, seed 0), a diffusers folder
+    id_or_path: "tiny" (the offline random-weight pipeline, seed 0), "toy" (the small trained
+        model shipped in the package, loaded as the diffusers folder it is), a diffusers folder
         (`save_pretrained` layout, with model_index.json), a single original-layout checkpoint
         (.safetensors or .ckpt, as downloaded from model sites), or a hub id such as
         "stabilityai/sd-turbo" (from the local cache when the hub cannot be reached).
@@ -94,7 +96,7 @@ def load_pipeline(
     """
     # 1. Check inputs
     if not isinstance(id_or_path, (str, os.PathLike)) or not str(id_or_path).strip():
-        raise ConfigError(f"model must be 'tiny', a hub id, a folder or a checkpoint file, got {id_or_path!r}")
+        raise ConfigError(f"model must be 'tiny', 'toy', a hub id, a folder or a checkpoint file, got {id_or_path!r}")
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     lora_list = [(str(p), _check_scale(p, s)) for p, s in _check_loras(loras)]
@@ -134,10 +136,28 @@ def load_pipeline(
     return pipe
 
 
+def toy_pipeline(*, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None):
+    """The trained toy pipeline shipped with dreamcam: `load_pipeline("toy", ...)`.
+
+    A tiny SD-architecture model trained on procedural pictures (tools/train_toy.py): its output
+    is a softened copy of the input, and the colour words of `pipelines.TOY_TINTS` in the prompt
+    tint it. Runs live on a CPU at small sizes (128x128); for demos and for tests that judge the
+    picture, not for pretty pictures.
+    """
+    return load_pipeline("toy", device=device, dtype=dtype, progress=False)
+
+
 def _load_base(id_or_path: str, *, config: str | None, vae: str | None, hub: Hub, dtype: torch.dtype):
     if id_or_path == "tiny":
         log.info("building the tiny random-weight pipeline...")
         return tiny_pipeline(0, dtype=dtype)
+    if id_or_path == "toy":
+        if not (TOY_MODEL_DIR / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"the toy model is missing from this install ({TOY_MODEL_DIR}); reinstall dreamcam "
+                "(pip install .), or train it again with tools/train_toy.py"
+            )
+        return _load_folder(TOY_MODEL_DIR, dtype)
     path = Path(id_or_path).expanduser()
     if path.is_dir():
         return _load_folder(path, dtype)
@@ -145,7 +165,7 @@ def _load_base(id_or_path: str, *, config: str | None, vae: str | None, hub: Hub
         if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
             raise ModelLoadError(
                 f"unsupported model file {path.name!r}: expected a .safetensors or .ckpt checkpoint, "
-                "a diffusers folder, a hub id, or 'tiny'"
+                "a diffusers folder, a hub id, 'toy' or 'tiny'"
             )
         return _load_single_file(path, config=config, vae=vae, hub=hub, dtype=dtype)
     if id_or_path.startswith(("https://", "http://")) and id_or_path.lower().endswith(CHECKPOINT_SUFFIXES):

@@ -3,11 +3,17 @@
 `tiny_pipeline` builds a random-weight Stable-Diffusion-architecture pipeline entirely from
 configs (no download): a small UNet, a TAESD-style `AutoencoderTiny`, a small CLIP text encoder
 and a CLIP tokenizer built from a byte-level vocabulary written here. Tests, demos and CI use it.
-Real models load with `dreamcam.models.loading.load_pipeline`.
+
+The toy model is its trained sibling: the same kind of pipeline (`toy_components` builds it
+untrained) with weights shipped in the package (the folder `TOY_MODEL_DIR`, trained by
+tools/train_toy.py on procedural pictures), whose output follows its input and whose colour
+words (`TOY_TINTS`) tint the picture. It loads with `load_pipeline("toy")` (or `toy_pipeline()`),
+the code path of any diffusers folder. Real models load with `dreamcam.models.loading.load_pipeline`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -108,6 +114,72 @@ def tiny_pipeline(seed: int = 0, *, device: str | torch.device = "cpu", dtype: t
     )
     pipe.set_progress_bar_config(disable=True)
     return move_pipeline(pipe, device, dtype)
+
+
+# The toy model: a diffusers folder inside the package (model_index.json, unet/, vae/, ...).
+TOY_MODEL_DIR = Path(__file__).resolve().parent / "toy"
+# The words the toy model was trained to follow: word -> (RGB colour the picture is tinted toward,
+# how much of the colour replaces the original, 0..1). Any other prompt leaves the colours as they are.
+TOY_TINTS: dict[str, tuple[tuple[float, float, float], float]] = {
+    "red": ((1.0, 0.3, 0.25), 0.6),
+    "green": ((0.3, 1.0, 0.3), 0.6),
+    "blue": ((0.25, 0.4, 1.0), 0.6),
+    "warm": ((1.0, 0.72, 0.4), 0.5),
+    "cold": ((0.45, 0.72, 1.0), 0.5),
+    "gray": ((1.0, 1.0, 1.0), 1.0),
+    "grey": ((1.0, 1.0, 1.0), 1.0),
+    "black and white": ((1.0, 1.0, 1.0), 1.0),
+    "monochrome": ((1.0, 1.0, 1.0), 1.0),
+}
+
+
+def toy_components(seed: int = 0):
+    """The toy model's untrained (unet, vae, text_encoder, scheduler), built from its configs;
+    tools/train_toy.py trains them. Widths are chosen so a 128x128 frame runs live on a CPU."""
+    quiet_imports()
+    from diffusers import AutoencoderTiny, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab_size = len(_byte_level_vocab())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64, 64),
+            layers_per_block=1,
+            # the prompt (a colour) acts at 1/2 and 1/4 of the latent size and in the middle block
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=64,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        )
+        # no residual blocks at full resolution, where a block costs most
+        vae = AutoencoderTiny(
+            encoder_block_out_channels=(16, 16, 16, 16),
+            decoder_block_out_channels=(16, 16, 16, 16),
+            num_encoder_blocks=(0, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 0),
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=vocab_size,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+                bos_token_id=vocab_size - 2,
+                eos_token_id=vocab_size - 1,
+                pad_token_id=vocab_size - 1,
+            )
+        )
+    scheduler = LCMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
+    )
+    return unet, vae, text_encoder, scheduler
 
 
 def move_pipeline(pipe: Any, device: str | torch.device | None, dtype: torch.dtype | None):
