@@ -17,12 +17,8 @@ import torch
 from dreamcam.backends import check_backend_device, choose_backend, make_backend
 from dreamcam.backends.options import check_knobs, knob_options
 from dreamcam.cli.console import elapsed, say, say_live, status_printer
-<<<<<<< HEAD
 from dreamcam.cli.model_load import load_controlnets, load_model
-=======
-from dreamcam.cli.model_load import load_model
 from dreamcam.cli.models import BUILTIN_MODELS
->>>>>>> s3/toy
 from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
 from dreamcam.control.controller import Controller
