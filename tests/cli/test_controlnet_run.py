@@ -39,9 +39,9 @@ def plan(*flags):
     return args, check(args)
 
 
-def frames_of(tiny_pipe, *flags, n=3):
+def frames_of(tiny_pipe, *flags, n=3, model="tiny"):
     """What `dreamcam run` with these flags makes of n test-pattern frames (its engine and backend)."""
-    args, p = plan(*flags)
+    args, p = plan(*flags, "--model", model)
     values = p.store.snapshot()
     control = load_controlnets(args, tiny_pipe, values)
     engine = StreamEngine(tiny_pipe, p.t_index, SIZE, SIZE, cfg_type=args.cfg_type, control=control)
@@ -52,10 +52,16 @@ def frames_of(tiny_pipe, *flags, n=3):
         return [b.process(fit(src.pattern(i * 7), SIZE, SIZE)) for i in range(n)]
 
 
-def test_scale_zero_gives_the_frames_without_controlnet_and_scale_one_others(tiny_pipe):
-    plain = frames_of(tiny_pipe)
-    zero = frames_of(tiny_pipe, "--controlnet", "tiny", "--control", "canny", "--control-scale", "0")
-    one = frames_of(tiny_pipe, "--controlnet", "tiny", "--control", "canny", "--control-scale", "1")
+@pytest.mark.parametrize("model", ["tiny", "toy"])
+def test_scale_zero_gives_the_frames_without_controlnet_and_scale_one_others(tiny_pipe, model):
+    if model == "toy":  # the trained toy model shipped with dreamcam
+        from dreamcam.models.loading import load_pipeline
+
+        tiny_pipe = load_pipeline("toy", device="cpu", progress=False)
+    cn = ("--controlnet", "tiny", "--control", "canny")
+    plain = frames_of(tiny_pipe, model=model)
+    zero = frames_of(tiny_pipe, *cn, "--control-scale", "0", model=model)
+    one = frames_of(tiny_pipe, *cn, "--control-scale", "1", model=model)
     assert all(np.array_equal(a, b) for a, b in zip(plain, zero))
     assert not any(np.array_equal(a, b) for a, b in zip(plain, one))
 
