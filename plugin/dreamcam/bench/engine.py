@@ -72,7 +72,8 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         "t_index_list": cfg["t_index_list"],
         "cfg_type": args.cfg_type,
         "frame_buffer_size": args.frame_buffer,
-        "controlnet": [f"{m} ({c}) x{args.control_scale:g}" for m, c in zip(args.controlnet or [], args.control_specs)],
+        "controlnet": [f"{m} ({c}) x{args.control_scale:g}"
+                       for m, c in zip(getattr(args, "controlnet", None) or [], getattr(args, "control_specs", []))],
         "device": device,
         "dtype": str(cfg["dtype"]).replace("torch.", ""),
         "build_s": round(time.perf_counter() - t0, 2),
