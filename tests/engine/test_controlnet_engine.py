@@ -196,3 +196,20 @@ def test_build_control_stack_checks_its_flags(tiny_pipe):
     s = build_control_stack(tiny_pipe.unet, ["tiny"], ["canny,input"], scales=[0.4], active=["input"])
     assert list(s.units[0].preprocessors) == ["canny", "input"] and s.units[0].active == "input"
     assert s.units[0].scale == 0.4
+
+
+def test_rows_roll_with_the_frames_and_restart_fresh_after_a_skip(nets):
+    s = ControlStack([ControlUnit(nets[0], {"input": InputImage()})])
+    s.allocate(3, 1, True, 8, 8, torch.device("cpu"), torch.float32)
+    a, b, c, d = (torch.full((1, 3, 8, 8), v) for v in (-0.5, 0.0, 0.5, 1.0))
+    unit = lambda v: (v + 1) / 2  # noqa: E731 - the input preprocessor's [0, 1]
+    s.feed(a)
+    assert torch.equal(s.units[0].images, unit(a).expand(3, -1, -1, -1))  # no history yet: every row
+    s.feed(b)
+    assert torch.equal(s.units[0].images, torch.cat([unit(b), unit(a), unit(a)]))
+    s.set_scale(0, 0.0)
+    s.feed(c)  # skipped: not preprocessed, rows left as they were
+    assert torch.equal(s.units[0].images[0], unit(b)[0])
+    s.set_scale(0, 1.0)
+    s.feed(d)  # the rows missed c: they restart from d rather than hold b and a for frames after c
+    assert torch.equal(s.units[0].images, unit(d).expand(3, -1, -1, -1))

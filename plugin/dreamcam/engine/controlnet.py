@@ -9,6 +9,8 @@ preprocessors loaded for it, the one that runs now, and its scale). The engine c
   buffer. In the stream batch (B = S*F rows, step-major) rows [k*F, (k+1)*F) hold the frames
   that entered k calls ago, so the buffer rolls like the latents: rows [F:] <- rows [:-F], then
   the new images into rows [:F]. Every latent is conditioned on its own frame's control image.
+  The first feed (and the first after a unit was skipped at scale 0) fills every row with the
+  new images: rows of frames from before have none that belongs to them.
 - `residuals(x_in, t, rows, unet_kwargs)` inside the UNet step: each unit's ControlNet on the
   UNet's input batch (the control rows laid out like the latent rows, unconditional rows
   included), its down and mid residuals times its scale, summed over the units (as diffusers'
@@ -41,7 +43,7 @@ from dreamcam.models.quiet import quiet_loggers
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # units compare by identity (their fields hold modules and tensors)
 class ControlUnit:
     """One ControlNet: the model, its preprocessors by name (the first is active at start) and scale."""
 
@@ -52,6 +54,7 @@ class ControlUnit:
     active: str = ""
     images: torch.Tensor | None = field(default=None, repr=False)  # (rows, 3, H, W) in [0, 1]
     call: Any = field(default=None, repr=False)  # what runs the model (a backend's compiled one); None: the model
+    stale: bool = field(default=True, repr=False)  # no control image fed since allocation or a skip
     scale_t: torch.Tensor | None = field(default=None, repr=False)  # 0-dim, on the engine's device
 
     def __post_init__(self) -> None:
@@ -86,6 +89,7 @@ class ControlStack:
                     u.model.to(device=device, dtype=dtype)
             u.images = torch.zeros((rows, 3, height, width), dtype=dtype, device=device)
             u.scale_t = torch.full((), float(u.scale), dtype=dtype, device=device)
+            u.stale = True
             for p in u.preprocessors.values():
                 to = getattr(p, "to", None)
                 if callable(to):
@@ -128,11 +132,19 @@ class ControlStack:
         """The F new frames, float (F, 3, H, W) in [-1, 1] on the engine's device: each running
         unit's control images for them, rolled into its buffer (see the module docstring)."""
         f = self.frames
-        for u in self.running():
-            img = u.preprocessors[u.active](x)
+        running = self.running()
+        for u in self.units:
+            if u not in running:
+                u.stale = True  # its rows stopped following the frames while it was skipped
+                continue
+            img = u.preprocessors[u.active](x).to(u.images.dtype)
+            if u.stale:  # (re)started: no history yet, every row takes the newest image
+                u.images.copy_(img.repeat(u.images.shape[0] // f, 1, 1, 1))
+                u.stale = False
+                continue
             if self.roll:
                 u.images[f:] = u.images[:-f].clone()
-            u.images[:f].copy_(img.to(u.images.dtype))
+            u.images[:f].copy_(img)
 
     def residuals(self, x_in: torch.Tensor, t: torch.Tensor, layout: tuple[str, int],
                   unet_kwargs: Mapping[str, Any]) -> dict[str, Any]:
