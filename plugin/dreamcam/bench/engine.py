@@ -75,6 +75,8 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         "t_index_list": cfg["t_index_list"],
         "cfg_type": args.cfg_type,
         "frame_buffer_size": args.frame_buffer,
+        "controlnet": [f"{m} ({c}) x{args.control_scale:g}"
+                       for m, c in zip(getattr(args, "controlnet", None) or [], getattr(args, "control_specs", []))],
         "device": device,
         "dtype": str(cfg["dtype"]).replace("torch.", ""),
         "build_s": round(time.perf_counter() - t0, 2),
@@ -173,6 +175,8 @@ def environment(device: str) -> dict[str, Any]:
 
 def format_text(r: dict[str, Any]) -> str:
     lines = [f"{r['arch']} {r['size']} t_index={r['t_index_list']} on {r['device']} ({r.get('env', {}).get('gpu', 'cpu')})"]
+    if r.get("controlnet"):
+        lines.append(f"  ControlNet: {', '.join(r['controlnet'])}")
     for key in ("peer", "dreamcam", "loop", "loop_meter"):
         if key in r:
             s = r[key]

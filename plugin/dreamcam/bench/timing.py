@@ -18,6 +18,7 @@ import torch
 from dreamcam.backends import check_backend_device, choose_backend
 from dreamcam.backends.options import check_knobs, knob_options
 from dreamcam.engine.schedule import check_t_index_list, strength_to_t_index_list
+from dreamcam.engine.controlnet import build_control_stack
 from dreamcam.engine.stream import StreamEngine
 from dreamcam.errors import ConfigError
 from dreamcam.models.archs import arch_pipeline
@@ -134,7 +135,11 @@ def backend_options(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
 
 def make_engine(pipe, cfg: dict[str, Any], args: argparse.Namespace) -> StreamEngine:
     """The engine the flags describe on `pipe`, prepared with the benchmark's prompt."""
+    control = None
+    if getattr(args, "controlnet", None):
+        n = len(args.controlnet)
+        control = build_control_stack(pipe.unet, args.controlnet, args.control_specs, scales=[args.control_scale] * n)
     engine = StreamEngine(pipe, cfg["t_index_list"], args.width, args.height, cfg_type=args.cfg_type,
-                          frame_buffer_size=args.frame_buffer, device=cfg["device"], dtype=cfg["dtype"])
+                          frame_buffer_size=args.frame_buffer, device=cfg["device"], dtype=cfg["dtype"], control=control)
     engine.prepare("a photo of a cat", num_inference_steps=50, guidance_scale=args.guidance, seed=args.seed)
     return engine

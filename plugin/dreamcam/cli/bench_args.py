@@ -16,7 +16,13 @@ from dreamcam.cli.flags import (
     check_sizes,
     use_engines_dir,
 )
-from dreamcam.cli.models import add_model_arguments, check_model_flags, is_tiny
+from dreamcam.cli.models import (
+    add_controlnet_arguments,
+    add_model_arguments,
+    check_controlnet_flags,
+    check_model_flags,
+    is_tiny,
+)
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS
 
@@ -28,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `dreamcam bench` (the CLI calls this, then `run(args)`)."""
     p = parser
     add_model_arguments(p, default=None)
+    add_controlnet_arguments(p)
+    p.add_argument("--control-scale", type=float, default=PARAMS["control_scale"].default,
+                   help="every --controlnet's scale (0: not run on the eager backend)")
     p.add_argument("--arch", choices=ARCH_CHOICES, default=None,
                    help="instead of --model: build an architecture (sd-turbo and sd15 with --random-weights; nothing is downloaded)")
     p.add_argument("--random-weights", action="store_true",
@@ -86,6 +95,10 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError("--random-weights builds an --arch (sd-turbo or sd15) with random weights; add --arch, "
                           "or drop it to load --model's own weights")
     check_model_flags(args)
+    args.control_specs = check_controlnet_flags(args)
+    if args.controlnet and args.peer:
+        raise ConfigError("--peer times StreamDiffusion 0.1.1, which runs no ControlNet: drop --peer or --controlnet")
+    PARAMS["control_scale"].validate(args.control_scale)
     check_sizes(args)
     PARAMS["strength"].validate(args.strength)
     if not args.flicker and (args.sweep or args.source):

@@ -18,7 +18,7 @@ import torch
 from dreamcam.backends import check_backend_device, choose_backend, make_backend
 from dreamcam.backends.options import check_knobs, knob_options
 from dreamcam.cli.console import elapsed, say, say_live, status_printer
-from dreamcam.cli.model_load import load_model
+from dreamcam.cli.model_load import load_controlnets, load_model
 from dreamcam.cli.models import BUILTIN_MODELS
 from dreamcam.cli.run_options import RunPlan, cpu_fallback_hint, no_gpu_diagnosis
 from dreamcam.cli.signals import install_signal_handlers, interrupt_on_sigterm
@@ -155,8 +155,10 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
         # 2. Model, engine and backend
         phase = "during the model load"
         pipe = load_model(args, device, dtype, chosen)
-        engine = StreamEngine(pipe, plan.t_index, args.width, args.height, cfg_type=args.cfg_type, device=device, dtype=dtype)
         s = store.snapshot()
+        control = load_controlnets(args, pipe, s)
+        engine = StreamEngine(pipe, plan.t_index, args.width, args.height, cfg_type=args.cfg_type, device=device,
+                              dtype=dtype, control=control)
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
         engine.set_feedback(s["feedback"])  # before the backend: --parallel-frames holds it at 0 and says so
         engine.set_motion_guard(s["motion_guard"])

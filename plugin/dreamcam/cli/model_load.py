@@ -10,7 +10,17 @@ import time
 import torch
 
 from dreamcam.cli.console import say
-from dreamcam.cli.models import BUILTIN_MODELS, DEFAULT_TINY_VAE, DEFAULT_TINY_VAE_XL, GPU_BACKENDS, is_tiny, parse_lora
+from dreamcam.cli.models import (
+    BUILTIN_MODELS,
+    DEFAULT_TINY_VAE,
+    DEFAULT_TINY_VAE_XL,
+    GPU_BACKENDS,
+    check_controlnet_flags,
+    is_tiny,
+    parse_lora,
+)
+from dreamcam.engine.controlnet import build_control_stack
+from dreamcam.knobs import CONTROL_SLOTS, PARAMS
 from dreamcam.models.loading import load_pipeline, model_family
 from dreamcam.models.paths import TINY_MODELS
 from dreamcam.models.pipelines import tiny_pipeline
@@ -41,3 +51,23 @@ def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
         )
     say(f"model ready in {time.perf_counter() - t0:.1f} s")
     return pipe
+
+
+def load_controlnets(args: argparse.Namespace, pipe, values: dict | None = None):
+    """The engine's ControlStack from --controlnet / --control (None without --controlnet), at the
+    start values of the per-ControlNet knobs in `values` (the store's; default: the knob defaults)."""
+    if not getattr(args, "controlnet", None):
+        return None
+    t0 = time.perf_counter()
+    values = values or {}
+    specs = getattr(args, "control_specs", None) or check_controlnet_flags(args)
+    sfx = [s for s, _ in CONTROL_SLOTS]
+    stack = build_control_stack(
+        pipe.unet, args.controlnet, specs,
+        scales=[values.get(f"control_scale{x}", PARAMS[f"control_scale{x}"].default) for x in sfx],
+        active=[values.get(f"preprocessor{x}", "") for x in sfx],
+    )
+    for i, u in enumerate(stack.units):
+        say(f"ControlNet {i + 1}: {u.name}, preprocessor {u.active} (of {', '.join(u.preprocessors)}), scale {u.scale:g}")
+    say(f"ControlNets ready in {time.perf_counter() - t0:.1f} s")
+    return stack

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dreamcam.engine.control_spec import MAX_CONTROLNETS, PREPROCESSORS, check_control_flags
 from dreamcam.errors import ConfigError
+from dreamcam.knobs import CONTROL_SLOTS, PARAMS
 from dreamcam.models.paths import TINY_MODELS, TINY_VAES
 
 # the tiny VAE the compiled and TensorRT backends run when no --vae is given: TAESD for SD 1.x/2.x
@@ -69,3 +71,42 @@ def parse_lora(text: str) -> tuple[str, float]:
             if Path(path).suffix.lower() in (".safetensors", ".bin") or Path(path).expanduser().exists():
                 raise ConfigError(f"--lora {text}: the scale after ':' must be a number such as 0.8, got {scale!r}") from None
     return text, 1.0
+
+
+def add_controlnet_arguments(p: argparse.ArgumentParser) -> None:
+    """--controlnet MODEL and --control PREPROCESSOR (both repeatable, paired in order)."""
+    p.add_argument("--controlnet", action="append", metavar="MODEL",
+                   help=f"a ControlNet for the model: hub id, folder, .safetensors file, or tiny (random weights); "
+                        f"repeatable, up to {MAX_CONTROLNETS}, their residuals summed")
+    p.add_argument("--control", action="append", metavar="PREPROCESSOR",
+                   help=f"what each --controlnet sees, in the same order: {', '.join(PREPROCESSORS)} "
+                        "(depth:ID_OR_FOLDER, depth:tiny); several joined by commas (canny,depth) are all loaded and "
+                        "the preprocessor knob switches among them live (default canny)")
+
+
+def check_controlnet_flags(args: argparse.Namespace) -> list[str]:
+    """The --control entry of each --controlnet (canny where none is given); ConfigError when they disagree."""
+    controlnets, controls = args.controlnet or [], args.control or []
+    if controls and not controlnets:
+        raise ConfigError("--control chooses a ControlNet's preprocessor: add --controlnet MODEL (or tiny)")
+    return check_control_flags(controlnets, controls)
+
+
+def check_control_knobs(args: argparse.Namespace, values: dict) -> list[str]:
+    """check_controlnet_flags, and the start values of the per-ControlNet knobs (presets, flags)
+    checked against what is loaded: a preprocessor knob naming one not loaded, or a knob of a
+    ControlNet not given, is a ConfigError now, not a warning once live."""
+    specs = check_controlnet_flags(args)
+    for i, (sfx, _) in enumerate(CONTROL_SLOTS):
+        scale, prep = f"control_scale{sfx}", f"preprocessor{sfx}"
+        given = [PARAMS[k].flag for k in (scale, prep) if values.get(k) != PARAMS[k].default]
+        if i >= len(specs):
+            if given:
+                raise ConfigError(f"{', '.join(given)} set ControlNet {i + 1}, but {len(specs)} --controlnet "
+                                  "are given: add --controlnet MODEL or drop them")
+            continue
+        loaded = [one.partition(":")[0] for one in specs[i].split(",")]
+        if values.get(prep) and values[prep] not in loaded:
+            raise ConfigError(f"{PARAMS[prep].flag} {values[prep]}: ControlNet {i + 1} has {', '.join(loaded)} "
+                              f"loaded; add it to its --control ({specs[i]},{values[prep]})")
+    return specs

@@ -21,7 +21,7 @@ from dreamcam.cli.flags import (
     check_sizes,
     use_engines_dir,
 )
-from dreamcam.cli.models import add_model_arguments, check_model_flags
+from dreamcam.cli.models import add_controlnet_arguments, add_model_arguments, check_control_knobs, check_model_flags
 from dreamcam.cli.run_options import (
     RunPlan,
     check_output_file,
@@ -49,6 +49,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--sink", action="append",
                      help=f"virtualcam[:BACKEND] | udp://HOST:PORT | file:PATH | preview | null (repeatable; default {DEFAULT_SINK})")
     add_model_arguments(run, default="stabilityai/sd-turbo")
+    add_controlnet_arguments(run)
     run.add_argument("--steps", type=int, default=None, help="denoising steps per frame (default 1; with --t-index-list, its length)")
     run.add_argument("--t-index-list", help="explicit schedule indices, e.g. 32,45 (overrides --strength)")
     run.add_argument("--num-inference-steps", type=int, default=50, help="length of the LCM schedule the indices point into")
@@ -114,6 +115,7 @@ def check(args: argparse.Namespace) -> RunPlan:
     t_index = t_index_list(args, store.get("strength"))
     similarity = similarity_filter(args)
     check_model_flags(args)
+    args.control_specs = check_control_knobs(args, store.snapshot())
     use_engines_dir(args)
     if args.device != "auto":
         check_backend_device(chosen, args.device)

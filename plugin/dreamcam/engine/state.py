@@ -118,6 +118,10 @@ class EngineState:
         self.set_guidance(guidance_scale)
         self.set_delta(delta)
         self._write_schedule(self.t_index_list)
+        control = getattr(self, "control", None)
+        if control is not None:
+            roll = self.use_denoising_batch and s > 1
+            control.allocate(b, self.frame_buffer_size, roll, self.height, self.width, dev, dt)
         if self.similarity_filter is not None:  # an output of the old prompt is no frame to repeat
             self.similarity_filter.keep(None)
         self.latent_feedback.reset()  # nor is a latent of the old prompt one to feed back
@@ -421,6 +425,46 @@ class EngineState:
         (`backends.compiled.step.StateSnapshot`)."""
         self._require_prepared()
         return (self._x_batch, self.stock_noise, self._init_noise, *self.latent_feedback.state())
+
+    # ------------------------------------------------------------------ ControlNets (engine/controlnet.py)
+
+    def set_control_scale(self, scale: float) -> None:
+        """The first ControlNet's scale (0 = off: in eager mode it is not run at all)."""
+        self._control_set(0, "scale", scale)
+
+    def set_control_scale_2(self, scale: float) -> None:
+        self._control_set(1, "scale", scale)
+
+    def set_control_scale_3(self, scale: float) -> None:
+        self._control_set(2, "scale", scale)
+
+    def set_preprocessor(self, name: str) -> None:
+        """Which of the first ControlNet's loaded preprocessors runs ("" = the first loaded)."""
+        self._control_set(0, "preprocessor", name)
+
+    def set_preprocessor_2(self, name: str) -> None:
+        self._control_set(1, "preprocessor", name)
+
+    def set_preprocessor_3(self, name: str) -> None:
+        self._control_set(2, "preprocessor", name)
+
+    @torch.no_grad()
+    def _control_set(self, index: int, what: str, value) -> None:
+        # a live knob for a ControlNet that is not loaded, or a preprocessor that is not: said
+        # once per knob, and the frame goes on as it was
+        control = getattr(self, "control", None)
+        try:
+            if control is None:
+                raise ConfigError("no ControlNet is loaded (--controlnet MODEL)")
+            if what == "scale":
+                control.set_scale(index, float(value))
+            else:
+                control.set_preprocessor(index, str(value))
+        except ConfigError as e:
+            said = self.__dict__.setdefault("_control_warned", set())
+            if (index, what, str(e)) not in said:
+                said.add((index, what, str(e)))
+                log.warning("ControlNet %d %s %r not used: %s", index + 1, what, value, e)
 
     @property
     def x_t_latent_buffer(self) -> torch.Tensor | None:

@@ -27,6 +27,7 @@ import torch
 
 from dreamcam.engine.feedback import LatentFeedback
 from dreamcam.engine.attention import CachedAttention
+from dreamcam.engine.controlnet import ControlStack
 from dreamcam.engine.state import EngineState
 from dreamcam.errors import ConfigError
 from dreamcam.models.pipelines import is_sdxl, move_pipeline
@@ -55,6 +56,7 @@ class StreamEngine(CachedAttention, EngineState):
         use_denoising_batch: all steps of consecutive frames in one UNet call (the stream batch).
         do_add_noise: re-noise intermediate latents between steps.
         device, dtype: where and in which precision to run (default: the pipeline's).
+        control: ControlNets run on every UNet step (engine/controlnet.py), or None.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class StreamEngine(CachedAttention, EngineState):
         do_add_noise: bool = True,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        control: ControlStack | None = None,
     ) -> None:
         # 1. Check inputs
         if cfg_type not in CFG_TYPES:
@@ -116,6 +119,7 @@ class StreamEngine(CachedAttention, EngineState):
         self.uncond_rows = {"full": self.batch_size, "initialize": f}.get(cfg_type, 0)
         self.unet_batch_size = self.batch_size + self.uncond_rows
 
+        self.control = control
         self.similarity_filter: SimilarityFilter | None = None
         # latent feedback and the motion guard (engine/feedback.py): off until set_feedback / set_motion_guard
         self.latent_feedback = LatentFeedback(f, (4, self.latent_height, self.latent_width), self.device, self.dtype)
@@ -164,7 +168,11 @@ class StreamEngine(CachedAttention, EngineState):
         else:
             x_in = x
         self.route_attention()  # cached attention: this engine's bank (or none) for the UNet's self-attention
-        pred = self.unet(x_in, t, **self.unet_conditioning, return_dict=False)[0]
+        kwargs = self.unet_kwargs()
+        if self.control is not None:
+            layout = (cfg, f) if cfg in ("initialize", "full") else ("none", 0)
+            kwargs = {**kwargs, **self.control.residuals(x_in, t, layout, kwargs)}
+        pred = self.unet(x_in, t, **kwargs, return_dict=False)[0]
 
         # 2. Residual classifier-free guidance
         if cfg == "none":
@@ -189,6 +197,19 @@ class StreamEngine(CachedAttention, EngineState):
             delta_x = self._alpha_next * delta_x / self._beta_next
             self.stock_noise.copy_(torch.cat([self._init_noise[f:], self._init_noise[:f]], dim=0) + delta_x)
         return denoised
+
+    def unet_kwargs(self) -> dict[str, Any]:
+        """The UNet's conditioning keyword arguments, the same for every ControlNet: the one
+        place that builds them (encoder_hidden_states; SDXL's added_cond_kwargs: `unet_conditioning`)."""
+        return self.unet_conditioning
+
+    @torch.no_grad()
+    def feed_control(self, x: torch.Tensor) -> None:
+        """The new frames' control images (float (F, 3, H, W) in [-1, 1]) into the ControlNets'
+        buffers; once per frame, before `frame_step` (outside a captured graph). No-op without
+        ControlNets."""
+        if self.control is not None:
+            self.control.feed(x)
 
     def predict_x0_batch(self, x_t_latent: torch.Tensor) -> torch.Tensor:
         """The denoised latents of the frames that finished, from the new frames' start latents
@@ -252,6 +273,7 @@ class StreamEngine(CachedAttention, EngineState):
         sim = self.similarity_filter
         if sim is not None and (again := sim.repeat(x)) is not None:
             return again
+        self.feed_control(x)
         y = self.frame_step(x)
         if sim is not None:
             sim.keep(y)

@@ -75,7 +75,7 @@ def fuse_loras(pipe: Any, adapters: Sequence[tuple[str, float]], *, hub: Any = N
                 warnings.filterwarnings("ignore", message="Already found a `peft_config`")
                 pipe.load_lora_weights(**kwargs, adapter_name=name)
         except Exception as e:
-            raise ModelLoadError(f"LoRA {source!r} does not fit this model: {_mismatch(e)}") from e
+            raise ModelLoadError(f"LoRA {source!r} does not fit this model: {mismatch_line(e)}") from e
         if not _has_adapter(pipe, name):
             raise ModelLoadError(
                 f"LoRA {source!r} does not fit this model: none of its weights match the UNet or text encoder "
@@ -88,12 +88,13 @@ def fuse_loras(pipe: Any, adapters: Sequence[tuple[str, float]], *, hub: Any = N
     pipe.unload_lora_weights()
 
 
-def _mismatch(e: BaseException) -> str:
+def mismatch_line(e: BaseException, what: str = "LoRA") -> str:
+    """A loader's size-mismatch error as one line naming the tensor and both shapes (else the error, shortened)."""
     m = re.search(r"size mismatch for (\S+): copying a param with shape (torch\.Size\(\[[^]]*\]\)) from checkpoint, "
                   r"the shape in current model is (torch\.Size\(\[[^]]*\]\))", str(e))
     if m is None:
         return one_line(e)
-    return f"{m[1]} has shape {m[2][11:-1]} in the LoRA but {m[3][11:-1]} in the model (made for another base model?)"
+    return f"{m[1]} has shape {m[2][11:-1]} in the {what} but {m[3][11:-1]} in the model (made for another base model?)"
 
 
 def _has_adapter(pipe: Any, name: str) -> bool:

@@ -1,11 +1,16 @@
 """The compiled backend: torch.compile'd UNet and tiny VAE, the whole frame step in one CUDA graph.
 
 One `process(frame)` is: copy the frame into a pinned host buffer, upload it on the backend's
-own CUDA stream, replay the captured graph (uint8 -> float, VAE encode, UNet stream batch, RCFG
+own CUDA stream, run the ControlNets' preprocessors (if any; outside the graph, into buffers it
+reads), replay the captured graph (uint8 -> float, VAE encode, UNet stream batch, RCFG
 and LCM step, VAE decode, float -> uint8), download into a pinned host buffer, wait. The graph
 reads the engine's pre-allocated tensors (prompt embeddings, schedule, noise, guidance), so the
 engine's setters (set_prompt, set_strength, set_guidance, set_delta, set_seed) take effect at
 the next frame with no re-capture and no recompile.
+
+ControlNets (engine/controlnet.py) run inside the same graph as the UNet, each torch.compile'd;
+their scales are device tensors, so a scale change needs no re-capture (and a scale of 0 still
+costs the ControlNet's time here, unlike the eager backend, which skips it).
 
 The compile cache (Inductor's FX-graph and kernel caches) lives under `engines_dir()/torch_compile`,
 so the second start of the same model and size skips most of the compile time.
@@ -127,6 +132,7 @@ class StepModules:
         if not compile and (options or compile_scope != "whole"):
             raise ConfigError("--inductor, --compile-mode and --compile-scope tune torch.compile; "
                               "drop them or drop --no-compile")
+        self.compile_options = options
         self.knobs = {"compile": compile, "fuse_qkv": fuse_qkv, "inductor": inductor,
                       "compile_mode": compile_mode, "compile_scope": compile_scope, "fp8_linear": fp8_linear}
         if fp8_linear:
@@ -253,6 +259,12 @@ class CompiledBackend(FramePipeline):
         if no_triton:  # else it would fail only at the first frame, as a long BackendCompilerFailed trace
             raise DeviceError(f"the compiled backend's {no_triton}; or use --backend eager or tensorrt")
         check_capturable(engine, self.name)
+        control = engine.control
+        if control is not None and (parallel_frames or overlap_stages):
+            # the control images are fed between frames into one buffer the graph reads: a second
+            # frame running beside the first would overwrite what the first still reads
+            raise ConfigError(f"--{'parallel-frames' if parallel_frames else 'overlap-stages'} does not run with "
+                              "--controlnet yet: drop one of them")
         if parallel_frames:
             if overlap_stages:
                 raise ConfigError("overlap_stages and parallel_frames do not combine: pick one")
@@ -266,7 +278,8 @@ class CompiledBackend(FramePipeline):
         self._cudnn_limit = torch.backends.cudnn.benchmark_limit  # process-wide: given back on close
         if cudnn_exhaustive:
             torch.backends.cudnn.benchmark_limit = 0
-        for module in (engine.unet, engine.vae):
+        nets = [u.model for u in control.units] if control is not None else []
+        for module in (engine.unet, engine.vae, *nets):
             module.to(memory_format=torch.channels_last)
         if compile:
             self.cache_dir = use_compile_cache(cache_dir)
@@ -276,6 +289,12 @@ class CompiledBackend(FramePipeline):
                       "parallel_frames": parallel_frames, "cudnn_exhaustive": cudnn_exhaustive}
         self._swap = swap_modules(engine, self._modules.unet, self._modules.vae)
         self._swap.__enter__()
+        if control is not None:
+            # ControlNet + UNet in the one graph: every ControlNet runs each frame (a scale is a
+            # device tensor the graph reads, so 0 costs its time but needs no re-capture)
+            control.skip_zero = False
+            for u in control.units:
+                u.call = torch.compile(u.model, dynamic=False, options=self._modules.compile_options) if compile else None
 
         # 3. Warm up (compiles), capture, undo the warm-up frames' effect on the stream state
         try:
@@ -291,6 +310,11 @@ class CompiledBackend(FramePipeline):
                  self.startup_s, self.compile_s, "on" if cuda_graph else "off", self.knobs)
 
     def _release(self) -> None:
+        control = self.engine.control
+        if control is not None:
+            control.skip_zero = True
+            for u in control.units:
+                u.call = None
         self._swap.__exit__(None, None, None)
         self._modules.close()  # unfusing sets the processors fused_qkv saved; then cached attention's again
         self.engine.release_attention_from_graph()

@@ -119,7 +119,9 @@ class StateSnapshot:
     on), to undo warm-up frames."""
 
     def __init__(self, engine: StreamEngine) -> None:
-        self._pairs = [(t, t.clone()) for t in (*engine.carried_state(), *engine.attention_state())]
+        control = getattr(engine, "control", None)  # the ControlNets' control images in flight
+        state = [*engine.carried_state(), *engine.attention_state(), *(control.state() if control is not None else [])]
+        self._pairs = [(t, t.clone()) for t in state]
 
     def restore(self) -> None:
         for live, saved in self._pairs:
@@ -287,6 +289,7 @@ class GraphedStep:
         with on_stream(stream):
             for i in range(e.frame_buffer_size):
                 step.frames_in[i].copy_(fit_torch(slot.raw_dev[i], e.width, e.height, fit_mode))
+            e.feed_control(step.model_input())  # control images: outside the graph, which reads them
             run()
             slot.out_dev.copy_(step.frames_out)
             if slot.computed is not None:

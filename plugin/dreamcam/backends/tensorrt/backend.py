@@ -19,6 +19,10 @@ dreamcam builds strongly typed there too (as NVIDIA's TensorRT 11 diffusion demo
 from a weakly typed FP16 build: GroupNorm (exported as InstanceNormalization) now computes in fp16,
 where TensorRT 10's weakly typed default was fp32; unmeasured until TensorRT runs on a lent GPU.
 
+ControlNets (engine/controlnet.py): one engine per ControlNet (the scale an input, the residuals
+outputs) and the UNet engine built from the graph with residual inputs, which the ControlNet
+engines' outputs (summed in torch over several) feed; all inside the one captured frame graph.
+
 Requires the `tensorrt` package (10 or 11) and a CUDA GPU.
 """
 
@@ -42,10 +46,14 @@ from dreamcam.backends.cache import engines_dir
 from dreamcam.backends.compiled.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
 from dreamcam.backends.tensorrt.onnx_export import (
     BANK_CONTROL,
+    export_controlnet,
     export_unet,
     export_unet_bank,
+    export_unet_residuals,
     export_vae_decoder,
     export_vae_encoder,
+    residual_factors,
+    residual_names,
     sdxl_widths,
     unet_input_names,
     unet_is_sdxl,
@@ -378,11 +386,27 @@ def bank_profile_shapes(engine: StreamEngine, prof: Profile) -> dict[str, tuple[
     return shapes
 
 
+def _down(n: int, factor: int) -> int:
+    """A latent side after the UNet's stride-2 downsamplers (each rounds up) for this factor."""
+    while factor > 1:
+        n, factor = (n + 1) // 2, factor // 2
+    return n
+
+
+def residual_shapes(unet: Any, rows: int, latent_h: int, latent_w: int) -> dict[str, tuple[int, ...]]:
+    """The ControlNet residual tensors by name (down_i, mid) at this batch and latent size."""
+    factors = residual_factors(unet)
+    return {name: (rows, c, _down(latent_h, f), _down(latent_w, f))
+            for name, (c, f) in zip(residual_names(len(factors) - 1), factors)}
+
+
 def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, Path]:
     """Export and build any plan missing from the cache for this engine's model; returns the paths.
 
     With cached attention on, the UNet's plan is `unet_bank` (the bank as engine inputs/outputs),
-    still returned under "unet"."""
+    still returned under "unet".
+    With ControlNets (engine.control) the UNet plan is "unet_residuals" (residual inputs) and each
+    ControlNet has its own plan, "controlnet_0", "controlnet_1", ... (keyed by its own hash)."""
     trt = import_tensorrt()
     folder = Path(folder or engines_dir() / "tensorrt")
     mhash = model_hash(engine.unet, engine.vae)
@@ -390,22 +414,36 @@ def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, 
     gpu = torch.cuda.get_device_name(engine.device)
     precision = PRECISIONS[engine.dtype]  # the export's dtype, which a strongly typed build keeps
     banked = engine.attention_active
-    if banked and unet_is_sdxl(engine.unet):
+    control = getattr(engine, "control", None)
+    sdxl = unet_is_sdxl(engine.unet)
+    if banked and sdxl:
         raise ConfigError("cached attention (--attn-bank) runs on TensorRT for SD 1.x/2.x models only: "
                           "use --backend compiled for SDXL with the bank, or --attn-bank 0")
+    if control is not None and (banked or sdxl):
+        raise ConfigError("ControlNet on TensorRT runs with SD 1.x/2.x models and without cached attention: "
+                          "use --backend compiled for that, or drop --controlnet or --attn-bank")
+    d = engine.unet.config.cross_attention_dim
+    unet_part = "unet" if control is None else "unet_residuals"
     unet_export = (lambda _module, path: export_unet_bank(engine, path)) if banked else export_unet
     specs = {
-        "unet": ({}, unet_export, engine.unet),
-        "vae_encoder": ({"images": (3, False)}, export_vae_encoder, engine.vae),
-        "vae_decoder": ({"latents": (4, True)}, export_vae_decoder, engine.vae),
+        unet_part: ({"sample": (4, True), "timestep": None, "encoder_hidden_states": None},
+                    unet_export if control is None else export_unet_residuals, engine.unet, mhash),
+        "vae_encoder": ({"images": (3, False)}, export_vae_encoder, engine.vae, mhash),
+        "vae_decoder": ({"latents": (4, True)}, export_vae_decoder, engine.vae, mhash),
     }
+    for i, unit in enumerate(control.units if control is not None else []):
+        def export_cn(net, path, _unet=engine.unet):
+            return export_controlnet(net, _unet, path)
+
+        specs[f"controlnet_{i}"] = ({"sample": (4, True), "timestep": None, "encoder_hidden_states": None,
+                                     "controlnet_cond": (3, False)}, export_cn, unit.model, model_hash(unit.model))
     plans = {}
-    for part, (inputs, export, module) in specs.items():
-        prof = profiles[part]
+    for part, (inputs, export, module, h) in specs.items():
+        prof = profiles["unet" if part.startswith(("unet", "controlnet")) else part]
         stem = "unet_bank" if part == "unet" and banked else part
-        plan = folder / plan_name(stem, mhash, prof, trt.__version__, gpu, precision)
+        plan = folder / plan_name(stem, h, prof, trt.__version__, gpu, precision)
         if not plan.exists():
-            onnx_path = folder / "onnx" / f"{stem}_{mhash}.onnx"
+            onnx_path = folder / "onnx" / f"{stem}_{h}.onnx"
             if not onnx_path.exists():
                 export(module, onnx_path)
             if part == "unet":
@@ -413,7 +451,16 @@ def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, 
                 if banked:
                     shapes.update(bank_profile_shapes(engine, prof))
             else:
-                shapes = {name: prof.shapes(name, *spec) for name, spec in inputs.items()}
+                shapes = {name: prof.shapes(name, *spec) for name, spec in inputs.items() if spec is not None}
+            if part == "unet_residuals" or part.startswith("controlnet"):
+                shapes["timestep"] = tuple((prof.batch[i],) for i in range(3))
+                shapes["encoder_hidden_states"] = tuple((prof.batch[i], 77, d) for i in range(3))
+            if part == "unet_residuals":
+                per = [residual_shapes(engine.unet, prof.batch[i], prof.height[i] // 8, prof.width[i] // 8)
+                       for i in range(3)]
+                shapes.update({name: tuple(p[name] for p in per) for name in per[0]})
+            if part.startswith("controlnet"):
+                shapes["conditioning_scale"] = ((1,), (1,), (1,))
             build_plan(onnx_path, plan, shapes, timing_cache=folder / timing_cache_name(trt.__version__, gpu))
         plans[part] = plan
     return plans
@@ -450,6 +497,51 @@ class _TrtBankCall:
         return (buf["noise_pred"],)
 
 
+class _TrtResidualUNetCall:
+    """The UNet call with ControlNet residual keyword arguments, backed by the unet_residuals
+    engine: the residuals are copied into its input buffers (zeros when none are given)."""
+
+    def __init__(self, trt_engine: TrtEngine, names: list[str]) -> None:
+        self.trt, self.names = trt_engine, names
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
+                 down_block_additional_residuals: list[torch.Tensor] | None = None,
+                 mid_block_additional_residual: torch.Tensor | None = None, return_dict: bool = False):
+        b = self.trt.buffers
+        b["sample"].copy_(sample)
+        b["timestep"].copy_(timestep)
+        b["encoder_hidden_states"].copy_(encoder_hidden_states)
+        residuals = (None if down_block_additional_residuals is None
+                     else [*down_block_additional_residuals, mid_block_additional_residual])
+        for i, name in enumerate(self.names):
+            if residuals is None:
+                b[name].zero_()
+            else:
+                b[name].copy_(residuals[i])
+        self.trt.infer(torch.cuda.current_stream())
+        return (b["noise_pred"],)
+
+
+class _TrtControlNetCall:
+    """A ControlNetModel's call (sample, timestep, encoder_hidden_states, controlnet_cond,
+    conditioning_scale) -> (down residuals, mid), backed by a controlnet engine. The results are
+    the engine's output buffers: used (summed, copied into the UNet's inputs) before its next run."""
+
+    def __init__(self, trt_engine: TrtEngine, names: list[str]) -> None:
+        self.trt, self.names = trt_engine, names
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
+                 controlnet_cond: torch.Tensor, conditioning_scale: torch.Tensor, return_dict: bool = False):
+        b = self.trt.buffers
+        b["sample"].copy_(sample)
+        b["timestep"].copy_(timestep)
+        b["encoder_hidden_states"].copy_(encoder_hidden_states)
+        b["controlnet_cond"].copy_(controlnet_cond)
+        b["conditioning_scale"].copy_(torch.as_tensor(conditioning_scale).reshape(1))
+        self.trt.infer(torch.cuda.current_stream())
+        return [b[n] for n in self.names[:-1]], b[self.names[-1]]
+
+
 class TensorRTBackend(FramePipeline):
     """CUDA + TensorRT 10 or 11. Same contract and frame path as the compiled backend."""
 
@@ -465,17 +557,32 @@ class TensorRTBackend(FramePipeline):
         plans = ensure_plans(engine, Path(folder) if folder else None)
         dev, f = engine.device, engine.frame_buffer_size
         h, w = engine.latent_height, engine.latent_width
-        unet, enc, dec = (TrtEngine(plans[p]) for p in ("unet", "vae_encoder", "vae_decoder"))
+        rows = engine.unet_batch_size
+        control = engine.control
+        unet_part = "unet" if control is None else "unet_residuals"
+        unet, enc, dec = (TrtEngine(plans[p]) for p in (unet_part, "vae_encoder", "vae_decoder"))
         unet_shapes = unet_input_shapes(engine)
         if engine.attention_active:  # cached attention: the bank rides along as engine inputs/outputs
             bank = engine.attention_bank
             unet_shapes.update({"attn_mask": (MAX_BANK_FRAMES,), "attn_write": (MAX_BANK_FRAMES,), "attn_fusion": (1,)})
             unet_shapes.update({n: tuple(t.shape) for n, t in zip(bank.io_names(), bank.io_tensors())})
-        unet.allocate(unet_shapes, dev)
+        residuals = residual_shapes(engine.unet, rows, h, w) if control is not None else {}
+        unet.allocate({**unet_shapes, **residuals}, dev)
         enc.allocate({"images": (f, 3, engine.height, engine.width)}, dev)
         dec.allocate({"latents": (f, 4, h, w)}, dev)
-        self._trt = (unet, enc, dec)
-        if engine.attention_active:
+        nets = [TrtEngine(plans[f"controlnet_{i}"]) for i in range(len(control.units))] if control is not None else []
+        for net in nets:
+            net.allocate({**unet_shapes, "controlnet_cond": (rows, 3, engine.height, engine.width),
+                          "conditioning_scale": (1,)}, dev)
+        self._trt = (unet, enc, dec, *nets)
+        if control is not None:
+            # ControlNet engines feed the UNet engine's residual inputs; every ControlNet runs each
+            # frame (its scale is an engine input the captured graph reads)
+            unet_call = _TrtResidualUNetCall(unet, list(residuals))
+            control.skip_zero = False
+            for u, net in zip(control.units, nets):
+                u.call = _TrtControlNetCall(net, list(residuals))
+        elif engine.attention_active:
             unet_call = _TrtBankCall(unet, engine)
         else:
             unet_call = TrtCall(unet, unet_input_names(engine.unet), "noise_pred")
@@ -492,6 +599,11 @@ class TensorRTBackend(FramePipeline):
         log.info("tensorrt backend ready in %.1f s", self.startup_s)
 
     def _release(self) -> None:
+        control = self.engine.control
+        if control is not None:
+            control.skip_zero = True
+            for u in control.units:
+                u.call = None
         self._swap.__exit__(None, None, None)
         self.engine.release_attention_from_graph()
         self._trt = ()

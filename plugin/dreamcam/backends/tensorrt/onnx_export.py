@@ -9,6 +9,12 @@ that range. Inputs and outputs by name:
 | unet        | sample (B, 4, h, w), timestep (B,) float32, encoder_hidden_states (B, 77, D); SDXL also text_embeds (B, P), time_ids (B, 6) | noise_pred (B, 4, h, w) |
 | vae_encoder | images (B, 3, H, W) in [-1, 1]                                           | latents (B, 4, H/8, W/8)   |
 | vae_decoder | latents (B, 4, h, w) (unscaled, as TAESD's decoder takes them)          | images (B, 3, 8h, 8w)      |
+| unet_residuals | the unet's, then down_0 .. down_{n-1}, mid (ControlNet residuals, added) | noise_pred (B, 4, h, w) |
+| controlnet  | sample, timestep, encoder_hidden_states, controlnet_cond (B, 3, 8h, 8w) in [0, 1], conditioning_scale (1,) float32 | down_0 .. down_{n-1}, mid |
+
+With ControlNets the UNet engine is built from `unet_residuals`: the residuals are engine inputs,
+fed from the ControlNet engines' outputs (summed in torch over several ControlNets). The scale
+is an input of the ControlNet graph, so a live scale change needs no rebuild.
 
 An SDXL UNet (addition_embed_type "text_time") takes its added conditioning as two more inputs,
 the pooled text embeddings and the time ids, so a new prompt or another engine size (the time ids
@@ -98,6 +104,56 @@ class UNetBankGraph(torch.nn.Module):
         return (pred, *new)
 
 
+class UNetResidualGraph(torch.nn.Module):
+    """The UNet with ControlNet residuals as plain tensor inputs (n down residuals, then mid)."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states, *residuals):
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                         down_block_additional_residuals=list(residuals[:-1]),
+                         mid_block_additional_residual=residuals[-1], return_dict=False)[0]
+
+
+class ControlNetGraph(torch.nn.Module):
+    """A ControlNetModel with plain tensor inputs (the scale a (1,) tensor) and its residuals as
+    separate outputs: down_0 .. down_{n-1}, mid."""
+
+    def __init__(self, controlnet: torch.nn.Module) -> None:
+        super().__init__()
+        self.controlnet = controlnet
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
+        down, mid = self.controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                                    controlnet_cond=controlnet_cond, conditioning_scale=conditioning_scale[0],
+                                    return_dict=False)
+        return (*down, mid)
+
+
+def residual_names(n_down: int) -> list[str]:
+    """The residual tensors' names in the graphs: down_0 .. down_{n-1}, mid."""
+    return [f"down_{i}" for i in range(n_down)] + ["mid"]
+
+
+def residual_factors(unet: Any) -> list[tuple[int, int]]:
+    """(channels, downsampling factor vs the latent) of each residual the UNet takes, down ones
+    then mid, in the order of diffusers' ControlNetModel outputs: conv_in, then each down
+    block's layers and its downsampler, then the mid block."""
+    cfg = unet.config
+    chans = list(cfg.block_out_channels)
+    layers = cfg.layers_per_block if isinstance(cfg.layers_per_block, int) else cfg.layers_per_block[0]
+    out = [(chans[0], 1)]
+    factor = 1
+    for i, c in enumerate(chans):
+        out += [(c, factor)] * layers
+        if i < len(chans) - 1:
+            factor *= 2
+            out.append((c, factor))
+    return out + [(chans[-1], factor)]
+
+
 def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str | list[str],
             dynamic_axes: dict[str, dict[int, str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +222,43 @@ def export_unet_bank(engine: Any, path: str | Path) -> Path:
     args = unet_bank_example_inputs(engine)
     return _export(UNetBankGraph(engine.pipe.unet, bank), args, Path(path), inputs,
                    ["noise_pred", *(n + "_out" for n in names)], axes)
+
+
+def residual_example_inputs(unet: Any, *, batch: int = 2, latent_hw: tuple[int, int] = (8, 8)) -> list[torch.Tensor]:
+    """Random residuals of the shapes the UNet takes at this batch and latent size."""
+    p = next(unet.parameters())
+    h, w = latent_hw
+    return [torch.randn(batch, c, h // f, w // f, device=p.device, dtype=p.dtype) for c, f in residual_factors(unet)]
+
+
+def _residual_axes(n: int) -> dict[str, dict[int, str]]:
+    return {name: {0: "B", 2: f"h{name}", 3: f"w{name}"} for name in residual_names(n)}
+
+
+def export_unet_residuals(unet: Any, path: str | Path, *, batch: int = 2, latent_hw: tuple[int, int] = (8, 8)) -> Path:
+    """UNet with ControlNet residual inputs -> ONNX, dynamic batch and latent size."""
+    residuals = residual_example_inputs(unet, batch=batch, latent_hw=latent_hw)
+    names = residual_names(len(residuals) - 1)
+    axes = {"sample": {0: "B", 2: "h", 3: "w"}, "timestep": {0: "B"}, "encoder_hidden_states": {0: "B"},
+            "noise_pred": {0: "B", 2: "h", 3: "w"}, **_residual_axes(len(residuals) - 1)}
+    args = (*unet_example_inputs(unet, batch=batch, latent_hw=latent_hw), *residuals)
+    return _export(UNetResidualGraph(unet), args, Path(path), ["sample", "timestep", "encoder_hidden_states", *names],
+                   "noise_pred", axes)
+
+
+def export_controlnet(controlnet: Any, unet: Any, path: str | Path, *, batch: int = 2,
+                      latent_hw: tuple[int, int] = (8, 8)) -> Path:
+    """ControlNetModel -> ONNX: dynamic batch and size; the scale an input, the residuals outputs."""
+    sample, t, emb = unet_example_inputs(unet, batch=batch, latent_hw=latent_hw)
+    h, w = latent_hw
+    cond = torch.rand(batch, 3, 8 * h, 8 * w, device=sample.device, dtype=sample.dtype)
+    scale = torch.ones(1, device=sample.device, dtype=sample.dtype)
+    n = len(residual_factors(unet)) - 1
+    axes = {"sample": {0: "B", 2: "h", 3: "w"}, "timestep": {0: "B"}, "encoder_hidden_states": {0: "B"},
+            "controlnet_cond": {0: "B", 2: "H", 3: "W"}, **_residual_axes(n)}
+    return _export(ControlNetGraph(controlnet), (sample, t, emb, cond, scale), Path(path),
+                   ["sample", "timestep", "encoder_hidden_states", "controlnet_cond", "conditioning_scale"],
+                   residual_names(n), axes)
 
 
 def export_vae_encoder(vae: Any, path: str | Path, *, batch: int = 1, hw: tuple[int, int] = (64, 64)) -> Path:

@@ -141,7 +141,7 @@ TD_ALIASES = (
     Alias("/prompt_list", "prompt", prompt_list, 'JSON [[text, weight], ...] becomes "text:w | text:w"'),
     Alias("/seed_list", "seed", seed_list, "the heaviest seed (dreamcam does not blend seeds)"),
     Alias("/latent_feedback_strength", "feedback"),
-    Alias("/controlnet_weight", "controlnet_scale"),
+    Alias("/controlnet_weight", "control_scale"),
 )
 TD_REPORTS = (
     Report("/server_active", lambda st: 1),
