@@ -92,6 +92,36 @@ def test_tensorrt_backend_follows_eager_on_sdxl(tmp_path):
     assert len(list(tmp_path.glob("unet_*.plan"))) == 1
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not (HAS_TRT and torch.cuda.is_available()),
+                    reason="needs the tensorrt package (10 or 11) and a CUDA GPU; neither can be installed here")
+def test_tensorrt_backend_follows_eager_with_an_sdxl_controlnet(tmp_path):
+    """The SDXL ControlNet engine and the SDXL unet_residuals engine both take text_embeds and
+    time_ids (the engine's added_cond_kwargs) bound to their buffers; frames follow eager's."""
+    import numpy as np
+
+    from dreamcam.backends import make_backend
+    from dreamcam.engine.controlnet import ControlStack, ControlUnit
+    from dreamcam.engine.preprocessors import Canny
+    from dreamcam.models.controlnet import tiny_controlnet
+
+    pipe = tiny_pipeline(0, device="cuda", dtype=torch.float16, arch="sdxl")
+    net = tiny_controlnet(pipe.unet)  # on the UNet's device and dtype
+
+    def eng():
+        e = StreamEngine(pipe, [20, 40], 256, 256, cfg_type="self", device="cuda", dtype=torch.float16,
+                         control=ControlStack([ControlUnit(net, {"canny": Canny()})]))
+        e.prepare("a cat", guidance_scale=1.3)
+        return e
+
+    ref = eng()
+    frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    with make_backend("tensorrt", eng(), folder=str(tmp_path)) as b:
+        for _ in range(3):
+            assert np.abs(b.process(frame).astype(int) - ref.img2img(frame).astype(int)).max() <= 3
+    assert len(list(tmp_path.glob("controlnet_0_*.plan"))) == 1
+
+
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here")
 def test_build_engines_without_tensorrt_is_one_clear_error():
     import argparse

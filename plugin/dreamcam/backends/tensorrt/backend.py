@@ -22,6 +22,7 @@ where TensorRT 10's weakly typed default was fp32; unmeasured until TensorRT run
 ControlNets (engine/controlnet.py): one engine per ControlNet (the scale an input, the residuals
 outputs) and the UNet engine built from the graph with residual inputs, which the ControlNet
 engines' outputs (summed in torch over several) feed; all inside the one captured frame graph.
+With an SDXL model both take the pooled text embeddings and time ids as inputs too.
 
 Requires the `tensorrt` package (10 or 11) and a CUDA GPU.
 """
@@ -46,6 +47,7 @@ from dreamcam.backends.cache import engines_dir
 from dreamcam.backends.compiled.step import FramePipeline, GraphedStep, TinyVaeCalls, check_capturable, swap_modules
 from dreamcam.backends.tensorrt.onnx_export import (
     BANK_CONTROL,
+    SDXL_INPUTS,
     export_controlnet,
     export_unet,
     export_unet_bank,
@@ -419,10 +421,9 @@ def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, 
     if banked and sdxl:
         raise ConfigError("cached attention (--attn-bank) runs on TensorRT for SD 1.x/2.x models only: "
                           "use --backend compiled for SDXL with the bank, or --attn-bank 0")
-    if control is not None and (banked or sdxl):
-        raise ConfigError("ControlNet on TensorRT runs with SD 1.x/2.x models and without cached attention: "
-                          "use --backend compiled for that, or drop --controlnet or --attn-bank")
-    d = engine.unet.config.cross_attention_dim
+    if control is not None and banked:
+        raise ConfigError("ControlNet on TensorRT runs without cached attention: "
+                          "use --backend compiled for both, or drop --controlnet or --attn-bank")
     unet_part = "unet" if control is None else "unet_residuals"
     unet_export = (lambda _module, path: export_unet_bank(engine, path)) if banked else export_unet
     specs = {
@@ -453,8 +454,7 @@ def ensure_plans(engine: StreamEngine, folder: Path | None = None) -> dict[str, 
             else:
                 shapes = {name: prof.shapes(name, *spec) for name, spec in inputs.items() if spec is not None}
             if part == "unet_residuals" or part.startswith("controlnet"):
-                shapes["timestep"] = tuple((prof.batch[i],) for i in range(3))
-                shapes["encoder_hidden_states"] = tuple((prof.batch[i], 77, d) for i in range(3))
+                shapes.update(unet_profile_shapes(module, prof))  # an SDXL one's text_embeds, time_ids too
             if part == "unet_residuals":
                 per = [residual_shapes(engine.unet, prof.batch[i], prof.height[i] // 8, prof.width[i] // 8)
                        for i in range(3)]
@@ -497,20 +497,36 @@ class _TrtBankCall:
         return (buf["noise_pred"],)
 
 
+def copy_added(trt_engine: TrtEngine, added_cond_kwargs: dict[str, torch.Tensor] | None) -> None:
+    """SDXL's added conditioning into the engine's inputs of those names (text_embeds, time_ids);
+    refused in one line where the call's and the engine's inputs disagree (SDXL vs not)."""
+    given = set(added_cond_kwargs or {})
+    wanted = {n for n in SDXL_INPUTS if n in trt_engine.names}
+    if given != wanted:
+        raise ConfigError(f"the TensorRT engine takes {', '.join(sorted(wanted)) or 'no added conditioning'}; the "
+                          f"call gave {', '.join(sorted(given)) or 'none'} (an SDXL engine for an SD model or the "
+                          "reverse? delete the plan to rebuild)")
+    for name in wanted:
+        trt_engine.buffers[name].copy_(added_cond_kwargs[name])
+
+
 class _TrtResidualUNetCall:
     """The UNet call with ControlNet residual keyword arguments, backed by the unet_residuals
-    engine: the residuals are copied into its input buffers (zeros when none are given)."""
+    engine: the residuals are copied into its input buffers (zeros when none are given), SDXL's
+    `added_cond_kwargs` into its text_embeds and time_ids."""
 
     def __init__(self, trt_engine: TrtEngine, names: list[str]) -> None:
         self.trt, self.names = trt_engine, names
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
+                 added_cond_kwargs: dict[str, torch.Tensor] | None = None,
                  down_block_additional_residuals: list[torch.Tensor] | None = None,
                  mid_block_additional_residual: torch.Tensor | None = None, return_dict: bool = False):
         b = self.trt.buffers
         b["sample"].copy_(sample)
         b["timestep"].copy_(timestep)
         b["encoder_hidden_states"].copy_(encoder_hidden_states)
+        copy_added(self.trt, added_cond_kwargs)
         residuals = (None if down_block_additional_residuals is None
                      else [*down_block_additional_residuals, mid_block_additional_residual])
         for i, name in enumerate(self.names):
@@ -524,18 +540,21 @@ class _TrtResidualUNetCall:
 
 class _TrtControlNetCall:
     """A ControlNetModel's call (sample, timestep, encoder_hidden_states, controlnet_cond,
-    conditioning_scale) -> (down residuals, mid), backed by a controlnet engine. The results are
-    the engine's output buffers: used (summed, copied into the UNet's inputs) before its next run."""
+    conditioning_scale, SDXL's added_cond_kwargs) -> (down residuals, mid), backed by a controlnet
+    engine. The results are the engine's output buffers: used (summed, copied into the UNet's
+    inputs) before its next run."""
 
     def __init__(self, trt_engine: TrtEngine, names: list[str]) -> None:
         self.trt, self.names = trt_engine, names
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
-                 controlnet_cond: torch.Tensor, conditioning_scale: torch.Tensor, return_dict: bool = False):
+                 controlnet_cond: torch.Tensor, conditioning_scale: torch.Tensor,
+                 added_cond_kwargs: dict[str, torch.Tensor] | None = None, return_dict: bool = False):
         b = self.trt.buffers
         b["sample"].copy_(sample)
         b["timestep"].copy_(timestep)
         b["encoder_hidden_states"].copy_(encoder_hidden_states)
+        copy_added(self.trt, added_cond_kwargs)
         b["controlnet_cond"].copy_(controlnet_cond)
         b["conditioning_scale"].copy_(torch.as_tensor(conditioning_scale).reshape(1))
         self.trt.infer(torch.cuda.current_stream())

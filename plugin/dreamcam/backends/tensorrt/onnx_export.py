@@ -9,8 +9,8 @@ that range. Inputs and outputs by name:
 | unet        | sample (B, 4, h, w), timestep (B,) float32, encoder_hidden_states (B, 77, D); SDXL also text_embeds (B, P), time_ids (B, 6) | noise_pred (B, 4, h, w) |
 | vae_encoder | images (B, 3, H, W) in [-1, 1]                                           | latents (B, 4, H/8, W/8)   |
 | vae_decoder | latents (B, 4, h, w) (unscaled, as TAESD's decoder takes them)          | images (B, 3, 8h, 8w)      |
-| unet_residuals | the unet's, then down_0 .. down_{n-1}, mid (ControlNet residuals, added) | noise_pred (B, 4, h, w) |
-| controlnet  | sample, timestep, encoder_hidden_states, controlnet_cond (B, 3, 8h, 8w) in [0, 1], conditioning_scale (1,) float32 | down_0 .. down_{n-1}, mid |
+| unet_residuals | the unet's (SDXL's two included), then down_0 .. down_{n-1}, mid (ControlNet residuals, added) | noise_pred (B, 4, h, w) |
+| controlnet  | the unet's (SDXL's two included), then controlnet_cond (B, 3, 8h, 8w) in [0, 1], conditioning_scale (1,) float32 | down_0 .. down_{n-1}, mid |
 
 With ControlNets the UNet engine is built from `unet_residuals`: the residuals are engine inputs,
 fed from the ControlNet engines' outputs (summed in torch over several ControlNets). The scale
@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from dreamcam.engine.attention import router_for
+from dreamcam.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -104,31 +105,42 @@ class UNetBankGraph(torch.nn.Module):
         return (pred, *new)
 
 
+def _split_added(module: Any, rest: tuple) -> tuple[dict | None, tuple]:
+    """SDXL's added conditioning (the first two of `rest` for an SDXL module) and what follows."""
+    if not unet_is_sdxl(module):
+        return None, rest
+    return dict(zip(SDXL_INPUTS, rest[:2])), rest[2:]
+
+
 class UNetResidualGraph(torch.nn.Module):
-    """The UNet with ControlNet residuals as plain tensor inputs (n down residuals, then mid)."""
+    """The UNet with ControlNet residuals as plain tensor inputs (SDXL: text_embeds, time_ids
+    first), then n down residuals, then mid."""
 
     def __init__(self, unet: torch.nn.Module) -> None:
         super().__init__()
         self.unet = unet
 
-    def forward(self, sample, timestep, encoder_hidden_states, *residuals):
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+    def forward(self, sample, timestep, encoder_hidden_states, *rest):
+        added, residuals = _split_added(self.unet, rest)
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added,
                          down_block_additional_residuals=list(residuals[:-1]),
                          mid_block_additional_residual=residuals[-1], return_dict=False)[0]
 
 
 class ControlNetGraph(torch.nn.Module):
     """A ControlNetModel with plain tensor inputs (the scale a (1,) tensor) and its residuals as
-    separate outputs: down_0 .. down_{n-1}, mid."""
+    separate outputs: down_0 .. down_{n-1}, mid. An SDXL ControlNet takes text_embeds and time_ids
+    after encoder_hidden_states, as the UNet graph does."""
 
     def __init__(self, controlnet: torch.nn.Module) -> None:
         super().__init__()
         self.controlnet = controlnet
 
-    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
+    def forward(self, sample, timestep, encoder_hidden_states, *rest):
+        added, (controlnet_cond, conditioning_scale) = _split_added(self.controlnet, rest)
         down, mid = self.controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                                     controlnet_cond=controlnet_cond, conditioning_scale=conditioning_scale[0],
-                                    return_dict=False)
+                                    added_cond_kwargs=added, return_dict=False)
         return (*down, mid)
 
 
@@ -236,29 +248,36 @@ def _residual_axes(n: int) -> dict[str, dict[int, str]]:
 
 
 def export_unet_residuals(unet: Any, path: str | Path, *, batch: int = 2, latent_hw: tuple[int, int] = (8, 8)) -> Path:
-    """UNet with ControlNet residual inputs -> ONNX, dynamic batch and latent size."""
+    """UNet with ControlNet residual inputs -> ONNX, dynamic batch and latent size; the inputs
+    are `unet_input_names` (SDXL's added conditioning included), then the residuals."""
     residuals = residual_example_inputs(unet, batch=batch, latent_hw=latent_hw)
     names = residual_names(len(residuals) - 1)
-    axes = {"sample": {0: "B", 2: "h", 3: "w"}, "timestep": {0: "B"}, "encoder_hidden_states": {0: "B"},
-            "noise_pred": {0: "B", 2: "h", 3: "w"}, **_residual_axes(len(residuals) - 1)}
+    inputs = unet_input_names(unet)
+    axes = {"sample": {0: "B", 2: "h", 3: "w"}, "noise_pred": {0: "B", 2: "h", 3: "w"},
+            **{name: {0: "B"} for name in inputs[1:]}, **_residual_axes(len(residuals) - 1)}
     args = (*unet_example_inputs(unet, batch=batch, latent_hw=latent_hw), *residuals)
-    return _export(UNetResidualGraph(unet), args, Path(path), ["sample", "timestep", "encoder_hidden_states", *names],
-                   "noise_pred", axes)
+    return _export(UNetResidualGraph(unet), args, Path(path), [*inputs, *names], "noise_pred", axes)
 
 
 def export_controlnet(controlnet: Any, unet: Any, path: str | Path, *, batch: int = 2,
                       latent_hw: tuple[int, int] = (8, 8)) -> Path:
-    """ControlNetModel -> ONNX: dynamic batch and size; the scale an input, the residuals outputs."""
-    sample, t, emb = unet_example_inputs(unet, batch=batch, latent_hw=latent_hw)
+    """ControlNetModel -> ONNX: dynamic batch and size; the scale an input, the residuals outputs.
+    Inputs: `unet_input_names(controlnet)` (an SDXL ControlNet: text_embeds, time_ids too), then
+    controlnet_cond and conditioning_scale."""
+    if unet_is_sdxl(controlnet) != unet_is_sdxl(unet):
+        raise ConfigError("this ControlNet was made for another architecture than the UNet (SDXL vs SD 1.x/2.x): "
+                          "use a ControlNet for the model's architecture")
+    args = unet_example_inputs(unet, batch=batch, latent_hw=latent_hw)
+    sample = args[0]
     h, w = latent_hw
     cond = torch.rand(batch, 3, 8 * h, 8 * w, device=sample.device, dtype=sample.dtype)
     scale = torch.ones(1, device=sample.device, dtype=sample.dtype)
     n = len(residual_factors(unet)) - 1
-    axes = {"sample": {0: "B", 2: "h", 3: "w"}, "timestep": {0: "B"}, "encoder_hidden_states": {0: "B"},
+    inputs = unet_input_names(controlnet)
+    axes = {"sample": {0: "B", 2: "h", 3: "w"}, **{name: {0: "B"} for name in inputs[1:]},
             "controlnet_cond": {0: "B", 2: "H", 3: "W"}, **_residual_axes(n)}
-    return _export(ControlNetGraph(controlnet), (sample, t, emb, cond, scale), Path(path),
-                   ["sample", "timestep", "encoder_hidden_states", "controlnet_cond", "conditioning_scale"],
-                   residual_names(n), axes)
+    return _export(ControlNetGraph(controlnet), (*args, cond, scale), Path(path),
+                   [*inputs, "controlnet_cond", "conditioning_scale"], residual_names(n), axes)
 
 
 def export_vae_encoder(vae: Any, path: str | Path, *, batch: int = 1, hw: tuple[int, int] = (64, 64)) -> Path:
