@@ -33,6 +33,7 @@ def test_the_presets_load_and_apply():
 
 def test_the_controller_map_loads_and_its_preset_buttons_name_real_presets():
     mapping = OscMapping.load(str(CONTROLLER))
+    assert mapping.lfo == "strength sine 4 0.05"  # the map's LFO line (docs/control.md)
     mapping.check_presets(PresetLibrary(str(PRESETS)).names())  # a preset binding the file lacks would raise
 
 

@@ -105,10 +105,12 @@ def live_control(args):
             parse_lfos(args.lfo)
         except ConfigError as e:
             raise ConfigError(f"--lfo: {e}") from None
+    mapping = controller_map(args)
+    if mapping is not None and mapping.lfo is not None and args.lfo is None:  # --lfo wins over the map's
+        store.set("lfo", mapping.lfo)
     store.take_changes()  # the engine is prepared with these values
     if store.get("negative_prompt") and args.cfg_type not in ("full", "initialize"):
         say(f"note: the negative prompt steers only with --cfg full or initialize; with --cfg {args.cfg_type} it is unused")
-    mapping = controller_map(args)
     if mapping is not None and presets is None:  # a preset binding with no file: said before any output opens
         mapping.check_presets(None)
     return store, presets, mapping

@@ -28,6 +28,14 @@ A press is a message in the upper half of `input` (a note-on; an OSC message wit
 a release (a note-off, a value in the lower half) changes nothing, except for momentary knobs.
 Values outside `input` are rejected, never clamped. Addresses under `/dreamcam/` are dreamcam's
 own and cannot be bound as controls (they are what `action` sends).
+
+A map may also declare tempo-synced LFOs, at the top before the first `[[bind]]`, in the `lfo`
+knob's syntax (`dreamcam.control.lfo`):
+
+    lfo = "strength sine 4 0.1; guidance triangle 8 0.5"
+
+`dreamcam run --map FILE` sets the `lfo` knob to it at start (`--lfo` on the command line wins),
+and again when an edit of the file changes it while running.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from dreamcam.control.bindings import (
     default_input,
     default_mode,
 )
+from dreamcam.control.lfo import parse_lfos
 from dreamcam.control.presets import load_toml
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import OSC_PREFIX, PARAMS
@@ -60,10 +69,12 @@ log = logging.getLogger(__name__)
 
 
 class ControllerMap:
-    """The bindings of one map file: OSC ones by address, MIDI ones by control."""
+    """The bindings of one map file: OSC ones by address, MIDI ones by control; `lfo` the
+    file's `lfo = "..."` (None when it has none)."""
 
-    def __init__(self, bindings: list[Binding], source: str = "<map>") -> None:
+    def __init__(self, bindings: list[Binding], source: str = "<map>", lfo: str | None = None) -> None:
         self.source = source
+        self.lfo = lfo
         self.osc: dict[str, Binding] = {}
         self.midi: dict[MidiControl, Binding] = {}
         for b in bindings:
@@ -92,9 +103,11 @@ class ControllerMap:
     @classmethod
     def parse(cls, text: str, source: str = "<map>") -> ControllerMap:
         data = load_toml(text, source)
-        extra = set(data) - {"bind"}
+        extra = set(data) - {"bind", "lfo"}
         if extra or not isinstance(data.get("bind", []), list):
-            raise ConfigError(f"{source}: expected only [[bind]] entries, got {', '.join(sorted(extra)) or 'bind ='}")
+            raise ConfigError(f'{source}: expected only [[bind]] entries and lfo = "...", '
+                              f"got {', '.join(sorted(extra)) or 'bind ='}")
+        lfo = _lfo(data.get("lfo"), text, source)
         entries = data.get("bind", [])
         lines = bind_lines(text)
         if len(lines) != len(entries):  # written as `bind = [...]`: entries are then named by number
@@ -104,7 +117,7 @@ class ControllerMap:
         bindings = [_binding(entry, _At(source, i, line, text_lines, end))
                     for i, (entry, line, end) in enumerate(zip(entries, lines, ends), 1)]
         m = cls.__new__(cls)
-        m.source, m.osc, m.midi = source, {}, {}
+        m.source, m.osc, m.midi, m.lfo = source, {}, {}, lfo
         for b in bindings:
             try:
                 m._check_free(b)
@@ -210,6 +223,24 @@ _BIND = re.compile(r"^\s*\[\[\s*bind\s*\]\]")
 def bind_lines(text: str) -> list[int]:
     """The line numbers (from 1) of the `[[bind]]` headers of a map file's text."""
     return [i for i, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1) if _BIND.match(line)]
+
+
+_LFO = re.compile(r"^\s*lfo\s*=")
+
+
+def _lfo(value: Any, text: str, source: str) -> str | None:
+    """The map's `lfo = "..."` checked as the `lfo` knob checks it; ConfigError naming its line."""
+    if value is None:
+        return None
+    line = next((i for i, ln in enumerate(text.removeprefix("\ufeff").splitlines(), 1) if _LFO.match(ln)), None)
+    at = _where(source, line)
+    if not isinstance(value, str):
+        raise ConfigError(f'{at}: lfo must be text like "strength sine 4 0.1", got {value!r}')
+    try:
+        parse_lfos(value)
+    except ConfigError as e:
+        raise ConfigError(f"{at}: {e}") from None
+    return value
 
 
 def _where(source: str, line: int | None, control: str | None = None, i: int | None = None) -> str:

@@ -124,10 +124,16 @@ class OscDispatcher:
 
     def replace_map(self, mapping: OscMapping) -> None:
         """Use a map re-read from its file, once its presets and actions check out (ConfigError
-        otherwise: the running map stays)."""
+        otherwise: the running map stays). Its `lfo = "..."`, when the edit changed it, sets the
+        `lfo` knob; one left as it was (a rewrite by learn, an edit elsewhere) leaves the knob
+        as OSC, a preset or --lfo last set it."""
         mapping.check_presets(self.presets.names() if self.presets is not None else None)
         mapping.check_actions([*addresses(), LEARN, *self.actions])
+        before = getattr(self.mapping, "lfo", None)
         self.remap(mapping)
+        lfo = getattr(mapping, "lfo", None)
+        if lfo is not None and lfo != before:
+            self._flush({"lfo": lfo})
 
     def add_action(self, address: str, handler: Callable[[list[Any]], None]) -> None:
         """Answer `address` (under /dreamcam/) by calling handler(args) on the serving thread; the
