@@ -18,7 +18,8 @@ from obs_harness import ObsStudio, missing_reason
 from dreamcam.knobs import PARAMS
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "obs_scripts"
-TRIVIAL = {0, 1, 2}  # indices, flags, powers of two (2**31), 2 s timeouts: no bound of their own (the ControlNet scale range is 0..2)
+TRIVIAL = {0, 1, 2, 4, 16}  # indices, flags, powers of two (2**31), 2 s timeouts, OSC's 4-byte alignment and
+# 16-byte headers: no bound of their own (the ControlNet scale range is 0..2, attn_bank 0..4, attn_refresh 1..16)
 
 
 def test_the_script_sources_hold_no_range_of_the_knob_table():
