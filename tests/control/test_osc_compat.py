@@ -143,13 +143,17 @@ def test_touchdesigner_reports_reach_its_listener():
     --osc-feedback they go there once a second, made from dreamcam's status."""
     got: dict[str, list] = {}
     d = Dispatcher()
-    d.set_default_handler(lambda address, *args: got.setdefault(address, list(args)))
+    def keep(address, *args):  # returns None: python-osc sends a handler's return value back as a reply
+        got.setdefault(address, list(args))
+
+    d.set_default_handler(keep)
     listener = BlockingOSCUDPServer((HOST, 0), d)
     threading.Thread(target=listener.serve_forever, daemon=True).start()
     srv, _ = serve("td", feedback=(HOST, listener.server_address[1]))
     try:
         deadline = time.monotonic() + 10
-        while "/stream-info/fps" not in got and time.monotonic() < deadline:
+        want = {"/stream-info/fps", "/server_active", "/framecount", "/stream-info/state"}
+        while not want <= got.keys() and time.monotonic() < deadline:  # separate datagrams, any order
             time.sleep(0.02)
         assert got["/stream-info/fps"] == [pytest.approx(24.5)]
         assert got["/server_active"] == [1]
