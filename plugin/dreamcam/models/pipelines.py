@@ -83,9 +83,8 @@ def tiny_pipeline(seed: int = 0, *, device: str | torch.device = "cpu", dtype: t
     if arch == "sdxl":
         return move_pipeline(_tiny_sdxl(seed), device, dtype)
     from diffusers import AutoencoderTiny, LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
-    vocab_size = len(_byte_level_vocab())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
@@ -107,19 +106,7 @@ def tiny_pipeline(seed: int = 0, *, device: str | torch.device = "cpu", dtype: t
             num_encoder_blocks=(1, 1, 1, 1),
             num_decoder_blocks=(1, 1, 1, 1),
         )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=vocab_size,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-                bos_token_id=vocab_size - 2,
-                eos_token_id=vocab_size - 1,
-                pad_token_id=vocab_size - 1,
-            )
-        )
+        text_encoder = CLIPTextModel(_tiny_text_config(32))
     scheduler = LCMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
     )
@@ -159,9 +146,8 @@ def toy_components(seed: int = 0):
     tools/train_toy.py trains them. Widths are chosen so a 128x128 frame runs live on a CPU."""
     quiet_imports()
     from diffusers import AutoencoderTiny, LCMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
-    vocab_size = len(_byte_level_vocab())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
@@ -184,19 +170,7 @@ def toy_components(seed: int = 0):
             num_encoder_blocks=(0, 1, 1, 1),
             num_decoder_blocks=(1, 1, 1, 0),
         )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=vocab_size,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-                bos_token_id=vocab_size - 2,
-                eos_token_id=vocab_size - 1,
-                pad_token_id=vocab_size - 1,
-            )
-        )
+        text_encoder = CLIPTextModel(_tiny_text_config(64))
     scheduler = LCMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
     )
