@@ -60,6 +60,45 @@ def test_an_output_that_follows_the_motion_reads_low_because_the_previous_one_is
     assert plain > 5 * low, (plain, low)
 
 
+def test_a_still_noisy_camera_adds_no_floor_to_a_steady_output():
+    """The still rule: on a still camera with heavy sensor noise DIS flow is sub-pixel noise, and
+    warping a detailed output along it would read as flicker the output does not have. The
+    output here is steady detail the input does not show (what a model draws) plus a known
+    flicker; the meter must read the output's own frame-to-frame change, nothing more."""
+    inputs = still_with_noise(10, noise=8.0)
+    rng = np.random.default_rng(5)
+    detail = cv2.resize(rng.uniform(0, 255, (SIZE // 4, SIZE // 4, 3)).astype(np.float32), (SIZE, SIZE))
+    steady = [np.clip(detail, 0, 255).astype(np.uint8)] * len(inputs)
+    assert measure(inputs, steady)[0] < 0.02  # before the rule: the flow noise read 1.9-3.4 grey levels here
+    trembling = [sensor_noise(detail, 1.0, rng) for _ in inputs]  # a steady model's residue
+    truth = np.mean([np.abs(a.astype(float) - b).mean() for a, b in zip(trembling, trembling[1:])])
+    flicker, rel = measure(inputs, trembling)
+    assert flicker == pytest.approx(truth, rel=0.03), (flicker, truth)
+    assert rel < 0.2  # the camera's own change is the noise: about 9 grey levels
+
+
+def test_real_motion_is_not_taken_for_still():
+    """A pan of a whole pixel a frame through the same heavy noise: the rule leaves the flow alone,
+    and the figure agrees with the exact warp (the clip moves the view by whole pixels)."""
+    pan = 1
+    spec = ClipSpec(SIZE, SIZE, fps=10, still_s=0.8, after_s=0, noise=8.0, pan=float(pan), seed=4)
+    inputs = list(clip_frames(spec))
+    rng = np.random.default_rng(6)
+    clean = clip_frames(ClipSpec(SIZE, SIZE, fps=10, still_s=0.8, after_s=0, noise=0.0, pan=float(pan), seed=4))
+    follows = [sensor_noise(255.0 - f, 1.0, rng) for f in clean]  # a restyle that moves with the scene
+    # the view moves right, so frame k at x shows what frame k-1 showed at x + pan
+    exact = np.mean([np.abs(b[:, :-pan].astype(float) - a[:, pan:]).mean() for a, b in zip(follows, follows[1:])])
+    flicker, _ = measure(inputs, follows)
+    assert flicker == pytest.approx(exact, rel=0.25), (flicker, exact)
+    still = measure(inputs, [follows[0]] * len(inputs))[0]  # an output stuck while the camera pans
+    assert still > 1.5 * flicker, (still, flicker)
+    warp = FlowWarp()
+    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in inputs[:2]]
+    w = warp.between(*grey)
+    moved = np.hypot(*(w.map - np.dstack(np.meshgrid(np.arange(SIZE), np.arange(SIZE)))).transpose(2, 0, 1))
+    assert np.mean(moved > 0.5) > 0.9  # the warp follows the pan almost everywhere
+
+
 def test_a_cut_is_counted_not_measured_and_the_clip_has_one_where_it_says():
     spec = ClipSpec(SIZE, SIZE, fps=10, still_s=0.5, after_s=0.4, noise=4.0)
     frames = list(clip_frames(spec))

@@ -2,8 +2,8 @@
 recording: the tiny model (real architecture, random weights) runs a lossless clip through the
 runner into a real file sink with the meter on; the test reads the recording and the clip back
 with PyAV and computes the warping error with its own warp and occlusion code (numpy bilinear
-sampling, its own forward-backward check; the optical flow is the same DIS flow, the method the
-figure is defined with). The live figure also reaches /dreamcam/status over a real UDP socket.
+sampling, its own forward-backward check and still rule; the optical flow is the same DIS flow,
+the method the figure is defined with). The live figure also reaches /dreamcam/status over a real UDP socket.
 
 Tolerance: the recording is H.264 (yuv420p, high bitrate), so its pixels are the output's up to
 coding loss and chroma subsampling, which smooth a little flicker away (the recording read 3-5 %
@@ -25,7 +25,7 @@ from dreamcam.bench.clips import ClipSpec, write_clip
 from dreamcam.bench.flicker import ClipSource, read_clip
 from dreamcam.control.osc.server import OscServer
 from dreamcam.knobs import ParamStore
-from dreamcam.runtime.flicker import CUT_GREY, REL_FLOOR, FlickerMeter
+from dreamcam.runtime.flicker import CUT_GREY, REL_FLOOR, STILL_BLOCK, STILL_PX, STILL_SLACK, STILL_TOL, FlickerMeter
 from dreamcam.runtime.runner import Runner
 from dreamcam.sinks.file import FileSink
 from pythonosc.osc_message import OscMessage
@@ -49,6 +49,17 @@ def bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return top * (1 - ay) + bottom * ay
 
 
+def box_mean(img: np.ndarray, k: int) -> np.ndarray:
+    """Mean over the k x k neighbourhood of each pixel (k odd), borders mirrored without repeating
+    the edge pixel (OpenCV's default border), by summed-area table."""
+    r = k // 2
+    pad = [(r, r), (r, r)] + [(0, 0)] * (img.ndim - 2)
+    table = np.pad(img.astype(np.float64), pad, mode="reflect").cumsum(0).cumsum(1)
+    table = np.pad(table, [(1, 0), (1, 0)] + [(0, 0)] * (img.ndim - 2))
+    h, w = img.shape[:2]
+    return (table[k:k + h, k:k + w] - table[:h, k:k + w] - table[k:k + h, :w] + table[:h, :w]) / (k * k)
+
+
 def reference_errors(in_prev, in_cur, out_prev, out_cur) -> tuple[float, float]:
     """(output, input) warping error, grey levels: DIS flow, the rest written here."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
@@ -60,6 +71,15 @@ def reference_errors(in_prev, in_cur, out_prev, out_cur) -> tuple[float, float]:
     f_at = bilinear(fwd, x, y)
     agree = ((back + f_at) ** 2).sum(-1) <= 0.01 * ((back**2).sum(-1) + (f_at**2).sum(-1)) + 0.5
     valid = agree & (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    # the still rule: where the neighbourhood's mean flow is small and zero motion explains the
+    # input about as well as the flow, the pixel is compared with the same pixel of frame k-1
+    g0f, g1f = g0.astype(np.float64), g1.astype(np.float64)
+    flow_err = np.abs(bilinear(g0f[..., None], x, y)[..., 0] - g1f)
+    small = (box_mean(back, STILL_BLOCK) ** 2).sum(-1) < STILL_PX**2
+    explained = box_mean(np.abs(g1f - g0f), STILL_BLOCK) <= STILL_TOL * box_mean(flow_err, STILL_BLOCK) + STILL_SLACK
+    still = small & explained
+    x, y = np.where(still, xx, x), np.where(still, yy, y)
+    valid |= still
 
     def err(prev, cur):
         return float(np.abs(bilinear(prev.astype(np.float64), x, y) - cur)[valid].mean())

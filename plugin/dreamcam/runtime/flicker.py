@@ -14,6 +14,15 @@ For two consecutive engine frames k-1 and k (input and output each):
 2. A pixel is *occluded* where the two flows disagree (the forward-backward check of Lai et al.
    and Ruder et al.: |b + f(x + b)|^2 > 0.01 (|b|^2 + |f(x + b)|^2) + 0.5, flows in pixels at
    the measure size) or where its source falls outside the frame; only the other pixels count.
+   Where the camera holds still, the flow is taken as zero (the *still rule*): in each
+   `STILL_BLOCK` x `STILL_BLOCK` neighbourhood whose mean backward flow is under `STILL_PX`
+   pixels and whose input the zero motion explains about as well as the flow does (mean
+   |k - (k-1)| at most `STILL_TOL` times the flow's mean error, plus `STILL_SLACK` grey levels).
+   On a still, noisy camera DIS flow is sub-pixel noise: warping along it resamples the output
+   and adds a floor of about half the flicker a steady model leaves (0.2 grey levels on the toy
+   model with noise 8, measured; docs/flicker.md). Real motion keeps its flow: a pan of a pixel
+   a frame or more moves the blocks' means past the threshold, and slower motion is taken as
+   still only where zero motion explains the input (flat areas), never on a moving edge or texture.
 3. Output k-1 is warped to frame k (`cv2.remap`, bilinear, along the backward flow) and
    compared with output k: the mean absolute difference over the non-occluded pixels and the
    three RGB channels, in **grey levels (0..255)**. That is `flicker`.
@@ -60,6 +69,14 @@ WINDOW_MIN = 3  # ... or the last this many, where samples come slower (a slow e
 STALE_S = 3.0  # with no sample for this long (and 3 sample intervals) the live figure is None again
 DEFAULT_RATE = 10.0  # samples per second in `dreamcam run`
 SUM_XY = np.float32([[1.0, 1.0]])  # cv2.transform matrix: x + y of a two-channel image
+# the still rule (step 2 of the module docstring): a neighbourhood of this many pixels a side
+# (at the measure size) counts as still when its mean flow is under STILL_PX pixels and zero
+# motion explains its input within STILL_TOL times (+ STILL_SLACK grey levels) the flow's error
+# (DIS fits a little of the noise: its error on a still noisy camera is 5-10% below zero motion's)
+STILL_BLOCK = 31
+STILL_PX = 0.8
+STILL_TOL = 1.3
+STILL_SLACK = 0.25
 
 
 def measure_size(width: int, height: int, side: int = MEASURE_SIDE) -> tuple[int, int]:
@@ -114,7 +131,25 @@ class FlowWarp:
         excess = cv2.transform(both * both - 0.01 * (back * back + fwd_at * fwd_at), SUM_XY)
         consistent = cv2.compare(excess, 0.5, cv2.CMP_LE)
         inside = cv2.inRange(where, (0.0, 0.0), (w - 1.0, h - 1.0))
-        return Warp(where, cv2.bitwise_and(inside, consistent))
+        mask = cv2.bitwise_and(inside, consistent)
+        still = self._still(prev_grey, cur_grey, back, where)
+        if still is not None:
+            where[still] = self._grid[still]  # zero motion: output k-1 is compared as it is
+            mask[still] = 255  # zero motion is consistent and never leaves the frame
+        return Warp(where, mask)
+
+    def _still(self, prev_grey: np.ndarray, cur_grey: np.ndarray, back: np.ndarray, where: np.ndarray) -> np.ndarray | None:
+        """bool (H, W): the pixels the still rule takes as not moving; None where there are none."""
+        k = (STILL_BLOCK, STILL_BLOCK)
+        mean = cv2.blur(back, k)
+        small = cv2.transform(mean * mean, SUM_XY) < STILL_PX * STILL_PX
+        if not small.any():
+            return None
+        prev_f, cur_f = prev_grey.astype(np.float32), cur_grey.astype(np.float32)
+        flow_err = cv2.absdiff(cv2.remap(prev_f, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), cur_f)
+        zero_err = cv2.absdiff(prev_f, cur_f)
+        explained = cv2.blur(zero_err, k) <= STILL_TOL * cv2.blur(flow_err, k) + STILL_SLACK
+        return small & explained
 
 
 @dataclass(frozen=True)
