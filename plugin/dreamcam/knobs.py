@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
-from dreamcam.engine.stability import FEEDBACK_MAX, stability_parts
+from dreamcam.engine.stability import FEEDBACK_MAX, SMOOTHING_MAX, stability_parts
 from dreamcam.errors import ConfigError
 
 MAX_PROMPT_CHARS = 4096
@@ -167,13 +167,18 @@ PARAMS: dict[str, Param] = {
               label="Delta (RCFG residual weight)", step=0.05, apply=Apply.FENCE, setter="set_delta"),
         Param("seed", int, 2, "noise seed", 0, 2**31 - 1, step=1, apply=Apply.FADE, setter="set_seed"),
         Param("stability", float, STABILITY_DEFAULT,
-              "steadier picture, less flicker: sets feedback and motion_guard (an expert knob set later overrides); 0 = off",
+              "steadier picture, less flicker: sets smoothing and motion_guard (an expert knob set later overrides); 0 = off",
               0.0, 1.0, label="Stability (0 = off)", step=0.05),
-        Param("feedback", float, stability_parts(STABILITY_DEFAULT)["feedback"],
-              "latent feedback: how much of the previous frame each frame starts from (expert; stability sets it)",
+        Param("smoothing", float, stability_parts(STABILITY_DEFAULT)["smoothing"],
+              "camera smoothing: each frame's camera latent is blended with the smoothed ones before it, "
+              "taking sensor noise out before the model sees it (expert; stability sets it)",
+              0.0, SMOOTHING_MAX, step=0.01, apply=Apply.FENCE, setter="set_smoothing"),
+        Param("feedback", float, 0.0,
+              "latent feedback: how much of the previous frame's picture each frame starts from; "
+              "trails and drift toward the model's own look (expert)",
               0.0, FEEDBACK_MAX, step=0.01, apply=Apply.FENCE, setter="set_feedback"),
         Param("motion_guard", float, stability_parts(STABILITY_DEFAULT)["motion_guard"],
-              "on a scene cut or fast motion the feedback steps back for a moment; sensitivity, 0 = off (expert)",
+              "on a scene cut or fast motion smoothing and feedback step back for a moment; sensitivity, 0 = off (expert)",
               0.0, 1.0, step=0.05, apply=Apply.FENCE, setter="set_motion_guard"),
         Param("attn_bank", int, 0, "cached attention: past frames each self-attention layer also attends to "
               "(0 = off); steadier detail on a still camera", 0, 4,

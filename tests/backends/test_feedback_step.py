@@ -1,4 +1,4 @@
-"""Latent feedback and the motion guard on the graphed frame paths (GraphedStep, StagedStep,
+"""Smoothing, latent feedback and the motion guard on the graphed frame paths (GraphedStep, StagedStep,
 ParallelStep) and the TensorRT backend.
 
 A captured step runs the feedback ops every frame whatever the knob (engine/feedback.py), with
@@ -38,8 +38,13 @@ def changes_for(e: StreamEngine) -> dict:
     def on():
         e.set_motion_guard(0.5)
         e.set_feedback(0.6)
+        e.set_smoothing(0.5)
 
-    return {2: on, CUT_AT + 1: lambda: e.set_feedback(0.3)}
+    def change():
+        e.set_feedback(0.3)
+        e.set_smoothing(0.7)
+
+    return {2: on, CUT_AT + 1: change}
 
 
 def eager(pipe, frames, device="cpu", dtype=torch.float32) -> list[np.ndarray]:
@@ -109,6 +114,9 @@ def test_parallel_frames_hold_feedback_at_zero_and_say_so(tiny_pipe, caplog):
         with caplog.at_level(logging.WARNING, logger="dreamcam.engine.feedback"):
             e.set_feedback(0.4)  # a live change later: refused the same way
         assert e.feedback == 0.0 and "feedback stays 0: --parallel-frames" in caplog.text
+        with caplog.at_level(logging.WARNING, logger="dreamcam.engine.feedback"):
+            e.set_smoothing(0.4)
+        assert e.smoothing == 0.0 and "smoothing stays 0: --parallel-frames" in caplog.text
         frames = camera(4, [(64, 64)])
         for g, w in zip(pipelined(run, frames), [ref.img2img(f) for f in frames]):
             assert np.array_equal(g, w)

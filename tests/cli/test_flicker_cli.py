@@ -133,6 +133,7 @@ def test_bench_flicker_prints_each_setting_side_by_side(tmp_path):
     for row in rows:
         assert row["frames"] == 5 and row["measured"] + row["cuts"] + row["skipped"] == row["pairs"] == 4
         assert row["flicker"] > 0 and row["flicker_rel"] > 0 and row["fps"] > 0 and row["latency_p50_ms"] > 0
+        assert -1 <= row["follow"] <= 1 and row["cut_frames"] is None  # a still clip with no cut in 5 frames
     # more strength, more of the picture comes from noise: the output flickers more
     assert rows[1]["flicker"] > rows[0]["flicker"]
     text = dreamcam(*common)
@@ -140,3 +141,24 @@ def test_bench_flicker_prints_each_setting_side_by_side(tmp_path):
     lines = text.stdout.splitlines()
     assert any(line.split()[0] == "strength=0.3" for line in lines if line.strip())
     assert any(line.split()[0] == "strength=0.6" for line in lines if line.strip())
+
+
+def test_follow_and_cut_say_how_the_output_tracks_its_input_and_a_cut():
+    """follow: correlation of output and input; cut: frames until the output shows a cut's new
+    scene. An output that is its input follows at 1 and shows a cut at once; one that lags two
+    frames behind shows it two frames late; one stuck on the first picture never follows the cut."""
+    from dreamcam.bench.clips import ClipSpec, clip_frames
+    from dreamcam.bench.flicker import follow_and_cut, thumb
+
+    spec = ClipSpec(64, 64, fps=10, still_s=1.0, after_s=1.0, noise=4.0)
+    frames = list(clip_frames(spec))
+    inputs = [thumb(f) for f in frames]
+    n = len(inputs)
+    same = {k: inputs[k % n] for k in range(n + 5)}  # the run goes on past the clip's end: the wrap is a cut too
+    follow, cut = follow_and_cut(same, inputs)
+    assert follow == pytest.approx(1.0) and cut == 0
+    late = {k: inputs[max(0, k - 2) % n] for k in range(n)}
+    assert follow_and_cut(late, inputs)[1] == 2
+    stuck_follow, stuck_cut = follow_and_cut({k: inputs[0] for k in range(n)}, inputs)
+    assert stuck_cut is None and stuck_follow < 0.85  # half the clip is the first scene: it follows there
+    assert follow_and_cut({}, inputs) == (None, None)

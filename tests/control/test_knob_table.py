@@ -19,13 +19,13 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 # a valid value other than the default, for every knob in the table
 OTHER = {"prompt": "a fox, ink drawing", "negative_prompt": "blurry", "strength": 0.75, "guidance": 7.5,
-         "delta": 0.5, "seed": 424242, "stability": 0.6, "feedback": 0.3, "motion_guard": 0.8,
+         "delta": 0.5, "seed": 424242, "stability": 0.6, "smoothing": 0.2, "feedback": 0.3, "motion_guard": 0.8,
          "transition": 1.5, "slew": 0.5, "bpm": 90.0, "quantize": "bar",
          "lfo": "strength sine 4 0.1", "preset": "calm", "cue": "calm", "bypass": True,
          "attn_bank": 2, "attn_refresh": 3, "attn_fusion": 0.5,
          "control_scale": 0.4, "control_scale_2": 1.5, "control_scale_3": 0.0, "preprocessor": "depth",
          "preprocessor_2": "softedge", "preprocessor_3": "input"}
-# stability goes first: it writes its parts (feedback, motion_guard), and the experts sent after it override them
+# stability goes first: it writes its parts (smoothing, motion_guard), and the experts sent after it override them
 
 
 def osc(address: str, value=None) -> bytes:

@@ -18,7 +18,7 @@ from dreamcam import StreamEngine, tiny_pipeline
 from dreamcam.control.controller import Controller
 from dreamcam.control.presets import PresetLibrary
 from dreamcam.engine.feedback import RAMP_FRAMES, LatentFeedback, motion_threshold
-from dreamcam.engine.stability import FEEDBACK_MAX, stability_parts
+from dreamcam.engine.stability import FEEDBACK_MAX, SMOOTHING_MAX, stability_parts
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import PARAMS, STABILITY_DEFAULT, KnobError, ParamStore
 
@@ -77,6 +77,17 @@ def test_feedback_zero_is_todays_engine_bit_for_bit(tiny_pipe, t_index, cfg):
         assert np.array_equal(graphed.img2img(f), want)
     assert not guarded.latent_feedback.prev.any(), "feedback 0 ran the feedback work"
     assert graphed.latent_feedback.prev.any()
+    assert not guarded.latent_feedback.smoothed.any(), "smoothing 0 ran the smoothing work"
+
+
+def test_smoothing_zero_leaves_feedback_bit_for_bit(tiny_pipe):
+    """Feedback alone, with the smoothing ops running at 0 (as a captured graph runs them), is the
+    feedback engine unchanged."""
+    plain = make(tiny_pipe, 0.4, 0.5)
+    graphed = make(tiny_pipe, 0.4, 0.5)
+    graphed.latent_feedback.in_graph = True
+    for f in noisy(scene(0), 5, 1):
+        assert np.array_equal(graphed.img2img(f), plain.img2img(f))
 
 
 def test_txt2img_takes_no_feedback(tiny_pipe):
@@ -119,6 +130,47 @@ def test_the_blend_is_the_clean_blend_noised_once():
     got = fb.blend(a * z + b * n, a, b, n)
     torch.testing.assert_close(got, a * (0.6 * z + 0.4 * prev) + b * n)
     assert fb.applied.item() == pytest.approx(0.4)
+
+
+def test_smoothing_is_a_recursive_filter_of_the_encoded_camera_latents():
+    """zs_k = (1-m)*z_k + m*zs_(k-1), noised once with the frame's own noise; feedback then
+    blends prev into the smoothed latent."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.tensor(0.6).view(1, 1, 1), torch.tensor(0.8).view(1, 1, 1)
+    n = torch.randn((1, 4, 8, 8), generator=g)
+    zs = [torch.randn((1, 4, 8, 8), generator=g) for _ in range(4)]
+    fb = LatentFeedback(1, (4, 8, 8), torch.device("cpu"), torch.float32)
+    fb.set_smoothing(0.5)
+    fb.gate.fill_(1.0)
+    fb.score_seen.fill_(0.0)
+    want = None
+    for k, z in enumerate(zs):
+        got = fb.blend(a * z + b * n, a, b, n)
+        want = 0.5 * z + 0.5 * (want if k else fb.smoothed.new_zeros(z.shape))  # `smoothed` starts at 0 (gate forced to 1 here)
+        torch.testing.assert_close(got, a * want + b * n)
+        torch.testing.assert_close(fb.smoothed, want)
+    prev = torch.randn((1, 4, 8, 8), generator=g)
+    fb.set_value(0.4)  # turning feedback on ramps it in: the gate is forced to 1 again here
+    fb.gate.fill_(1.0)
+    fb.prev.copy_(prev)
+    z = zs[0]
+    got = fb.blend(a * z + b * n, a, b, n)
+    torch.testing.assert_close(got, a * (0.6 * (0.5 * z + 0.5 * want) + 0.4 * prev) + b * n)
+
+
+def test_a_cut_restarts_smoothing_from_the_new_scene(tiny_pipe):
+    """From the frame of a cut on, a smoothing engine's frames are exactly those of an engine that
+    never saw the old scene (the gate drops both parts to 0 on the cut and ramps them in again)."""
+    old, new = noisy(scene(0), 6, 1), noisy(scene(1), 7, 2)
+    seen = make(tiny_pipe, 0.0, 0.5)
+    seen.set_smoothing(0.6)
+    fresh = make(tiny_pipe, 0.0, 0.5)
+    fresh.set_smoothing(0.6)
+    for f in old:
+        seen.img2img(f)
+    for k, f in enumerate(new):
+        assert np.array_equal(seen.img2img(f), fresh.img2img(f)), k
+        assert seen.latent_feedback.cut.item() == (k == 0)
 
 
 def test_a_cut_steps_the_feedback_back_and_it_ramps_in_again(tiny_pipe):
@@ -193,31 +245,34 @@ def test_the_knob_table_rows():
 def test_the_parts_defaults_follow_from_the_stability_default():
     parts = stability_parts(STABILITY_DEFAULT)
     assert {k: PARAMS[k].default for k in parts} == parts
-    assert stability_parts(0) == {"feedback": 0.0, "motion_guard": 0.0}
-    fbs = [stability_parts(s / 10)["feedback"] for s in range(11)]
-    assert fbs == sorted(fbs) and fbs[-1] <= FEEDBACK_MAX
+    assert stability_parts(0) == {"smoothing": 0.0, "motion_guard": 0.0}
+    ms = [stability_parts(s / 10)["smoothing"] for s in range(11)]
+    assert ms == sorted(ms) and 0 < ms[-1] <= SMOOTHING_MAX
+    assert PARAMS["feedback"].default == 0.0  # the umbrella leaves feedback alone
 
 
 def test_stability_writes_its_parts_and_an_expert_set_later_overrides():
     store = ParamStore()
     changed = store.update({"stability": 0.8})
     assert changed == {**stability_parts(0.8), "stability": 0.8}
-    store.set("feedback", 0.1)
-    assert store.get("feedback") == 0.1 and store.get("stability") == 0.8
+    store.set("smoothing", 0.1)
+    assert store.get("smoothing") == 0.1 and store.get("stability") == 0.8
     store.update({"stability": 0.4, "motion_guard": 0.9})  # an expert in the same message wins too
-    assert store.get("feedback") == stability_parts(0.4)["feedback"] and store.get("motion_guard") == 0.9
+    assert store.get("smoothing") == stability_parts(0.4)["smoothing"] and store.get("motion_guard") == 0.9
+    store.set("feedback", 0.3)
     store.set("stability", 0.0)
-    assert store.get("feedback") == 0.0 and store.get("motion_guard") == 0.0
+    assert store.get("smoothing") == 0.0 and store.get("motion_guard") == 0.0
+    assert store.get("feedback") == 0.3  # not one of its parts
 
 
 def test_presets_carry_stability(tmp_path):
     path = tmp_path / "presets.toml"
-    path.write_text("[steady]\nstability = 0.8\n\n[steady_light]\nstability = 0.8\nfeedback = 0.2\n", encoding="utf-8")
+    path.write_text("[steady]\nstability = 0.8\n\n[steady_light]\nstability = 0.8\nsmoothing = 0.2\n", encoding="utf-8")
     lib, store = PresetLibrary(path), ParamStore()
     lib.apply("steady", store)
-    assert store.get("feedback") == stability_parts(0.8)["feedback"]
+    assert store.get("smoothing") == stability_parts(0.8)["smoothing"]
     lib.apply("steady_light", store)
-    assert store.get("feedback") == 0.2 and store.get("stability") == 0.8
+    assert store.get("smoothing") == 0.2 and store.get("stability") == 0.8
 
 
 def test_the_controller_applies_the_umbrella_to_the_engine(tiny_pipe):
@@ -227,18 +282,20 @@ def test_the_controller_applies_the_umbrella_to_the_engine(tiny_pipe):
     with Controller(e, store) as ctrl:
         store.set("stability", 0.8)
         ctrl.apply()
-        assert (e.feedback, e.motion_guard) == (stability_parts(0.8)["feedback"], stability_parts(0.8)["motion_guard"])
-        store.set("feedback", 0.25)
+        assert (e.smoothing, e.motion_guard) == (stability_parts(0.8)["smoothing"], stability_parts(0.8)["motion_guard"])
+        store.set("smoothing", 0.25)
+        store.set("feedback", 0.1)
         ctrl.apply()
-        assert e.feedback == 0.25
+        assert (e.smoothing, e.feedback) == (0.25, 0.1)
 
 
 # ------------------------------------------------------------------ on a trained model
 
 
 def test_on_the_toy_model_stability_steadies_the_picture_which_still_follows_the_input():
-    """The toy model denoises (a small trained pipeline): the decoded picture flickers less at
-    stability 0.8 than at 0 over a still scene with camera noise, and still looks like the input."""
+    """The toy model denoises (a small trained pipeline): over a still scene with camera noise the
+    decoded picture flickers less at stability 0.8 than at 0 and follows the input as closely;
+    feeding the denoised picture back instead (feedback) drifts it away from the input."""
     from dreamcam import load_pipeline
 
     pipe = load_pipeline("toy", device="cpu", dtype=torch.float32, progress=False)
@@ -248,15 +305,15 @@ def test_on_the_toy_model_stability_steadies_the_picture_which_still_follows_the
     base = (np.stack([x, y, 1 - x * y], -1) * 220 + 20).astype(np.uint8)
     frames = [(base + rng.normal(0, 6, base.shape)).clip(0, 255).astype(np.uint8) for _ in range(14)]
     flicker, likeness = {}, {}
-    for s in (0.0, 0.8):
+    for name, knobs in (("off", {}), ("stability 0.8", stability_parts(0.8)), ("feedback 0.6", {"feedback": 0.6, "motion_guard": 0.5})):
         e = StreamEngine(pipe, [35], size, size, cfg_type="none", device="cpu", dtype=torch.float32)
         e.prepare("", seed=2)
         e.set_strength(0.5)
-        parts = stability_parts(s)
-        e.set_feedback(parts["feedback"])
-        e.set_motion_guard(parts["motion_guard"])
+        for knob, value in knobs.items():
+            getattr(e, f"set_{knob}")(value)
         outs = [e.img2img(f) for f in frames]
-        flicker[s] = change(outs[6:])
-        likeness[s] = np.corrcoef(outs[-1].mean(-1).ravel(), base.mean(-1).ravel())[0, 1]
-    assert flicker[0.8] < 0.8 * flicker[0.0], flicker
-    assert likeness[0.8] > 0.4, likeness
+        flicker[name] = change(outs[6:])
+        likeness[name] = np.mean([np.corrcoef(o.mean(-1).ravel(), base.mean(-1).ravel())[0, 1] for o in outs[6:]])
+    assert flicker["stability 0.8"] < 0.7 * flicker["off"], flicker
+    assert likeness["stability 0.8"] > likeness["off"] - 0.01, likeness
+    assert likeness["feedback 0.6"] < likeness["off"] - 0.05, likeness

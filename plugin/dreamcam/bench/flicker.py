@@ -11,7 +11,15 @@ runs `--warmup` untimed frames, then `--frames` timed and measured frames from t
 
 Figures per setting: flicker (grey levels 0..255) and flicker_rel (times the input's own
 warping error) as `dreamcam.runtime.flicker` defines them, fps (frames / wall seconds), latency
-p50 / p99 (ms, frame taken -> output handed on), the pairs measured and the cuts left out.
+p50 / p99 (ms, frame taken -> output handed on), the pairs measured and the cuts left out, and
+two that say what steadying cost the picture:
+
+- follow: how closely the output follows its input, the Pearson correlation of the two grey
+  pictures (at `THUMB` x `THUMB`), averaged over the measured frames; a steadier setting that
+  drifts away from the camera reads lower here;
+- cut: at each scene cut of the clip, the frames until the output looks more like the new scene
+  than the last frame before the cut (0: the frame of the cut itself shows the new scene; the
+  most of the cuts in the run, None without a cut).
 """
 
 from __future__ import annotations
@@ -36,10 +44,61 @@ from dreamcam.control.controller import Controller
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame, fit
 from dreamcam.knobs import ParamStore
-from dreamcam.runtime.flicker import FlickerMeter
+from dreamcam.runtime.flicker import CUT_GREY, FlickerMeter
 from dreamcam.runtime.runner import Runner
 from dreamcam.runtime.stats import RateMeter
 from dreamcam.sinks.base import NullSink
+
+
+THUMB = 32  # follow and cut compare grey thumbnails this many pixels a side
+
+
+def thumb(image: np.ndarray) -> np.ndarray:
+    """A grey THUMB x THUMB float32 picture of a uint8 RGB frame."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def likeness(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two thumbnails (0 where either is flat)."""
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+class FollowMeter(FlickerMeter):
+    """The flicker meter, also keeping a thumbnail of each output by frame index (on the loop
+    thread: about 20 microseconds a frame, in the benchmark only)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.outputs: dict[int, np.ndarray] = {}
+
+    def add(self, image: np.ndarray, output: np.ndarray, index: int) -> None:
+        self.outputs[index] = thumb(output)
+        super().add(image, output, index)
+
+
+def follow_and_cut(outputs: dict[int, np.ndarray], inputs: list[np.ndarray]) -> tuple[float | None, int | None]:
+    """(follow, cut) of one run (see the module docstring): `outputs` by frame index (the clip's
+    frame index % len(inputs)), `inputs` the clip's thumbnails."""
+    if not outputs:
+        return None, None
+    n = len(inputs)
+    follow = float(np.mean([likeness(o, inputs[k % n]) for k, o in outputs.items()]))
+    # the clip's cuts: frames whose input differs from the one before by more than a cut does
+    cut_at = {k for k in range(n) if float(np.abs(inputs[k] - inputs[k - 1]).mean()) > CUT_GREY}
+    worst = None
+    for k in sorted(outputs):
+        if k % n not in cut_at or k - 1 not in outputs:
+            continue
+        old, new = inputs[(k - 1) % n], inputs[k % n]
+        after = [j for j in range(k, k + n) if j in outputs and (j == k or (j % n) not in cut_at)]
+        shown = next((j - k for j in after if likeness(outputs[j], new) > likeness(outputs[j], old)), None)
+        if shown is None:
+            continue  # the run ended before the output showed it: not counted
+        worst = shown if worst is None else max(worst, shown)
+    return round(follow, 4), worst
 
 
 class ClipSource:
@@ -122,6 +181,7 @@ def bench_flicker(args: argparse.Namespace) -> dict[str, Any]:
         controller = stack.enter_context(Controller(engine, store))
         sink = stack.enter_context(NullSink(args.width, args.height))
         source = ClipSource(frames)
+        thumbs = [thumb(f) for f in frames]
         kw = {"width": args.width, "height": args.height, "controller": controller}
         rows = []
         for value in values:
@@ -132,16 +192,19 @@ def bench_flicker(args: argparse.Namespace) -> dict[str, Any]:
                 Runner(source, backend, [sink], frames=args.warmup, **kw).run()
                 cuda_sync(device)
             source.rewind()
-            with FlickerMeter(args.width, args.height, rate=None) as meter:
+            with FollowMeter(args.width, args.height, rate=None) as meter:
                 runner = Runner(source, backend, [sink], frames=args.frames, meter=meter, **kw)
                 t0 = time.perf_counter()
                 summary = runner.run()
                 elapsed = time.perf_counter() - t0
+            follow, cut = follow_and_cut(meter.outputs, thumbs)
             rows.append({
                 "setting": "current" if knob is None else f"{knob}={value:g}",
                 "value": value,
                 "flicker": summary["flicker"],
                 "flicker_rel": summary["flicker_rel"],
+                "follow": follow,
+                "cut_frames": cut,
                 "fps": round(summary["frames"] / elapsed, 2),
                 "latency_p50_ms": summary["latency_p50_ms"],
                 "latency_p99_ms": summary["latency_p99_ms"],
@@ -171,11 +234,15 @@ def format_flicker(r: dict[str, Any]) -> str:
     """The rows side by side, one line per setting."""
     lines = [f"flicker of {r['arch']} {r['size']} t_index={r['t_index_list']} on {r['device']} "
              f"[{r['backend']}], clip {r['clip']}: {r['clip_frames']} frames",
-             f"  {'setting':20s} {'flicker':>8s} {'rel':>6s} {'fps':>8s} {'lat p50':>8s} {'lat p99':>8s}  pairs measured / cuts"]
+             f"  {'setting':20s} {'flicker':>8s} {'rel':>6s} {'follow':>7s} {'cut':>4s} {'fps':>8s} {'lat p50':>8s} "
+             f"{'lat p99':>8s}  pairs measured / cuts"]
     for row in r["rows"]:
         flick = "-" if row["flicker"] is None else f"{row['flicker']:.2f}"
         rel = "-" if row["flicker_rel"] is None else f"{row['flicker_rel']:.2f}"
-        lines.append(f"  {row['setting']:20s} {flick:>8s} {rel:>6s} {row['fps']:8.1f} {row['latency_p50_ms']:8.1f} "
-                     f"{row['latency_p99_ms']:8.1f}  {row['measured']} / {row['cuts']}")
+        follow = "-" if row["follow"] is None else f"{row['follow']:.3f}"
+        cut = "-" if row["cut_frames"] is None else str(row["cut_frames"])
+        lines.append(f"  {row['setting']:20s} {flick:>8s} {rel:>6s} {follow:>7s} {cut:>4s} {row['fps']:8.1f} "
+                     f"{row['latency_p50_ms']:8.1f} {row['latency_p99_ms']:8.1f}  {row['measured']} / {row['cuts']}")
     lines.append("  flicker: warping error of the output, grey levels 0..255; rel: times the input's own (docs/flicker.md)")
+    lines.append("  follow: correlation of output and input; cut: frames until a cut's new scene shows (0 = at once)")
     return "\n".join(lines)

@@ -160,7 +160,8 @@ def run(args: argparse.Namespace, plan: RunPlan) -> int:
         engine = StreamEngine(pipe, plan.t_index, args.width, args.height, cfg_type=args.cfg_type, device=device,
                               dtype=dtype, control=control)
         engine.prepare(s["prompt"], s["negative_prompt"], args.num_inference_steps, s["guidance"], s["delta"], seed=s["seed"])
-        engine.set_feedback(s["feedback"])  # before the backend: --parallel-frames holds it at 0 and says so
+        engine.set_smoothing(s["smoothing"])  # before the backend: --parallel-frames holds these at 0 and says so
+        engine.set_feedback(s["feedback"])
         engine.set_motion_guard(s["motion_guard"])
         # cached attention before the backend: a graphed backend captures the bank only if it is on now
         engine.set_attn_refresh(s["attn_refresh"])

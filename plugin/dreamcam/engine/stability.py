@@ -11,16 +11,20 @@ preset or command line) overrides its part until `stability` is set again.
 
 from __future__ import annotations
 
-# latent feedback: above this the picture smears into the previous frames and stops following
-# the input (docs/stability.md); the knob's range ends here
+# latent feedback (an expert knob the umbrella leaves alone: feeding the denoised picture back drifts
+# it to the model's own fixed point, docs/stability.md): above this the picture smears into the
+# previous frames and stops following the input; the knob's range ends here
 FEEDBACK_MAX = 0.9
 
-# `stability` at 1 gives this much feedback; the part grows linearly from 0. Measured on the toy
-# model at 128x128 (docs/stability.md): flicker falls to 0.59x at feedback 0.4 (stability 0.8)
-# and no further past 0.5, while the output follows the input less
-FEEDBACK_AT_FULL = 0.5
+# camera smoothing (the input-side temporal filter, engine/feedback.py): the knob's range ends here
+SMOOTHING_MAX = 0.9
 
-# the motion guard's sensitivity whenever feedback is on (0 = off)
+# `stability` at 1 gives this much smoothing; the part grows linearly from 0. Measured on the toy
+# model at 128x128 (docs/stability.md): flicker on a still noisy camera falls to 0.50x at 0.4
+# (stability 0.8) with the output's likeness to its input unchanged; more also lags slow motion more
+SMOOTHING_AT_FULL = 0.5
+
+# the motion guard's sensitivity whenever smoothing is on (0 = off)
 MOTION_GUARD_ON = 0.5
 
 
@@ -28,7 +32,7 @@ def stability_parts(stability: float) -> dict[str, float]:
     """The expert knob values for a stability in 0..1 (0 gives every part 0: today's engine)."""
     s = min(max(float(stability), 0.0), 1.0)
     parts = {
-        "feedback": round(FEEDBACK_AT_FULL * s, 3),
+        "smoothing": round(SMOOTHING_AT_FULL * s, 3),
         "motion_guard": MOTION_GUARD_ON if s > 0 else 0.0,
     }
     # --- cached attention (attn_bank, attn_refresh, attn_fusion): the lead adds its parts here at merge

@@ -359,13 +359,23 @@ class EngineState:
         self.latent_feedback.set_value(feedback)
 
     @torch.no_grad()
+    def set_smoothing(self, smoothing: float) -> None:
+        """0..SMOOTHING_MAX: how much of the smoothed camera latents before it each frame's camera
+        latent is blended with (engine/feedback.py); 0 = off (skipped, unless a captured graph holds it)."""
+        self.latent_feedback.set_smoothing(smoothing)
+
+    @torch.no_grad()
     def set_motion_guard(self, guard: float) -> None:
-        """0..1: how readily a scene cut or fast motion drops the feedback to 0 for a moment; 0 = never."""
+        """0..1: how readily a scene cut or fast motion drops smoothing and feedback to 0 for a moment; 0 = never."""
         self.latent_feedback.set_guard(guard)
 
     @property
     def feedback(self) -> float:
         return self.latent_feedback.value
+
+    @property
+    def smoothing(self) -> float:
+        return self.latent_feedback.smoothing
 
     @property
     def motion_guard(self) -> float:

@@ -121,7 +121,8 @@ class StreamEngine(CachedAttention, EngineState):
 
         self.control = control
         self.similarity_filter: SimilarityFilter | None = None
-        # latent feedback and the motion guard (engine/feedback.py): off until set_feedback / set_motion_guard
+        # smoothing, latent feedback and the motion guard (engine/feedback.py): off until set_smoothing /
+        # set_feedback / set_motion_guard
         self.latent_feedback = LatentFeedback(f, (4, self.latent_height, self.latent_width), self.device, self.dtype)
         # callables taking the 0-dim `cut` tensor (1.0 on a frame where the motion guard saw a scene
         # cut), called inside the frame step: device ops only, so a captured graph holds them
@@ -134,7 +135,7 @@ class StreamEngine(CachedAttention, EngineState):
     def _feedback_running(self) -> bool:
         """Whether this frame runs the feedback and motion ops (off: skipped, today's engine)."""
         fb = self.latent_feedback
-        return fb.in_graph or fb.value > 0 or (fb.guard > 0 and bool(self.scene_cut_hooks))
+        return fb.in_graph or fb.on or (fb.guard > 0 and bool(self.scene_cut_hooks))
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         if self._feedback_running():

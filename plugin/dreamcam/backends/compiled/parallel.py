@@ -15,8 +15,8 @@ Setters: a slot's stream waits for the default stream at every submit, and `fenc
 default stream wait for both compute streams. Results are exactly GraphedStep's
 (tests/backends/test_parallel_step.py).
 
-Latent feedback (`feedback`, `stability`) makes each frame start from the one before, so here
-it is held at 0, with one warning line (`LatentFeedback.block`).
+Smoothing and latent feedback (`smoothing`, `feedback`, `stability`) make each frame start from the one before, so here
+they are held at 0, with one warning line (`LatentFeedback.block`).
 
 Compiled backend only: a TensorRT execution context is bound to one set of buffers, so two
 frames cannot share one. On an H200 (docs/performance.md, the 18:10 UTC run): 211 fps two deep against 180 for
@@ -69,7 +69,7 @@ class ParallelStep(GraphedStep):
         check_parallel(engine)
         # feedback would make frame N+1 read frame N's latent: it falls back to 0 (said once)
         engine.latent_feedback.block("--parallel-frames runs two frames side by side, so no frame starts from "
-                                     "the one before; drop --parallel-frames to use feedback / stability")
+                                     "the one before; drop --parallel-frames to use smoothing / feedback / stability")
         super().__init__(engine, warmup=warmup, cuda_graph=False)  # warm-up (compiles) on slot 0's stream
         cuda = engine.device.type == "cuda"
         self.steps = [self.step] + [DeviceFrameStep(engine) for _ in range(DEPTH - 1)]
