@@ -1,4 +1,4 @@
-"""Flicker, speed, input likeness and cut response of the `stability` knob (latent feedback + motion guard).
+"""Flicker, speed, input likeness and cut response of the `stability` knob (smoothing + motion guard) and of feedback.
 
     PYTHONPATH=plugin python tools/stability_measure.py --model tiny --size 512 --stability 0,0.5,0.8
     PYTHONPATH=plugin python tools/stability_measure.py --model toy --size 128
@@ -18,7 +18,10 @@ frames. Measured per stability value, same engine, seed and clip:
   bar: within a second of frames);
 - ghost: correlation of the first output after the cut with the old scene, minus stability 0's.
 
+`--feedback 0,0.4` measures the feedback knob instead (with the guard at 0.5, or --guard);
 `--mode raw` blends the noisy start latent as the livepeer fork does (docs/stability.md compares).
+`dreamcam bench --flicker` measures the same on a video clip through the live loop, with the
+flicker meter (docs/flicker.md).
 """
 
 from __future__ import annotations
@@ -75,8 +78,8 @@ def measure(pipe, size: int, strength: float, settings: list[tuple[float, dict]]
         engine.prepare(prompt, seed=seed)
         engine.set_strength(strength)
         engine.latent_feedback.mode = mode
-        engine.set_feedback(parts["feedback"])
-        engine.set_motion_guard(parts["motion_guard"])
+        for knob, value in parts.items():
+            getattr(engine, f"set_{knob}")(value)
         engine.img2img(frames[0])  # warm-up frame (allocations), then the engine starts fresh
         engine.prepare(prompt, seed=seed)
         engines.append(engine)
@@ -103,7 +106,8 @@ def measure(pipe, size: int, strength: float, settings: list[tuple[float, dict]]
         row["fps_ratio"] = row["fps"] / ref["fps"]
         row["ghost"] = row["ghost_old"] - ref["ghost_old"]
         rows.append(row)
-        print(f"stability {s:.2f} (feedback {parts['feedback']:.3f}, guard {parts['motion_guard']:.2f}, {mode}): "
+        knobs = ", ".join(f"{k} {v:g}" for k, v in parts.items())
+        print(f"stability {s:.2f} ({knobs}, {mode}): "
               f"flicker {row['flicker']:.3f} ({row['ratio']:.2f}x)  fps {row['fps']:.1f} ({row['fps_ratio']:.2f}x)  "
               f"corr {row['corr']:.3f}  cut {row['cut_frames']} frames  ghost {row['ghost']:+.3f}", flush=True)
     return rows
@@ -115,6 +119,7 @@ def op_cost(size: int, reps: int = 300) -> dict:
 
     fb = LatentFeedback(1, (4, size // 8, size // 8), torch.device("cpu"), torch.float32)
     fb.set_value(0.5)
+    fb.set_smoothing(0.5)  # both parts: the blend's whole cost
     fb.set_guard(0.5)
     x = torch.rand(1, 3, size, size) * 2 - 1
     lat = torch.randn(1, 4, size // 8, size // 8)

@@ -41,7 +41,7 @@ the figure is None, never 0.
 Cost on the frame path: `FlickerMeter.add` keeps references to the frame pair and, when a sample
 is due (`rate` per second), puts it into a newest-only `LatestSlot`: a slow meter drops samples,
 the loop never waits for it (about 1 microsecond a frame). The meter's thread does the work: about
-6 ms of CPU per sample at a 512x512 engine size with a 1280x720 camera (docs/flicker.md).
+8 ms of CPU per sample at a 512x512 engine size with a 1280x720 camera (docs/flicker.md).
 """
 
 from __future__ import annotations
@@ -134,22 +134,22 @@ class FlowWarp:
         mask = cv2.bitwise_and(inside, consistent)
         still = self._still(prev_grey, cur_grey, back, where)
         if still is not None:
-            where[still] = self._grid[still]  # zero motion: output k-1 is compared as it is
-            mask[still] = 255  # zero motion is consistent and never leaves the frame
+            cv2.copyTo(self._grid, still, where)  # zero motion: output k-1 is compared as it is
+            mask = cv2.bitwise_or(mask, still)  # zero motion is consistent and never leaves the frame
         return Warp(where, mask)
 
     def _still(self, prev_grey: np.ndarray, cur_grey: np.ndarray, back: np.ndarray, where: np.ndarray) -> np.ndarray | None:
-        """bool (H, W): the pixels the still rule takes as not moving; None where there are none."""
+        """uint8 (H, W), 255 where the still rule takes the pixel as not moving; None where there are none."""
         k = (STILL_BLOCK, STILL_BLOCK)
         mean = cv2.blur(back, k)
-        small = cv2.transform(mean * mean, SUM_XY) < STILL_PX * STILL_PX
-        if not small.any():
+        small = cv2.compare(cv2.transform(mean * mean, SUM_XY), STILL_PX * STILL_PX, cv2.CMP_LT)
+        if not cv2.countNonZero(small):
             return None
         prev_f, cur_f = prev_grey.astype(np.float32), cur_grey.astype(np.float32)
         flow_err = cv2.absdiff(cv2.remap(prev_f, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), cur_f)
         zero_err = cv2.absdiff(prev_f, cur_f)
-        explained = cv2.blur(zero_err, k) <= STILL_TOL * cv2.blur(flow_err, k) + STILL_SLACK
-        return small & explained
+        explained = cv2.compare(cv2.blur(zero_err, k), STILL_TOL * cv2.blur(flow_err, k) + STILL_SLACK, cv2.CMP_LE)
+        return cv2.bitwise_and(small, explained)
 
 
 @dataclass(frozen=True)
