@@ -23,7 +23,7 @@ from dreamcam.frames import Frame  # noqa: E402
 
 PLUGIN = str(Path(__file__).resolve().parents[2] / "plugin")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (/proc/self/fd, /dev/full, RLIMIT_FSIZE)")
-needs_h264 = pytest.mark.skipif(video_codec() != "libx264", reason="this PyAV has no libx264 (the recorder uses OpenCV)")
+needs_h264 = pytest.mark.skipif(video_codec() != "libx264", reason="this PyAV has no libx264 (the H.264 recorder)")
 
 
 def _fds() -> int:

@@ -25,7 +25,7 @@ from dreamcam.sinks.file import FileSink  # noqa: E402
 
 PLUGIN = str(Path(__file__).resolve().parents[2] / "plugin")
 FPS = 30
-needs_h264 = pytest.mark.skipif(video_codec() != "libx264", reason="this PyAV has no libx264 (the recorder uses OpenCV)")
+needs_h264 = pytest.mark.skipif(video_codec() != "libx264", reason="this PyAV has no libx264 (the H.264 recorder)")
 
 # The harness: the real FileSink fed at 30 fps; it prints each frame's index once handed over
 HARNESS = textwrap.dedent(
@@ -34,7 +34,7 @@ HARNESS = textwrap.dedent(
     import numpy as np
     from dreamcam.frames import Frame
     from dreamcam.sinks.file import FileSink
-    sink = FileSink(sys.argv[1], 128, 96, 30.0).start()
+    sink = FileSink(sys.argv[1], 128, 96, 30.0, codec=sys.argv[2]).start()
     for i in range(100000):
         sink.write(Frame(np.full((96, 128, 3), (i * 7) % 256, np.uint8), time.perf_counter(), i))
         print(i, flush=True)
@@ -57,10 +57,10 @@ def ffprobe_frames(path: Path) -> int | None:
     return int(r.stdout.split()[0])
 
 
-def kill_while_recording(path: Path, seconds: float) -> int:
+def kill_while_recording(path: Path, seconds: float, codec: str = "auto") -> int:
     """Run the harness, SIGKILL it after `seconds`; the frames it had handed to the recorder."""
     env = {**os.environ, "PYTHONPATH": PLUGIN}
-    proc = subprocess.Popen([sys.executable, "-c", HARNESS, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", HARNESS, str(path), codec], stdout=subprocess.PIPE, text=True, env=env)
     written = 0
     deadline = None
     try:
@@ -79,19 +79,23 @@ def kill_while_recording(path: Path, seconds: float) -> int:
     return written
 
 
-@needs_h264
-@pytest.mark.parametrize("name", ["out.mp4", "out.mov", "out.mkv", "out.m4v"])
-def test_a_killed_recording_plays_all_but_its_last_second(tmp_path, name):
+H264 = [pytest.param(n, "auto", marks=needs_h264) for n in ("out.mp4", "out.mov", "out.mkv", "out.m4v")]
+
+
+@pytest.mark.parametrize(("name", "codec"), [*H264, ("out.mp4", "mp4v"), ("out.mkv", "mp4v")])
+def test_a_killed_recording_plays_all_but_its_last_second(tmp_path, name, codec):
     rng = random.Random(name)  # random moments, the same ones each run
     for run in range(3):
         path = tmp_path / f"{run}-{name}"
-        written = kill_while_recording(path, rng.uniform(2.0, 4.0))
+        written = kill_while_recording(path, rng.uniform(2.0, 4.0), codec)
         kept = decoded_frames(path)
         probed = ffprobe_frames(path)
         # at most about a second (one fragment) lost, and a little slack for the encoder's queue
         # on a loaded machine; never more than were handed over
-        assert written - 1.5 * FPS <= kept <= written, (name, run, written, kept)
-        assert probed in (None, kept), (name, run, probed, kept)
+        assert written - 1.5 * FPS <= kept <= written, (name, codec, run, written, kept)
+        assert probed in (None, kept), (name, codec, run, probed, kept)
+        with av.open(str(path)) as c:
+            assert c.streams.video[0].codec_context.name == ("mpeg4" if codec == "mp4v" else "h264")
 
 
 @pytest.fixture

@@ -11,6 +11,9 @@ from dreamcam.errors import DeviceError
 from dreamcam.sinks.base import Sink
 
 DEFAULT_BITRATE = 4_000_000  # bits/s for the UDP stream: plenty for 512x512 to 1280x720 at 30 fps
+# Each encoder's clock: H.264 on MPEG's 90 kHz; MPEG-4 Part 2 allows at most 65535 ticks a second
+# (FFmpeg refuses more), so a millisecond clock; MPEG-2 ticks at its constant frame rate (None)
+CLOCKS = {"libx264": 90000, "mpeg4": 1000, "mpeg2video": None}
 MPEG2_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(50),
                Fraction(60000, 1001), Fraction(60)]
 
@@ -32,10 +35,12 @@ def video_codec() -> str:
 class AvEncoder:
     """One PyAV video stream in a container: RGB frames in, packets muxed at once.
 
+    codec: "libx264" (H.264), "mpeg4" (MPEG-4 Part 2, FourCC mp4v) or "mpeg2video".
+
     Timestamps come from the frames' capture times, so a player or a recording keeps real-time
-    pacing whatever rate the engine reaches: H.264 on a 90 kHz clock (variable frame rate);
-    MPEG-2 only knows a constant rate, so there each frame takes the next 1/fps tick at or
-    after its capture time.
+    pacing whatever rate the engine reaches: H.264 and MPEG-4 Part 2 on a clock of their own
+    (CLOCKS; variable frame rate); MPEG-2 only knows a constant rate, so there each frame takes
+    the next 1/fps tick at or after its capture time.
 
     keyframe_s: at most this many seconds of capture time between keyframes, whatever rate the
     frames come at (None: one keyframe every `fps` frames only). A live stream needs it: a player
@@ -59,9 +64,10 @@ class AvEncoder:
         else:
             opts = {"bf": "0", "g": gop}
         rate = Fraction(fps).limit_denominator(1001)
-        if codec != "libx264" and fps <= 60:  # MPEG-2 takes few rates: tick at the first one >= fps
+        if codec == "mpeg2video" and fps <= 60:  # MPEG-2 takes few rates: tick at the first one >= fps
             rate = next(r for r in MPEG2_RATES if r >= rate * Fraction(999, 1000))
-        self.time_base = Fraction(1, 90000) if codec == "libx264" else 1 / rate
+        clock = CLOCKS[codec]
+        self.time_base = Fraction(1, clock) if clock else 1 / rate
         self.stream = container.add_stream(codec, rate=rate, options=opts)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self.stream.codec_context.time_base = self.time_base

@@ -1,4 +1,4 @@
-"""The file sink: records every frame to a video file (H.264 through PyAV, or OpenCV's MPEG-4)."""
+"""The file sink: records every frame to a video file through PyAV (H.264, or MPEG-4 Part 2)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import contextlib
 import logging
 import os
 
-import cv2
-
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame
 from dreamcam.sinks.base import Framer, Sink
-from dreamcam.sinks.encoders import AvEncoder, open_encoder, pyav, video_codec
+from dreamcam.sinks.encoders import AvEncoder, open_encoder, pyav
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +68,12 @@ class _WholeWrites:
 class FileSink(Sink):
     """Records every frame to a video file at the output size.
 
-    H.264 (libx264, CRF 20 or `bitrate`) through PyAV with capture-time timestamps, so the
-    file lasts as long as the run did; `codec="mp4v"` (or no libx264 in PyAV) falls back to
-    OpenCV's MPEG-4 Part 2 at a constant `fps` (duration = frames / fps).
+    H.264 (libx264, CRF 20 or `bitrate`) through PyAV; `codec="mp4v"` (or no libx264 in PyAV)
+    records FFmpeg's MPEG-4 Part 2 (`bitrate`, 4 Mbit/s by default) the same way. Timestamps are
+    the capture times, so the file lasts as long as the run did.
 
-    Through PyAV a recording is crash-safe (see CRASH_SAFE): killed outright, it plays up to
-    about its last second. A file this sink created and never wrote a frame to is removed at close.
+    A recording is crash-safe (see CRASH_SAFE): killed outright, it plays up to about its last
+    second, whatever the codec. A file this sink created and never wrote a frame to is removed at close.
     """
 
     kind = "file"
@@ -90,7 +88,6 @@ class FileSink(Sink):
         self._framer = Framer(width, height, fit_mode)
         self._enc: AvEncoder | None = None
         self._file = None  # the recording's file (PyAV writes through it)
-        self._writer: cv2.VideoWriter | None = None
         self._warned_drop = False
         self._created = False  # this sink made the file (it was not there before the run)
         self._recorded = 0  # frames handed to the encoder
@@ -100,38 +97,43 @@ class FileSink(Sink):
         if not os.path.isdir(folder):
             raise DeviceError(f"cannot record to {self.path}: folder {folder} does not exist")
         self._created = not os.path.lexists(self.path)
-        if self.codec != "mp4v" and video_codec() == "libx264":
-            av = pyav()
-            try:
-                container = av.open(self.path, "w")  # the format, from the name; this opens no file yet
-            except (av.FFmpegError, OSError, ValueError) as e:
-                raise DeviceError(f"cannot record to {self.path}: {e}; use a .mp4, .mkv or .mov name in a writable folder") from e
-            format_name = container.format.name
-            container.close()
-            # the file is ours, so a failed start closes it: PyAV keeps the descriptor of an output
-            # whose header failed (a full disk) open for good. Unbuffered, so the header's write
-            # fails here, at start.
-            fix = "choose a writable folder with free space"
-            try:
-                self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by _release
-            except OSError as e:
-                raise DeviceError(f"cannot write to {self.path}: {e.strerror or e}; {fix}") from e
-            try:
-                options = {"flush_packets": "1", **CRASH_SAFE.get(format_name, {})}
-                container = av.open(_WholeWrites(self._file), "w", format=format_name, options=options,
-                                    buffer_size=OUTPUT_BUFFER_BYTES)
-                self._enc = open_encoder(container, "libx264", self, self.bitrate, self.path, fix)
-            except BaseException:
-                self._file.close()
-                self._file = None
-                raise
-            return
+        av = pyav()
+        encoder = self._encoder(av)
+        try:
+            container = av.open(self.path, "w")  # the format, from the name; this opens no file yet
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise DeviceError(f"cannot record to {self.path}: {e}; use a .mp4, .mkv or .mov name in a writable folder") from e
+        format_name = container.format.name
+        container.close()
+        # the file is ours, so a failed start closes it: PyAV keeps the descriptor of an output
+        # whose header failed (a full disk) open for good. Unbuffered, so the header's write
+        # fails here, at start.
+        fix = "choose a writable folder with free space"
+        try:
+            self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by _release
+        except OSError as e:
+            raise DeviceError(f"cannot write to {self.path}: {e.strerror or e}; {fix}") from e
+        try:
+            options = {"flush_packets": "1", **CRASH_SAFE.get(format_name, {})}
+            container = av.open(_WholeWrites(self._file), "w", format=format_name, options=options,
+                                buffer_size=OUTPUT_BUFFER_BYTES)
+            self._enc = open_encoder(container, encoder, self, self.bitrate, self.path, fix)
+        except BaseException:
+            self._file.close()
+            self._file = None
+            raise
+
+    def _encoder(self, av) -> str:
+        """The FFmpeg encoder for `codec`: H.264 where PyAV has libx264 (auto, h264), else
+        FFmpeg's own MPEG-4 Part 2 (mp4v), which every PyAV build has."""
+        available = av.codecs_available
+        if self.codec != "mp4v" and "libx264" in available:
+            return "libx264"
         if self.codec == "h264":
             raise DeviceError("file sink codec h264: this PyAV has no libx264 encoder; use codec=mp4v or a PyAV wheel with libx264")
-        writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (self.width, self.height))
-        if not writer.isOpened():
-            raise DeviceError(f"cannot record to {self.path}: OpenCV could not open an mp4 writer there")
-        self._writer = writer
+        if "mpeg4" not in available:
+            raise DeviceError("file sink: this PyAV has neither libx264 nor mpeg4 encoders; install the PyAV wheel from PyPI")
+        return "mpeg4"
 
     def write(self, frame: Frame) -> None:
         super().write(frame)
@@ -140,11 +142,7 @@ class FileSink(Sink):
             log.warning("recorder %s is %d frames behind: dropping the oldest (count in dropped)", self.path, self.depth)
 
     def _send(self, frame: Frame) -> None:
-        img = self._framer(frame.image)
-        if self._enc is not None:
-            self._enc.encode(img, frame.t_capture)
-        else:
-            self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        self._enc.encode(self._framer(frame.image), frame.t_capture)
         self._recorded += 1
 
     def _release(self) -> None:
@@ -156,9 +154,6 @@ class FileSink(Sink):
             file, self._file = self._file, None
             if file is not None:
                 file.close()
-            if self._writer is not None:
-                self._writer.release()
-                self._writer = None
             self._remove_if_empty()
 
     def _remove_if_empty(self) -> None:
