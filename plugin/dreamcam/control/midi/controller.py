@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamcam.control.bindings import MIDI_MAX, Binding, MidiControl, Rejected
+from dreamcam.control.coalesce import Latest
 from dreamcam.control.map_file import save_binding
 from dreamcam.control.maps import ControllerMap
 from dreamcam.control.midi.learn import describe, make_binding, parse_target
@@ -98,9 +99,7 @@ class MidiController:
         self._pair: dict[tuple[int, int], int] = {}  # (channel, cc n) -> the high half last received
         self._channels: dict[tuple[str, int], int] = {}  # (kind, number) -> the channel it last came on
         self._origin = threading.local()  # the control whose message is being applied, on this thread
-        self._fb_lock = threading.Lock()
-        self._fb_pending: dict[str, tuple[Any, MidiControl | None]] = {}
-        self._fb_wake = threading.Event()
+        self._fb = Latest()  # knob -> (value, the control it came from)
         self._last_sent: dict[tuple, int] = {}
         self._echo: dict[tuple[str, int, int], tuple[int, float]] = {}  # what was sent: (value, when)
         self._stop = threading.Event()
@@ -124,9 +123,8 @@ class MidiController:
         self._threads.append(threading.Thread(target=self._read, name="dreamcam-midi", daemon=True))
         if self.outport is not None:
             self.store.subscribe(self._on_change)
-            with self._fb_lock:  # the device shows every bound value from the start
-                self._fb_pending.update({k: (v, None) for k, v in self.store.snapshot().items()})
-            self._fb_wake.set()
+            # the device shows every bound value from the start
+            self._fb.put_all({k: (v, None) for k, v in self.store.snapshot().items()})
             self._threads.append(threading.Thread(target=self._push_feedback, name="dreamcam-midi-feedback", daemon=True))
         for t in self._threads:
             t.start()
@@ -136,7 +134,7 @@ class MidiController:
         """Stop the threads and close the ports; safe to call more than once."""
         self._closed = True
         self._stop.set()
-        self._fb_wake.set()
+        self._fb.wake()
         for t in self._threads:
             t.join(timeout=2.0)
         self._threads.clear()
@@ -336,27 +334,20 @@ class MidiController:
     def _on_change(self, name: str, value: Any) -> None:
         if self._closed:
             return
-        with self._fb_lock:
-            self._fb_pending[name] = (value, getattr(self._origin, "control", None))
-        self._fb_wake.set()
+        self._fb.put(name, (value, getattr(self._origin, "control", None)))
 
     def _push_feedback(self) -> None:
-        while not self._stop.is_set():
-            self._fb_wake.wait()
-            self._fb_wake.clear()
-            if self._stop.is_set():
-                break
-            with self._fb_lock:
-                pending, self._fb_pending = self._fb_pending, {}
-            for name, (value, origin) in pending.items():
-                for msg in self.feedback_messages(name, value, skip=origin):
-                    try:
-                        self.outport.send(msg)
-                        self.sent += 1
-                        self._echo[event(msg)[:3]] = (raw(msg), self._clock())
-                    except Exception as e:  # an unplugged device: input may still come back
-                        log.debug("MIDI feedback failed: %s", e)
-            self._stop.wait(FEEDBACK_INTERVAL_S)
+        self._fb.drain(self._stop, FEEDBACK_INTERVAL_S, self._send_feedback)
+
+    def _send_feedback(self, name: str, item: tuple[Any, MidiControl | None]) -> None:
+        value, origin = item
+        for msg in self.feedback_messages(name, value, skip=origin):
+            try:
+                self.outport.send(msg)
+                self.sent += 1
+                self._echo[event(msg)[:3]] = (raw(msg), self._clock())
+            except Exception as e:  # an unplugged device: input may still come back
+                log.debug("MIDI feedback failed: %s", e)
 
     def feedback_messages(self, name: str, value: Any, *, skip: MidiControl | None = None) -> list[Any]:
         """The mido messages that show knob `name` = `value` on the device, leaving out the

@@ -43,6 +43,7 @@ from typing import Any
 
 from dreamcam.errors import ConfigError
 from dreamcam.control.clock import BeatClock
+from dreamcam.control.coalesce import Latest
 from dreamcam.control.osc.compat import REPORT_INTERVAL_S, Compat
 from dreamcam.control.osc.dispatch import OscDispatcher, build_message
 from dreamcam.control.osc.maps import ALLOW_ANY, OscMapping, parse_allow, parse_feedback
@@ -122,9 +123,7 @@ class OscServer(OscDispatcher):
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._fb_lock = threading.Lock()
-        self._fb_pending: dict[str, Any] = {}
-        self._fb_wake = threading.Event()
+        self._fb = Latest()  # knob -> its newest value, for the feedback thread
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -170,9 +169,7 @@ class OscServer(OscDispatcher):
             self._threads.append(threading.Thread(target=self._reload_presets, name="dreamcam-osc-presets", daemon=True))
         if self.feedback is not None:
             self.store.subscribe(self._on_change)
-            with self._fb_lock:
-                self._fb_pending.update(self.store.snapshot())
-            self._fb_wake.set()
+            self._fb.put_all(self.store.snapshot())
             self._threads.append(
                 threading.Thread(target=self._push_feedback, name="dreamcam-osc-feedback", daemon=True)
             )
@@ -191,7 +188,7 @@ class OscServer(OscDispatcher):
         """Stop the threads and close the socket; safe to call more than once."""
         self._closed = True
         self._stop.set()
-        self._fb_wake.set()
+        self._fb.wake()
         for t in self._threads:
             t.join(timeout=2.0)
         self._threads.clear()
@@ -272,22 +269,14 @@ class OscServer(OscDispatcher):
     def _on_change(self, name: str, value: Any) -> None:
         if self._closed:
             return
-        with self._fb_lock:
-            self._fb_pending[name] = value
-        self._fb_wake.set()
+        self._fb.put(name, value)
 
     def _push_feedback(self) -> None:
-        while not self._stop.is_set():
-            self._fb_wake.wait()
-            self._fb_wake.clear()
-            if self._stop.is_set():
-                break
-            with self._fb_lock:
-                pending, self._fb_pending = self._fb_pending, {}
-            for name, value in pending.items():
-                for address, v in self._feedback_messages(name, value):
-                    self._send(build_message(address, v), self.feedback)
-            self._stop.wait(FEEDBACK_INTERVAL_S)
+        self._fb.drain(self._stop, FEEDBACK_INTERVAL_S, self._send_feedback)
+
+    def _send_feedback(self, name: str, value: Any) -> None:
+        for address, v in self._feedback_messages(name, value):
+            self._send(build_message(address, v), self.feedback)
 
     def _push_reports(self) -> None:
         """The compat tool's status reports (StreamDiffusionTD: /server_active, /stream-info/fps,
