@@ -27,7 +27,7 @@ structure never depends on a value.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,19 @@ class ControlStack:
     def state(self) -> list[torch.Tensor]:
         """The tensors a frame writes and later frames read (the control images in flight)."""
         return [u.images for u in self.units if u.images is not None]
+
+    def run_by(self, calls: Sequence[Callable[..., Any] | None]) -> None:
+        """A graphed backend takes over: each unit runs through its call (None: its own model),
+        and every unit runs each frame, its scale a device tensor the graph reads."""
+        self.skip_zero = False
+        for u, call in zip(self.units, calls, strict=True):
+            u.call = call
+
+    def release_calls(self) -> None:
+        """Back to eager: each unit runs its own model, and a unit at scale 0 is skipped."""
+        self.skip_zero = True
+        for u in self.units:
+            u.call = None
 
     # ------------------------------------------------------------------ live values
 

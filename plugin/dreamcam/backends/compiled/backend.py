@@ -292,9 +292,8 @@ class CompiledBackend(FramePipeline):
         if control is not None:
             # ControlNet + UNet in the one graph: every ControlNet runs each frame (a scale is a
             # device tensor the graph reads, so 0 costs its time but needs no re-capture)
-            control.skip_zero = False
-            for u in control.units:
-                u.call = torch.compile(u.model, dynamic=False, options=self._modules.compile_options) if compile else None
+            control.run_by([torch.compile(u.model, dynamic=False, options=self._modules.compile_options) if compile else None
+                            for u in control.units])
 
         # 3. Warm up (compiles), capture, undo the warm-up frames' effect on the stream state
         try:
@@ -310,11 +309,8 @@ class CompiledBackend(FramePipeline):
                  self.startup_s, self.compile_s, "on" if cuda_graph else "off", self.knobs)
 
     def _release(self) -> None:
-        control = self.engine.control
-        if control is not None:
-            control.skip_zero = True
-            for u in control.units:
-                u.call = None
+        if self.engine.control is not None:
+            self.engine.control.release_calls()
         self._swap.__exit__(None, None, None)
         self._modules.close()  # unfusing sets the processors fused_qkv saved; then cached attention's again
         self.engine.release_attention_from_graph()

@@ -598,9 +598,7 @@ class TensorRTBackend(FramePipeline):
             # ControlNet engines feed the UNet engine's residual inputs; every ControlNet runs each
             # frame (its scale is an engine input the captured graph reads)
             unet_call = _TrtResidualUNetCall(unet, list(residuals))
-            control.skip_zero = False
-            for u, net in zip(control.units, nets):
-                u.call = _TrtControlNetCall(net, list(residuals))
+            control.run_by([_TrtControlNetCall(net, list(residuals)) for net in nets])
         elif engine.attention_active:
             unet_call = _TrtBankCall(unet, engine)
         else:
@@ -618,11 +616,8 @@ class TensorRTBackend(FramePipeline):
         log.info("tensorrt backend ready in %.1f s", self.startup_s)
 
     def _release(self) -> None:
-        control = self.engine.control
-        if control is not None:
-            control.skip_zero = True
-            for u in control.units:
-                u.call = None
+        if self.engine.control is not None:
+            self.engine.control.release_calls()
         self._swap.__exit__(None, None, None)
         self.engine.release_attention_from_graph()
         self._trt = ()
