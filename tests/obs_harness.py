@@ -359,15 +359,6 @@ class UdpMpegTsSender:
         self.close()
 
 
-def wait_until(predicate, *, timeout_s: float = 5.0, what: str = "the condition") -> None:
-    """Poll `predicate()` every 20 ms until true; AssertionError after `timeout_s` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
-
-
 class OscPeer:
     """A python-osc ThreadingOSCUDPServer on 127.0.0.1 in dreamcam's place; a context manager.
 

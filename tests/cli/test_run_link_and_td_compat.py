@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,18 +21,11 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
+from waiting import wait_until
 
 PLUGIN = str(Path(__file__).resolve().parents[2] / "plugin")
 ENV = {**os.environ, "PYTHONPATH": PLUGIN, "HF_HUB_OFFLINE": "1"}
 HOST = "127.0.0.1"
-
-
-def wait(cond, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_run_with_link_td_compat_and_cues(tmp_path):
@@ -58,18 +50,18 @@ def test_run_with_link_td_compat_and_cues(tmp_path):
     sock.bind((HOST, 0))
     sock.settimeout(5)
     try:
-        wait(lambda: any("OSC on" in ln for ln in lines), what="OSC to listen")
+        wait_until(lambda: any("OSC on" in ln for ln in lines), timeout_s=60, what="OSC to listen")
         port = int(re.search(r"OSC on 127\.0\.0\.1:(\d+)", "".join(lines))[1])
 
         def status() -> dict:
             sock.sendto(OscMessageBuilder("/dreamcam/status").build().dgram, (HOST, port))
             return json.loads(OscMessage(sock.recvfrom(65535)[0]).params[0])
 
-        wait(lambda: peer.numPeers() >= 1, what="dreamcam to join the Link session")
+        wait_until(lambda: peer.numPeers() >= 1, timeout_s=60, what="dreamcam to join the Link session")
         state = peer.captureSessionState()
         state.setTempo(133.0, peer.clock().micros())
         peer.commitSessionState(state)
-        wait(lambda: abs(status()["tempo"] - 133.0) < 0.01, what="the peer's tempo in status")
+        wait_until(lambda: abs(status()["tempo"] - 133.0) < 0.01, timeout_s=60, what="the peer's tempo in status")
         st = status()
         assert st["clock"] == "link" and st["link_peers"] >= 1
 
@@ -77,12 +69,12 @@ def test_run_with_link_td_compat_and_cues(tmp_path):
         td.send_message("/prompt_list", json.dumps([["a neon city", 0.7], ["rain", 0.3]]))
         td.send_message("/guidance_scale", 2.5)
         td.send_message("/dreamcam/cue", "next")
-        wait(lambda: status()["cue"] == "intro", what="the cue")
+        wait_until(lambda: status()["cue"] == "intro", timeout_s=60, what="the cue")
         st = status()
         assert st["prompt"] == "a neon city:0.7 | rain:0.3" and st["guidance"] == 2.5 and st["strength"] == 0.3
-        wait(lambda: "/stream-info/fps" in reports and "/server_active" in reports, what="TD reports")
-        wait(lambda: any("live:" in ln for ln in lines), timeout=240, what="the live loop")
-        wait(lambda: reports.get("/stream-info/state") == ["local_ready"], what="local_ready")
+        wait_until(lambda: "/stream-info/fps" in reports and "/server_active" in reports, timeout_s=60, what="TD reports")
+        wait_until(lambda: any("live:" in ln for ln in lines), timeout_s=240, what="the live loop")
+        wait_until(lambda: reports.get("/stream-info/state") == ["local_ready"], timeout_s=60, what="local_ready")
     finally:
         peer.enabled = False
         proc.send_signal(signal.SIGINT)

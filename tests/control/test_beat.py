@@ -24,6 +24,7 @@ from dreamcam.errors import ConfigError
 from dreamcam.knobs import ParamStore
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
+from waiting import poll
 
 FRAME = 1 / 30
 HOST = "127.0.0.1"
@@ -247,15 +248,6 @@ def test_status_line_shows_the_beat_only_when_link_or_tap_drive_it():
     assert beat_text({"clock": "tap", "tempo": 90.0, "bar_phase": 0.0, "link_peers": 0}) == " | 90.0 bpm tap beat 1.0"
 
 
-def wait(cond, timeout=15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_link_tempo_from_a_peer_shows_in_status_and_drives_the_quantiser():
     """Two Ableton Link peers on this machine (loopback): dreamcam's clock and a second peer as
     a DJ app would be; the peer's tempo change shows in /dreamcam/status over UDP."""
@@ -264,11 +256,11 @@ def test_link_tempo_from_a_peer_shows_in_status_and_drives_the_quantiser():
     peer = link.Link(120.0)
     peer.enabled = True
     try:
-        assert wait(lambda: beats.link.peers() >= 1 and peer.numPeers() >= 1), "Link peers did not find each other"
+        assert poll(lambda: beats.link.peers() >= 1 and peer.numPeers() >= 1, 15), "Link peers did not find each other"
         state = peer.captureSessionState()
         state.setTempo(133.0, peer.clock().micros())
         peer.commitSessionState(state)
-        assert wait(lambda: abs(beats.bpm() - 133.0) < 0.01)
+        assert poll(lambda: abs(beats.bpm() - 133.0) < 0.01, 15)
         store = ParamStore()
         with OscServer(store, port=0, clock=beats, status=beats.status) as srv, \
                 socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -286,7 +278,7 @@ def test_link_tempo_from_a_peer_shows_in_status_and_drives_the_quantiser():
         assert round(beats.beat(edge)) % 4 == 0
         # our tempo change reaches the peer too
         beats.set_bpm(97.0)
-        assert wait(lambda: abs(peer.captureSessionState().tempo() - 97.0) < 0.01)
+        assert poll(lambda: abs(peer.captureSessionState().tempo() - 97.0) < 0.01, 15)
     finally:
         peer.enabled = False
         beats.close()

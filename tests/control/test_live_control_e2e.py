@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from dreamcam.sinks import Sink
 from dreamcam.sources import TestPatternSource
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
+from waiting import wait_until
 
 SIZE = 64
 
@@ -58,13 +58,6 @@ def make_engine(pipe, prompt: str, strength: float, seed: int) -> StreamEngine:
     return engine
 
 
-def wait_for(cond, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def test_osc_changes_show_within_two_frames(tiny_pipe):
     values = {"prompt": "a cat", "strength": 0.4, "seed": 2, "transition": 0.0, "slew": 0.0}
     store = ParamStore(values)
@@ -84,12 +77,12 @@ def test_osc_changes_show_within_two_frames(tiny_pipe):
             ):
                 c.bind(("127.0.0.1", 0))
                 c.settimeout(10)
-                wait_for(lambda: runner.stats.frames >= 3)
+                wait_until(lambda: runner.stats.frames >= 3, timeout_s=60, what="3 frames")
                 for address, value in [("prompt", "a dog in the snow"), ("strength", 0.9), ("seed", 77)]:
                     c.sendto(msg("/dreamcam/" + address, value), ("127.0.0.1", srv.port))
-                    wait_for(lambda a=address: len(arrivals) and arrivals[-1][0] == a)
+                    wait_until(lambda a=address: len(arrivals) and arrivals[-1][0] == a, timeout_s=60, what=f"{address} to arrive")
                     mark = arrivals[-1][1]
-                    wait_for(lambda m=mark: len(sink.frames) >= m + 4)
+                    wait_until(lambda m=mark: len(sink.frames) >= m + 4, timeout_s=60, what="4 more frames")
                 c.sendto(msg("/dreamcam/status"), ("127.0.0.1", srv.port))
                 state = json.loads(OscMessage(c.recvfrom(65535)[0]).params[0])
         finally:

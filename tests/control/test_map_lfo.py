@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from dreamcam.control.midi.learn import make_binding
 from dreamcam.control.osc.dispatch import OscDispatcher
 from dreamcam.errors import ConfigError
 from dreamcam.knobs import ParamStore
+from waiting import wait_until
 
 LFO = "strength sine 4 0.1; guidance triangle 8 0.5"
 MAP = f'# my controller\nlfo = "{LFO}"\n\n[[bind]]\ncc = 7\nparam = "strength"\n'
@@ -120,14 +120,6 @@ def test_an_edit_that_changes_the_key_sets_the_knob_and_one_that_keeps_it_does_n
     assert store.get("lfo") == "guidance saw 16 1"
 
 
-def wait(cond, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def test_dreamcam_run_takes_the_maps_lfo_and_an_edit_of_it(tmp_path):
     path = tmp_path / "controller.toml"
     path.write_text(MAP, encoding="utf-8")
@@ -141,7 +133,7 @@ def test_dreamcam_run_takes_the_maps_lfo_and_an_edit_of_it(tmp_path):
     sock.bind((HOST, 0))
     sock.settimeout(5)
     try:
-        wait(lambda: any("OSC on" in ln for ln in lines), what="OSC to listen")
+        wait_until(lambda: any("OSC on" in ln for ln in lines), timeout_s=60, what="OSC to listen")
         port = int(re.search(r"OSC on 127\.0\.0\.1:(\d+)", "".join(lines))[1])
 
         def lfo() -> str:
@@ -150,7 +142,7 @@ def test_dreamcam_run_takes_the_maps_lfo_and_an_edit_of_it(tmp_path):
 
         assert lfo() == LFO
         path.write_text(MAP.replace(LFO, "delta triangle 2 0.25"), encoding="utf-8")
-        wait(lambda: lfo() == "delta triangle 2 0.25", what="the edited lfo in status")
+        wait_until(lambda: lfo() == "delta triangle 2 0.25", timeout_s=60, what="the edited lfo in status")
     finally:
         proc.send_signal(signal.SIGINT)
         try:

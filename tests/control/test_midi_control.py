@@ -21,6 +21,7 @@ from dreamcam.knobs import ParamStore
 from midi_standin import StandInDevice, cc, note_off, note_on
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
+from waiting import poll as wait_for
 
 HOST = "127.0.0.1"
 
@@ -76,15 +77,6 @@ def msg(address, *args):
     for a in args:
         b.add_arg(a)
     return b.build().dgram
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class Live:

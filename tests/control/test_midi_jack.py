@@ -29,6 +29,7 @@ from dreamcam.control.osc.server import OscServer
 from dreamcam.knobs import ParamStore
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
+from waiting import poll as wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "dreamcam-test-nano"
@@ -69,15 +70,6 @@ def device(jack):
     yield out, inp
     out.close()
     inp.close()
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def status(port: int) -> dict:

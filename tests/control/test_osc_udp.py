@@ -25,6 +25,7 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import BlockingOSCUDPServer
+from waiting import poll as wait_for
 
 HOST = "127.0.0.1"
 
@@ -34,15 +35,6 @@ def msg(address: str, *args) -> bytes:
     for a in args:
         b.add_arg(a)
     return b.build().dgram
-
-
-def wait_for(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 @pytest.fixture
@@ -176,7 +168,7 @@ def test_burst_of_10000_from_another_process_loses_nothing(server):
         proc.stdin.write("go\n")
         proc.stdin.flush()
         assert proc.wait(timeout=60) == 0
-        assert wait_for(lambda: server.received >= n, timeout=30), f"received {server.received} of {n}"
+        assert wait_for(lambda: server.received >= n, timeout_s=30), f"received {server.received} of {n}"
     finally:
         proc.kill()
     assert server.received == n and server.applied == n and sum(server.rejected.values()) == 0

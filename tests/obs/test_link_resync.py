@@ -15,7 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "obs_scripts"))
 
 import dreamcam_link as dl  # noqa: E402
-from obs_harness import OscPeer, free_port, wait_until  # noqa: E402
+from obs_harness import OscPeer, free_port  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 DEFAULTS = {p.name: p.default for p in dl.PARAMS}
 OBS = {"prompt": "a fox, ink drawing", "strength": 0.55}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from pathlib import Path
 
 from obs_harness import OBS_MARKS, ObsStudio
@@ -10,6 +10,7 @@ from obs_harness import OBS_MARKS, ObsStudio
 from dreamcam.control.osc.server import OscServer
 from dreamcam.knobs import ParamStore
 from dreamcam.control.presets import PresetLibrary
+from waiting import wait_until as _wait_until
 
 pytestmark = OBS_MARKS
 
@@ -25,14 +26,7 @@ strength = 0.7
 seed = 99
 """
 
-
-def wait_until(pred, timeout_s=20.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_until = partial(_wait_until, timeout_s=20.0)  # OBS takes its time to start and react
 
 
 def test_obs_script_steers_dreamcam_and_hotkey_switches_preset(tmp_path):

@@ -18,7 +18,8 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent / "obs_scripts"))
 
 import dreamcam_link as dl  # noqa: E402
-from obs_harness import OscPeer, wait_until  # noqa: E402
+from obs_harness import OscPeer  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from midi_standin import StandInDevice, cc
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "obs_scripts"))
 
 import dreamcam_link as dl  # noqa: E402
-from obs_harness import wait_until  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 
 def test_learn_from_obs_binds_the_next_control_moved(tmp_path):

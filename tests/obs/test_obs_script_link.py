@@ -20,7 +20,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "obs_scripts"))
 
 import dreamcam_link as dl  # noqa: E402
-from obs_harness import OscPeer, free_port, wait_until  # noqa: E402
+from obs_harness import OscPeer, free_port  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 SETTINGS = {"preset": "", "prompt": "a fox, ink drawing", "negative_prompt": "", "strength": 0.6,
             "guidance": 1.5, "delta": 1.0, "seed": 7, "transition": 0.0, "bypass": False}

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from obs_harness import OBS_MARKS, ObsStudio, wait_until
+from obs_harness import OBS_MARKS, ObsStudio
+from waiting import wait_until
 
 from dreamcam.control.osc.server import OscServer
 from dreamcam.knobs import PARAMS, ParamStore

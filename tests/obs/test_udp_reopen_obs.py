@@ -29,6 +29,7 @@ av = pytest.importorskip("av")
 
 from dreamcam.sinks.udp import UdpSink  # noqa: E402
 from dreamcam.frames import Frame  # noqa: E402
+from waiting import wait_until
 
 BLOCKED = "127.0.0.2"
 pytestmark = [*OBS_MARKS, pytest.mark.skipif(
@@ -67,15 +68,6 @@ class _Feeder:
         self.close()
 
 
-def _wait(predicate, timeout_s: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not predicate():
-        if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - t0
-
-
 @pytest.mark.parametrize("codec", ["auto", "mpeg2"])
 def test_obs_shows_the_stream_again_at_once_after_the_reopen(codec):
     _route("del")  # a route left by a run that was killed
@@ -95,12 +87,12 @@ def test_obs_shows_the_stream_again_at_once_after_the_reopen(codec):
             if cut.returncode != 0:  # root without CAP_NET_ADMIN (a container): no way to cut the route
                 pytest.skip(f"cannot add a prohibit route here: {cut.stderr.strip()}")
             try:
-                _wait(lambda: sink.error is not None, 5, "the sends to fail")
+                wait_until(lambda: sink.error is not None, timeout_s=5, what="the sends to fail")
                 frozen = shown()
                 time.sleep(1.0)
             finally:
                 _route("del")
-            _wait(lambda: sink.error is None, 10, "the sink to re-open")
+            wait_until(lambda: sink.error is None, timeout_s=10, what="the sink to re-open")
             back_at, reopened = time.monotonic(), feed.i  # frames from here on are in the new stream
             assert sink.outages == 1
             studio.screenshot("dreamcam", timeout_s=10, until=lambda im: code_of(im) >= reopened)
