@@ -17,10 +17,7 @@ def poll(cond: Callable[[], object], timeout_s: float = 10.0, interval_s: float 
 
 
 def wait_until(cond: Callable[[], object], *, timeout_s: float = 10.0, what: str = "the condition",
-               interval_s: float = 0.02) -> float:
-    """Poll `cond()` until true and return the seconds it took; AssertionError naming `what`
-    after `timeout_s` seconds."""
-    t0 = time.monotonic()
+               interval_s: float = 0.02) -> None:
+    """Poll `cond()` until true; AssertionError naming `what` after `timeout_s` seconds."""
     if not poll(cond, timeout_s, interval_s):
         raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-    return time.monotonic() - t0

@@ -196,6 +196,24 @@ def test_a_recording_keeps_the_real_timing_of_uneven_frames(tmp_path, codec, dec
     assert np.allclose(np.diff(pts), gaps[1:], atol=0.002), pts
 
 
+def test_without_libx264_a_recording_is_mpeg4_and_codec_h264_says_so(tmp_path, monkeypatch):
+    # PyAV builds without libx264 exist (some distributions' packages); here PyPI's wheel has it,
+    # so its codec list is stood in for: every encoder but libx264
+    import av
+
+    monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) - {"libx264"})
+    path = str(tmp_path / "auto.mp4")
+    with FileSink(path, 64, 48, 30.0) as sink:
+        for i in range(5):
+            sink.write(Frame(_image(48, 64, i), 1.0 + i / 30, i))
+    with av.open(path) as c:
+        assert c.streams.video[0].codec_context.name == "mpeg4"
+        assert sum(1 for _ in c.decode(video=0)) == 5
+    with pytest.raises(DeviceError, match="no libx264 encoder; use codec=mp4v"):
+        FileSink(str(tmp_path / "h264.mp4"), 64, 48, codec="h264").start()
+    assert not (tmp_path / "h264.mp4").exists()  # refused before any file was made
+
+
 def test_recorder_errors_at_start(tmp_path):
     with pytest.raises(DeviceError, match="does not exist"):
         FileSink(str(tmp_path / "no" / "such" / "out.mp4"), 64, 48).start()

@@ -10,7 +10,7 @@ import numpy as np
 from dreamcam.errors import DeviceError
 from dreamcam.sinks.base import Sink
 
-DEFAULT_BITRATE = 4_000_000  # bits/s for the UDP stream: plenty for 512x512 to 1280x720 at 30 fps
+DEFAULT_BITRATE = 4_000_000  # bits/s where no CRF applies (UDP stream, mp4v recording): plenty for 512x512 to 1280x720 at 30 fps
 # Each encoder's clock: H.264 on MPEG's 90 kHz; MPEG-4 Part 2 allows at most 65535 ticks a second
 # (FFmpeg refuses more), so a millisecond clock; MPEG-2 ticks at its constant frame rate (None)
 CLOCKS = {"libx264": 90000, "mpeg4": 1000, "mpeg2video": None}

@@ -9,7 +9,7 @@ import os
 from dreamcam.errors import ConfigError, DeviceError
 from dreamcam.frames import Frame
 from dreamcam.sinks.base import Framer, Sink
-from dreamcam.sinks.encoders import AvEncoder, open_encoder, pyav
+from dreamcam.sinks.encoders import AvEncoder, open_encoder, pyav, video_codec
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ class FileSink(Sink):
         if not os.path.isdir(folder):
             raise DeviceError(f"cannot record to {self.path}: folder {folder} does not exist")
         self._created = not os.path.lexists(self.path)
+        encoder = self._encoder()
         av = pyav()
-        encoder = self._encoder(av)
         try:
             container = av.open(self.path, "w")  # the format, from the name; this opens no file yet
         except (av.FFmpegError, OSError, ValueError) as e:
@@ -123,16 +123,13 @@ class FileSink(Sink):
             self._file = None
             raise
 
-    def _encoder(self, av) -> str:
+    def _encoder(self) -> str:
         """The FFmpeg encoder for `codec`: H.264 where PyAV has libx264 (auto, h264), else
         FFmpeg's own MPEG-4 Part 2 (mp4v), which every PyAV build has."""
-        available = av.codecs_available
-        if self.codec != "mp4v" and "libx264" in available:
+        if self.codec != "mp4v" and video_codec() == "libx264":
             return "libx264"
         if self.codec == "h264":
             raise DeviceError("file sink codec h264: this PyAV has no libx264 encoder; use codec=mp4v or a PyAV wheel with libx264")
-        if "mpeg4" not in available:
-            raise DeviceError("file sink: this PyAV has neither libx264 nor mpeg4 encoders; install the PyAV wheel from PyPI")
         return "mpeg4"
 
     def write(self, frame: Frame) -> None:
