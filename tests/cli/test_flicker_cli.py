@@ -131,7 +131,8 @@ def test_bench_flicker_prints_each_setting_side_by_side(tmp_path):
     rows = result["rows"]
     assert [row["setting"] for row in rows] == ["strength=0.3", "strength=0.6"]
     for row in rows:
-        assert row["frames"] == 5 and row["measured"] + row["cuts"] + row["skipped"] == row["pairs"] == 4
+        assert row["frames"] == 5 and row["failed"] == 0
+        assert row["measured"] + row["cuts"] + row["skipped"] == row["pairs"] == 4
         assert row["flicker"] > 0 and row["flicker_rel"] > 0 and row["fps"] > 0 and row["latency_p50_ms"] > 0
         assert -1 <= row["follow"] <= 1 and row["cut_frames"] is None  # a still clip with no cut in 5 frames
     # more strength, more of the picture comes from noise: the output flickers more

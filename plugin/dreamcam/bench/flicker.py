@@ -213,6 +213,7 @@ def bench_flicker(args: argparse.Namespace) -> dict[str, Any]:
                 "measured": summary["flicker_samples"],
                 "cuts": summary["flicker_cuts"],
                 "skipped": summary["flicker_dropped"],
+                "failed": summary["flicker_errors"],
                 "meter_ms": summary["flicker_ms"],
             })
     return {

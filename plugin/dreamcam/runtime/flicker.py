@@ -224,12 +224,16 @@ class FlickerMeter:
         self._gen = 0  # bumped by gap(reset=True): samples of an older generation leave the live window
         self._lock = threading.Lock()
         self._recent: deque[Sample] = deque(maxlen=256)
-        self._busy = threading.Event()
+        # pairs the thread is done with (measured, cut or failed), counted under `_settled`: flush()
+        # waits on this count; "the slot is empty and the thread is not busy" would read true in the
+        # moment between the thread taking a pair and starting on it
+        self._settled = threading.Condition()
+        self._handled = 0
         self._thread: threading.Thread | None = None
         self.offered = 0  # pairs handed to the thread
         self.samples = 0  # pairs measured (cuts included)
         self.cuts = 0
-        self.errors = 0  # pairs the measurement failed on (logged once)
+        self.errors = 0  # pairs the measurement failed on (logged once, counted in flicker_errors)
         self._sum_out = self._sum_in = self._sum_ms = 0.0
         self._n = 0  # measured pairs that were not cuts
 
@@ -283,7 +287,8 @@ class FlickerMeter:
     def summary(self) -> dict:
         """The whole run: flicker and flicker_rel (None without a measured pair), flicker_samples
         (pairs measured, cuts left out), flicker_cuts, flicker_dropped (pairs the busy thread
-        skipped) and flicker_ms (mean milliseconds the thread spent on a pair)."""
+        skipped), flicker_errors (pairs the measurement failed on) and flicker_ms (mean
+        milliseconds the thread spent on a pair)."""
         with self._lock:
             n, out, inp, ms = self._n, self._sum_out, self._sum_in, self._sum_ms
             total = self.samples
@@ -293,6 +298,7 @@ class FlickerMeter:
             "flicker_samples": n,
             "flicker_cuts": self.cuts,
             "flicker_dropped": self.dropped,
+            "flicker_errors": self.errors,
             "flicker_ms": round(ms / total, 3) if total else None,
         }
 
@@ -301,13 +307,16 @@ class FlickerMeter:
         with self._lock:
             return list(self._recent)
 
-    def flush(self, timeout: float = 2.0) -> bool:
-        """Wait (at most `timeout` s) until the pair handed over last is measured; True when it is."""
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait (at most `timeout` s) until every pair handed over is measured, failed or dropped
+        for a newer one; True when it is (False on timeout, or when the thread is not running)."""
         end = time.perf_counter() + timeout
-        while len(self._slot) or self._busy.is_set():
-            if self._thread is None or not self._thread.is_alive() or time.perf_counter() >= end:
-                return not (len(self._slot) or self._busy.is_set())
-            time.sleep(0.002)
+        with self._settled:
+            while self._handled + self.dropped < self.offered:
+                left = end - time.perf_counter()
+                if self._thread is None or not self._thread.is_alive() or left <= 0:
+                    return False
+                self._settled.wait(min(left, 0.1))
         return True
 
     # ------------------------------------------------------------------ the thread
@@ -337,7 +346,6 @@ class FlickerMeter:
                 if self._slot.closed and not len(self._slot):
                     return
                 continue
-            self._busy.set()
             try:
                 self._measure(warp, *item)
             except Exception as e:  # noqa: BLE001 - a failed sample must not end the meter
@@ -346,7 +354,9 @@ class FlickerMeter:
                     log.warning("flicker meter: a sample failed (%s: %s); further failures are only counted",
                                 type(e).__name__, e)
             finally:
-                self._busy.clear()
+                with self._settled:
+                    self._handled += 1
+                    self._settled.notify_all()
 
     def _measure(self, warp: FlowWarp, gen: int, prev: tuple, cur: tuple) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
