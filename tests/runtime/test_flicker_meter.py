@@ -191,18 +191,19 @@ def test_flush_waits_for_a_pair_the_thread_has_taken_but_not_started_on():
     # taking the last pair and measuring it (seen under CI load: 3 of 4 pairs counted) must not
     # read as "nothing left to do". The hand-over's get() is slowed here to hold that moment open.
     frames = still_with_noise(2)
-    with FlickerMeter(SIZE, SIZE, rate=None) as meter:
-        taken = threading.Event()
-        get = meter._slot.get
+    meter = FlickerMeter(SIZE, SIZE, rate=None)
+    taken = threading.Event()
+    get = meter._slot.get
 
-        def get_then_stall(timeout=None):
-            item = get(timeout)
-            if item is not None:
-                taken.set()
-                threading.Event().wait(0.5)
-            return item
+    def get_then_stall(timeout=None):
+        item = get(timeout)
+        if item is not None:
+            taken.set()
+            threading.Event().wait(0.5)
+        return item
 
-        meter._slot.get = get_then_stall
+    meter._slot.get = get_then_stall  # before the thread starts, so every get it makes is this one
+    with meter:
         meter.add(frames[0], frames[0], 0)
         meter.add(frames[1], frames[1], 1)
         assert taken.wait(10)
