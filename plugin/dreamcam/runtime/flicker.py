@@ -222,13 +222,11 @@ class FlickerMeter:
         self._prev: tuple | None = None
         self._due = 0.0
         self._gen = 0  # bumped by gap(reset=True): samples of an older generation leave the live window
-        self._lock = threading.Lock()
+        # guards the counts and sums below; notified each time the thread is done with a pair, so
+        # flush() waits on the counts (an empty slot does not say the thread is done: it may have
+        # taken the pair and not started on it)
+        self._lock = threading.Condition()
         self._recent: deque[Sample] = deque(maxlen=256)
-        # pairs the thread is done with (measured, cut or failed), counted under `_settled`: flush()
-        # waits on this count; "the slot is empty and the thread is not busy" would read true in the
-        # moment between the thread taking a pair and starting on it
-        self._settled = threading.Condition()
-        self._handled = 0
         self._thread: threading.Thread | None = None
         self.offered = 0  # pairs handed to the thread
         self.samples = 0  # pairs measured (cuts included)
@@ -311,12 +309,12 @@ class FlickerMeter:
         """Wait (at most `timeout` s) until every pair handed over is measured, failed or dropped
         for a newer one; True when it is (False on timeout, or when the thread is not running)."""
         end = time.perf_counter() + timeout
-        with self._settled:
-            while self._handled + self.dropped < self.offered:
+        with self._lock:
+            while self.samples + self.errors + self.dropped < self.offered:
                 left = end - time.perf_counter()
                 if self._thread is None or not self._thread.is_alive() or left <= 0:
                     return False
-                self._settled.wait(min(left, 0.1))
+                self._lock.wait(min(left, 0.1))
         return True
 
     # ------------------------------------------------------------------ the thread
@@ -349,14 +347,12 @@ class FlickerMeter:
             try:
                 self._measure(warp, *item)
             except Exception as e:  # noqa: BLE001 - a failed sample must not end the meter
-                self.errors += 1
+                with self._lock:
+                    self.errors += 1
+                    self._lock.notify_all()
                 if self.errors == 1:
                     log.warning("flicker meter: a sample failed (%s: %s); further failures are only counted",
                                 type(e).__name__, e)
-            finally:
-                with self._settled:
-                    self._handled += 1
-                    self._settled.notify_all()
 
     def _measure(self, warp: FlowWarp, gen: int, prev: tuple, cur: tuple) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -367,7 +363,9 @@ class FlickerMeter:
         cut = not (in_err <= CUT_GREY and valid >= MIN_VALID)  # nan (nothing valid) is a cut too
         ms = (time.thread_time() - c0) * 1000.0
         sample = Sample(cur[2], prev[2], out_err, in_err, valid, cut, ms, time.perf_counter(), gen)
-        with self._lock:
+        log.debug("flicker sample %d: %.2f / input %.2f (valid %.2f) in %.1f ms (wall %.1f)",
+                  cur[2], out_err, in_err, valid, ms, (time.perf_counter() - t0) * 1000.0)
+        with self._lock:  # the last step: a pair is either counted here or in errors, never both
             self.samples += 1
             self._sum_ms += ms
             if cut:
@@ -377,5 +375,4 @@ class FlickerMeter:
                 self._sum_out += out_err
                 self._sum_in += in_err
             self._recent.append(sample)
-        log.debug("flicker sample %d: %.2f / input %.2f (valid %.2f) in %.1f ms (wall %.1f)",
-                  cur[2], out_err, in_err, valid, ms, (time.perf_counter() - t0) * 1000.0)
+            self._lock.notify_all()

@@ -64,9 +64,9 @@ class AvEncoder:
         else:
             opts = {"bf": "0", "g": gop}
         rate = Fraction(fps).limit_denominator(1001)
-        if codec == "mpeg2video" and fps <= 60:  # MPEG-2 takes few rates: tick at the first one >= fps
-            rate = next(r for r in MPEG2_RATES if r >= rate * Fraction(999, 1000))
         clock = CLOCKS[codec]
+        if clock is None and fps <= 60:  # MPEG-2 takes few rates: tick at the first one >= fps
+            rate = next(r for r in MPEG2_RATES if r >= rate * Fraction(999, 1000))
         self.time_base = Fraction(1, clock) if clock else 1 / rate
         self.stream = container.add_stream(codec, rate=rate, options=opts)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
