@@ -18,6 +18,7 @@ import pytest
 from dreamcam.errors import DeviceError
 from dreamcam.sinks.preview import check_display, opencv_has_gui
 from dreamcam.sinks import open_sink
+from waiting import poll
 
 PLUGIN = str(Path(__file__).resolve().parents[2] / "plugin")
 W, H = 160, 120
@@ -97,15 +98,20 @@ def test_window_shows_the_frame_with_overlay_and_answers_keys(xvfb):
                              stderr=subprocess.DEVNULL, text=True)
     try:
         assert child.stdout.readline().strip() == "SHOWN"
-        time.sleep(0.5)
+        colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+        shot, boxes = None, {}
         os.environ["DISPLAY"], old = xvfb, os.environ.get("DISPLAY")
         try:
             with mss.MSS() as sct:
-                raw = np.asarray(sct.grab(sct.monitors[0]))
+                def drawn() -> bool:  # the X server paints the window a moment after imshow returns
+                    nonlocal shot, boxes
+                    shot = np.asarray(sct.grab(sct.monitors[0]))[..., [2, 1, 0]]  # BGRA -> RGB
+                    boxes = {c: _find(shot, c) for c in colours}
+                    return all(boxes.values())
+
+                poll(drawn, timeout_s=10, interval_s=0.1)
         finally:
             os.environ.pop("DISPLAY") if old is None else os.environ.__setitem__("DISPLAY", old)
-        shot = raw[..., [2, 1, 0]]  # BGRA -> RGB
-        boxes = {c: _find(shot, c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]}
         assert all(boxes.values()), boxes
         red, green, blue, yellow = boxes.values()
         assert red[2] == green[0] and red[3] == blue[1] and yellow[0] == blue[2] and yellow[1] == green[3]
