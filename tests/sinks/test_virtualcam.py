@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from waiting import poll
 
 pyvirtualcam = pytest.importorskip("pyvirtualcam")
 from pyvirtualcam.camera import BACKENDS  # noqa: E402
@@ -124,12 +125,16 @@ def test_pacing_caps_at_output_fps_without_delaying_slow_input(memory_backend):
         assert np.median(gaps) >= 1 / fps - 0.002, np.median(gaps)
         assert sink.dropped == n - fast_sent
         time.sleep(1 / fps)
+        waits = []
         for i in range(5):  # the engine slower than the camera: every frame goes out at once
             t = time.perf_counter()
             sink.write(Frame(_image(32, 32), t, i))
+            assert poll(lambda: len(cam.frames) == fast_sent + i + 1, timeout_s=2.0), len(cam.frames)
+            waits.append(cam.times[-1] - t)
             time.sleep(0.1)
-            assert len(cam.frames) == fast_sent + i + 1
-            assert cam.times[-1] - t < 0.02
+        # held for the next 50 ms slot it would wait 25 ms on average; the median forgives one
+        # frame the scheduler held up on a loaded machine
+        assert float(np.median(waits)) < 0.02, waits
     assert sink.written == fast_sent + 5
 
 

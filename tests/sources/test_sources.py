@@ -143,9 +143,13 @@ def test_file_source_loops_at_its_own_fps(tmp_path):
         time.sleep(0.6)
         assert abs(src.fps - 25.0) < 2.5, src.fps
         assert src.loops >= 2 and src.reconnects == 0 and src.dropped > 0
-    codes = [stripe(f.image) for f in frames[:25]]
-    assert codes[:25] == [i % 12 for i in range(25)], codes
-    dt = np.diff([f.t_capture for f in frames])
+    # newest-only: a reader slowed by load may miss a frame, so each frame is checked by its index
+    # (the source counts every frame it reads from the file): file frame index % 12, in order, two loops
+    idx = [f.index for f in frames]
+    assert idx == sorted(set(idx)) and idx[-1] >= 24, idx
+    codes = [stripe(f.image) for f in frames]
+    assert codes == [i % 12 for i in idx], (codes, idx)
+    dt = np.diff([f.t_capture for f in frames]) / np.diff(idx)
     assert 0.03 < float(np.median(dt)) < 0.05  # 40 ms apart
 
 
