@@ -8,9 +8,9 @@ import codecs
 import json
 import os
 import socket
-import time
 
 import pytest
+from waiting import poll
 from dreamcam.control.osc.maps import OscMapping
 from dreamcam.control.osc.server import OscServer
 from dreamcam.control.presets import PresetLibrary
@@ -89,23 +89,18 @@ def test_a_deeply_nested_presets_edit_keeps_the_last_good_presets_and_the_server
         _rewrite(path, f"[calm]\nstrength = {DEEP}\n")
         # the server looks every 0.2 s and reads a change once it has settled for 0.2 s: wait for
         # the read (a fixed 0.6 s sleep left 0.2 s of margin on a loaded machine)
-        deadline = time.monotonic() + 5.0
-        while lib.errors == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: lib.errors > 0, timeout_s=5.0, interval_s=0.05)
         st = _status(sock, server.port)
         assert st is not None, "the OSC server stopped answering"
         assert st["presets"] == ["calm"] and lib.errors == 1
+
+        def shown(key: str):  # None once the server stops answering
+            return (_status(sock, server.port) or {}).get(key)
+
         _rewrite(path, '[calm]\nstrength = 0.3\n\n[wild]\nstrength = 0.9\n')
-        deadline = time.monotonic() + 3.0
-        while (st := _status(sock, server.port)) is not None and st["presets"] != ["calm", "wild"]:
-            assert time.monotonic() < deadline, st
-            time.sleep(0.1)
+        assert poll(lambda: shown("presets") == ["calm", "wild"], 3.0, 0.1), _status(sock, server.port)
         sock.sendto(_preset_msg("wild"), ("127.0.0.1", server.port))
-        deadline = time.monotonic() + 3.0
-        while (st := _status(sock, server.port)) is not None and st["strength"] != 0.9:
-            assert time.monotonic() < deadline, st
-            time.sleep(0.05)
-        assert st is not None and st["strength"] == 0.9
+        assert poll(lambda: shown("strength") == 0.9, 3.0, 0.05), _status(sock, server.port)
     sock.close()
 
 
